@@ -1,0 +1,6 @@
+//! One module per command group.
+
+pub mod bundle;
+pub mod demo;
+pub mod durability;
+pub mod shard;

@@ -1,0 +1,59 @@
+//! The `bitmountain` binary: one executable for every role. Daemons (`meta`, later `node` and
+//! `dev`), client and operator commands, and the offline tools that work on bundle and shard files
+//! with nothing but this binary (disaster recovery needs them).
+//!
+//! Each command group lives in its own module under `commands/`; this file only parses arguments
+//! and dispatches. Errors are `anyhow` here and nowhere below.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bitmountain",
+    version,
+    about = "Bit Mountain: an erasure-coded archival storage cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Offline tools for bundle files (MIME multipart/mixed with an index).
+    #[command(subcommand)]
+    Bundle(commands::bundle::BundleCommand),
+    /// Offline tools for erasure-coded shard files.
+    #[command(subcommand)]
+    Shard(commands::shard::ShardCommand),
+    /// Estimate the probability of data loss for an erasure code or replication.
+    Durability(commands::durability::DurabilityArgs),
+    /// Run the offline demo: pack a tree, shard it, destroy shards, read every file back.
+    Demo(commands::demo::DemoArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BITMOUNTAIN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bundle(cmd) => commands::bundle::run(cmd),
+        Command::Shard(cmd) => commands::shard::run(cmd),
+        Command::Durability(args) => commands::durability::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

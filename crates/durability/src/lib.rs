@@ -1,0 +1,1 @@
+//! Durability model: Markov-chain analysis and Monte Carlo simulation of data loss.

@@ -1,0 +1,1 @@
+//! Striped Reed-Solomon layout and the self-describing shard file format.

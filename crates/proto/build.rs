@@ -1,0 +1,25 @@
+//! Generates the gRPC code from `proto/` with protox, a pure-Rust protobuf compiler, so the build
+//! never needs a system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&proto_root)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "proto"))
+        .collect();
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let descriptors = protox::compile(&files, [&proto_root])?;
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out_dir.join("bitmountain_descriptor.bin");
+    std::fs::write(
+        &descriptor_path,
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptor_path)
+        .skip_protoc_run()
+        .compile_fds(descriptors)?;
+    Ok(())
+}

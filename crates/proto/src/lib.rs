@@ -1,0 +1,19 @@
+//! Generated protobuf and gRPC types for Bit Mountain's wire protocol (`proto/*.proto`).
+//!
+//! These types stay at the edges: servers and clients convert them into the domain types of the
+//! lower crates at the boundary and never pass them further in.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
+
+/// Version 1 of the wire protocol.
+pub mod v1 {
+    tonic::include_proto!("bitmountain.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/bitmountain_descriptor.bin"));

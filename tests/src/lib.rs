@@ -1,0 +1,55 @@
+//! Shared helpers for the integration tests in `tests/tests/`: locating the real `bitmountain`
+//! binary and running it as a process.
+//!
+//! The binary is found through `BITMOUNTAIN_BIN` or next to the test executable in the cargo
+//! target directory (`scripts/test` builds it first).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Path to the `bitmountain` binary under test.
+pub fn bitmountain_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("BITMOUNTAIN_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test executables live in target/<profile>/deps; the binary in target/<profile>.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let candidate = profile_dir.join("bitmountain");
+    assert!(
+        candidate.exists(),
+        "bitmountain binary not found at {}: run `cargo build --bin bitmountain` first or set BITMOUNTAIN_BIN",
+        candidate.display()
+    );
+    candidate
+}
+
+/// A `Command` for the binary under test.
+pub fn bitmountain() -> Command {
+    Command::new(bitmountain_bin())
+}
+
+/// Runs the binary with `args` and returns its output, whatever the exit status.
+pub fn run(args: &[&str]) -> Output {
+    bitmountain()
+        .args(args)
+        .output()
+        .expect("spawn bitmountain")
+}
+
+/// Runs the binary and asserts it succeeded; returns stdout.
+pub fn run_ok(args: &[&str]) -> Vec<u8> {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "bitmountain {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
