@@ -30,6 +30,13 @@ enum Command {
     Shard(commands::shard::ShardCommand),
     /// Estimate the probability of data loss for an erasure code or replication.
     Durability(commands::durability::DurabilityArgs),
+    /// Run a member of the metadata group (raft-rs on RocksDB).
+    Meta(commands::meta::MetaArgs),
+    /// Change the metadata group's membership or leadership.
+    #[command(subcommand)]
+    Member(commands::member::MemberCommand),
+    /// Show the cluster: members, leader, nodes, disks, bundle counts.
+    Status(commands::status::StatusArgs),
     /// Run the offline demo: pack a tree, shard it, destroy shards, read every file back.
     Demo(commands::demo::DemoArgs),
 }
@@ -47,6 +54,9 @@ fn main() -> std::process::ExitCode {
         Command::Bundle(cmd) => commands::bundle::run(cmd),
         Command::Shard(cmd) => commands::shard::run(cmd),
         Command::Durability(args) => commands::durability::run(args),
+        Command::Meta(args) => commands::meta::run(args),
+        Command::Member(cmd) => commands::member::run(cmd),
+        Command::Status(args) => commands::status::run(args),
         Command::Demo(args) => commands::demo::run(args),
     };
     match result {

@@ -3,4 +3,7 @@
 pub mod bundle;
 pub mod demo;
 pub mod durability;
+pub mod member;
+pub mod meta;
 pub mod shard;
+pub mod status;
