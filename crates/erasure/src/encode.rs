@@ -1,0 +1,291 @@
+//! The sans-IO write core: a stripe encoder you push bundle bytes into and that hands back the
+//! framed bytes (cell data with CRC32Cs inserted at chunk boundaries) to append to each shard, plus
+//! the header and footer bytes. It does no I/O, so the file writer here and the node's gRPC
+//! upload path drive the same code. Memory: one stripe of k cells plus m parity cells.
+
+use sha2::{Digest, Sha256};
+
+use crate::code::{BundleId, Code};
+use crate::error::{ErasureError, Result};
+use crate::format::{
+    BundleInfo, IndexLocation, ShardFooter, ShardHeader, CHUNK_CRC_BYTES, HEADER_BYTES,
+};
+use crate::layout::BundleLayout;
+
+/// Framed bytes of one stripe: `shards[i]` is appended to shard `i`'s file after what came before.
+#[derive(Debug, Default)]
+pub struct EncodedStripe {
+    /// Stripe number.
+    pub stripe: u64,
+    /// Framed bytes per shard, k data shards then m parity shards.
+    pub shards: Vec<Vec<u8>>,
+}
+
+/// The end of every shard: the last stripe (if partial), the last chunk's CRC, the footer.
+#[derive(Debug)]
+pub struct FinishedBundle {
+    /// Bytes to append to each shard to complete it.
+    pub tails: Vec<Vec<u8>>,
+    /// What the footers say about the bundle.
+    pub info: BundleInfo,
+}
+
+/// Streams a bundle into k+m framed shard streams, stripe by stripe.
+pub struct StripeEncoder {
+    code: Code,
+    bundle_id: BundleId,
+    codec: reed_solomon_erasure::galois_8::ReedSolomon,
+    /// Bundle bytes of the current stripe (cell j = bytes j·cell … (j+1)·cell).
+    stripe: Vec<u8>,
+    parity: Vec<Vec<u8>>,
+    /// Running CRC32C of the open chunk, per shard.
+    chunk_crcs: Vec<u32>,
+    /// Data bytes already in the open chunk (the same for every shard).
+    chunk_fill_bytes: u64,
+    sha256: Sha256,
+    bundle_len: u64,
+    next_stripe: u64,
+    spare_buffers: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StripeEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeEncoder")
+            .field("code", &self.code)
+            .field("bundle_id", &self.bundle_id)
+            .field("bundle_len", &self.bundle_len)
+            .field("next_stripe", &self.next_stripe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StripeEncoder {
+    /// A new encoder for bundle `bundle_id` under `code`.
+    pub fn new(code: Code, bundle_id: BundleId) -> Result<Self> {
+        Ok(Self {
+            code,
+            bundle_id,
+            codec: code.codec()?,
+            stripe: Vec::new(),
+            parity: vec![Vec::new(); code.parity_shards()],
+            chunk_crcs: vec![0; code.total_shards()],
+            chunk_fill_bytes: 0,
+            sha256: Sha256::new(),
+            bundle_len: 0,
+            next_stripe: 0,
+            spare_buffers: Vec::new(),
+        })
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The bundle id.
+    pub fn bundle_id(&self) -> BundleId {
+        self.bundle_id
+    }
+
+    /// Bundle bytes accepted so far.
+    pub fn bundle_len(&self) -> u64 {
+        self.bundle_len
+    }
+
+    /// The header bytes that open shard `shard_index`'s file.
+    pub fn header(&self, shard_index: usize) -> [u8; HEADER_BYTES] {
+        assert!(
+            shard_index < self.code.total_shards(),
+            "shard index {shard_index} out of range"
+        );
+        ShardHeader {
+            bundle_id: self.bundle_id,
+            shard_index: shard_index as u16,
+            code: self.code,
+        }
+        .encode()
+    }
+
+    fn stripe_capacity(&self) -> usize {
+        self.code.stripe_data_bytes() as usize
+    }
+
+    /// Takes bundle bytes up to the end of the current stripe; returns how many were taken. When
+    /// it returns less than `data.len()`, call [`Self::take_stripe`] before pushing more.
+    pub fn fill(&mut self, data: &[u8]) -> usize {
+        let room = self.stripe_capacity() - self.stripe.len();
+        let take = room.min(data.len());
+        if self.stripe.capacity() < self.stripe_capacity()
+            && self.stripe.len() + take > self.stripe.capacity()
+        {
+            // Grow once to a whole stripe rather than doubling repeatedly; small bundles that
+            // never fill a stripe keep a small buffer.
+            self.stripe
+                .reserve_exact(self.stripe_capacity() - self.stripe.len());
+        }
+        self.stripe.extend_from_slice(&data[..take]);
+        self.sha256.update(&data[..take]);
+        self.bundle_len += take as u64;
+        take
+    }
+
+    /// Encodes the current stripe if it is full.
+    pub fn take_stripe(&mut self) -> Option<EncodedStripe> {
+        if self.stripe.len() < self.stripe_capacity() {
+            return None;
+        }
+        let cell_bytes = self.code.cell_bytes() as usize;
+        Some(self.encode_stripe(cell_bytes))
+    }
+
+    /// Convenience over [`Self::fill`] and [`Self::take_stripe`]: pushes all of `data` and
+    /// returns every stripe it completed.
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<EncodedStripe> {
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            let taken = self.fill(data);
+            data = &data[taken..];
+            if let Some(stripe) = self.take_stripe() {
+                out.push(stripe);
+            }
+        }
+        out
+    }
+
+    /// Gives a stripe's buffers back for reuse (saves page faults on fresh allocations).
+    pub fn recycle(&mut self, stripe: EncodedStripe) {
+        if self.spare_buffers.len() < self.code.total_shards() {
+            self.spare_buffers.extend(stripe.shards);
+        }
+    }
+
+    /// Ends the bundle: encodes the partial last stripe, closes the last chunk and appends the
+    /// footer. `index` is where the bundle's index lives inside the bundle.
+    pub fn finish(mut self, index: IndexLocation) -> Result<FinishedBundle> {
+        let layout = BundleLayout::new(self.code, self.bundle_len)?;
+        let index_end = index.offset.checked_add(index.len);
+        if index_end.is_none_or(|end| end > self.bundle_len) {
+            return Err(ErasureError::InvalidIndexLocation {
+                offset: index.offset,
+                len: index.len,
+                bundle_len: self.bundle_len,
+            });
+        }
+        let mut tails = if self.stripe.is_empty() {
+            vec![Vec::new(); self.code.total_shards()]
+        } else if self.stripe.len() == self.stripe_capacity() {
+            let cell_bytes = self.code.cell_bytes() as usize;
+            self.encode_stripe(cell_bytes).shards
+        } else {
+            let cell_bytes = layout.tail_cell_bytes() as usize;
+            self.stripe.resize(cell_bytes * self.code.data_shards(), 0);
+            self.encode_stripe(cell_bytes).shards
+        };
+        let sha256: [u8; 32] = self.sha256.clone().finalize().into();
+        for (shard_index, tail) in tails.iter_mut().enumerate() {
+            if self.chunk_fill_bytes > 0 {
+                tail.extend_from_slice(&self.chunk_crcs[shard_index].to_le_bytes());
+            }
+            let footer = ShardFooter {
+                bundle_id: self.bundle_id,
+                shard_index: shard_index as u16,
+                bundle_len: self.bundle_len,
+                shard_data_bytes: layout.shard_data_bytes(),
+                index,
+                sha256,
+            };
+            tail.extend_from_slice(&footer.encode());
+        }
+        Ok(FinishedBundle {
+            tails,
+            info: BundleInfo {
+                bundle_id: self.bundle_id,
+                code: self.code,
+                bundle_len: self.bundle_len,
+                index,
+                sha256,
+            },
+        })
+    }
+
+    /// Computes parity over the k cells of `cell_bytes` in `self.stripe` and frames all k+m.
+    fn encode_stripe(&mut self, cell_bytes: usize) -> EncodedStripe {
+        let k = self.code.data_shards();
+        assert_eq!(
+            self.stripe.len(),
+            cell_bytes * k,
+            "stripe buffer holds k cells"
+        );
+        for p in &mut self.parity {
+            p.resize(cell_bytes, 0);
+        }
+        let data: Vec<&[u8]> = self.stripe.chunks_exact(cell_bytes).collect();
+        // Lengths match by construction (k cells and m parity cells of cell_bytes), the only
+        // thing encode_sep checks.
+        let encoded = self.codec.encode_sep(&data, &mut self.parity);
+        assert!(
+            encoded.is_ok(),
+            "encode_sep on equal-length cells: {encoded:?}"
+        );
+
+        let chunk_bytes = u64::from(self.code.chunk_bytes());
+        let fill_before = self.chunk_fill_bytes;
+        let crcs_inserted = ((fill_before + cell_bytes as u64) / chunk_bytes) as usize;
+        let framed_len = cell_bytes + crcs_inserted * CHUNK_CRC_BYTES;
+        let mut shards = Vec::with_capacity(self.code.total_shards());
+        let cells = data
+            .iter()
+            .copied()
+            .chain(self.parity.iter().map(Vec::as_slice));
+        for (cell, crc) in cells.zip(self.chunk_crcs.iter_mut()) {
+            let mut out = self.spare_buffers.pop().unwrap_or_default();
+            out.clear();
+            out.reserve(framed_len);
+            *crc = frame_cell(&mut out, cell, *crc, fill_before, chunk_bytes);
+            shards.push(out);
+        }
+        self.chunk_fill_bytes = (fill_before + cell_bytes as u64) % chunk_bytes;
+        self.stripe.clear();
+        let stripe = self.next_stripe;
+        self.next_stripe += 1;
+        EncodedStripe { stripe, shards }
+    }
+}
+
+/// Appends `cell` to `out`, inserting the CRC32C of each chunk as it completes. `fill_bytes` is
+/// how much of the open chunk came before; returns the open chunk's running CRC.
+fn frame_cell(
+    out: &mut Vec<u8>,
+    cell: &[u8],
+    mut crc: u32,
+    mut fill_bytes: u64,
+    chunk_bytes: u64,
+) -> u32 {
+    let mut rest = cell;
+    while !rest.is_empty() {
+        let take = ((chunk_bytes - fill_bytes) as usize).min(rest.len());
+        let (segment, after) = rest.split_at(take);
+        crc = crc32c::crc32c_append(crc, segment);
+        out.extend_from_slice(segment);
+        fill_bytes += take as u64;
+        rest = after;
+        if fill_bytes == chunk_bytes {
+            out.extend_from_slice(&crc.to_le_bytes());
+            crc = 0;
+            fill_bytes = 0;
+        }
+    }
+    crc
+}
+
+/// Frames a whole shard data stream in one go (used by tests and by rebuild of short shards).
+pub fn frame_shard_data(data: &[u8], chunk_bytes: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        data.len() + data.len() / chunk_bytes as usize * CHUNK_CRC_BYTES + CHUNK_CRC_BYTES,
+    );
+    for chunk in data.chunks(chunk_bytes as usize) {
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
+    }
+    out
+}

@@ -1,0 +1,440 @@
+//! Reading bundles back: [`RangeRead`] is the sans-IO planner/decoder for one bundle byte range
+//! (async callers drive it), [`BundleReader`] the sync convenience over [`ShardSource`]s, which
+//! also decodes whole bundles (checking the SHA-256) and rebuilds lost shards.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use sha2::{Digest, Sha256};
+
+use crate::code::BundleId;
+use crate::error::{ErasureError, Result};
+use crate::format::{BundleInfo, ShardFooter, ShardHeader};
+use crate::gather::{ChunkGather, Codec, Fetch, LostChunk};
+use crate::layout::{BundleLayout, Piece};
+use crate::source::{read_shard_meta, read_up_to, ShardSource};
+use crate::write::ShardSink;
+
+/// Reads bundle bytes `[offset, offset + len)`: `plan` → fetch → `supply`, until `plan` returns
+/// nothing, then `finish`. Healthy shards cost one fetch per touched data shard, and only the
+/// chunks holding the range; a lost chunk adds the same chunk of other shards.
+#[derive(Debug)]
+pub struct RangeRead {
+    gather: ChunkGather,
+    pieces: Vec<Piece>,
+    offset: u64,
+    len: u64,
+    chunk_bytes: u64,
+    bundle_id: BundleId,
+}
+
+impl RangeRead {
+    /// Plans a read of `len` bytes at `offset`. `unavailable` shards are never fetched.
+    pub fn new(
+        info: &BundleInfo,
+        offset: u64,
+        len: u64,
+        unavailable: &[u16],
+        codec: Option<Codec>,
+    ) -> Result<Self> {
+        let layout = info.layout()?;
+        let pieces = layout.pieces(info.bundle_id, offset, len)?;
+        let mut gather = ChunkGather::new(info.bundle_id, layout, codec);
+        for &shard in unavailable {
+            gather.mark_unavailable(shard);
+        }
+        for piece in &pieces {
+            for chunk in layout.chunks_for_shard_range(piece.shard_offset, piece.len) {
+                gather.want(piece.shard, chunk);
+            }
+        }
+        Ok(Self {
+            gather,
+            pieces,
+            offset,
+            len,
+            chunk_bytes: info.code.chunk_bytes().into(),
+            bundle_id: info.bundle_id,
+        })
+    }
+
+    /// The next round of fetches; empty when done.
+    pub fn plan(&mut self) -> Result<Vec<Fetch>> {
+        self.gather.plan()
+    }
+
+    /// The bytes read for `fetch` (`None` if the read failed).
+    pub fn supply(&mut self, fetch: &Fetch, bytes: Option<Vec<u8>>) {
+        self.gather.supply(fetch, bytes)
+    }
+
+    /// Chunks that were found missing or corrupt (candidates for repair).
+    pub fn lost_chunks(&self) -> &[LostChunk] {
+        self.gather.lost_chunks()
+    }
+
+    /// Decodes what is needed and returns the range's bytes.
+    pub fn finish(mut self) -> Result<Vec<u8>> {
+        self.gather.decode()?;
+        let mut out = vec![0u8; self.len as usize];
+        for piece in &self.pieces {
+            let mut pos = piece.shard_offset;
+            let end = piece.shard_offset + piece.len;
+            while pos < end {
+                let chunk = pos / self.chunk_bytes;
+                let in_chunk = (pos % self.chunk_bytes) as usize;
+                let take = (end - pos).min(self.chunk_bytes - in_chunk as u64) as usize;
+                let Some(data) = self.gather.chunk(piece.shard, chunk) else {
+                    return Err(ErasureError::Misuse {
+                        bundle_id: self.bundle_id,
+                        what: format!("chunk {chunk} of shard {} not gathered", piece.shard),
+                    });
+                };
+                let out_at =
+                    (piece.bundle_offset + (pos - piece.shard_offset) - self.offset) as usize;
+                out[out_at..out_at + take].copy_from_slice(&data[in_chunk..in_chunk + take]);
+                pos += take as u64;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What became of one candidate shard given to [`BundleReader::open`].
+#[derive(Debug)]
+pub enum Candidate {
+    /// Used as shard `shard_index`; `footer_error` says why its footer was not usable, if so
+    /// (its chunks are still read, each verified by its CRC).
+    Placed {
+        shard_index: u16,
+        footer_error: Option<String>,
+    },
+    /// Not used.
+    Rejected {
+        shard_index: Option<u16>,
+        reason: String,
+    },
+}
+
+/// Drives a [`ChunkGather`] over sync sources until it can decode.
+fn run_gather<S: ShardSource>(
+    gather: &mut ChunkGather,
+    sources: &[Option<S>],
+    dead: &mut [bool],
+) -> Result<()> {
+    loop {
+        let fetches = gather.plan()?;
+        if fetches.is_empty() {
+            return gather.decode();
+        }
+        for fetch in fetches {
+            let s = usize::from(fetch.shard);
+            let bytes = match &sources[s] {
+                None => None,
+                Some(src) => match read_up_to(src, fetch.range.offset, fetch.range.len) {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        if e.kind() == io::ErrorKind::NotFound {
+                            dead[s] = true;
+                            gather.mark_unavailable(fetch.shard);
+                        }
+                        None
+                    }
+                },
+            };
+            gather.supply(&fetch, bytes);
+        }
+    }
+}
+
+/// Sync reader over k+m shard sources (some may be absent).
+#[derive(Debug)]
+pub struct BundleReader<S> {
+    info: BundleInfo,
+    layout: BundleLayout,
+    sources: Vec<Option<S>>,
+    dead: Vec<bool>,
+    codec: Codec,
+    lost: Vec<LostChunk>,
+}
+
+impl<S: ShardSource> BundleReader<S> {
+    /// A reader for a bundle whose info is known (e.g. from the metadata group): no header or
+    /// footer reads. `sources[i]` is shard `i`, `None` if unavailable.
+    pub fn new(info: BundleInfo, sources: Vec<Option<S>>) -> Result<Self> {
+        let layout = info.layout()?;
+        if sources.len() != info.code.total_shards() {
+            return Err(ErasureError::Misuse {
+                bundle_id: info.bundle_id,
+                what: format!(
+                    "{} sources for {} shards",
+                    sources.len(),
+                    info.code.total_shards()
+                ),
+            });
+        }
+        let dead = sources.iter().map(Option::is_none).collect();
+        Ok(Self {
+            codec: Codec::new(&info.code)?,
+            info,
+            layout,
+            sources,
+            dead,
+            lost: Vec::new(),
+        })
+    }
+
+    /// Opens a bundle from candidate shard sources in any order (e.g. every shard file in a
+    /// directory): reads each header and footer, keeps the bundle most candidates belong to,
+    /// places each by its shard index. Returns what became of each candidate, in input order.
+    pub fn open(candidates: Vec<S>) -> Result<(Self, Vec<Candidate>)> {
+        let count = candidates.len();
+        let mut metas = Vec::with_capacity(count);
+        let mut outcome: Vec<Option<Candidate>> = Vec::with_capacity(count);
+        for src in &candidates {
+            match read_shard_meta(src) {
+                Ok(meta) => {
+                    metas.push(Some(meta));
+                    outcome.push(None);
+                }
+                Err(e) => {
+                    metas.push(None);
+                    outcome.push(Some(Candidate::Rejected {
+                        shard_index: None,
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+        }
+        // The bundle and code most headers agree on.
+        let mut votes: BTreeMap<(BundleId, [u32; 4]), usize> = BTreeMap::new();
+        let key = |h: &ShardHeader| {
+            let c = h.code;
+            (
+                h.bundle_id,
+                [
+                    c.data_shards() as u32,
+                    c.parity_shards() as u32,
+                    c.cell_bytes(),
+                    c.chunk_bytes(),
+                ],
+            )
+        };
+        for meta in metas.iter().flatten() {
+            *votes.entry(key(&meta.header)).or_default() += 1;
+        }
+        let Some((&chosen, _)) = votes.iter().max_by_key(|(_, &n)| n) else {
+            return Err(ErasureError::NoShards { candidates: count });
+        };
+        let Some(code) = metas
+            .iter()
+            .flatten()
+            .find(|m| key(&m.header) == chosen)
+            .map(|m| m.header.code)
+        else {
+            return Err(ErasureError::NoShards { candidates: count });
+        };
+        let bundle_id = chosen.0;
+        // The bundle info most valid footers agree on.
+        let mut info_votes: Vec<(BundleInfo, usize)> = Vec::new();
+        for meta in metas.iter().flatten().filter(|m| key(&m.header) == chosen) {
+            if let Ok(footer) = &meta.footer {
+                let info = BundleInfo::from_parts(&meta.header, footer);
+                match info_votes.iter_mut().find(|(i, _)| *i == info) {
+                    Some((_, n)) => *n += 1,
+                    None => info_votes.push((info, 1)),
+                }
+            }
+        }
+        let Some(info) = info_votes.iter().max_by_key(|(_, n)| *n).map(|(i, _)| *i) else {
+            return Err(ErasureError::NoBundleInfo { bundle_id });
+        };
+        let mut slots: Vec<Option<S>> = (0..code.total_shards()).map(|_| None).collect();
+        for (i, src) in candidates.into_iter().enumerate() {
+            let Some(meta) = &metas[i] else { continue };
+            let shard_index = meta.header.shard_index;
+            let reject = |reason: String| {
+                Some(Candidate::Rejected {
+                    shard_index: Some(shard_index),
+                    reason,
+                })
+            };
+            if key(&meta.header) != chosen {
+                outcome[i] = reject(format!(
+                    "belongs to bundle {} / {}",
+                    meta.header.bundle_id, meta.header.code
+                ));
+                continue;
+            }
+            let footer_error = match &meta.footer {
+                Ok(footer) if BundleInfo::from_parts(&meta.header, footer) != info => {
+                    outcome[i] = reject("footer disagrees with the other shards".into());
+                    continue;
+                }
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            let slot = &mut slots[usize::from(shard_index)];
+            if slot.is_some() {
+                outcome[i] = reject(format!("duplicate of shard {shard_index}"));
+                continue;
+            }
+            *slot = Some(src);
+            outcome[i] = Some(Candidate::Placed {
+                shard_index,
+                footer_error,
+            });
+        }
+        let outcome = outcome
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or(Candidate::Rejected {
+                    shard_index: None,
+                    reason: "not examined".into(),
+                })
+            })
+            .collect();
+        Ok((Self::new(info, slots)?, outcome))
+    }
+
+    /// What the shards say about the bundle.
+    pub fn info(&self) -> &BundleInfo {
+        &self.info
+    }
+
+    /// The bundle's layout.
+    pub fn layout(&self) -> &BundleLayout {
+        &self.layout
+    }
+
+    /// Shards that were unavailable or turned out missing.
+    pub fn unavailable_shards(&self) -> Vec<u16> {
+        (0..self.dead.len())
+            .filter(|&s| self.dead[s])
+            .map(|s| s as u16)
+            .collect()
+    }
+
+    /// Every chunk found lost so far (for repair reports).
+    pub fn lost_chunks(&self) -> &[LostChunk] {
+        &self.lost
+    }
+
+    /// Reads bundle bytes `[offset, offset + len)`, verified, reconstructing what is lost.
+    pub fn read_range(&mut self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let unavailable = self.unavailable_shards();
+        let mut read = RangeRead::new(
+            &self.info,
+            offset,
+            len,
+            &unavailable,
+            Some(self.codec.clone()),
+        )?;
+        run_gather(&mut read.gather, &self.sources, &mut self.dead)?;
+        self.lost.extend_from_slice(read.lost_chunks());
+        read.finish()
+    }
+
+    /// Decodes the whole bundle into `out`, one stripe at a time, and checks its SHA-256
+    /// against the footer. On error, `out` holds a prefix: write to a temporary file.
+    pub fn read_bundle(&mut self, out: &mut impl Write) -> Result<()> {
+        let mut sha = Sha256::new();
+        let window = self.info.code.stripe_data_bytes();
+        let mut offset = 0;
+        while offset < self.info.bundle_len {
+            let len = window.min(self.info.bundle_len - offset);
+            let bytes = self.read_range(offset, len)?;
+            sha.update(&bytes);
+            out.write_all(&bytes)
+                .map_err(|e| ErasureError::io(None, "writing decoded bundle", e))?;
+            offset += len;
+        }
+        let actual: [u8; 32] = sha.finalize().into();
+        if actual != self.info.sha256 {
+            return Err(ErasureError::Sha256Mismatch {
+                bundle_id: self.info.bundle_id,
+                expected: hex::encode(self.info.sha256),
+                actual: hex::encode(actual),
+            });
+        }
+        Ok(())
+    }
+
+    /// Rebuilds shards `targets` (data or parity) from the others, chunk window by chunk window,
+    /// writing complete shard files (header, CRC-framed data, footer) into `sinks` (one per
+    /// target, same order) and committing them. Targets are never read. Returns the sinks.
+    pub fn rebuild_shards<W: ShardSink>(
+        &mut self,
+        targets: &[u16],
+        mut sinks: Vec<W>,
+    ) -> Result<Vec<W>> {
+        let code = self.info.code;
+        let bundle_id = self.info.bundle_id;
+        if sinks.len() != targets.len()
+            || targets
+                .iter()
+                .any(|&t| usize::from(t) >= code.total_shards())
+        {
+            return Err(ErasureError::Misuse {
+                bundle_id,
+                what: format!("rebuild targets {targets:?} with {} sinks", sinks.len()),
+            });
+        }
+        let sink_err = |t: u16, e| ErasureError::io(Some(t), "writing rebuilt shard", e);
+        for (&t, sink) in targets.iter().zip(&mut sinks) {
+            let header = ShardHeader {
+                bundle_id,
+                shard_index: t,
+                code,
+            };
+            sink.append(&header.encode()).map_err(|e| sink_err(t, e))?;
+        }
+        // A window of about one cell per shard: memory O(k·cell) like the writer.
+        let window_chunks = u64::from(code.cell_bytes())
+            .div_ceil(code.chunk_bytes().into())
+            .max(1);
+        let mut first = 0;
+        while first < self.layout.chunk_count() {
+            let end = (first + window_chunks).min(self.layout.chunk_count());
+            let mut gather = ChunkGather::new(bundle_id, self.layout, Some(self.codec.clone()));
+            for s in self.unavailable_shards() {
+                gather.mark_unavailable(s);
+            }
+            for &t in targets {
+                gather.mark_unavailable(t);
+                for chunk in first..end {
+                    gather.want(t, chunk);
+                }
+            }
+            run_gather(&mut gather, &self.sources, &mut self.dead)?;
+            self.lost.extend_from_slice(gather.lost_chunks());
+            for (&t, sink) in targets.iter().zip(&mut sinks) {
+                for chunk in first..end {
+                    let Some(data) = gather.chunk(t, chunk) else {
+                        return Err(ErasureError::Misuse {
+                            bundle_id,
+                            what: format!("chunk {chunk} of shard {t} not rebuilt"),
+                        });
+                    };
+                    sink.append(data).map_err(|e| sink_err(t, e))?;
+                    sink.append(&crc32c::crc32c(data).to_le_bytes())
+                        .map_err(|e| sink_err(t, e))?;
+                }
+            }
+            first = end;
+        }
+        for (&t, sink) in targets.iter().zip(&mut sinks) {
+            let footer = ShardFooter {
+                bundle_id,
+                shard_index: t,
+                bundle_len: self.info.bundle_len,
+                shard_data_bytes: self.layout.shard_data_bytes(),
+                index: self.info.index,
+                sha256: self.info.sha256,
+            };
+            sink.append(&footer.encode()).map_err(|e| sink_err(t, e))?;
+            sink.commit().map_err(|e| sink_err(t, e))?;
+        }
+        Ok(sinks)
+    }
+}

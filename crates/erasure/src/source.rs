@@ -1,0 +1,205 @@
+//! The I/O seam of the sync reader: a shard is anything that can be read at an offset. Tests
+//! wrap it to fail, count or corrupt reads; the file implementation serves the offline tools.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::{ErasureError, Result};
+use crate::format::{ShardFooter, ShardHeader, FOOTER_BYTES, HEADER_BYTES};
+use crate::layout::BundleLayout;
+
+/// Positional reads from one shard.
+pub trait ShardSource {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read, fewer than asked
+    /// only at end of file.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// Current length of the shard in bytes.
+    fn len_bytes(&self) -> io::Result<u64>;
+}
+
+impl<S: ShardSource + ?Sized> ShardSource for &S {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        (**self).read_at(offset, buf)
+    }
+    fn len_bytes(&self) -> io::Result<u64> {
+        (**self).len_bytes()
+    }
+}
+
+impl<S: ShardSource + ?Sized> ShardSource for Box<S> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        (**self).read_at(offset, buf)
+    }
+    fn len_bytes(&self) -> io::Result<u64> {
+        (**self).len_bytes()
+    }
+}
+
+/// An in-memory shard (tests, benchmarks, shards received whole).
+impl ShardSource for Vec<u8> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+    fn len_bytes(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+}
+
+/// A shard file.
+#[derive(Debug)]
+pub struct FileShardSource {
+    file: File,
+    path: PathBuf,
+}
+
+impl FileShardSource {
+    /// Opens `path` for reading.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            file: File::open(path)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl ShardSource for FileShardSource {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn len_bytes(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+}
+
+/// Reads exactly `len` bytes at `offset`, or fewer at end of file.
+pub(crate) fn read_up_to<S: ShardSource + ?Sized>(
+    src: &S,
+    offset: u64,
+    len: u64,
+) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(len).map_err(io::Error::other)?;
+    let mut buf = vec![0u8; len];
+    let n = src.read_at(offset, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// A shard's header, and its footer or why the footer is unusable.
+#[derive(Debug)]
+pub struct ShardMeta {
+    pub header: ShardHeader,
+    pub footer: Result<ShardFooter>,
+    pub file_bytes: u64,
+}
+
+/// Reads a shard's header only (one 64-byte read).
+pub fn read_shard_header<S: ShardSource + ?Sized>(src: &S) -> Result<ShardHeader> {
+    let bytes = read_up_to(src, 0, HEADER_BYTES as u64)
+        .map_err(|e| ErasureError::io(None, "reading header", e))?;
+    ShardHeader::decode(&bytes)
+}
+
+/// Reads a shard's header and footer (two small reads) and checks that the file length matches
+/// what the footer implies. Fails only when the header is unusable.
+pub fn read_shard_meta<S: ShardSource + ?Sized>(src: &S) -> Result<ShardMeta> {
+    let header = read_shard_header(src)?;
+    let shard_index = header.shard_index;
+    let file_bytes = src
+        .len_bytes()
+        .map_err(|e| ErasureError::io(Some(shard_index), "reading length", e))?;
+    let footer = read_footer(src, &header, file_bytes);
+    Ok(ShardMeta {
+        header,
+        footer,
+        file_bytes,
+    })
+}
+
+fn read_footer<S: ShardSource + ?Sized>(
+    src: &S,
+    header: &ShardHeader,
+    file_bytes: u64,
+) -> Result<ShardFooter> {
+    let bad = |reason: String| ErasureError::BadFooter {
+        shard_index: header.shard_index,
+        reason,
+    };
+    let min_bytes = (HEADER_BYTES + FOOTER_BYTES) as u64;
+    if file_bytes < min_bytes {
+        return Err(bad(format!(
+            "file is {file_bytes} bytes, less than header and footer"
+        )));
+    }
+    let bytes = read_up_to(src, file_bytes - FOOTER_BYTES as u64, FOOTER_BYTES as u64)
+        .map_err(|e| ErasureError::io(Some(header.shard_index), "reading footer", e))?;
+    let footer = ShardFooter::decode(&bytes, header)?;
+    let layout = BundleLayout::new(header.code, footer.bundle_len)?;
+    if layout.shard_file_bytes() != file_bytes {
+        return Err(bad(format!(
+            "file is {file_bytes} bytes, the footer implies {}",
+            layout.shard_file_bytes()
+        )));
+    }
+    Ok(footer)
+}
+
+/// Reads every chunk of a shard and returns the numbers of those that are missing (file too
+/// short) or fail their CRC32C. Reads `read_bytes` at a time.
+pub fn scan_shard<S: ShardSource + ?Sized>(
+    src: &S,
+    layout: &BundleLayout,
+    shard_index: u16,
+) -> Result<Vec<u64>> {
+    let chunks_per_read = (4u64 << 20)
+        .div_ceil(u64::from(layout.code().chunk_bytes()))
+        .max(1);
+    let mut bad = Vec::new();
+    let mut first = 0;
+    while first < layout.chunk_count() {
+        let end = (first + chunks_per_read).min(layout.chunk_count());
+        let range = layout.chunk_physical_range(first..end);
+        let bytes = read_up_to(src, range.offset, range.len).map_err(|e| {
+            ErasureError::io(
+                Some(shard_index),
+                format!("reading chunks {first}..{end}"),
+                e,
+            )
+        })?;
+        let stride = layout.code().chunk_bytes() as usize + crate::format::CHUNK_CRC_BYTES;
+        for chunk in first..end {
+            let offset = (chunk - first) as usize * stride;
+            let len = layout.chunk_data_bytes(chunk) as usize;
+            let ok = bytes.get(offset..offset + len + 4).is_some_and(|framed| {
+                let (data, crc) = framed.split_at(len);
+                crc32c::crc32c(data).to_le_bytes() == crc
+            });
+            if !ok {
+                bad.push(chunk);
+            }
+        }
+        first = end;
+    }
+    Ok(bad)
+}
