@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod demo;
 pub mod durability;
+pub mod fsutil;
 pub mod member;
 pub mod meta;
 pub mod shard;

@@ -1,0 +1,213 @@
+//! The `bundle` offline tools, run as the real binary, and the interop test: Python's standard
+//! library MIME parser reads our bundles byte for byte.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use bitmountain_tests::{run, run_ok};
+
+/// A tree with every awkward kind of content: binary, empty, non-ASCII and nested paths, and
+/// content full of CRLF, lone CR/LF and `--` sequences that look like boundaries.
+fn awkward_tree(root: &Path) {
+    let write = |rel: &str, data: &[u8]| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    };
+    write("empty.txt", b"");
+    write(
+        "all-bytes.bin",
+        &(0..=255u8).cycle().take(256 * 40).collect::<Vec<_>>(),
+    );
+    write(
+        "crlf.txt",
+        &b"\r\n--\r\n--bitmountain-\r\n\r\n--".repeat(300),
+    );
+    write("ends-with-cr.bin", b"data\r");
+    write("ends-with-crlf.bin", b"data\r\n");
+    write("ends-with-lf.bin", b"data\n\n");
+    write("lone-cr-lf.bin", b"\r\r\n\n\r\n\r--\n--");
+    write(
+        "Bücher/Gödel, Escher/頁 0001.tif",
+        &[0xff, 0xd8, 0x00, 0x0d, 0x0a, 0x2d, 0x2d],
+    );
+    write("a/b/c/d/e/f/deep.xml", b"<alto/>");
+    write("quote\"and\\back%slash.txt", b"q");
+    let mut pseudo_random = Vec::with_capacity(300_000);
+    let mut x: u32 = 0x1234_5678;
+    for _ in 0..300_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        pseudo_random.push((x >> 24) as u8);
+    }
+    write("scan/0001.jp2", &pseudo_random);
+}
+
+#[test]
+fn python_email_parser_reads_every_part_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    awkward_tree(&src);
+    let bundle = dir.path().join("book.bundle");
+    run_ok(&[
+        "bundle",
+        "pack",
+        src.to_str().unwrap(),
+        "-o",
+        bundle.to_str().unwrap(),
+    ]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/read_bundle.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&bundle)
+        .arg(&src)
+        .output()
+        .expect("python3 must be installed (scripts/ensure-deps installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python parser disagrees: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("policy compat32: 11 files match byte for byte"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("policy default: 11 files match byte for byte"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn pack_ls_cat_verify_unpack_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    awkward_tree(&src);
+    let bundle = dir.path().join("b.bundle");
+    let b = bundle.to_str().unwrap();
+    run_ok(&["bundle", "pack", src.to_str().unwrap(), "-o", b]);
+
+    let listing: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["bundle", "ls", b, "--json"])).unwrap();
+    assert_eq!(listing.as_array().unwrap().len(), 11);
+    let cat = run_ok(&["bundle", "cat", b, "Bücher/Gödel, Escher/頁 0001.tif"]);
+    assert_eq!(cat, [0xff, 0xd8, 0x00, 0x0d, 0x0a, 0x2d, 0x2d]);
+    let range = run_ok(&[
+        "bundle",
+        "cat",
+        b,
+        "scan/0001.jp2",
+        "--offset",
+        "1000",
+        "--length",
+        "10",
+    ]);
+    assert_eq!(
+        range,
+        std::fs::read(src.join("scan/0001.jp2")).unwrap()[1000..1010]
+    );
+    run_ok(&["bundle", "verify", b]);
+
+    let out = dir.path().join("out");
+    run_ok(&["bundle", "unpack", b, "-o", out.to_str().unwrap()]);
+    for entry in listing.as_array().unwrap() {
+        let path = entry["path"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(out.join(path)).unwrap(),
+            std::fs::read(src.join(path)).unwrap(),
+            "{path}"
+        );
+    }
+    // Unpacking again into the now non-empty directory is refused, and nothing is overwritten.
+    let again = run(&["bundle", "unpack", b, "-o", out.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}
+
+#[test]
+fn damage_is_reported_with_names_and_no_output_file_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    awkward_tree(&src);
+    let bundle = dir.path().join("b.bundle");
+    let b = bundle.to_str().unwrap();
+    run_ok(&["bundle", "pack", src.to_str().unwrap(), "-o", b]);
+    let listing: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["bundle", "ls", b, "--json"])).unwrap();
+    let jp2 = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "scan/0001.jp2")
+        .unwrap();
+    let offset = jp2["offset"].as_u64().unwrap() as usize;
+
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    bytes[offset + 5000] ^= 0x40;
+    let damaged = dir.path().join("damaged.bundle");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let d = damaged.to_str().unwrap();
+    let verify = run(&["bundle", "verify", d]);
+    assert!(!verify.status.success());
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("scan/0001.jp2"));
+    let out = dir.path().join("out");
+    let unpack = run(&["bundle", "unpack", d, "-o", out.to_str().unwrap()]);
+    assert!(!unpack.status.success());
+    assert!(String::from_utf8_lossy(&unpack.stderr).contains("scan/0001.jp2"));
+    assert!(
+        !out.join("scan/0001.jp2").exists(),
+        "a corrupt file must not be extracted"
+    );
+    assert!(
+        out.join("empty.txt").exists(),
+        "intact files are still extracted"
+    );
+    let leftovers: Vec<_> = walk(&out)
+        .into_iter()
+        .filter(|p| p.contains(".partial-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let truncated = dir.path().join("truncated.bundle");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let ls = run(&["bundle", "ls", truncated.to_str().unwrap()]);
+    assert!(!ls.status.success());
+    assert!(String::from_utf8_lossy(&ls.stderr).contains("trailer"));
+
+    // Packing a tree with a symlink fails with its name and leaves no bundle behind.
+    std::os::unix::fs::symlink("empty.txt", src.join("link")).unwrap();
+    let refused = dir.path().join("refused.bundle");
+    let pack = run(&[
+        "bundle",
+        "pack",
+        src.to_str().unwrap(),
+        "-o",
+        refused.to_str().unwrap(),
+    ]);
+    assert!(!pack.status.success());
+    assert!(String::from_utf8_lossy(&pack.stderr).contains("symbolic link"));
+    assert!(!refused.exists());
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".partial-")));
+}
+
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
