@@ -338,3 +338,25 @@ fn files_are_written_atomically_and_decode() {
             .is_empty());
     }
 }
+
+#[test]
+fn widest_codes_round_trip() {
+    for (k, m) in [(255usize, 1usize), (1, 255), (200, 56), (128, 128)] {
+        let code = Code::with_sizes(k, m, 64, 64).unwrap();
+        for len in [0usize, 1, 64 * k - 1, 64 * k, 64 * k + 1, 3 * 64 * k + 17] {
+            let data = bundle_bytes(len, (k + len) as u64);
+            let (info, shards) = encode(code, &data, IndexLocation::default());
+            // Lose m shards spread over data and parity.
+            let lost: Vec<usize> = (0..k + m).step_by((k + m) / m).take(m).collect();
+            let sources = shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (!lost.contains(&i)).then_some(s))
+                .collect();
+            let mut reader = BundleReader::new(info, sources).unwrap();
+            let mut out = Vec::new();
+            reader.read_bundle(&mut out).unwrap();
+            assert_eq!(out, data, "RS({k},{m}) len {len}");
+        }
+    }
+}
