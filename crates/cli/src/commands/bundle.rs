@@ -23,7 +23,8 @@ pub enum BundleCommand {
     Pack {
         /// Directory whose files become the bundle (paths relative to it).
         dir: PathBuf,
-        /// Bundle file to write (written under a temporary name, renamed when complete).
+        /// Bundle file to write (written under a temporary name, renamed when complete), or `-`
+        /// to stream the bundle to stdout (e.g. into `shard encode -`).
         #[arg(short, long)]
         output: PathBuf,
         /// Print the summary as JSON.
@@ -65,8 +66,19 @@ pub enum BundleCommand {
 pub fn run(command: BundleCommand) -> anyhow::Result<()> {
     match command {
         BundleCommand::Pack { dir, output, json } => {
-            let summary = pack_dir(&dir, &output)?;
-            if json {
+            let to_stdout = output.as_os_str() == "-";
+            let summary = if to_stdout {
+                let files = fsutil::walk_files(&dir)?;
+                write_bundle(&files, std::io::stdout().lock())?
+            } else {
+                pack_dir(&dir, &output)?
+            };
+            if to_stdout {
+                eprintln!(
+                    "packed {} files ({} bytes of content) to stdout ({} bytes)",
+                    summary.file_count, summary.content_bytes, summary.bundle_bytes
+                );
+            } else if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 println!(
@@ -139,7 +151,7 @@ pub fn pack_dir(dir: &Path, output: &Path) -> anyhow::Result<PackSummary> {
     Ok(packed)
 }
 
-fn write_bundle(files: &[fsutil::WalkedFile], out: &mut File) -> anyhow::Result<PackSummary> {
+fn write_bundle(files: &[fsutil::WalkedFile], out: impl Write) -> anyhow::Result<PackSummary> {
     let sink = BufWriter::with_capacity(WRITE_BUFFER_BYTES, out);
     let mut writer = BundleWriter::new(sink, WriterOptions::default())?;
     for file in files {
