@@ -43,6 +43,8 @@ pub struct StripeEncoder {
     /// Data bytes already in the open chunk (the same for every shard).
     chunk_fill_bytes: u64,
     sha256: Sha256,
+    /// False when the caller hashes the bundle itself (see [`StripeEncoder::set_hash_bundle`]).
+    hash_bundle: bool,
     bundle_len: u64,
     next_stripe: u64,
     spare_buffers: Vec<Vec<u8>>,
@@ -71,6 +73,7 @@ impl StripeEncoder {
             chunk_crcs: vec![0; code.total_shards()],
             chunk_fill_bytes: 0,
             sha256: Sha256::new(),
+            hash_bundle: true,
             bundle_len: 0,
             next_stripe: 0,
             spare_buffers: Vec::new(),
@@ -90,6 +93,17 @@ impl StripeEncoder {
     /// Bundle bytes accepted so far.
     pub fn bundle_len(&self) -> u64 {
         self.bundle_len
+    }
+
+    /// Turns the bundle SHA-256 off, for a caller that already hashes the bundle bytes as it
+    /// produces them (the SHA-256 costs about as much as the Reed-Solomon encode). Such a caller
+    /// must end with [`StripeEncoder::finish_with_sha256`]. Call before the first byte.
+    pub fn set_hash_bundle(&mut self, hash_bundle: bool) {
+        assert_eq!(
+            self.bundle_len, 0,
+            "set_hash_bundle after bytes were pushed"
+        );
+        self.hash_bundle = hash_bundle;
     }
 
     /// The header bytes that open shard `shard_index`'s file.
@@ -124,7 +138,9 @@ impl StripeEncoder {
                 .reserve_exact(self.stripe_capacity() - self.stripe.len());
         }
         self.stripe.extend_from_slice(&data[..take]);
-        self.sha256.update(&data[..take]);
+        if self.hash_bundle {
+            self.sha256.update(&data[..take]);
+        }
         self.bundle_len += take as u64;
         take
     }
@@ -161,7 +177,37 @@ impl StripeEncoder {
 
     /// Ends the bundle: encodes the partial last stripe, closes the last chunk and appends the
     /// footer. `index` is where the bundle's index lives inside the bundle.
-    pub fn finish(mut self, index: IndexLocation) -> Result<FinishedBundle> {
+    pub fn finish(self, index: IndexLocation) -> Result<FinishedBundle> {
+        if !self.hash_bundle {
+            return Err(ErasureError::Misuse {
+                bundle_id: self.bundle_id,
+                what: "bundle hashing is off: finish with finish_with_sha256".into(),
+            });
+        }
+        let sha256: [u8; 32] = self.sha256.clone().finalize().into();
+        self.finish_inner(index, sha256)
+    }
+
+    /// Like [`Self::finish`], with the bundle's SHA-256 computed by the caller.
+    pub fn finish_with_sha256(
+        self,
+        index: IndexLocation,
+        sha256: [u8; 32],
+    ) -> Result<FinishedBundle> {
+        if self.hash_bundle {
+            let own: [u8; 32] = self.sha256.clone().finalize().into();
+            if own != sha256 {
+                return Err(ErasureError::Sha256Mismatch {
+                    bundle_id: self.bundle_id,
+                    expected: hex::encode(sha256),
+                    actual: hex::encode(own),
+                });
+            }
+        }
+        self.finish_inner(index, sha256)
+    }
+
+    fn finish_inner(mut self, index: IndexLocation, sha256: [u8; 32]) -> Result<FinishedBundle> {
         let layout = BundleLayout::new(self.code, self.bundle_len)?;
         let index_end = index.offset.checked_add(index.len);
         if index_end.is_none_or(|end| end > self.bundle_len) {
@@ -181,7 +227,6 @@ impl StripeEncoder {
             self.stripe.resize(cell_bytes * self.code.data_shards(), 0);
             self.encode_stripe(cell_bytes).shards
         };
-        let sha256: [u8; 32] = self.sha256.clone().finalize().into();
         for (shard_index, tail) in tails.iter_mut().enumerate() {
             if self.chunk_fill_bytes > 0 {
                 tail.extend_from_slice(&self.chunk_crcs[shard_index].to_le_bytes());
@@ -210,46 +255,132 @@ impl StripeEncoder {
 
     /// Computes parity over the k cells of `cell_bytes` in `self.stripe` and frames all k+m.
     fn encode_stripe(&mut self, cell_bytes: usize) -> EncodedStripe {
-        let k = self.code.data_shards();
         assert_eq!(
             self.stripe.len(),
-            cell_bytes * k,
+            cell_bytes * self.code.data_shards(),
             "stripe buffer holds k cells"
         );
-        for p in &mut self.parity {
-            p.resize(cell_bytes, 0);
-        }
-        let data: Vec<&[u8]> = self.stripe.chunks_exact(cell_bytes).collect();
-        // Lengths match by construction (k cells and m parity cells of cell_bytes), the only
-        // thing encode_sep checks.
-        let encoded = self.codec.encode_sep(&data, &mut self.parity);
-        assert!(
-            encoded.is_ok(),
-            "encode_sep on equal-length cells: {encoded:?}"
+        let mut shards = self.output_buffers(cell_bytes);
+        self.chunk_fill_bytes = encode_cells(
+            &self.codec,
+            &self.stripe,
+            cell_bytes,
+            &mut self.parity,
+            &mut self.chunk_crcs,
+            self.chunk_fill_bytes,
+            self.code.chunk_bytes().into(),
+            &mut shards,
         );
-
-        let chunk_bytes = u64::from(self.code.chunk_bytes());
-        let fill_before = self.chunk_fill_bytes;
-        let crcs_inserted = ((fill_before + cell_bytes as u64) / chunk_bytes) as usize;
-        let framed_len = cell_bytes + crcs_inserted * CHUNK_CRC_BYTES;
-        let mut shards = Vec::with_capacity(self.code.total_shards());
-        let cells = data
-            .iter()
-            .copied()
-            .chain(self.parity.iter().map(Vec::as_slice));
-        for (cell, crc) in cells.zip(self.chunk_crcs.iter_mut()) {
-            let mut out = self.spare_buffers.pop().unwrap_or_default();
-            out.clear();
-            out.reserve(framed_len);
-            *crc = frame_cell(&mut out, cell, *crc, fill_before, chunk_bytes);
-            shards.push(out);
-        }
-        self.chunk_fill_bytes = (fill_before + cell_bytes as u64) % chunk_bytes;
         self.stripe.clear();
         let stripe = self.next_stripe;
         self.next_stripe += 1;
         EncodedStripe { stripe, shards }
     }
+
+    /// Whether no bytes of the current stripe are buffered (then [`Self::push_stripe`] may be
+    /// used).
+    pub fn at_stripe_boundary(&self) -> bool {
+        self.stripe.is_empty()
+    }
+
+    /// Encodes one whole stripe (k full cells) straight from the caller's buffer, without
+    /// copying it in. Only at a stripe boundary.
+    pub fn push_stripe(&mut self, stripe: &[u8]) -> EncodedStripe {
+        assert!(
+            self.stripe.is_empty(),
+            "push_stripe with a partly filled stripe"
+        );
+        assert_eq!(
+            stripe.len(),
+            self.stripe_capacity(),
+            "push_stripe takes exactly one stripe"
+        );
+        if self.hash_bundle {
+            self.sha256.update(stripe);
+        }
+        self.bundle_len += stripe.len() as u64;
+        let cell_bytes = self.code.cell_bytes() as usize;
+        let mut shards = self.output_buffers(cell_bytes);
+        self.chunk_fill_bytes = encode_cells(
+            &self.codec,
+            stripe,
+            cell_bytes,
+            &mut self.parity,
+            &mut self.chunk_crcs,
+            self.chunk_fill_bytes,
+            self.code.chunk_bytes().into(),
+            &mut shards,
+        );
+        let number = self.next_stripe;
+        self.next_stripe += 1;
+        EncodedStripe {
+            stripe: number,
+            shards,
+        }
+    }
+
+    /// k+m empty output buffers with room for a framed cell, reusing recycled ones.
+    fn output_buffers(&mut self, cell_bytes: usize) -> Vec<Vec<u8>> {
+        let chunk_bytes = self.code.chunk_bytes() as usize;
+        let framed_len = cell_bytes
+            + (self.chunk_fill_bytes as usize + cell_bytes) / chunk_bytes * CHUNK_CRC_BYTES;
+        (0..self.code.total_shards())
+            .map(|_| {
+                let mut out = self.spare_buffers.pop().unwrap_or_default();
+                out.clear();
+                out.reserve(framed_len);
+                out
+            })
+            .collect()
+    }
+}
+
+/// Bytes encoded and framed at a time: parity, CRC and copy of one block run while the block
+/// is in cache, instead of three passes over whole cells.
+const ENCODE_BLOCK_BYTES: usize = 64 << 10;
+
+/// Computes parity for the k cells of `stripe` and appends all k+m framed cells to `outs`.
+/// Returns the new fill of the open chunk.
+#[allow(clippy::too_many_arguments)]
+fn encode_cells(
+    codec: &reed_solomon_erasure::galois_8::ReedSolomon,
+    stripe: &[u8],
+    cell_bytes: usize,
+    parity: &mut [Vec<u8>],
+    crcs: &mut [u32],
+    mut fill_bytes: u64,
+    chunk_bytes: u64,
+    outs: &mut [Vec<u8>],
+) -> u64 {
+    let k = stripe.len() / cell_bytes;
+    for p in parity.iter_mut() {
+        p.resize(cell_bytes, 0);
+    }
+    let mut start = 0;
+    while start < cell_bytes {
+        let end = (start + ENCODE_BLOCK_BYTES).min(cell_bytes);
+        let data: Vec<&[u8]> = (0..k)
+            .map(|j| &stripe[j * cell_bytes + start..j * cell_bytes + end])
+            .collect();
+        let mut parity_blocks: Vec<&mut [u8]> =
+            parity.iter_mut().map(|p| &mut p[start..end]).collect();
+        // Lengths match by construction, the only thing encode_sep checks.
+        let encoded = codec.encode_sep(&data, &mut parity_blocks);
+        assert!(
+            encoded.is_ok(),
+            "encode_sep on equal-length blocks: {encoded:?}"
+        );
+        let blocks = data
+            .iter()
+            .copied()
+            .chain(parity_blocks.iter().map(|p| &**p));
+        for ((block, out), crc) in blocks.zip(outs.iter_mut()).zip(crcs.iter_mut()) {
+            *crc = frame_cell(out, block, *crc, fill_bytes, chunk_bytes);
+        }
+        fill_bytes = (fill_bytes + (end - start) as u64) % chunk_bytes;
+        start = end;
+    }
+    fill_bytes
 }
 
 /// Appends `cell` to `out`, inserting the CRC32C of each chunk as it completes. `fill_bytes` is

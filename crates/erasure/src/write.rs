@@ -76,10 +76,19 @@ impl<S: ShardSink> StreamingWriter<S> {
 
     /// Pushes bundle bytes; full stripes are encoded and written at once.
     pub fn write_bundle_bytes(&mut self, mut data: &[u8]) -> Result<()> {
+        let stripe_bytes = self.encoder.code().stripe_data_bytes() as usize;
         while !data.is_empty() {
-            let taken = self.encoder.fill(data);
-            data = &data[taken..];
-            if let Some(stripe) = self.encoder.take_stripe() {
+            let stripe = if self.encoder.at_stripe_boundary() && data.len() >= stripe_bytes {
+                // Whole stripes are encoded from the caller's buffer: no copy in.
+                let (whole, rest) = data.split_at(stripe_bytes);
+                data = rest;
+                Some(self.encoder.push_stripe(whole))
+            } else {
+                let taken = self.encoder.fill(data);
+                data = &data[taken..];
+                self.encoder.take_stripe()
+            };
+            if let Some(stripe) = stripe {
                 for (i, (sink, bytes)) in self.sinks.iter_mut().zip(&stripe.shards).enumerate() {
                     sink.append(bytes).map_err(|e| sink_error(i, e))?;
                 }
