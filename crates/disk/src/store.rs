@@ -312,7 +312,7 @@ impl DiskStore {
                 });
             }
         }
-        out.sort_by(|a, b| (a.bundle, a.shard).cmp(&(b.bundle, b.shard)));
+        out.sort_by_key(|s| (s.bundle, s.shard));
         Ok(out)
     }
 
