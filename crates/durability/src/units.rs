@@ -55,7 +55,10 @@ pub fn format_bytes(bytes: f64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    if unit == 0 {
+    if unit == 0 && value != 0.0 && value.abs() < 1.0 {
+        // Expected losses can be tiny fractions of a byte per year; keep their magnitude.
+        format!("{value:.2e} B")
+    } else if unit == 0 {
         format!("{value:.0} B")
     } else {
         format!("{value:.3} {}", UNITS[unit])
@@ -90,7 +93,9 @@ pub fn format_sci(value: f64) -> String {
         "0".to_string()
     } else if !value.is_finite() {
         format!("{value}")
-    } else if (1e-3..1e6).contains(&value.abs()) {
+    } else if (1e3..1e6).contains(&value.abs()) {
+        format!("{value:.0}")
+    } else if (1e-3..1e3).contains(&value.abs()) {
         let s = format!("{value:.4}");
         let s = s.trim_end_matches('0').trim_end_matches('.');
         s.to_string()
