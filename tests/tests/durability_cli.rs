@@ -1,0 +1,110 @@
+//! `bitmountain durability` as a user runs it: the real binary, its table, JSON and SVG output,
+//! and its errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bitmountain_tests::{run, run_ok};
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn single_scheme_table_shows_both_methods() {
+    let out = text(run_ok(&[
+        "durability",
+        "--code",
+        "10+4",
+        "--disks",
+        "200",
+        "--trials",
+        "200",
+    ]));
+    for needle in [
+        "RS(10,4)",
+        "1.40x raw/usable",
+        "analytic (Markov)",
+        "simulation (200 trials x 10 years, seed 1)",
+        "P(loss) in 1 year",
+        "P(loss) in 10 years",
+        "MTTDL",
+        "bytes lost per year",
+        "independent groups",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn json_output_agrees_between_methods_for_two_copies() {
+    // Two copies on 100 disks lose data often enough to simulate: P(10 y) is about 2%.
+    let out = text(run_ok(&[
+        "durability",
+        "--copies",
+        "2",
+        "--disks",
+        "100",
+        "--trials",
+        "4000",
+        "--sim-repair",
+        "markov",
+        "--json",
+    ]));
+    // The tests crate has no JSON parser; pick the two numbers out by key.
+    let number_after = |key: &str, from: usize| -> f64 {
+        let at = out[from..].find(key).unwrap() + from + key.len();
+        let rest = out[at..].trim_start_matches([':', ' ', '"']);
+        let end = rest.find([',', '\n', '}']).unwrap();
+        rest[..end].trim().parse().unwrap()
+    };
+    let analytic_at = out.find("\"analytic\"").unwrap();
+    let analytic = number_after("\"p_loss_horizon\"", analytic_at);
+    let sim_at = out.find("\"simulation\": {").unwrap();
+    let horizon_at = out[sim_at..].find("\"p_loss_horizon\"").unwrap() + sim_at;
+    let low = number_after("\"low\"", horizon_at);
+    let high = number_after("\"high\"", horizon_at);
+    assert!(
+        low <= analytic && analytic <= high,
+        "analytic {analytic} outside simulated [{low}, {high}]"
+    );
+}
+
+#[test]
+fn compare_table_and_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("loss.svg");
+    let out = text(run_ok(&[
+        "durability",
+        "--compare",
+        "--trials",
+        "0",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]));
+    for scheme in ["RS(10,4)", "RS(6,3)", "RS(4,2)", "3 copies", "2 copies"] {
+        assert!(out.contains(scheme), "missing {scheme} in:\n{out}");
+    }
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("</svg>"));
+    assert_eq!(plot.matches("<polyline").count(), 5);
+}
+
+#[test]
+fn cluster_flag_explains_the_missing_api() {
+    let out = run(&["durability", "--cluster", "127.0.0.1:7000"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("repair history API"), "{err}");
+    assert!(err.contains("--repair-bytes-per-sec"), "{err}");
+}
+
+#[test]
+fn bad_inputs_name_the_value() {
+    let out = run(&["durability", "--code", "10+4", "--disks", "12"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only 12"), "{err}");
+    let out = run(&["durability", "--afr", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("annual failure rate 0"));
+}
