@@ -330,8 +330,10 @@ impl<S: ShardSource> BundleReader<S> {
             &unavailable,
             Some(self.codec.clone()),
         )?;
-        run_gather(&mut read.gather, &self.sources, &mut self.dead)?;
+        let gathered = run_gather(&mut read.gather, &self.sources, &mut self.dead);
+        // Record what was lost even when the read fails: error reports name it.
         self.lost.extend_from_slice(read.lost_chunks());
+        gathered?;
         read.finish()
     }
 
@@ -406,8 +408,9 @@ impl<S: ShardSource> BundleReader<S> {
                     gather.want(t, chunk);
                 }
             }
-            run_gather(&mut gather, &self.sources, &mut self.dead)?;
+            let gathered = run_gather(&mut gather, &self.sources, &mut self.dead);
             self.lost.extend_from_slice(gather.lost_chunks());
+            gathered?;
             for (&t, sink) in targets.iter().zip(&mut sinks) {
                 for chunk in first..end {
                     let Some(data) = gather.chunk(t, chunk) else {
