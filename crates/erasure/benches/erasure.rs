@@ -239,10 +239,10 @@ fn main() {
             .collect();
         let mut reader = BundleReader::new(info, sources).unwrap();
         let window = code.stripe_data_bytes();
+        let mut bytes = vec![0u8; window as usize];
         let mut offset = 0;
         while offset < len as u64 {
-            let bytes = reader.read_range(offset, window).unwrap();
-            assert_eq!(bytes.len() as u64, window);
+            reader.read_range_into(offset, &mut bytes).unwrap();
             offset += window;
         }
     });

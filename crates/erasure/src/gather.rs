@@ -90,6 +90,9 @@ pub struct ChunkGather {
     codec: Option<Codec>,
     columns: BTreeMap<u64, Column>,
     buffers: Vec<Vec<u8>>,
+    /// Recycled buffers: reusing them avoids fresh zeroed pages (page faults cost more than
+    /// the CRC check of the bytes).
+    spare: Vec<Vec<u8>>,
     unavailable: Vec<bool>,
     lost: Vec<LostChunk>,
 }
@@ -103,9 +106,31 @@ impl ChunkGather {
             codec,
             columns: BTreeMap::new(),
             buffers: Vec::new(),
+            spare: Vec::new(),
             unavailable: vec![false; layout.code().total_shards()],
             lost: Vec::new(),
         }
+    }
+
+    /// Hands in buffers to reuse (e.g. from a previous gather's [`Self::into_buffers`]).
+    pub fn with_spare_buffers(mut self, spare: Vec<Vec<u8>>) -> Self {
+        self.spare = spare;
+        self
+    }
+
+    /// A buffer of `len` bytes to read a fetch into, recycled when possible. Its contents are
+    /// unspecified (the caller overwrites them).
+    pub fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// Every buffer this gather holds, for reuse by the next one.
+    pub fn into_buffers(self) -> Vec<Vec<u8>> {
+        let mut all = self.spare;
+        all.extend(self.buffers.into_iter().filter(|b| b.capacity() > 0));
+        all
     }
 
     /// Marks shards known to be unavailable (node down, file missing): never fetched.
@@ -245,8 +270,12 @@ impl ChunkGather {
                 kind,
             });
         }
-        self.buffers
-            .push(if any_stored { bytes } else { Vec::new() });
+        if any_stored {
+            self.buffers.push(bytes);
+        } else {
+            self.buffers.push(Vec::new());
+            self.spare.push(bytes);
+        }
     }
 
     /// Reconstructs every wanted chunk not held. Call once `plan` returns no fetches.
@@ -286,7 +315,8 @@ impl ChunkGather {
             let rebuilt_shards: Vec<usize> = (0..n)
                 .filter(|&s| !is_present(s) && (s < k || !data_only))
                 .collect();
-            let mut scratch = vec![0u8; len * rebuilt_shards.len()];
+            let mut scratch = self.spare.pop().unwrap_or_default();
+            scratch.resize(len * rebuilt_shards.len(), 0);
             // Borrow the held chunks in place (no copy): take their buffers out for the call.
             let mut taken: Vec<(usize, Vec<u8>, usize)> = present
                 .iter()

@@ -12,7 +12,7 @@ use crate::error::{ErasureError, Result};
 use crate::format::{BundleInfo, ShardFooter, ShardHeader};
 use crate::gather::{ChunkGather, Codec, Fetch, LostChunk};
 use crate::layout::{BundleLayout, Piece};
-use crate::source::{read_shard_meta, read_up_to, ShardSource};
+use crate::source::{read_shard_meta, ShardSource};
 use crate::write::ShardSink;
 
 /// Reads bundle bytes `[offset, offset + len)`: `plan` → fetch → `supply`, until `plan` returns
@@ -73,10 +73,27 @@ impl RangeRead {
         self.gather.lost_chunks()
     }
 
+    /// A recycled buffer of `len` bytes to read a fetch into (saves page faults).
+    pub fn buffer(&mut self, len: usize) -> Vec<u8> {
+        self.gather.buffer(len)
+    }
+
     /// Decodes what is needed and returns the range's bytes.
     pub fn finish(mut self) -> Result<Vec<u8>> {
-        self.gather.decode()?;
         let mut out = vec![0u8; self.len as usize];
+        self.finish_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes what is needed and writes the range's bytes into `out` (exactly the range's
+    /// length).
+    pub fn finish_into(&mut self, out: &mut [u8]) -> Result<()> {
+        assert_eq!(
+            out.len() as u64,
+            self.len,
+            "output buffer must match the range"
+        );
+        self.gather.decode()?;
         for piece in &self.pieces {
             let mut pos = piece.shard_offset;
             let end = piece.shard_offset + piece.len;
@@ -96,7 +113,12 @@ impl RangeRead {
                 pos += take as u64;
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The buffers this read holds, for reuse by the next one.
+    pub fn into_buffers(self) -> Vec<Vec<u8>> {
+        self.gather.into_buffers()
     }
 }
 
@@ -131,7 +153,7 @@ fn run_gather<S: ShardSource>(
             let s = usize::from(fetch.shard);
             let bytes = match &sources[s] {
                 None => None,
-                Some(src) => match read_up_to(src, fetch.range.offset, fetch.range.len) {
+                Some(src) => match read_pooled(gather, src, &fetch) {
                     Ok(bytes) => Some(bytes),
                     Err(e) => {
                         if e.kind() == io::ErrorKind::NotFound {
@@ -147,6 +169,22 @@ fn run_gather<S: ShardSource>(
     }
 }
 
+/// Reads a fetch into a recycled buffer; short only at end of file.
+fn read_pooled<S: ShardSource>(
+    gather: &mut ChunkGather,
+    src: &S,
+    fetch: &Fetch,
+) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(fetch.range.len).map_err(io::Error::other)?;
+    let mut buf = gather.buffer(len);
+    let n = src.read_at(fetch.range.offset, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Most recycled buffers a reader keeps between reads.
+const MAX_SPARE_BUFFERS: usize = 64;
+
 /// Sync reader over k+m shard sources (some may be absent).
 #[derive(Debug)]
 pub struct BundleReader<S> {
@@ -156,6 +194,7 @@ pub struct BundleReader<S> {
     dead: Vec<bool>,
     codec: Codec,
     lost: Vec<LostChunk>,
+    spare: Vec<Vec<u8>>,
 }
 
 impl<S: ShardSource> BundleReader<S> {
@@ -181,6 +220,7 @@ impl<S: ShardSource> BundleReader<S> {
             sources,
             dead,
             lost: Vec::new(),
+            spare: Vec::new(),
         })
     }
 
@@ -322,19 +362,31 @@ impl<S: ShardSource> BundleReader<S> {
 
     /// Reads bundle bytes `[offset, offset + len)`, verified, reconstructing what is lost.
     pub fn read_range(&mut self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+        self.read_range_into(offset, &mut out)?;
+        Ok(out)
+    }
+
+    /// Reads bundle bytes `[offset, offset + out.len())` into `out`.
+    pub fn read_range_into(&mut self, offset: u64, out: &mut [u8]) -> Result<()> {
         let unavailable = self.unavailable_shards();
         let mut read = RangeRead::new(
             &self.info,
             offset,
-            len,
+            out.len() as u64,
             &unavailable,
             Some(self.codec.clone()),
         )?;
+        read.gather = read
+            .gather
+            .with_spare_buffers(std::mem::take(&mut self.spare));
         let gathered = run_gather(&mut read.gather, &self.sources, &mut self.dead);
         // Record what was lost even when the read fails: error reports name it.
         self.lost.extend_from_slice(read.lost_chunks());
-        gathered?;
-        read.finish()
+        let result = gathered.and_then(|()| read.finish_into(out));
+        self.spare = read.into_buffers();
+        self.spare.truncate(MAX_SPARE_BUFFERS);
+        result
     }
 
     /// Decodes the whole bundle into `out`, one stripe at a time, and checks its SHA-256
@@ -343,9 +395,11 @@ impl<S: ShardSource> BundleReader<S> {
         let mut sha = Sha256::new();
         let window = self.info.code.stripe_data_bytes();
         let mut offset = 0;
+        let mut bytes = Vec::new();
         while offset < self.info.bundle_len {
             let len = window.min(self.info.bundle_len - offset);
-            let bytes = self.read_range(offset, len)?;
+            bytes.resize(len as usize, 0);
+            self.read_range_into(offset, &mut bytes)?;
             sha.update(&bytes);
             out.write_all(&bytes)
                 .map_err(|e| ErasureError::io(None, "writing decoded bundle", e))?;
