@@ -269,7 +269,7 @@ impl StripeEncoder {
             &mut self.chunk_crcs,
             self.chunk_fill_bytes,
             self.code.chunk_bytes().into(),
-            &mut shards,
+            &mut |shard, piece| shards[shard].extend_from_slice(piece),
         );
         self.stripe.clear();
         let stripe = self.next_stripe;
@@ -309,7 +309,7 @@ impl StripeEncoder {
             &mut self.chunk_crcs,
             self.chunk_fill_bytes,
             self.code.chunk_bytes().into(),
-            &mut shards,
+            &mut |shard, piece| shards[shard].extend_from_slice(piece),
         );
         let number = self.next_stripe;
         self.next_stripe += 1;
@@ -317,6 +317,39 @@ impl StripeEncoder {
             stripe: number,
             shards,
         }
+    }
+
+    /// Like [`Self::push_stripe`], without output buffers: hands the framed bytes to
+    /// `emit(shard_index, bytes)` straight from the caller's stripe, the parity cells and the
+    /// CRCs, in order per shard (pieces of at most a chunk, and 4-byte CRCs). Saves a copy for
+    /// sinks that copy anyway (a socket, a buffered file).
+    pub fn push_stripe_with(&mut self, stripe: &[u8], mut emit: impl FnMut(usize, &[u8])) -> u64 {
+        assert!(
+            self.stripe.is_empty(),
+            "push_stripe_with with a partly filled stripe"
+        );
+        assert_eq!(
+            stripe.len(),
+            self.stripe_capacity(),
+            "push_stripe_with takes exactly one stripe"
+        );
+        if self.hash_bundle {
+            self.sha256.update(stripe);
+        }
+        self.bundle_len += stripe.len() as u64;
+        self.chunk_fill_bytes = encode_cells(
+            &self.codec,
+            stripe,
+            self.code.cell_bytes() as usize,
+            &mut self.parity,
+            &mut self.chunk_crcs,
+            self.chunk_fill_bytes,
+            self.code.chunk_bytes().into(),
+            &mut emit,
+        );
+        let number = self.next_stripe;
+        self.next_stripe += 1;
+        number
     }
 
     /// k+m empty output buffers with room for a framed cell, reusing recycled ones.
@@ -339,7 +372,8 @@ impl StripeEncoder {
 /// is in cache, instead of three passes over whole cells.
 const ENCODE_BLOCK_BYTES: usize = 64 << 10;
 
-/// Computes parity for the k cells of `stripe` and appends all k+m framed cells to `outs`.
+/// Computes parity for the k cells of `stripe` and hands all k+m framed cells, piece by piece
+/// and in order per shard, to `emit(shard, bytes)`.
 /// Returns the new fill of the open chunk.
 #[allow(clippy::too_many_arguments)]
 fn encode_cells(
@@ -350,7 +384,7 @@ fn encode_cells(
     crcs: &mut [u32],
     mut fill_bytes: u64,
     chunk_bytes: u64,
-    outs: &mut [Vec<u8>],
+    emit: &mut impl FnMut(usize, &[u8]),
 ) -> u64 {
     let k = stripe.len() / cell_bytes;
     for p in parity.iter_mut() {
@@ -374,8 +408,14 @@ fn encode_cells(
             .iter()
             .copied()
             .chain(parity_blocks.iter().map(|p| &**p));
-        for ((block, out), crc) in blocks.zip(outs.iter_mut()).zip(crcs.iter_mut()) {
-            *crc = frame_cell(out, block, *crc, fill_bytes, chunk_bytes);
+        for (shard, (block, crc)) in blocks.zip(crcs.iter_mut()).enumerate() {
+            *crc = frame_cell(
+                &mut |piece| emit(shard, piece),
+                block,
+                *crc,
+                fill_bytes,
+                chunk_bytes,
+            );
         }
         fill_bytes = (fill_bytes + (end - start) as u64) % chunk_bytes;
         start = end;
@@ -386,7 +426,7 @@ fn encode_cells(
 /// Appends `cell` to `out`, inserting the CRC32C of each chunk as it completes. `fill_bytes` is
 /// how much of the open chunk came before; returns the open chunk's running CRC.
 fn frame_cell(
-    out: &mut Vec<u8>,
+    out: &mut impl FnMut(&[u8]),
     cell: &[u8],
     mut crc: u32,
     mut fill_bytes: u64,
@@ -397,11 +437,11 @@ fn frame_cell(
         let take = ((chunk_bytes - fill_bytes) as usize).min(rest.len());
         let (segment, after) = rest.split_at(take);
         crc = crc32c::crc32c_append(crc, segment);
-        out.extend_from_slice(segment);
+        out(segment);
         fill_bytes += take as u64;
         rest = after;
         if fill_bytes == chunk_bytes {
-            out.extend_from_slice(&crc.to_le_bytes());
+            out(&crc.to_le_bytes());
             crc = 0;
             fill_bytes = 0;
         }

@@ -79,10 +79,23 @@ impl<S: ShardSink> StreamingWriter<S> {
         let stripe_bytes = self.encoder.code().stripe_data_bytes() as usize;
         while !data.is_empty() {
             let stripe = if self.encoder.at_stripe_boundary() && data.len() >= stripe_bytes {
-                // Whole stripes are encoded from the caller's buffer: no copy in.
+                // Whole stripes go from the caller's buffer to the sinks: no copy in, no
+                // output buffers.
                 let (whole, rest) = data.split_at(stripe_bytes);
                 data = rest;
-                Some(self.encoder.push_stripe(whole))
+                let sinks = &mut self.sinks;
+                let mut failed: Option<(usize, io::Error)> = None;
+                self.encoder.push_stripe_with(whole, |shard, piece| {
+                    if failed.is_none() {
+                        if let Err(e) = sinks[shard].append(piece) {
+                            failed = Some((shard, e));
+                        }
+                    }
+                });
+                if let Some((shard, e)) = failed {
+                    return Err(sink_error(shard, e));
+                }
+                None
             } else {
                 let taken = self.encoder.fill(data);
                 data = &data[taken..];
@@ -125,11 +138,14 @@ pub fn shard_file_name(bundle_id: BundleId, shard_index: usize) -> String {
     format!("{bundle_id}.{shard_index}.shard")
 }
 
+/// Write buffer of a shard file sink.
+const FILE_SINK_BUFFER_BYTES: usize = 1 << 20;
+
 /// A shard file written under a temporary name and renamed into place on commit. Dropped
 /// uncommitted, it removes its temporary file.
 #[derive(Debug)]
 pub struct FileShardSink {
-    file: Option<File>,
+    file: Option<io::BufWriter<File>>,
     temp_path: PathBuf,
     final_path: PathBuf,
 }
@@ -142,7 +158,8 @@ impl FileShardSink {
         let temp_path = final_path.with_file_name(temp_name);
         let file = File::create(&temp_path)?;
         Ok(Self {
-            file: Some(file),
+            // Framed output arrives as chunk-sized pieces and 4-byte CRCs: batch the writes.
+            file: Some(io::BufWriter::with_capacity(FILE_SINK_BUFFER_BYTES, file)),
             temp_path,
             final_path,
         })
@@ -166,6 +183,7 @@ impl ShardSink for FileShardSink {
         let Some(file) = self.file.take() else {
             return Err(io::Error::other("shard already committed"));
         };
+        let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&self.temp_path, &self.final_path)?;
