@@ -436,7 +436,11 @@ fn frame_cell(
     while !rest.is_empty() {
         let take = ((chunk_bytes - fill_bytes) as usize).min(rest.len());
         let (segment, after) = rest.split_at(take);
-        crc = crc32c::crc32c_append(crc, segment);
+        crc = if fill_bytes == 0 {
+            crate::crc::crc32c(segment)
+        } else {
+            crate::crc::crc32c_append(crc, segment)
+        };
         out(segment);
         fill_bytes += take as u64;
         rest = after;
@@ -456,7 +460,7 @@ pub fn frame_shard_data(data: &[u8], chunk_bytes: u32) -> Vec<u8> {
     );
     for chunk in data.chunks(chunk_bytes as usize) {
         out.extend_from_slice(chunk);
-        out.extend_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
+        out.extend_from_slice(&crate::crc::crc32c(chunk).to_le_bytes());
     }
     out
 }

@@ -114,7 +114,7 @@ impl ShardHeader {
         // 28..32 reserved.
         b[32..48].copy_from_slice(&self.bundle_id.0);
         // 48..60 reserved.
-        let crc = crc32c::crc32c(&b[..60]);
+        let crc = crate::crc::crc32c(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -136,7 +136,7 @@ impl ShardHeader {
             return Err(bad(None, "not a shard file (magic)".into()));
         }
         let stored_crc = u32_at(b, 60);
-        let crc = crc32c::crc32c(&b[..60]);
+        let crc = crate::crc::crc32c(&b[..60]);
         if stored_crc != crc {
             return Err(bad(
                 None,
@@ -190,7 +190,7 @@ impl ShardFooter {
         b[64..80].copy_from_slice(&self.bundle_id.0);
         b[80..82].copy_from_slice(&self.shard_index.to_le_bytes());
         b[82..84].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..84]);
+        let crc = crate::crc::crc32c(&b[..84]);
         b[84..88].copy_from_slice(&crc.to_le_bytes());
         b[88..96].copy_from_slice(&FOOTER_MAGIC);
         b
@@ -209,7 +209,7 @@ impl ShardFooter {
             return Err(bad("no footer magic (truncated or unfinished shard)".into()));
         }
         let stored_crc = u32_at(b, 84);
-        let crc = crc32c::crc32c(&b[..84]);
+        let crc = crate::crc::crc32c(&b[..84]);
         if stored_crc != crc {
             return Err(bad(format!(
                 "checksum {stored_crc:08x}, computed {crc:08x}"

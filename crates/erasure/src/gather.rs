@@ -256,7 +256,7 @@ impl ChunkGather {
                 Some(framed) => {
                     let (data, crc) = framed.split_at(len);
                     let stored_crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-                    if crc32c::crc32c(data) == stored_crc {
+                    if crate::crc::crc32c(data) == stored_crc {
                         column.have[s] = Some(Stored { buffer, offset });
                         any_stored = true;
                         continue;

@@ -21,6 +21,7 @@
 //! A chunk that fails its CRC is an erasure: never returned, always reconstructed or reported.
 
 pub mod code;
+pub mod crc;
 pub mod encode;
 pub mod error;
 pub mod format;

@@ -474,7 +474,7 @@ impl<S: ShardSource> BundleReader<S> {
                         });
                     };
                     sink.append(data).map_err(|e| sink_err(t, e))?;
-                    sink.append(&crc32c::crc32c(data).to_le_bytes())
+                    sink.append(&crate::crc::crc32c(data).to_le_bytes())
                         .map_err(|e| sink_err(t, e))?;
                 }
             }

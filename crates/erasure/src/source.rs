@@ -193,7 +193,7 @@ pub fn scan_shard<S: ShardSource + ?Sized>(
             let len = layout.chunk_data_bytes(chunk) as usize;
             let ok = bytes.get(offset..offset + len + 4).is_some_and(|framed| {
                 let (data, crc) = framed.split_at(len);
-                crc32c::crc32c(data).to_le_bytes() == crc
+                crate::crc::crc32c(data).to_le_bytes() == crc
             });
             if !ok {
                 bad.push(chunk);
