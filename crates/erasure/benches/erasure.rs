@@ -239,6 +239,25 @@ fn main() {
             rs.reconstruct_data(&mut slots).unwrap();
         }
     });
+    if std::env::var_os("BENCH_PROFILE_RECONSTRUCT").is_some() {
+        // For `perf record`: the reconstruct path alone, many times.
+        let sources: Vec<Option<&Vec<u8>>> = shard_files
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i >= 2).then_some(s))
+            .collect();
+        let mut reader = BundleReader::new(info, sources).unwrap();
+        let window = code.stripe_data_bytes();
+        let mut bytes = vec![0u8; window as usize];
+        for _ in 0..20 {
+            let mut offset = 0;
+            while offset < len as u64 {
+                reader.read_range_into(offset, &mut bytes).unwrap();
+                offset += window;
+            }
+        }
+        return;
+    }
     let ours_reconstruct = best_of(|| {
         let sources: Vec<Option<&Vec<u8>>> = shard_files
             .iter()
