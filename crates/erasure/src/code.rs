@@ -16,6 +16,9 @@ pub const CELL_ALIGN_BYTES: u32 = 64;
 pub const MIN_CELL_BYTES: u32 = CELL_ALIGN_BYTES;
 /// Largest cell size accepted: the writer buffers a stripe of (k+m) cells in memory.
 pub const MAX_CELL_BYTES: u32 = 64 << 20;
+/// Largest stripe, parity included ((k+m) · cell): the writer and the whole-bundle reader hold
+/// one stripe in memory, so this bounds their memory whatever a (possibly damaged) header says.
+pub const MAX_STRIPE_BYTES: u64 = 1 << 30;
 /// Default CRC32C chunk size: a range read verifies whole chunks, so this is the read granularity.
 pub const DEFAULT_CHUNK_BYTES: u32 = 64 << 10;
 /// Smallest chunk size accepted (the 4-byte CRC per chunk must stay small against the chunk).
@@ -107,6 +110,11 @@ impl Code {
                 max_bytes: MAX_CELL_BYTES.into(),
             });
         }
+        if u64::from(cell_bytes) * (data_shards + parity_shards) as u64 > MAX_STRIPE_BYTES {
+            return Err(invalid(
+                "(k + m) × cell size is over the 1 GiB stripe limit",
+            ));
+        }
         if !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&chunk_bytes) {
             return Err(ErasureError::InvalidChunkBytes {
                 chunk_bytes: chunk_bytes.into(),
@@ -187,6 +195,8 @@ mod tests {
         assert!(Code::with_sizes(4, 2, 0, 4096).is_err());
         assert!(Code::with_sizes(4, 2, MAX_CELL_BYTES + 64, 4096).is_err());
         assert!(Code::with_sizes(4, 2, 4096, 8).is_err());
+        assert!(Code::with_sizes(200, 56, MAX_CELL_BYTES, 4096).is_err());
+        assert!(Code::with_sizes(12, 4, MAX_CELL_BYTES, 4096).is_ok());
         let err = Code::new(0, 4).unwrap_err().to_string();
         assert!(err.contains("RS(0,4)"), "{err}");
     }

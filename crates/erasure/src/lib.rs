@@ -12,13 +12,17 @@
 //! (async gRPC) share them:
 //!
 //! - write: [`StripeEncoder`] takes bundle bytes and returns framed bytes per shard, stripe by
-//!   stripe; [`StreamingWriter`] drives it into [`ShardSink`]s such as [`FileShardSink`].
+//!   stripe (or hands them to a callback without output buffers, `push_stripe_with`);
+//!   [`StreamingWriter`] drives it into [`ShardSink`]s such as [`FileShardSink`].
 //! - read: [`RangeRead`] plans which (shard, physical range) to fetch for a bundle byte range,
 //!   verifies what it is given and reconstructs lost chunks; [`ChunkGather`] is the engine under
 //!   it. [`BundleReader`] is the sync convenience over [`ShardSource`]s: range reads, whole
 //!   bundle decode with SHA-256 check, and rebuilding lost shards.
 //!
 //! A chunk that fails its CRC is an erasure: never returned, always reconstructed or reported.
+//! Disk input never panics: every header, footer and chunk is checked and turned into a typed
+//! [`ErasureError`] naming the bundle, shard and values involved. Limits are named constants in
+//! [`code`] (`MAX_TOTAL_SHARDS`, `MAX_CELL_BYTES`, `MAX_STRIPE_BYTES`, `MAX_CHUNK_BYTES`, …).
 
 pub mod code;
 pub mod crc;
