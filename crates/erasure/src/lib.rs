@@ -5,7 +5,7 @@
 //! bundles cost about (k+m)/k of their size ([`layout`]). Each shard is one file: a 64-byte
 //! header naming the bundle, the shard index and the code; the shard's data framed in CRC32C
 //! chunks (default 64 KiB) whose place in the file is arithmetic; a 96-byte footer with what is
-//! known only at the end: bundle length, index location, SHA-256 ([`format`],
+//! known only at the end: bundle length, index location, SHA-256 ([`mod@format`],
 //! `docs/formats-shard.md`).
 //!
 //! Both directions have a sans-IO core, so the offline tools (sync files) and the storage node
