@@ -95,6 +95,8 @@ pub struct ChunkGather {
     spare: Vec<Vec<u8>>,
     unavailable: Vec<bool>,
     lost: Vec<LostChunk>,
+    /// Chunk range this gather covers, when a caller set one (rebuild windows).
+    window: std::ops::Range<u64>,
 }
 
 impl ChunkGather {
@@ -109,7 +111,18 @@ impl ChunkGather {
             spare: Vec::new(),
             unavailable: vec![false; layout.code().total_shards()],
             lost: Vec::new(),
+            window: 0..0,
         }
+    }
+
+    /// Records the chunk range this gather covers (for callers that frame a window).
+    pub fn set_window(&mut self, window: std::ops::Range<u64>) {
+        self.window = window;
+    }
+
+    /// The chunk range set by [`Self::set_window`].
+    pub fn window(&self) -> std::ops::Range<u64> {
+        self.window.clone()
     }
 
     /// Hands in buffers to reuse (e.g. from a previous gather's [`Self::into_buffers`]).

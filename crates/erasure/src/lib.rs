@@ -17,7 +17,8 @@
 //! - read: [`RangeRead`] plans which (shard, physical range) to fetch for a bundle byte range,
 //!   verifies what it is given and reconstructs lost chunks; [`ChunkGather`] is the engine under
 //!   it. [`BundleReader`] is the sync convenience over [`ShardSource`]s: range reads, whole
-//!   bundle decode with SHA-256 check, and rebuilding lost shards.
+//!   bundle decode with SHA-256 check, and rebuilding lost shards ([`ShardRebuild`] is the
+//!   sans-IO rebuild core the repair path drives over the network).
 //!
 //! A chunk that fails its CRC is an erasure: never returned, always reconstructed or reported.
 //! Disk input never panics: every header, footer and chunk is checked and turned into a typed
@@ -32,6 +33,7 @@ pub mod format;
 pub mod gather;
 pub mod layout;
 pub mod read;
+pub mod rebuild;
 pub mod source;
 pub mod write;
 
@@ -42,6 +44,7 @@ pub use format::{BundleInfo, IndexLocation, ShardFooter, ShardHeader};
 pub use gather::{ChunkGather, Codec, Fetch, LossKind, LostChunk};
 pub use layout::{BundleLayout, PhysicalRange, Piece};
 pub use read::{BundleReader, Candidate, RangeRead};
+pub use rebuild::ShardRebuild;
 pub use source::{
     read_shard_header, read_shard_meta, scan_shard, FileShardSource, ShardMeta, ShardSource,
 };

@@ -9,9 +9,10 @@ use sha2::{Digest, Sha256};
 
 use crate::code::BundleId;
 use crate::error::{ErasureError, Result};
-use crate::format::{BundleInfo, ShardFooter, ShardHeader};
+use crate::format::{BundleInfo, ShardHeader};
 use crate::gather::{ChunkGather, Codec, Fetch, LostChunk};
 use crate::layout::{BundleLayout, Piece};
+use crate::rebuild::ShardRebuild;
 use crate::source::{read_shard_meta, ShardSource};
 use crate::write::ShardSink;
 
@@ -424,72 +425,31 @@ impl<S: ShardSource> BundleReader<S> {
         targets: &[u16],
         mut sinks: Vec<W>,
     ) -> Result<Vec<W>> {
-        let code = self.info.code;
-        let bundle_id = self.info.bundle_id;
-        if sinks.len() != targets.len()
-            || targets
-                .iter()
-                .any(|&t| usize::from(t) >= code.total_shards())
-        {
+        let mut rebuild = ShardRebuild::new(self.info, targets)?;
+        if sinks.len() != targets.len() {
             return Err(ErasureError::Misuse {
-                bundle_id,
+                bundle_id: self.info.bundle_id,
                 what: format!("rebuild targets {targets:?} with {} sinks", sinks.len()),
             });
         }
         let sink_err = |t: u16, e| ErasureError::io(Some(t), "writing rebuilt shard", e);
-        for (&t, sink) in targets.iter().zip(&mut sinks) {
-            let header = ShardHeader {
-                bundle_id,
-                shard_index: t,
-                code,
-            };
-            sink.append(&header.encode()).map_err(|e| sink_err(t, e))?;
+        for ((&t, sink), header) in targets.iter().zip(&mut sinks).zip(rebuild.headers()) {
+            sink.append(&header).map_err(|e| sink_err(t, e))?;
         }
-        // A window of about one cell per shard: memory O(k·cell) like the writer.
-        let window_chunks = u64::from(code.cell_bytes())
-            .div_ceil(code.chunk_bytes().into())
-            .max(1);
-        let mut first = 0;
-        while first < self.layout.chunk_count() {
-            let end = (first + window_chunks).min(self.layout.chunk_count());
-            let mut gather = ChunkGather::new(bundle_id, self.layout, Some(self.codec.clone()));
-            for s in self.unavailable_shards() {
-                gather.mark_unavailable(s);
-            }
-            for &t in targets {
-                gather.mark_unavailable(t);
-                for chunk in first..end {
-                    gather.want(t, chunk);
-                }
-            }
+        while let Some(mut gather) = rebuild.next_window(&self.unavailable_shards()) {
             let gathered = run_gather(&mut gather, &self.sources, &mut self.dead);
             self.lost.extend_from_slice(gather.lost_chunks());
             gathered?;
-            for (&t, sink) in targets.iter().zip(&mut sinks) {
-                for chunk in first..end {
-                    let Some(data) = gather.chunk(t, chunk) else {
-                        return Err(ErasureError::Misuse {
-                            bundle_id,
-                            what: format!("chunk {chunk} of shard {t} not rebuilt"),
-                        });
-                    };
-                    sink.append(data).map_err(|e| sink_err(t, e))?;
-                    sink.append(&crate::crc::crc32c(data).to_le_bytes())
-                        .map_err(|e| sink_err(t, e))?;
-                }
+            for ((&t, sink), framed) in targets
+                .iter()
+                .zip(&mut sinks)
+                .zip(rebuild.frame_window(&gather)?)
+            {
+                sink.append(&framed).map_err(|e| sink_err(t, e))?;
             }
-            first = end;
         }
-        for (&t, sink) in targets.iter().zip(&mut sinks) {
-            let footer = ShardFooter {
-                bundle_id,
-                shard_index: t,
-                bundle_len: self.info.bundle_len,
-                shard_data_bytes: self.layout.shard_data_bytes(),
-                index: self.info.index,
-                sha256: self.info.sha256,
-            };
-            sink.append(&footer.encode()).map_err(|e| sink_err(t, e))?;
+        for ((&t, sink), footer) in targets.iter().zip(&mut sinks).zip(rebuild.footers()) {
+            sink.append(&footer).map_err(|e| sink_err(t, e))?;
             sink.commit().map_err(|e| sink_err(t, e))?;
         }
         Ok(sinks)
