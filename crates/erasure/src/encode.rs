@@ -452,15 +452,3 @@ fn frame_cell(
     }
     crc
 }
-
-/// Frames a whole shard data stream in one go (used by tests and by rebuild of short shards).
-pub fn frame_shard_data(data: &[u8], chunk_bytes: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        data.len() + data.len() / chunk_bytes as usize * CHUNK_CRC_BYTES + CHUNK_CRC_BYTES,
-    );
-    for chunk in data.chunks(chunk_bytes as usize) {
-        out.extend_from_slice(chunk);
-        out.extend_from_slice(&crate::crc::crc32c(chunk).to_le_bytes());
-    }
-    out
-}
