@@ -17,7 +17,7 @@ const K: usize = 10;
 const M: usize = 4;
 const CELL_BYTES: usize = 1 << 20;
 const STRIPES: usize = 8;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 11;
 
 fn bundle(len: usize) -> Vec<u8> {
     let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -31,16 +31,39 @@ fn bundle(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Best wall time of `ROUNDS` runs (the machine is shared; the best run is the least disturbed).
-fn best_of(mut f: impl FnMut()) -> Duration {
-    (0..ROUNDS)
-        .map(|_| {
+/// Rounds per measurement: `BENCH_ROUNDS`, default 11.
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS)
+}
+
+/// Best wall time of each job over `rounds()` rounds. The jobs run interleaved (round r runs
+/// every job once), so load from other processes on the shared machine hits ours and the bare
+/// baseline alike instead of whichever happened to run during a busy second; the best run is
+/// the least disturbed.
+fn race(jobs: &mut [&mut dyn FnMut()]) -> Vec<Duration> {
+    let mut best = vec![Duration::MAX; jobs.len()];
+    for _ in 0..rounds() {
+        for (job, best) in jobs.iter_mut().zip(&mut best) {
             let start = Instant::now();
-            f();
-            start.elapsed()
-        })
-        .min()
-        .unwrap()
+            job();
+            *best = (*best).min(start.elapsed());
+        }
+    }
+    best
+}
+
+/// Best wall time of one job (component costs).
+fn best_of(mut f: impl FnMut()) -> Duration {
+    race(&mut [&mut f])[0]
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn mib_per_s(bytes: usize, t: Duration) -> f64 {
@@ -98,19 +121,22 @@ fn main() {
     let data = bundle(len);
     let rs = ReedSolomon::new(K, M).unwrap();
     println!(
-        "RS({K},{M}), cell {CELL_BYTES} B, chunk 64 KiB, bundle {} MiB, best of {ROUNDS}",
-        len >> 20
+        "RS({K},{M}), cell {CELL_BYTES} B, chunk 64 KiB, bundle {} MiB, best of {} interleaved \
+         rounds; load average at the start: {}",
+        len >> 20,
+        rounds(),
+        loadavg()
     );
 
     // --- encode ---------------------------------------------------------------------------
     let mut parity = vec![vec![0u8; CELL_BYTES]; M];
-    let bare_encode = best_of(|| {
+    let mut bare_encode = || {
         for stripe in data.chunks_exact(K * CELL_BYTES) {
             let cells: Vec<&[u8]> = stripe.chunks_exact(CELL_BYTES).collect();
             rs.encode_sep(&cells, &mut parity).unwrap();
         }
-    });
-    let encode_whole_stripes = best_of(|| {
+    };
+    let mut encode_whole_stripes = || {
         let mut enc = StripeEncoder::new(code, BundleId([1; 16])).unwrap();
         enc.set_hash_bundle(false);
         let mut framed_bytes = 0usize;
@@ -122,8 +148,8 @@ fn main() {
         assert!(framed_bytes > len);
         enc.finish_with_sha256(IndexLocation::default(), [0; 32])
             .unwrap();
-    });
-    let encode_pieces = best_of(|| {
+    };
+    let mut encode_pieces = || {
         let mut enc = StripeEncoder::new(code, BundleId([1; 16])).unwrap();
         enc.set_hash_bundle(false);
         for piece in data.chunks(256 << 10) {
@@ -138,15 +164,23 @@ fn main() {
         }
         enc.finish_with_sha256(IndexLocation::default(), [0; 32])
             .unwrap();
-    });
-    let encode_sinks = best_of(|| {
+    };
+    let mut encode_sinks = || {
         let sinks: Vec<MemSink> = (0..K + M).map(|_| MemSink::default()).collect();
         let mut w = StreamingWriter::new(code, BundleId([1; 16]), sinks).unwrap();
         for piece in data.chunks(256 << 10) {
             w.write_bundle_bytes(piece).unwrap();
         }
         w.finish(IndexLocation::default()).unwrap();
-    });
+    };
+    let [bare_encode, encode_whole_stripes, encode_pieces, encode_sinks] = race(&mut [
+        &mut bare_encode,
+        &mut encode_whole_stripes,
+        &mut encode_pieces,
+        &mut encode_sinks,
+    ])[..] else {
+        unreachable!()
+    };
     if std::env::var_os("BENCH_DETAIL").is_some() {
         let blocked = best_of(|| {
             for stripe in data.chunks_exact(K * CELL_BYTES) {
@@ -229,7 +263,7 @@ fn main() {
             cells
         })
         .collect();
-    let bare_reconstruct = best_of(|| {
+    let mut bare_reconstruct = || {
         for cells in &mut stripes {
             let mut slots: Vec<(&mut [u8], bool)> = cells
                 .iter_mut()
@@ -238,17 +272,21 @@ fn main() {
                 .collect();
             rs.reconstruct_data(&mut slots).unwrap();
         }
-    });
-    if std::env::var_os("BENCH_PROFILE_RECONSTRUCT").is_some() {
-        // For `perf record`: the reconstruct path alone, many times.
-        let sources: Vec<Option<&Vec<u8>>> = shard_files
+    };
+    let missing_two = || -> Vec<Option<&Vec<u8>>> {
+        shard_files
             .iter()
             .enumerate()
             .map(|(i, s)| (i >= 2).then_some(s))
-            .collect();
-        let mut reader = BundleReader::new(info, sources).unwrap();
-        let window = code.stripe_data_bytes();
-        let mut bytes = vec![0u8; window as usize];
+            .collect()
+    };
+    let window = code.stripe_data_bytes();
+    // The caller's output buffer, reused like the bare side's cell buffers (a fresh 10 MiB
+    // buffer per read would time page faults, not the pipeline).
+    let mut bytes = vec![0u8; window as usize];
+    if std::env::var_os("BENCH_PROFILE_RECONSTRUCT").is_some() {
+        // For `perf record`: the reconstruct path alone, many times.
+        let mut reader = BundleReader::new(info, missing_two()).unwrap();
         for _ in 0..20 {
             let mut offset = 0;
             while offset < len as u64 {
@@ -258,30 +296,30 @@ fn main() {
         }
         return;
     }
-    let ours_reconstruct = best_of(|| {
-        let sources: Vec<Option<&Vec<u8>>> = shard_files
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i >= 2).then_some(s))
-            .collect();
-        let mut reader = BundleReader::new(info, sources).unwrap();
-        let window = code.stripe_data_bytes();
-        let mut bytes = vec![0u8; window as usize];
+    let mut ours_reconstruct = || {
+        let mut reader = BundleReader::new(info, missing_two()).unwrap();
         let mut offset = 0;
         while offset < len as u64 {
             reader.read_range_into(offset, &mut bytes).unwrap();
+            assert_eq!(bytes[..16], data[offset as usize..offset as usize + 16]);
             offset += window;
         }
-    });
-    let ours_reconstruct_sha = best_of(|| {
-        let sources: Vec<Option<&Vec<u8>>> = shard_files
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i >= 2).then_some(s))
-            .collect();
-        let mut reader = BundleReader::new(info, sources).unwrap();
+    };
+    let mut ours_reconstruct_sha = || {
+        let mut reader = BundleReader::new(info, missing_two()).unwrap();
         reader.read_bundle(&mut io::sink()).unwrap();
-    });
+    };
+    let [bare_reconstruct, ours_reconstruct, ours_reconstruct_sha] = race(&mut [
+        &mut bare_reconstruct,
+        &mut ours_reconstruct,
+        &mut ours_reconstruct_sha,
+    ])[..] else {
+        unreachable!()
+    };
+    assert_eq!(bytes, data[len - window as usize..]);
+    for (cells, stripe) in stripes.iter().zip(data.chunks_exact(K * CELL_BYTES)) {
+        assert_eq!(cells[..2].concat(), stripe[..2 * CELL_BYTES]);
+    }
     report(
         "reconstruct-2: read+CRC verify+RS+assemble",
         len,
@@ -294,6 +332,7 @@ fn main() {
         ours_reconstruct_sha,
         bare_reconstruct,
     );
+    println!("load average at the end: {}", loadavg());
 
     // --- bytes read for one 4 KiB range ------------------------------------------------------
     let counting: Vec<Counting> = shard_files
