@@ -1,7 +1,7 @@
 //! The sans-IO write core: a stripe encoder you push bundle bytes into and that hands back the
 //! framed bytes (cell data with CRC32Cs inserted at chunk boundaries) to append to each shard, plus
 //! the header and footer bytes. It does no I/O, so the file writer here and the node's gRPC
-//! upload path drive the same code. Memory: one stripe of k cells plus m parity cells.
+//! upload path drive the same code. Memory: one stripe of k cells plus m parity blocks of 64 KiB.
 
 use sha2::{Digest, Sha256};
 
@@ -387,8 +387,11 @@ fn encode_cells(
     emit: &mut impl FnMut(usize, &[u8]),
 ) -> u64 {
     let k = stripe.len() / cell_bytes;
+    // Parity is framed block by block as it is computed, so one block of scratch per parity
+    // shard is enough: 4 × 64 KiB stay in L2, where whole parity cells (4 MiB at RS(10,4) with
+    // 1 MiB cells) would not, and a new encoder does not fault in megabytes of fresh pages.
     for p in parity.iter_mut() {
-        p.resize(cell_bytes, 0);
+        p.resize(ENCODE_BLOCK_BYTES.min(cell_bytes), 0);
     }
     let mut start = 0;
     while start < cell_bytes {
@@ -397,7 +400,7 @@ fn encode_cells(
             .map(|j| &stripe[j * cell_bytes + start..j * cell_bytes + end])
             .collect();
         let mut parity_blocks: Vec<&mut [u8]> =
-            parity.iter_mut().map(|p| &mut p[start..end]).collect();
+            parity.iter_mut().map(|p| &mut p[..end - start]).collect();
         // Lengths match by construction, the only thing encode_sep checks.
         let encoded = codec.encode_sep(&data, &mut parity_blocks);
         assert!(

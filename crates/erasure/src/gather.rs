@@ -10,26 +10,36 @@
 //! and treated as an erasure.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use reed_solomon_erasure::galois_8::ReedSolomon;
+use reed_solomon_erasure::galois_8::{self, ReedSolomon};
 
 use crate::code::{BundleId, Code};
 use crate::error::{ErasureError, Result};
 use crate::format::CHUNK_CRC_BYTES;
 use crate::layout::{BundleLayout, PhysicalRange};
 
-/// A shareable Reed-Solomon codec (it caches decode matrices, so keep one per bundle reader).
+/// A shareable Reed-Solomon codec (it caches decode coefficients, so keep one per bundle
+/// reader).
 #[derive(Clone)]
-pub struct Codec(Arc<ReedSolomon>);
+pub struct Codec {
+    rs: Arc<ReedSolomon>,
+    /// (shards used, target shard) → the k coefficients that rebuild the target from them.
+    coefficients: Arc<Mutex<Vec<CoefficientRow>>>,
+}
+
+type CoefficientRow = (Vec<u16>, u16, Arc<[u8]>);
+
+/// Coefficient rows kept per codec (one per distinct loss pattern and target).
+const MAX_COEFFICIENT_ROWS: usize = 64;
 
 impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "Codec(RS({},{}))",
-            self.0.data_shard_count(),
-            self.0.parity_shard_count()
+            self.rs.data_shard_count(),
+            self.rs.parity_shard_count()
         )
     }
 }
@@ -37,7 +47,68 @@ impl std::fmt::Debug for Codec {
 impl Codec {
     /// The codec for `code`.
     pub fn new(code: &Code) -> Result<Self> {
-        Ok(Self(Arc::new(code.codec()?)))
+        Ok(Self {
+            rs: Arc::new(code.codec()?),
+            coefficients: Arc::default(),
+        })
+    }
+
+    /// The k coefficients `c` such that shard `target` = Σ `c[i]`·shard `present[i]` over
+    /// GF(2⁸), byte by byte (`present`: k distinct shards in increasing order). Derived from
+    /// `reed-solomon-erasure` itself: reconstructing k-byte shards where `present[i]` holds the
+    /// unit vector eᵢ yields the coefficients as the target's bytes (decoding is linear and
+    /// works byte-wise), so the result is exactly the library's decode, applied to any byte
+    /// range without its per-call shard checks and copies.
+    pub(crate) fn coefficients(&self, present: &[u16], target: u16) -> Result<Arc<[u8]>> {
+        let mut cache = self
+            .coefficients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(pos) = cache
+            .iter()
+            .position(|(p, t, _)| *t == target && p.as_slice() == present)
+        {
+            let row = cache[pos].2.clone();
+            if pos > 0 {
+                let entry = cache.remove(pos);
+                cache.insert(0, entry);
+            }
+            return Ok(row);
+        }
+        let k = self.rs.data_shard_count();
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; self.rs.total_shard_count()];
+        for (i, &p) in present.iter().enumerate() {
+            let mut unit = vec![0u8; k];
+            unit[i] = 1;
+            shards[usize::from(p)] = Some(unit);
+        }
+        if usize::from(target) < k {
+            self.rs.reconstruct_data(&mut shards)
+        } else {
+            self.rs.reconstruct(&mut shards)
+        }
+        .map_err(ErasureError::ReedSolomon)?;
+        let row: Arc<[u8]> = shards[usize::from(target)]
+            .take()
+            .unwrap_or_default()
+            .into();
+        cache.insert(0, (present.to_vec(), target, row.clone()));
+        cache.truncate(MAX_COEFFICIENT_ROWS);
+        Ok(row)
+    }
+}
+
+/// `out = Σ coefficients[i] · inputs[i]` over GF(2⁸), with `reed-solomon-erasure`'s SIMD
+/// kernels (the same ones its own encode and reconstruct run). All slices have `out`'s length.
+pub(crate) fn combine(coefficients: &[u8], inputs: &[&[u8]], out: &mut [u8]) {
+    if out.is_empty() {
+        return;
+    }
+    galois_8::mul_slice(coefficients[0], inputs[0], out);
+    for (&c, input) in coefficients.iter().zip(inputs).skip(1) {
+        if c != 0 {
+            galois_8::mul_slice_xor(c, input, out);
+        }
     }
 }
 
@@ -66,9 +137,18 @@ pub struct LostChunk {
     pub kind: LossKind,
 }
 
+/// Where a verified chunk's bytes are.
+#[derive(Clone, Copy, Debug)]
+enum Place {
+    /// In `ChunkGather::buffers[i]`.
+    Owned(usize),
+    /// In the caller's lent slice `i` (see [`ChunkGather::supply_lent`]).
+    Lent(usize),
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Stored {
-    buffer: usize,
+    place: Place,
     offset: usize,
 }
 
@@ -252,9 +332,27 @@ impl ChunkGather {
     /// Takes the bytes read for `fetch` (`None` if the read failed; fewer bytes than asked if the
     /// shard is truncated). Every chunk is checked; bad ones are recorded as lost.
     pub fn supply(&mut self, fetch: &Fetch, bytes: Option<Vec<u8>>) {
-        let s = usize::from(fetch.shard);
         let buffer = self.buffers.len();
         let bytes = bytes.unwrap_or_default();
+        if self.check(fetch, &bytes, Place::Owned(buffer)) {
+            self.buffers.push(bytes);
+        } else {
+            self.buffers.push(Vec::new());
+            self.spare.push(bytes);
+        }
+    }
+
+    /// Like [`Self::supply`] for bytes the caller lends instead of handing over (a shard already
+    /// in memory): the caller keeps `bytes` as its `lent[index]` and passes that table to the
+    /// crate-internal readers ([`Self::held`], [`Self::decode_with`]). Nothing is copied.
+    pub(crate) fn supply_lent(&mut self, fetch: &Fetch, bytes: &[u8], index: usize) {
+        self.check(fetch, bytes, Place::Lent(index));
+    }
+
+    /// Checks each chunk of `fetch` in `bytes` against its CRC32C once; records the good ones as
+    /// held at `place` and the others as lost. Returns whether any chunk was kept.
+    fn check(&mut self, fetch: &Fetch, bytes: &[u8], place: Place) -> bool {
+        let s = usize::from(fetch.shard);
         let chunk_bytes = u64::from(self.layout.code().chunk_bytes());
         let stride = chunk_bytes as usize + CHUNK_CRC_BYTES;
         let mut any_stored = false;
@@ -270,7 +368,7 @@ impl ChunkGather {
                     let (data, crc) = framed.split_at(len);
                     let stored_crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
                     if crate::crc::crc32c(data) == stored_crc {
-                        column.have[s] = Some(Stored { buffer, offset });
+                        column.have[s] = Some(Stored { place, offset });
                         any_stored = true;
                         continue;
                     }
@@ -283,16 +381,77 @@ impl ChunkGather {
                 kind,
             });
         }
-        if any_stored {
-            self.buffers.push(bytes);
-        } else {
-            self.buffers.push(Vec::new());
-            self.spare.push(bytes);
+        any_stored
+    }
+
+    fn bytes_of<'a>(&'a self, lent: &[&'a [u8]], stored: Stored, len: usize) -> Option<&'a [u8]> {
+        let bytes: &'a [u8] = match stored.place {
+            Place::Owned(i) => self.buffers.get(i)?,
+            Place::Lent(i) => lent.get(i)?,
+        };
+        bytes.get(stored.offset..stored.offset + len)
+    }
+
+    /// The codec, created on first use.
+    pub(crate) fn codec(&mut self) -> Result<Codec> {
+        if let Some(codec) = &self.codec {
+            return Ok(codec.clone());
         }
+        let codec = Codec::new(&self.layout.code())?;
+        self.codec = Some(codec.clone());
+        Ok(codec)
+    }
+
+    /// The first k verified chunks of column `chunk` (shard numbers in increasing order, and
+    /// their data): what any lost chunk of the column is rebuilt from.
+    pub(crate) fn column_inputs<'a>(
+        &'a self,
+        lent: &[&'a [u8]],
+        chunk: u64,
+    ) -> Result<(Vec<u16>, Vec<&'a [u8]>)> {
+        let k = self.layout.code().data_shards();
+        let len = self.layout.chunk_data_bytes(chunk) as usize;
+        let Some(column) = self.columns.get(&chunk) else {
+            return Err(ErasureError::Misuse {
+                bundle_id: self.bundle_id,
+                what: format!("chunk {chunk} not gathered"),
+            });
+        };
+        let mut shards = Vec::with_capacity(k);
+        let mut inputs = Vec::with_capacity(k);
+        for (s, stored) in column.have.iter().enumerate() {
+            if inputs.len() == k {
+                break;
+            }
+            if let Some(bytes) = stored.and_then(|h| self.bytes_of(lent, h, len)) {
+                shards.push(s as u16);
+                inputs.push(bytes);
+            }
+        }
+        if inputs.len() < k {
+            let lost_shards = (0..column.have.len())
+                .filter(|&s| column.have[s].is_none())
+                .map(|s| s as u16)
+                .collect();
+            return Err(ErasureError::Unrecoverable {
+                bundle_id: self.bundle_id,
+                chunk,
+                healthy: inputs.len(),
+                needed: k,
+                lost_shards,
+            });
+        }
+        Ok((shards, inputs))
     }
 
     /// Reconstructs every wanted chunk not held. Call once `plan` returns no fetches.
     pub fn decode(&mut self) -> Result<()> {
+        self.decode_with(&[])
+    }
+
+    /// [`Self::decode`] for a gather some of whose chunks are lent (`lent` as given to
+    /// [`Self::supply_lent`]).
+    pub(crate) fn decode_with(&mut self, lent: &[&[u8]]) -> Result<()> {
         let k = self.layout.code().data_shards();
         let n = self.layout.code().total_shards();
         let chunks: Vec<u64> = self
@@ -301,75 +460,40 @@ impl ChunkGather {
             .filter(|(_, c)| c.wanted.iter().any(|&s| c.have[usize::from(s)].is_none()))
             .map(|(&chunk, _)| chunk)
             .collect();
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let codec = self.codec()?;
         for chunk in chunks {
             let len = self.layout.chunk_data_bytes(chunk) as usize;
-            let Some(column) = self.columns.get_mut(&chunk) else {
-                continue;
-            };
-            let present: Vec<(usize, Stored)> = (0..n)
-                .filter_map(|s| column.have[s].map(|h| (s, h)))
-                .take(k)
-                .collect();
-            if present.len() < k {
-                let lost_shards = (0..n)
-                    .filter(|&s| column.have[s].is_none())
+            let mut scratch = self.spare.pop().unwrap_or_default();
+            let rebuilt_shards = {
+                let (present, inputs) = self.column_inputs(lent, chunk)?;
+                let Some(column) = self.columns.get(&chunk) else {
+                    continue;
+                };
+                // Rebuild what is wanted; a parity shard wanted (shard rebuild) needs all
+                // missing shards rebuilt, as before.
+                let data_only = column.wanted.iter().all(|&s| usize::from(s) < k);
+                let rebuilt_shards: Vec<u16> = (0..n)
+                    .filter(|&s| column.have[s].is_none() && (s < k || !data_only))
                     .map(|s| s as u16)
                     .collect();
-                return Err(ErasureError::Unrecoverable {
-                    bundle_id: self.bundle_id,
-                    chunk,
-                    healthy: present.len(),
-                    needed: k,
-                    lost_shards,
-                });
-            }
-            let data_only = column.wanted.iter().all(|&s| usize::from(s) < k);
-            let is_present = |s: usize| present.iter().any(|(p, _)| *p == s);
-            let rebuilt_shards: Vec<usize> = (0..n)
-                .filter(|&s| !is_present(s) && (s < k || !data_only))
-                .collect();
-            let mut scratch = self.spare.pop().unwrap_or_default();
-            scratch.resize(len * rebuilt_shards.len(), 0);
-            // Borrow the held chunks in place (no copy): take their buffers out for the call.
-            let mut taken: Vec<(usize, Vec<u8>, usize)> = present
-                .iter()
-                .map(|&(s, h)| (s, std::mem::take(&mut self.buffers[h.buffer]), h.offset))
-                .collect();
-            let codec = match &self.codec {
-                Some(codec) => codec.clone(),
-                None => {
-                    let codec = Codec::new(&self.layout.code())?;
-                    self.codec = Some(codec.clone());
-                    codec
+                scratch.resize(len * rebuilt_shards.len(), 0);
+                for (&target, out) in rebuilt_shards.iter().zip(scratch.chunks_exact_mut(len)) {
+                    combine(&codec.coefficients(&present, target)?, &inputs, out);
                 }
+                rebuilt_shards
             };
-            let result = {
-                let mut slots: Vec<(&mut [u8], bool)> =
-                    (0..n).map(|_| (&mut [][..], false)).collect();
-                for (s, buf, offset) in &mut taken {
-                    slots[*s] = (&mut buf[*offset..*offset + len], true);
-                }
-                for (s, out) in rebuilt_shards.iter().zip(scratch.chunks_exact_mut(len)) {
-                    slots[*s] = (out, false);
-                }
-                if data_only {
-                    codec.0.reconstruct_data(&mut slots)
-                } else {
-                    codec.0.reconstruct(&mut slots)
-                }
-            };
-            // Put the borrowed buffers back before looking at the result.
-            for (&(_, h), (_, buf, _)) in present.iter().zip(taken) {
-                self.buffers[h.buffer] = buf;
-            }
-            result.map_err(ErasureError::ReedSolomon)?;
             let buffer = self.buffers.len();
             self.buffers.push(scratch);
-            for (i, &s) in rebuilt_shards.iter().enumerate() {
-                column.have[s] = Some(Stored {
-                    buffer,
-                    offset: i * len,
-                });
+            if let Some(column) = self.columns.get_mut(&chunk) {
+                for (i, &s) in rebuilt_shards.iter().enumerate() {
+                    column.have[usize::from(s)] = Some(Stored {
+                        place: Place::Owned(buffer),
+                        offset: i * len,
+                    });
+                }
             }
         }
         Ok(())
@@ -377,9 +501,19 @@ impl ChunkGather {
 
     /// Verified (or reconstructed) data of chunk `chunk` of shard `shard`, if held.
     pub fn chunk(&self, shard: u16, chunk: u64) -> Option<&[u8]> {
+        self.held(&[], shard, chunk)
+    }
+
+    /// [`Self::chunk`] for a gather some of whose chunks are lent.
+    pub(crate) fn held<'a>(
+        &'a self,
+        lent: &[&'a [u8]],
+        shard: u16,
+        chunk: u64,
+    ) -> Option<&'a [u8]> {
         let column = self.columns.get(&chunk)?;
         let stored = column.have.get(usize::from(shard)).copied().flatten()?;
         let len = self.layout.chunk_data_bytes(chunk) as usize;
-        self.buffers[stored.buffer].get(stored.offset..stored.offset + len)
+        self.bytes_of(lent, stored, len)
     }
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::code::BundleId;
 use crate::error::{ErasureError, Result};
 use crate::format::{BundleInfo, ShardHeader};
-use crate::gather::{ChunkGather, Codec, Fetch, LostChunk};
+use crate::gather::{combine, ChunkGather, Codec, Fetch, LostChunk};
 use crate::layout::{BundleLayout, Piece};
 use crate::rebuild::ShardRebuild;
 use crate::source::{read_shard_meta, ShardSource};
@@ -26,7 +26,8 @@ pub struct RangeRead {
     offset: u64,
     len: u64,
     chunk_bytes: u64,
-    bundle_id: BundleId,
+    /// Chunk columns this read covers (all of them unless a caller windows the range).
+    window: std::ops::Range<u64>,
 }
 
 impl RangeRead {
@@ -40,23 +41,49 @@ impl RangeRead {
     ) -> Result<Self> {
         let layout = info.layout()?;
         let pieces = layout.pieces(info.bundle_id, offset, len)?;
+        Ok(Self::windowed(
+            info,
+            layout,
+            pieces,
+            offset,
+            len,
+            unavailable,
+            codec,
+            0..u64::MAX,
+        ))
+    }
+
+    /// The part of the read `pieces` (of the range `offset`, `len`) that lies in chunk columns
+    /// `window`: wants, fetches and writes only those.
+    #[allow(clippy::too_many_arguments)]
+    fn windowed(
+        info: &BundleInfo,
+        layout: BundleLayout,
+        pieces: Vec<Piece>,
+        offset: u64,
+        len: u64,
+        unavailable: &[u16],
+        codec: Option<Codec>,
+        window: std::ops::Range<u64>,
+    ) -> Self {
         let mut gather = ChunkGather::new(info.bundle_id, layout, codec);
         for &shard in unavailable {
             gather.mark_unavailable(shard);
         }
         for piece in &pieces {
-            for chunk in layout.chunks_for_shard_range(piece.shard_offset, piece.len) {
+            let chunks = layout.chunks_for_shard_range(piece.shard_offset, piece.len);
+            for chunk in chunks.start.max(window.start)..chunks.end.min(window.end) {
                 gather.want(piece.shard, chunk);
             }
         }
-        Ok(Self {
+        Self {
             gather,
             pieces,
             offset,
             len,
             chunk_bytes: info.code.chunk_bytes().into(),
-            bundle_id: info.bundle_id,
-        })
+            window,
+        }
     }
 
     /// The next round of fetches; empty when done.
@@ -89,28 +116,43 @@ impl RangeRead {
     /// Decodes what is needed and writes the range's bytes into `out` (exactly the range's
     /// length).
     pub fn finish_into(&mut self, out: &mut [u8]) -> Result<()> {
+        self.assemble(&[], out)
+    }
+
+    /// Writes the range's bytes (of this read's window) into `out`: verified chunks are copied
+    /// once, straight from where they were read or lent; lost ones are decoded straight into
+    /// `out`, only the bytes the range needs (every shard is codeword-aligned, so bytes
+    /// `[a, b)` of a chunk are rebuilt from bytes `[a, b)` of k verified chunks of its column).
+    fn assemble(&mut self, lent: &[&[u8]], out: &mut [u8]) -> Result<()> {
         assert_eq!(
             out.len() as u64,
             self.len,
             "output buffer must match the range"
         );
-        self.gather.decode()?;
+        let window_start = self.window.start.saturating_mul(self.chunk_bytes);
+        let window_end = self.window.end.saturating_mul(self.chunk_bytes);
         for piece in &self.pieces {
-            let mut pos = piece.shard_offset;
-            let end = piece.shard_offset + piece.len;
+            let mut pos = piece.shard_offset.max(window_start);
+            let end = (piece.shard_offset + piece.len).min(window_end);
             while pos < end {
                 let chunk = pos / self.chunk_bytes;
                 let in_chunk = (pos % self.chunk_bytes) as usize;
                 let take = (end - pos).min(self.chunk_bytes - in_chunk as u64) as usize;
-                let Some(data) = self.gather.chunk(piece.shard, chunk) else {
-                    return Err(ErasureError::Misuse {
-                        bundle_id: self.bundle_id,
-                        what: format!("chunk {chunk} of shard {} not gathered", piece.shard),
-                    });
-                };
                 let out_at =
                     (piece.bundle_offset + (pos - piece.shard_offset) - self.offset) as usize;
-                out[out_at..out_at + take].copy_from_slice(&data[in_chunk..in_chunk + take]);
+                let dst = &mut out[out_at..out_at + take];
+                if let Some(data) = self.gather.held(lent, piece.shard, chunk) {
+                    dst.copy_from_slice(&data[in_chunk..in_chunk + take]);
+                } else {
+                    let codec = self.gather.codec()?;
+                    let (present, inputs) = self.gather.column_inputs(lent, chunk)?;
+                    let coefficients = codec.coefficients(&present, piece.shard)?;
+                    let parts: Vec<&[u8]> = inputs
+                        .iter()
+                        .map(|input| &input[in_chunk..in_chunk + take])
+                        .collect();
+                    combine(&coefficients, &parts, dst);
+                }
                 pos += take as u64;
             }
         }
@@ -139,19 +181,39 @@ pub enum Candidate {
     },
 }
 
-/// Drives a [`ChunkGather`] over sync sources until it can decode.
+/// Drives a [`ChunkGather`] over sync sources until it can decode, and decodes.
 fn run_gather<S: ShardSource>(
     gather: &mut ChunkGather,
     sources: &[Option<S>],
     dead: &mut [bool],
 ) -> Result<()> {
+    fetch_all(gather, sources, dead, None)?;
+    gather.decode()
+}
+
+/// Drives a [`ChunkGather`] over sync sources until every wanted chunk is held or can be
+/// decoded. With `lent`, sources that can lend their bytes are not copied from: their slices
+/// go to `lent` (the table [`ChunkGather::supply_lent`] refers to).
+fn fetch_all<'s, S: ShardSource>(
+    gather: &mut ChunkGather,
+    sources: &'s [Option<S>],
+    dead: &mut [bool],
+    mut lent: Option<&mut Vec<&'s [u8]>>,
+) -> Result<()> {
     loop {
         let fetches = gather.plan()?;
         if fetches.is_empty() {
-            return gather.decode();
+            return Ok(());
         }
         for fetch in fetches {
             let s = usize::from(fetch.shard);
+            if let (Some(src), Some(lent)) = (&sources[s], lent.as_deref_mut()) {
+                if let Some(bytes) = src.lend(fetch.range.offset, fetch.range.len) {
+                    gather.supply_lent(&fetch, bytes, lent.len());
+                    lent.push(bytes);
+                    continue;
+                }
+            }
             let bytes = match &sources[s] {
                 None => None,
                 Some(src) => match read_pooled(gather, src, &fetch) {
@@ -185,6 +247,12 @@ fn read_pooled<S: ShardSource>(
 
 /// Most recycled buffers a reader keeps between reads.
 const MAX_SPARE_BUFFERS: usize = 64;
+
+/// Shard bytes per shard a range read gathers at a time when its sources lend their bytes
+/// (shards in memory): the CRC check, the decode and the copy of a 64 KiB chunk column then run
+/// while the column (k × 64 KiB) is in L2, instead of checking the whole range first and coming
+/// back to it from DRAM. Sources that copy are read in one request per shard per range.
+const LENT_WINDOW_BYTES: u64 = 64 << 10;
 
 /// Sync reader over k+m shard sources (some may be absent).
 #[derive(Debug)]
@@ -370,24 +438,59 @@ impl<S: ShardSource> BundleReader<S> {
 
     /// Reads bundle bytes `[offset, offset + out.len())` into `out`.
     pub fn read_range_into(&mut self, offset: u64, out: &mut [u8]) -> Result<()> {
-        let unavailable = self.unavailable_shards();
-        let mut read = RangeRead::new(
-            &self.info,
-            offset,
-            out.len() as u64,
-            &unavailable,
-            Some(self.codec.clone()),
-        )?;
-        read.gather = read
-            .gather
-            .with_spare_buffers(std::mem::take(&mut self.spare));
-        let gathered = run_gather(&mut read.gather, &self.sources, &mut self.dead);
-        // Record what was lost even when the read fails: error reports name it.
-        self.lost.extend_from_slice(read.lost_chunks());
-        let result = gathered.and_then(|()| read.finish_into(out));
-        self.spare = read.into_buffers();
-        self.spare.truncate(MAX_SPARE_BUFFERS);
-        result
+        let len = out.len() as u64;
+        let pieces = self.layout.pieces(self.info.bundle_id, offset, len)?;
+        let chunk_bytes = u64::from(self.info.code.chunk_bytes());
+        let Some(first) = pieces.iter().map(|p| p.shard_offset / chunk_bytes).min() else {
+            return Ok(());
+        };
+        let end = pieces
+            .iter()
+            .map(|p| (p.shard_offset + p.len).div_ceil(chunk_bytes))
+            .max()
+            .unwrap_or(first);
+        let lending = self
+            .sources
+            .iter()
+            .flatten()
+            .all(|src| src.lend(0, 0).is_some());
+        let step = if lending {
+            (LENT_WINDOW_BYTES / chunk_bytes).max(1)
+        } else {
+            u64::MAX
+        };
+        let mut start = first;
+        while start < end {
+            let window = start..end.min(start.saturating_add(step));
+            start = window.end;
+            let mut read = RangeRead::windowed(
+                &self.info,
+                self.layout,
+                pieces.clone(),
+                offset,
+                len,
+                &self.unavailable_shards(),
+                Some(self.codec.clone()),
+                window,
+            );
+            read.gather = read
+                .gather
+                .with_spare_buffers(std::mem::take(&mut self.spare));
+            let mut lent = Vec::new();
+            let gathered = fetch_all(
+                &mut read.gather,
+                &self.sources,
+                &mut self.dead,
+                Some(&mut lent),
+            );
+            // Record what was lost even when the read fails: error reports name it.
+            self.lost.extend_from_slice(read.lost_chunks());
+            let result = gathered.and_then(|()| read.assemble(&lent, out));
+            self.spare = read.into_buffers();
+            self.spare.truncate(MAX_SPARE_BUFFERS);
+            result?;
+        }
+        Ok(())
     }
 
     /// Decodes the whole bundle into `out`, one stripe at a time, and checks its SHA-256

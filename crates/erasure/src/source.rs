@@ -16,6 +16,14 @@ pub trait ShardSource {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
     /// Current length of the shard in bytes.
     fn len_bytes(&self) -> io::Result<u64>;
+    /// The shard's bytes `[offset, offset + len)` without copying them, for a shard already in
+    /// memory (fewer bytes only at the end of the shard). `None` (the default) when the source
+    /// cannot lend: the reader then uses [`ShardSource::read_at`] into its own buffer. Lent bytes
+    /// are checked like read ones (every chunk against its CRC32C).
+    fn lend(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let _ = (offset, len);
+        None
+    }
 }
 
 impl<S: ShardSource + ?Sized> ShardSource for &S {
@@ -25,6 +33,9 @@ impl<S: ShardSource + ?Sized> ShardSource for &S {
     fn len_bytes(&self) -> io::Result<u64> {
         (**self).len_bytes()
     }
+    fn lend(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        (**self).lend(offset, len)
+    }
 }
 
 impl<S: ShardSource + ?Sized> ShardSource for Box<S> {
@@ -33,6 +44,9 @@ impl<S: ShardSource + ?Sized> ShardSource for Box<S> {
     }
     fn len_bytes(&self) -> io::Result<u64> {
         (**self).len_bytes()
+    }
+    fn lend(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        (**self).lend(offset, len)
     }
 }
 
@@ -48,6 +62,15 @@ impl ShardSource for Vec<u8> {
     }
     fn len_bytes(&self) -> io::Result<u64> {
         Ok(self.len() as u64)
+    }
+    fn lend(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
+        let end = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(self.len() - start);
+        Some(&self[start..start + end])
     }
 }
 
