@@ -17,7 +17,7 @@ const K: usize = 10;
 const M: usize = 4;
 const CELL_BYTES: usize = 1 << 20;
 const STRIPES: usize = 8;
-const ROUNDS: usize = 11;
+const ROUNDS: usize = 21;
 
 fn bundle(len: usize) -> Vec<u8> {
     let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -31,7 +31,7 @@ fn bundle(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Rounds per measurement: `BENCH_ROUNDS`, default 11.
+/// Rounds per measurement: `BENCH_ROUNDS`, default 21.
 fn rounds() -> usize {
     std::env::var("BENCH_ROUNDS")
         .ok()
