@@ -18,7 +18,9 @@
 //!   verifies what it is given and reconstructs lost chunks; [`ChunkGather`] is the engine under
 //!   it. [`BundleReader`] is the sync convenience over [`ShardSource`]s: range reads, whole
 //!   bundle decode with SHA-256 check, and rebuilding lost shards ([`ShardRebuild`] is the
-//!   sans-IO rebuild core the repair path drives over the network).
+//!   sans-IO rebuild core the repair path drives over the network). Shards already in memory
+//!   lend their bytes ([`ShardSource::lend`]): the reader checks, decodes and copies them one
+//!   64 KiB chunk column at a time, decoding lost chunks straight into the caller's buffer.
 //!
 //! A chunk that fails its CRC is an erasure: never returned, always reconstructed or reported.
 //! Disk input never panics: every header, footer and chunk is checked and turned into a typed
