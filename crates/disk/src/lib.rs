@@ -21,7 +21,7 @@ mod store;
 
 pub use error::{DiskError, Result};
 pub use identity::{ClusterId, DiskIdentity, IDENTITY_FILE, IDENTITY_VERSION};
-pub use store::{DiskSpace, DiskStore, PendingShard, StoredShard};
+pub use store::{DiskSpace, DiskStore, PendingShard, StoredShard, MAX_READ_BYTES};
 
 /// A disk's id in the cluster map.
 pub type DiskId = u64;

@@ -225,6 +225,14 @@ impl DiskStore {
         }
     }
 
+    /// The length of a shard file in bytes.
+    pub fn shard_len(&self, bundle: BundleId, shard: u16) -> Result<u64> {
+        let path = self.shard_path(bundle, shard);
+        fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| self.not_found_or_io(e, bundle, shard, &path))
+    }
+
     /// Reads `len_bytes` at `offset` of a shard file (at most [`MAX_READ_BYTES`]).
     pub fn read_shard_range(
         &self,

@@ -7,4 +7,5 @@ pub mod fsutil;
 pub mod member;
 pub mod meta;
 pub mod shard;
+pub mod sharded_bundle;
 pub mod status;
