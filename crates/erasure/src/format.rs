@@ -1,4 +1,4 @@
-//! The shard file format, byte for byte (see `docs/formats-shard.md`):
+//! The shard file format, byte for byte (see `docs/formats.md, "Shard file"`):
 //!
 //! ```text
 //! header (64 B) | chunk 0 data, CRC32C | chunk 1 data, CRC32C | … | footer (96 B)

@@ -6,7 +6,7 @@
 //! header naming the bundle, the shard index and the code; the shard's data framed in CRC32C
 //! chunks (default 64 KiB) whose place in the file is arithmetic; a 96-byte footer with what is
 //! known only at the end: bundle length, index location, SHA-256 ([`mod@format`],
-//! `docs/formats-shard.md`).
+//! `docs/formats.md, "Shard file"`).
 //!
 //! Both directions have a sans-IO core, so the offline tools (sync files) and the storage node
 //! (async gRPC) share them:
