@@ -285,3 +285,67 @@ fn the_demo_runs_end_to_end() {
     );
     assert!(text.contains("beyond repair"), "{text}");
 }
+
+#[test]
+fn pack_to_stdout_pipes_into_shard_encode_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    awkward_tree(&src);
+    let shards = dir.path().join("shards");
+    let mut pack = bitmountain_tests::bitmountain()
+        .args(["bundle", "pack", src.to_str().unwrap(), "-o", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let encode = bitmountain_tests::bitmountain()
+        .args([
+            "shard",
+            "encode",
+            "-",
+            "--data",
+            "4",
+            "--parity",
+            "2",
+            "--cell-bytes",
+            "8192",
+            "-o",
+        ])
+        .arg(&shards)
+        .stdin(pack.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(pack.wait().unwrap().success());
+    assert!(
+        encode.status.success(),
+        "{}",
+        String::from_utf8_lossy(&encode.stderr)
+    );
+    let s = shards.to_str().unwrap();
+    for path in ["scan/0001.jp2", "crlf.txt", "empty.txt"] {
+        assert_eq!(
+            run_ok(&["shard", "cat", s, path]),
+            std::fs::read(src.join(path)).unwrap(),
+            "{path}"
+        );
+    }
+    // A stream that is not a bundle is refused and leaves no shard files.
+    let refused = dir.path().join("refused");
+    let mut child = bitmountain_tests::bitmountain()
+        .args(["shard", "encode", "-", "--data", "2", "--parity", "1", "-o"])
+        .arg(&refused)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"not a bundle").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trailer"));
+    assert_eq!(
+        std::fs::read_dir(&refused).unwrap().count(),
+        0,
+        "no shard files may be left"
+    );
+}

@@ -39,7 +39,8 @@ pub struct CatArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct EncodeArgs {
-    /// The bundle file.
+    /// The bundle file, or `-` to read the bundle from stdin as it streams (e.g. from
+    /// `bundle pack DIR -o -`); its trailer is then read from the end of the stream.
     file: PathBuf,
     /// Number of data shards (k).
     #[arg(long = "data", value_name = "K")]
@@ -142,6 +143,62 @@ fn random_bundle_id() -> BundleId {
     BundleId(id)
 }
 
+/// Encodes a bundle streamed on stdin: every byte goes straight into the stripe encoder (memory
+/// is one stripe), while the last bytes are kept so the trailer can be read when the stream ends.
+fn encode_stdin(args: &EncodeArgs, code: Code, bundle_id: BundleId) -> anyhow::Result<()> {
+    use bitmountain_bundle::{Trailer, TRAILER_BYTES};
+    use bitmountain_erasure::{shard_file_name, FileShardSink, StreamingWriter};
+    use std::io::Read;
+
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("creating {}", args.out_dir.display()))?;
+    let mut sinks = Vec::with_capacity(code.total_shards());
+    for i in 0..code.total_shards() {
+        let path = args.out_dir.join(shard_file_name(bundle_id, i));
+        sinks.push(
+            FileShardSink::create(path.clone())
+                .with_context(|| format!("creating {}", path.display()))?,
+        );
+    }
+    let mut writer = StreamingWriter::new(code, bundle_id, sinks)?;
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut tail: Vec<u8> = Vec::with_capacity(2 * TRAILER_BYTES);
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading the bundle from stdin"),
+        };
+        writer.write_bundle_bytes(&buf[..n])?;
+        tail.extend_from_slice(&buf[n.saturating_sub(TRAILER_BYTES)..n]);
+        let excess = tail.len().saturating_sub(TRAILER_BYTES);
+        tail.drain(..excess);
+    }
+    let index = match (args.index_offset, args.index_length) {
+        (Some(offset), Some(len)) => IndexLocation { offset, len },
+        _ => {
+            let trailer = Trailer::decode(&tail).context(
+                "the stream on stdin did not end with a bundle trailer; pass --index-offset and --index-length",
+            )?;
+            IndexLocation {
+                offset: trailer.index_offset,
+                len: trailer.index_length,
+            }
+        }
+    };
+    let (info, _sinks) = writer.finish(index).context("finishing the shard files")?;
+    println!("bundle {}", info.bundle_id);
+    println!(
+        "length {} B, sha256 {}",
+        info.bundle_len,
+        hex::encode(info.sha256)
+    );
+    println!("index {}+{}", info.index.offset, info.index.len);
+    Ok(())
+}
+
 fn encode(args: EncodeArgs) -> anyhow::Result<()> {
     let code = Code::with_sizes(
         args.data_shards,
@@ -153,6 +210,9 @@ fn encode(args: EncodeArgs) -> anyhow::Result<()> {
         Some(hex) => parse_bundle_id(hex)?,
         None => random_bundle_id(),
     };
+    if args.file.as_os_str() == "-" {
+        return encode_stdin(&args, code, bundle_id);
+    }
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
     let index = match (args.index_offset, args.index_length) {
