@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod meta_cluster;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -1,8 +1,90 @@
-//! `bitmountain member ...`.
+//! `bitmountain member ...`: change the metadata group's membership or leadership.
+
+use anyhow::Context as _;
+use bitmountain_meta::MetaClient;
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterArg {
+    /// Any metadata member (host:port, or a comma-separated list).
+    #[arg(long, env = "BITMOUNTAIN_META")]
+    cluster: String,
+}
 
 #[derive(Debug, clap::Subcommand)]
-pub enum MemberCommand {}
+pub enum MemberCommand {
+    /// Add a member: first as a learner, promoted to voter once it has caught up. Start the new
+    /// member first: `bitmountain meta --id ID --data DIR --listen ADDRESS` (no --bootstrap).
+    Add {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// New member's id (unused so far).
+        id: u64,
+        /// New member's address.
+        address: String,
+        /// Keep it a learner (not voting).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a member from the group.
+    Remove {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Member id.
+        id: u64,
+    },
+    /// Hand leadership to another voter.
+    TransferLeader {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Member id of the new leader.
+        to: u64,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn print_members(members: &[bitmountain_proto::v1::MemberInfo]) {
+    for m in members {
+        println!("{:>4}  {:<24} {}", m.id, m.address, m.role);
+    }
+}
 
 pub fn run(command: MemberCommand) -> anyhow::Result<()> {
-    match command {}
+    let rt = runtime()?;
+    match command {
+        MemberCommand::Add {
+            cluster,
+            id,
+            address,
+            learner,
+        } => {
+            let client = MetaClient::new([cluster.cluster])?
+                .with_timeout(std::time::Duration::from_secs(90));
+            let r = rt
+                .block_on(client.add_member(id, &address, learner))
+                .with_context(|| format!("adding member {id} at {address}"))?;
+            print_members(&r.members);
+        }
+        MemberCommand::Remove { cluster, id } => {
+            let client = MetaClient::new([cluster.cluster])?;
+            let r = rt
+                .block_on(client.remove_member(id))
+                .with_context(|| format!("removing member {id}"))?;
+            print_members(&r.members);
+        }
+        MemberCommand::TransferLeader { cluster, to } => {
+            let client = MetaClient::new([cluster.cluster])?
+                .with_timeout(std::time::Duration::from_secs(30));
+            let r = rt
+                .block_on(client.transfer_leader(to))
+                .with_context(|| format!("transferring leadership to member {to}"))?;
+            println!("leader: member {}", r.leader_id);
+        }
+    }
+    Ok(())
 }

@@ -1,8 +1,122 @@
-//! `bitmountain meta`.
+//! `bitmountain meta`: run a member of the metadata group.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bitmountain_meta::{Code, DomainLevel, MemberOptions, MetaConfig};
+use bitmountain_raftstore::{Members, RaftConfig};
 
 #[derive(Debug, clap::Args)]
-pub struct MetaArgs {}
+pub struct MetaArgs {
+    /// Member id (non-zero). Required on the first start; later read from --data.
+    #[arg(long)]
+    id: Option<u64>,
+    /// Data directory (RocksDB: Raft log, Raft state and the state machine).
+    #[arg(long)]
+    data: PathBuf,
+    /// Address to serve gRPC on (members, nodes and clients all use it).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Address others reach this member at, if not --listen (e.g. when listening on 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Create a new group with these initial members: ID=ADDR,ID=ADDR,... (every initial member
+    /// gets the same list). Ignored once the data directory is initialized. A member added
+    /// later with `bitmountain member add` starts without it.
+    #[arg(long, value_delimiter = ',')]
+    bootstrap: Vec<String>,
+    /// Code for allocations that name none: K+M or K+M:CELL_BYTES.
+    #[arg(long, default_value = "10+4")]
+    default_code: String,
+    /// Failure-domain level for placement: host, rack or zone.
+    #[arg(long, default_value = "host")]
+    failure_domain: String,
+    /// Lifetime of a pending allocation.
+    #[arg(long, default_value_t = bitmountain_meta::service::DEFAULT_ALLOCATION_TTL_MS)]
+    allocation_ttl_ms: u64,
+    /// Raft tick interval.
+    #[arg(long, default_value_t = 100)]
+    tick_ms: u64,
+    /// Election timeout in ticks (randomized between N and 2N).
+    #[arg(long, default_value_t = 10)]
+    election_ticks: usize,
+    /// Heartbeat interval in ticks.
+    #[arg(long, default_value_t = 3)]
+    heartbeat_ticks: usize,
+    /// Compact the Raft log when it holds more applied entries than this.
+    #[arg(long, default_value_t = 20_000)]
+    compact_log_entries: u64,
+    /// Test only: accept partition commands (MetaAdmin.SetPartition).
+    #[arg(long, hide = true)]
+    enable_fault_injection: bool,
+}
 
-pub fn run(_args: MetaArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`bitmountain meta` is not built yet")
+fn parse_bootstrap(list: &[String]) -> anyhow::Result<Option<Members>> {
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let mut members = Members::new();
+    for item in list {
+        let (id, addr) = item
+            .split_once('=')
+            .with_context(|| format!("--bootstrap entry {item:?}: expected ID=ADDR"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--bootstrap entry {item:?}: the id must be a number"))?;
+        anyhow::ensure!(id != 0, "--bootstrap entry {item:?}: member ids start at 1");
+        anyhow::ensure!(
+            members.insert(id, addr.trim().to_string()).is_none(),
+            "--bootstrap names member {id} twice"
+        );
+    }
+    Ok(Some(members))
+}
+
+pub fn run(args: MetaArgs) -> anyhow::Result<()> {
+    let bootstrap = parse_bootstrap(&args.bootstrap)?;
+    let default_code: Code = args.default_code.parse()?;
+    let domain_level: DomainLevel = args.failure_domain.parse()?;
+    let mut raft = RaftConfig::new(0, String::new());
+    raft.tick_ms = args.tick_ms;
+    raft.election_ticks = args.election_ticks;
+    raft.heartbeat_ticks = args.heartbeat_ticks;
+    raft.compact_log_entries = args.compact_log_entries;
+    raft.fault_injection = args.enable_fault_injection;
+    let opts = MemberOptions {
+        id: args.id,
+        data_dir: args.data,
+        listen: args.listen,
+        advertise: args.advertise,
+        bootstrap,
+        raft,
+        meta: MetaConfig {
+            default_code,
+            domain_level,
+            allocation_ttl_ms: args.allocation_ttl_ms,
+            heartbeat_interval_ms: 1000,
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("meta")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return std::future::pending::<()>().await,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+        };
+        bitmountain_meta::serve(opts, shutdown).await
+    })?;
+    Ok(())
 }

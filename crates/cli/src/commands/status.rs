@@ -1,8 +1,231 @@
-//! `bitmountain status`.
+//! `bitmountain status`: the metadata group and the cluster map as the members see them.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bitmountain_meta::client::member_status;
+use bitmountain_proto::v1 as pb;
+use serde::Serialize;
 
 #[derive(Debug, clap::Args)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// Any metadata member (host:port).
+    #[arg(long, env = "BITMOUNTAIN_META")]
+    cluster: String,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: StatusArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`bitmountain status` is not built yet")
+#[derive(Debug, Serialize)]
+struct MemberView {
+    id: u64,
+    address: String,
+    role: String,
+    reachable: bool,
+    state: Option<String>,
+    term: Option<u64>,
+    commit_index: Option<u64>,
+    applied_index: Option<u64>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct DiskView {
+    id: u64,
+    path: String,
+    state: String,
+    capacity_bytes: u64,
+    used_bytes: u64,
+    accounted_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeView {
+    id: u64,
+    address: String,
+    zone: String,
+    rack: String,
+    host: String,
+    state: String,
+    last_heartbeat_age_ms: Option<u64>,
+    disks: Vec<DiskView>,
+}
+
+#[derive(Debug, Serialize)]
+struct StatusView {
+    cluster_id: String,
+    answered_by: u64,
+    leader_id: u64,
+    leader_address: String,
+    term: u64,
+    commit_index: u64,
+    applied_index: u64,
+    members: Vec<MemberView>,
+    nodes: Vec<NodeView>,
+    bundles_pending: u64,
+    bundles_sealed: u64,
+    bundles_deleting: u64,
+    repairs_queued: u64,
+}
+
+fn name<T: std::fmt::Debug>(v: T) -> String {
+    format!("{v:?}").to_lowercase()
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let view = rt.block_on(async {
+        let first = member_status(&args.cluster, Duration::from_secs(5))
+            .await
+            .with_context(|| format!("asking metadata member {} for status", args.cluster))?;
+        // The leader's view has the members' progress; use it when reachable.
+        let st = if first.leader_id != 0
+            && first.leader_id != first.member_id
+            && !first.leader_address.is_empty()
+        {
+            member_status(&first.leader_address, Duration::from_secs(2))
+                .await
+                .unwrap_or(first)
+        } else {
+            first
+        };
+        let mut members = Vec::new();
+        for m in &st.members {
+            let own = member_status(&m.address, Duration::from_millis(1500)).await;
+            members.push(match own {
+                Ok(o) => MemberView {
+                    id: m.id,
+                    address: m.address.clone(),
+                    role: m.role.clone(),
+                    reachable: true,
+                    state: Some(o.role),
+                    term: Some(o.term),
+                    commit_index: Some(o.commit_index),
+                    applied_index: Some(o.applied_index),
+                    error: None,
+                },
+                Err(e) => MemberView {
+                    id: m.id,
+                    address: m.address.clone(),
+                    role: m.role.clone(),
+                    reachable: false,
+                    state: None,
+                    term: None,
+                    commit_index: None,
+                    applied_index: None,
+                    error: Some(e.to_string()),
+                },
+            });
+        }
+        let counts = st.bundles.unwrap_or_default();
+        anyhow::Ok(StatusView {
+            cluster_id: st.cluster_id.clone(),
+            answered_by: st.member_id,
+            leader_id: st.leader_id,
+            leader_address: st.leader_address.clone(),
+            term: st.term,
+            commit_index: st.commit_index,
+            applied_index: st.applied_index,
+            members,
+            nodes: st.nodes.iter().map(node_view).collect(),
+            bundles_pending: counts.pending,
+            bundles_sealed: counts.sealed,
+            bundles_deleting: counts.deleting,
+            repairs_queued: st.repairs_queued,
+        })
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    print_human(&view);
+    Ok(())
+}
+
+fn node_view(n: &pb::NodeInfo) -> NodeView {
+    let d = n.domain.clone().unwrap_or_default();
+    NodeView {
+        id: n.node_id,
+        address: n.address.clone(),
+        zone: d.zone,
+        rack: d.rack,
+        host: d.host,
+        state: name(n.state()),
+        last_heartbeat_age_ms: n.last_heartbeat_age_ms,
+        disks: n
+            .disks
+            .iter()
+            .map(|x| DiskView {
+                id: x.disk_id,
+                path: x.path.clone(),
+                state: name(x.state()),
+                capacity_bytes: x.capacity_bytes,
+                used_bytes: x.used_bytes,
+                accounted_bytes: x.accounted_bytes,
+            })
+            .collect(),
+    }
+}
+
+fn print_human(v: &StatusView) {
+    let cid = if v.cluster_id.is_empty() {
+        "(no node registered yet)"
+    } else {
+        &v.cluster_id
+    };
+    println!("cluster   {cid}");
+    if v.leader_id == 0 {
+        println!("leader    none known (election in progress or no quorum)");
+    } else {
+        println!(
+            "leader    member {} at {}  term {}  commit {}  applied {}",
+            v.leader_id, v.leader_address, v.term, v.commit_index, v.applied_index
+        );
+    }
+    println!();
+    println!(
+        "{:>4}  {:<22} {:<8} {:<14} {:>6} {:>10} {:>10}",
+        "ID", "ADDRESS", "ROLE", "STATE", "TERM", "COMMIT", "APPLIED"
+    );
+    let opt = |x: Option<u64>| x.map_or("-".to_string(), |v| v.to_string());
+    for m in &v.members {
+        println!(
+            "{:>4}  {:<22} {:<8} {:<14} {:>6} {:>10} {:>10}",
+            m.id,
+            m.address,
+            m.role,
+            m.state.clone().unwrap_or_else(|| "unreachable".into()),
+            opt(m.term),
+            opt(m.commit_index),
+            opt(m.applied_index)
+        );
+    }
+    println!();
+    println!("nodes     {}", v.nodes.len());
+    for n in &v.nodes {
+        let hb = n
+            .last_heartbeat_age_ms
+            .map_or("no heartbeat seen by this leader".to_string(), |a| {
+                format!("heartbeat {a} ms ago")
+            });
+        println!(
+            "  node {:<4} {:<22} {:<8} {}/{}/{}  {hb}",
+            n.id, n.address, n.state, n.zone, n.rack, n.host
+        );
+        for d in &n.disks {
+            println!(
+                "    disk {:<4} {:<8} {:>16} B capacity {:>16} B used {:>16} B placed  {}",
+                d.id, d.state, d.capacity_bytes, d.used_bytes, d.accounted_bytes, d.path
+            );
+        }
+    }
+    println!();
+    println!(
+        "bundles   pending {}  sealed {}  deleting {}    repairs queued {}",
+        v.bundles_pending, v.bundles_sealed, v.bundles_deleting, v.repairs_queued
+    );
 }

@@ -1,0 +1,652 @@
+//! [`MetaClient`]: what storage nodes, the CLI and tests use to talk to the metadata group.
+//!
+//! Give it any members' addresses. It sends each request to the member it believes leads,
+//! follows `not_leader` redirects (the `x-bitmountain-leader` address), rotates through the
+//! members on connection failures, and retries retryable errors with backoff until the
+//! request's deadline. Writes are idempotent (allocation by request id, commit, abort, delete,
+//! placement CAS), so a retry after a lost answer is safe.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bitmountain_proto::v1 as pb;
+use bitmountain_proto::v1::meta_admin_client::MetaAdminClient;
+use bitmountain_proto::v1::meta_service_client::MetaServiceClient;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{MetaError, Result};
+use crate::types::{
+    labels_from_proto, labels_to_proto, BundleId, BundleRecord, BundleState, Code, DiskState,
+};
+
+/// Default deadline of one client call, retries included.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connect timeout per member.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// First retry pause (doubles up to [`MAX_BACKOFF`]).
+pub const MIN_BACKOFF: Duration = Duration::from_millis(20);
+/// Longest retry pause.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Where one shard of a bundle lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardLocation {
+    /// Shard index (0..k data, k..k+m parity).
+    pub shard_index: u32,
+    /// Disk.
+    pub disk_id: u64,
+    /// Node serving the disk.
+    pub node_id: u64,
+    /// The node's address.
+    pub node_address: String,
+}
+
+/// A bundle record with its shards' node addresses, as the client receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// The record (request id and accounting are not sent over the wire).
+    pub record: BundleRecord,
+    /// Shard locations by shard index.
+    pub locations: Vec<ShardLocation>,
+}
+
+impl Bundle {
+    /// From the wire.
+    pub fn from_proto(b: pb::BundleRecord) -> Result<Self> {
+        let id = BundleId::from_proto(b.id.as_ref())?;
+        let state = BundleState::from_proto(b.state()).ok_or(MetaError::InvalidArgument {
+            field: "bundle state",
+            reason: "unspecified".into(),
+        })?;
+        let code = b
+            .code
+            .as_ref()
+            .map(Code::from_proto)
+            .ok_or(MetaError::InvalidArgument {
+                field: "code",
+                reason: "missing".into(),
+            })?;
+        let mut locations: Vec<ShardLocation> = b
+            .placement
+            .iter()
+            .map(|l| ShardLocation {
+                shard_index: l.shard_index,
+                disk_id: l.disk_id,
+                node_id: l.node_id,
+                node_address: l.node_address.clone(),
+            })
+            .collect();
+        locations.sort_by_key(|l| l.shard_index);
+        Ok(Self {
+            record: BundleRecord {
+                id,
+                state,
+                code,
+                length: b.length,
+                index_offset: b.index_offset,
+                index_length: b.index_length,
+                sha256: b.sha256,
+                file_count: b.file_count,
+                labels: labels_from_proto(&b.labels)?,
+                created_unix_ms: b.created_unix_ms,
+                expires_unix_ms: b.expires_unix_ms,
+                placement: locations.iter().map(|l| l.disk_id).collect(),
+                placement_generation: b.placement_generation,
+                request_id: String::new(),
+                accounted_shard_bytes: 0,
+            },
+            locations,
+        })
+    }
+}
+
+/// What an allocation asks for.
+#[derive(Debug, Clone, Default)]
+pub struct AllocateRequest {
+    /// Idempotency key, unique per upload (required).
+    pub request_id: String,
+    /// Code; `None` for the cluster default.
+    pub code: Option<Code>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Length estimate (0 if unknown).
+    pub expected_length: u64,
+    /// Allocation lifetime (0: default).
+    pub ttl_ms: u64,
+}
+
+/// What a commit reports.
+#[derive(Debug, Clone, Default)]
+pub struct CommitRequest {
+    /// Bundle length.
+    pub length: u64,
+    /// Index offset.
+    pub index_offset: u64,
+    /// Index length.
+    pub index_length: u64,
+    /// SHA-256 of the bundle.
+    pub sha256: Vec<u8>,
+    /// Files in the bundle.
+    pub file_count: u64,
+    /// Shards that are not durable.
+    pub missing_shards: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    leader: Option<String>,
+    next: usize,
+    channels: HashMap<String, Channel>,
+}
+
+/// A client of the metadata group. Cheap to share (`Arc`); safe for concurrent use.
+#[derive(Debug)]
+pub struct MetaClient {
+    endpoints: Vec<String>,
+    state: Mutex<State>,
+    timeout: Duration,
+}
+
+fn strip(addr: &str) -> String {
+    addr.trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+impl MetaClient {
+    /// A client for these members (`host:port`, comma lists accepted). Connects lazily.
+    pub fn new<I, S>(endpoints: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .flat_map(|s| s.as_ref().split(',').map(strip).collect::<Vec<_>>())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(MetaError::InvalidArgument {
+                field: "metadata addresses",
+                reason: "give at least one member address (host:port)".into(),
+            });
+        }
+        Ok(Self {
+            endpoints,
+            state: Mutex::new(State::default()),
+            timeout: DEFAULT_CALL_TIMEOUT,
+        })
+    }
+
+    /// Sets the deadline of each call (retries included).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel> {
+        let mut st = self.lock();
+        if let Some(c) = st.channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
+            MetaError::InvalidArgument {
+                field: "metadata address",
+                reason: format!("{addr:?}: {e}"),
+            }
+        })?;
+        let c = ep
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        st.channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn pick(&self) -> String {
+        let mut st = self.lock();
+        if let Some(l) = &st.leader {
+            return l.clone();
+        }
+        let i = st.next % self.endpoints.len();
+        st.next = st.next.wrapping_add(1);
+        self.endpoints[i].clone()
+    }
+
+    fn set_leader(&self, addr: Option<String>) {
+        self.lock().leader = addr;
+    }
+
+    /// The member this client currently sends to first.
+    pub fn current_leader(&self) -> Option<String> {
+        self.lock().leader.clone()
+    }
+
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = MIN_BACKOFF;
+        let mut last;
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let addr = self.pick();
+            if !tried.contains(&addr) {
+                tried.push(addr.clone());
+            }
+            let channel = self.channel(&addr)?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let res = tokio::time::timeout(remaining, f(channel)).await;
+            let (err, redirect) = match res {
+                Ok(Ok(r)) => {
+                    self.set_leader(Some(addr));
+                    return Ok(r.into_inner());
+                }
+                Ok(Err(status)) => {
+                    let e = MetaError::from_status(&addr, &status);
+                    let transport_failure = matches!(e, MetaError::Rpc { .. })
+                        && matches!(
+                            status.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::Unknown
+                                | tonic::Code::Cancelled
+                        );
+                    match &e {
+                        MetaError::Raft { kind, leader, .. } if kind == "not_leader" => {
+                            let l = leader.as_deref().map(strip);
+                            let fresh = l.as_ref().is_some_and(|l| *l != addr);
+                            self.set_leader(l);
+                            (e, fresh)
+                        }
+                        _ if e.is_retryable() => (e, false),
+                        _ if transport_failure => {
+                            self.set_leader(None);
+                            (e, false)
+                        }
+                        _ => return Err(e),
+                    }
+                }
+                Err(_) => (
+                    MetaError::Rpc {
+                        endpoint: addr.clone(),
+                        kind: "timeout".into(),
+                        message: "no answer".into(),
+                    },
+                    false,
+                ),
+            };
+            last = err.to_string();
+            if Instant::now() >= deadline {
+                return Err(MetaError::NoMember {
+                    endpoints: tried.join(","),
+                    timeout_ms: self.timeout.as_millis() as u64,
+                    last,
+                });
+            }
+            if !redirect {
+                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    async fn svc<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(MetaServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call(|c| f(MetaServiceClient::new(c))).await
+    }
+
+    async fn admin<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(MetaAdminClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call(|c| f(MetaAdminClient::new(c))).await
+    }
+
+    fn bundle(b: Option<pb::BundleRecord>) -> Result<Bundle> {
+        Bundle::from_proto(b.ok_or(MetaError::InvalidArgument {
+            field: "bundle",
+            reason: "missing in response".into(),
+        })?)
+    }
+
+    /// Registers (or re-registers) a node and its disks.
+    pub async fn register_node(
+        &self,
+        req: pb::RegisterNodeRequest,
+    ) -> Result<pb::RegisterNodeResponse> {
+        self.svc(|mut c| {
+            let r = req.clone();
+            async move { c.register_node(r).await }
+        })
+        .await
+    }
+
+    /// Reports liveness and disk usage to the leader (soft state, no Raft write).
+    pub async fn heartbeat(&self, req: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
+        self.svc(|mut c| {
+            let r = req.clone();
+            async move { c.heartbeat(r).await }
+        })
+        .await
+    }
+
+    /// Allocates a pending bundle and its placement.
+    pub async fn allocate_bundle(&self, req: &AllocateRequest) -> Result<Bundle> {
+        let r = pb::AllocateBundleRequest {
+            request_id: req.request_id.clone(),
+            code: req.code.map(|c| c.to_proto()),
+            labels: labels_to_proto(&req.labels),
+            expected_length: req.expected_length,
+            ttl_ms: req.ttl_ms,
+        };
+        let resp = self
+            .svc(|mut c| {
+                let r = r.clone();
+                async move { c.allocate_bundle(r).await }
+            })
+            .await?;
+        Self::bundle(resp.bundle)
+    }
+
+    /// Seals a pending bundle.
+    pub async fn commit_bundle(&self, id: BundleId, req: &CommitRequest) -> Result<Bundle> {
+        let r = pb::CommitBundleRequest {
+            id: Some(id.to_proto()),
+            length: req.length,
+            index_offset: req.index_offset,
+            index_length: req.index_length,
+            sha256: req.sha256.clone(),
+            file_count: req.file_count,
+            missing_shards: req.missing_shards.clone(),
+        };
+        let resp = self
+            .svc(|mut c| {
+                let r = r.clone();
+                async move { c.commit_bundle(r).await }
+            })
+            .await?;
+        Self::bundle(resp.bundle)
+    }
+
+    /// Drops a pending bundle (unknown ids are fine: it expired or was already aborted).
+    pub async fn abort_bundle(&self, id: BundleId) -> Result<()> {
+        let r = pb::AbortBundleRequest {
+            id: Some(id.to_proto()),
+        };
+        self.svc(|mut c| {
+            let r = r.clone();
+            async move { c.abort_bundle(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Reads a bundle record; linearizable unless `stale_ok`.
+    pub async fn get_bundle(&self, id: BundleId, stale_ok: bool) -> Result<Bundle> {
+        let r = pb::GetBundleRequest {
+            id: Some(id.to_proto()),
+            stale_ok,
+        };
+        let resp = self
+            .svc(|mut c| {
+                let r = r.clone();
+                async move { c.get_bundle(r).await }
+            })
+            .await?;
+        Self::bundle(resp.bundle)
+    }
+
+    /// One page of bundles; returns the next page token (empty at the end).
+    pub async fn list_bundles(
+        &self,
+        label: Option<(&str, &str)>,
+        state: Option<BundleState>,
+        page_token: &[u8],
+        page_size: u32,
+    ) -> Result<(Vec<Bundle>, Vec<u8>)> {
+        let r = pb::ListBundlesRequest {
+            label: label.map(|(k, v)| pb::Label {
+                key: k.into(),
+                value: v.into(),
+            }),
+            state: state.map_or(0, |s| s.to_proto() as i32),
+            page_token: page_token.to_vec(),
+            page_size,
+            stale_ok: false,
+        };
+        let resp = self
+            .svc(|mut c| {
+                let r = r.clone();
+                async move { c.list_bundles(r).await }
+            })
+            .await?;
+        let bundles = resp
+            .bundles
+            .into_iter()
+            .map(Bundle::from_proto)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((bundles, resp.next_page_token))
+    }
+
+    /// Every bundle matching the filter (all pages).
+    pub async fn list_all_bundles(
+        &self,
+        label: Option<(&str, &str)>,
+        state: Option<BundleState>,
+    ) -> Result<Vec<Bundle>> {
+        let mut out = Vec::new();
+        let mut token = Vec::new();
+        loop {
+            let (page, next) = self.list_bundles(label, state, &token, 1000).await?;
+            out.extend(page);
+            if next.is_empty() {
+                return Ok(out);
+            }
+            token = next;
+        }
+    }
+
+    /// Marks a sealed bundle deleting.
+    pub async fn delete_bundle(&self, id: BundleId) -> Result<Bundle> {
+        let r = pb::DeleteBundleRequest {
+            id: Some(id.to_proto()),
+        };
+        let resp = self
+            .svc(|mut c| {
+                let r = r.clone();
+                async move { c.delete_bundle(r).await }
+            })
+            .await?;
+        Self::bundle(resp.bundle)
+    }
+
+    /// Compare-and-set of a bundle's placement (disk per shard index).
+    pub async fn update_placement(
+        &self,
+        id: BundleId,
+        expected_generation: u64,
+        disks: &[u64],
+    ) -> Result<Bundle> {
+        let r = pb::UpdatePlacementRequest {
+            id: Some(id.to_proto()),
+            expected_generation,
+            placement: disks
+                .iter()
+                .enumerate()
+                .map(|(i, d)| pb::ShardLocation {
+                    shard_index: i as u32,
+                    disk_id: *d,
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let resp = self
+            .svc(|mut c| {
+                let r = r.clone();
+                async move { c.update_placement(r).await }
+            })
+            .await?;
+        Self::bundle(resp.bundle)
+    }
+
+    /// One page of the shards on a disk: (bundle, shard index).
+    pub async fn list_disk_bundles(
+        &self,
+        disk_id: u64,
+        page_token: &[u8],
+        page_size: u32,
+    ) -> Result<(Vec<(BundleId, u32)>, Vec<u8>)> {
+        let r = pb::ListDiskBundlesRequest {
+            disk_id,
+            page_token: page_token.to_vec(),
+            page_size,
+        };
+        let resp = self
+            .svc(|mut c| {
+                let r = r.clone();
+                async move { c.list_disk_bundles(r).await }
+            })
+            .await?;
+        let shards = resp
+            .shards
+            .into_iter()
+            .map(|s| Ok((BundleId::from_proto(s.bundle_id.as_ref())?, s.shard_index)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((shards, resp.next_page_token))
+    }
+
+    /// One page of the repair queue.
+    pub async fn list_repairs(
+        &self,
+        page_token: &[u8],
+        page_size: u32,
+    ) -> Result<pb::ListRepairsResponse> {
+        let r = pb::ListRepairsRequest {
+            page_token: page_token.to_vec(),
+            page_size,
+        };
+        self.svc(|mut c| {
+            let r = r.clone();
+            async move { c.list_repairs(r).await }
+        })
+        .await
+    }
+
+    /// Records a decision about a disk (failed disks queue their bundles for repair).
+    pub async fn set_disk_state(
+        &self,
+        disk_id: u64,
+        state: DiskState,
+    ) -> Result<pb::SetDiskStateResponse> {
+        let r = pb::SetDiskStateRequest {
+            disk_id,
+            state: state.to_proto() as i32,
+        };
+        self.svc(|mut c| async move { c.set_disk_state(r).await })
+            .await
+    }
+
+    /// Records a decision about a node.
+    pub async fn set_node_state(
+        &self,
+        node_id: u64,
+        state: crate::types::NodeState,
+    ) -> Result<pb::SetNodeStateResponse> {
+        let r = pb::SetNodeStateRequest {
+            node_id,
+            state: state.to_proto() as i32,
+        };
+        self.svc(|mut c| async move { c.set_node_state(r).await })
+            .await
+    }
+
+    /// Status as one member sees it: the first member that answers (no redirect).
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse> {
+        self.svc(|mut c| async move { c.cluster_status(pb::ClusterStatusRequest {}).await })
+            .await
+    }
+
+    /// Adds a member (learner, then voter once caught up).
+    pub async fn add_member(
+        &self,
+        id: u64,
+        address: &str,
+        learner_only: bool,
+    ) -> Result<pb::AddMemberResponse> {
+        let r = pb::AddMemberRequest {
+            id,
+            address: address.to_string(),
+            learner_only,
+            catch_up_timeout_ms: 0,
+        };
+        self.admin(|mut c| {
+            let r = r.clone();
+            async move { c.add_member(r).await }
+        })
+        .await
+    }
+
+    /// Removes a member.
+    pub async fn remove_member(&self, id: u64) -> Result<pb::RemoveMemberResponse> {
+        self.admin(|mut c| async move { c.remove_member(pb::RemoveMemberRequest { id }).await })
+            .await
+    }
+
+    /// Hands leadership to `to`.
+    pub async fn transfer_leader(&self, to: u64) -> Result<pb::TransferLeaderResponse> {
+        self.admin(|mut c| async move {
+            c.transfer_leader(pb::TransferLeaderRequest {
+                to_id: to,
+                timeout_ms: 0,
+            })
+            .await
+        })
+        .await
+    }
+}
+
+/// Test-only: tells the member at `addr` (started with fault injection) to drop Raft traffic
+/// to and from `blocked` (empty heals).
+pub async fn set_partition(addr: &str, blocked: &[u64]) -> Result<()> {
+    let addr = strip(addr);
+    let ch = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| MetaError::InvalidArgument {
+            field: "address",
+            reason: e.to_string(),
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_lazy();
+    MetaAdminClient::new(ch)
+        .set_partition(pb::SetPartitionRequest {
+            blocked_member_ids: blocked.to_vec(),
+        })
+        .await
+        .map_err(|s| MetaError::from_status(&addr, &s))?;
+    Ok(())
+}
+
+/// Status of exactly the member at `addr` (no redirect, no retry beyond `timeout`).
+pub async fn member_status(addr: &str, timeout: Duration) -> Result<pb::ClusterStatusResponse> {
+    MetaClient::new([addr])?
+        .with_timeout(timeout)
+        .cluster_status()
+        .await
+}

@@ -1,0 +1,126 @@
+//! Every key prefix of the state machine (column family `sm`), in one place.
+//!
+//! Integers are big-endian so keys sort numerically; bundle ids are 16 big-endian bytes so
+//! bundles sort by creation time. Values are a version byte (`VALUE_V1`) followed by JSON.
+
+use crate::types::BundleId;
+
+/// Version byte of every value.
+pub const VALUE_V1: u8 = 1;
+
+/// `0x01` → cluster record (id, id counters, bundle counts by state, repair count).
+pub const CLUSTER: &[u8] = &[0x01];
+/// `0x10 | node id` → node record.
+pub const NODE: u8 = 0x10;
+/// `0x11 | disk id` → disk record.
+pub const DISK: u8 = 0x11;
+/// `0x20 | bundle id` → bundle record.
+pub const BUNDLE: u8 = 0x20;
+/// `0x21 | disk id | bundle id` → shard index (`u32`): the disk → bundles reverse map.
+pub const DISK_BUNDLE: u8 = 0x21;
+/// `0x22 | u16 key len | key | u16 value len | value | bundle id` → empty: label → bundles.
+pub const LABEL: u8 = 0x22;
+/// `0x23 | state tag | bundle id` → empty: state → bundles.
+pub const STATE: u8 = 0x23;
+/// `0x24 | request id` → bundle id or node id: idempotent retries.
+pub const REQUEST: u8 = 0x24;
+/// `0x25 | expires ms | bundle id` → empty: pending allocations by expiry.
+pub const EXPIRY: u8 = 0x25;
+/// `0x30 | healthy shards u32 | bundle id` → repair task: the repair queue, most endangered
+/// first.
+pub const REPAIR: u8 = 0x30;
+/// `0x31 | bundle id` → healthy shards `u32`: finds a bundle's queue entry.
+pub const REPAIR_BY_BUNDLE: u8 = 0x31;
+
+fn with(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// Node key.
+pub fn node(id: u64) -> Vec<u8> {
+    with(NODE, &[&id.to_be_bytes()])
+}
+/// Disk key.
+pub fn disk(id: u64) -> Vec<u8> {
+    with(DISK, &[&id.to_be_bytes()])
+}
+/// Bundle key.
+pub fn bundle(id: BundleId) -> Vec<u8> {
+    with(BUNDLE, &[&id.to_bytes()])
+}
+/// Reverse-map key.
+pub fn disk_bundle(disk: u64, id: BundleId) -> Vec<u8> {
+    with(DISK_BUNDLE, &[&disk.to_be_bytes(), &id.to_bytes()])
+}
+/// Reverse-map prefix of one disk.
+pub fn disk_bundle_prefix(disk: u64) -> Vec<u8> {
+    with(DISK_BUNDLE, &[&disk.to_be_bytes()])
+}
+/// Label prefix (key and value).
+pub fn label_prefix(key: &str, value: &str) -> Vec<u8> {
+    with(
+        LABEL,
+        &[
+            &(key.len() as u16).to_be_bytes(),
+            key.as_bytes(),
+            &(value.len() as u16).to_be_bytes(),
+            value.as_bytes(),
+        ],
+    )
+}
+/// Label key.
+pub fn label(key: &str, value: &str, id: BundleId) -> Vec<u8> {
+    let mut k = label_prefix(key, value);
+    k.extend_from_slice(&id.to_bytes());
+    k
+}
+/// State prefix.
+pub fn state_prefix(tag: u8) -> Vec<u8> {
+    vec![STATE, tag]
+}
+/// State key.
+pub fn state(tag: u8, id: BundleId) -> Vec<u8> {
+    with(STATE, &[&[tag], &id.to_bytes()])
+}
+/// Request key.
+pub fn request(id: &str) -> Vec<u8> {
+    with(REQUEST, &[id.as_bytes()])
+}
+/// Expiry key.
+pub fn expiry(expires_ms: u64, id: BundleId) -> Vec<u8> {
+    with(EXPIRY, &[&expires_ms.to_be_bytes(), &id.to_bytes()])
+}
+/// Repair key.
+pub fn repair(healthy: u32, id: BundleId) -> Vec<u8> {
+    with(REPAIR, &[&healthy.to_be_bytes(), &id.to_bytes()])
+}
+/// Repair-by-bundle key.
+pub fn repair_by_bundle(id: BundleId) -> Vec<u8> {
+    with(REPAIR_BY_BUNDLE, &[&id.to_bytes()])
+}
+
+/// The bundle id in the last 16 bytes of an index key.
+pub fn trailing_bundle_id(key: &[u8]) -> Option<BundleId> {
+    if key.len() < 16 {
+        return None;
+    }
+    let b: [u8; 16] = key[key.len() - 16..].try_into().ok()?;
+    Some(BundleId(u128::from_be_bytes(b)))
+}
+
+/// Smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; 17]
+}

@@ -1,0 +1,1098 @@
+//! The replicated state machine: commands, their deterministic application, and reads.
+//!
+//! Bundle records and their indexes live only in RocksDB (column family `sm`, layout in
+//! [`crate::keys`]); the cluster map (nodes, disks, counters) is small and also cached in
+//! memory, updated by the apply path in the same step that writes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bitmountain_raftstore::rocksdb::{self, WriteBatch, DB};
+use bitmountain_raftstore::{ApplyCtx, StateMachine, CF_SM};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MetaError, Result};
+use crate::keys;
+use crate::types::{
+    BundleId, BundleRecord, BundleState, Code, DiskRecord, DiskState, NodeRecord, NodeState,
+    RepairTask,
+};
+
+/// Cluster-wide record: identity, id counters, counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// Cluster id (set by the first registration), written to every disk identity file.
+    pub cluster_id: String,
+    /// Next node id to assign.
+    pub next_node_id: u64,
+    /// Next disk id to assign.
+    pub next_disk_id: u64,
+    /// Pending bundles.
+    pub pending: u64,
+    /// Sealed bundles.
+    pub sealed: u64,
+    /// Deleting bundles.
+    pub deleting: u64,
+    /// Queued repairs.
+    pub repairs: u64,
+}
+
+/// The in-memory cluster map.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMap {
+    /// Cluster record.
+    pub cluster: ClusterRecord,
+    /// Nodes by id.
+    pub nodes: BTreeMap<u64, NodeRecord>,
+    /// Disks by id.
+    pub disks: BTreeMap<u64, DiskRecord>,
+}
+
+/// A disk in a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    /// 0 for a new disk.
+    pub disk_id: u64,
+    /// Directory.
+    pub path: String,
+    /// Capacity.
+    pub capacity_bytes: u64,
+}
+
+/// A replicated command (what a log entry carries). Every field an apply needs — time,
+/// generated ids, the chosen placement — is decided by the leader before proposing, so apply
+/// is deterministic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Command {
+    /// Add or update a node and its disks.
+    RegisterNode {
+        /// Idempotency key.
+        request_id: String,
+        /// 0 for a new node.
+        node_id: u64,
+        /// Address.
+        address: String,
+        /// Zone.
+        zone: String,
+        /// Rack.
+        rack: String,
+        /// Host ("" → `node-<id>`).
+        host: String,
+        /// Disks.
+        disks: Vec<DiskSpec>,
+        /// Cluster id to adopt if none is set yet.
+        cluster_id_candidate: String,
+    },
+    /// Operator or failure-detector decision on a disk.
+    SetDiskState {
+        /// Disk.
+        disk_id: u64,
+        /// New state.
+        state: DiskState,
+        /// Leader's clock.
+        now_ms: u64,
+    },
+    /// Decision on a node.
+    SetNodeState {
+        /// Node.
+        node_id: u64,
+        /// New state.
+        state: NodeState,
+    },
+    /// Create a pending bundle.
+    Allocate {
+        /// Idempotency key.
+        request_id: String,
+        /// New id.
+        id: BundleId,
+        /// Code.
+        code: Code,
+        /// Labels.
+        labels: BTreeMap<String, String>,
+        /// Estimate for accounting.
+        expected_length: u64,
+        /// Disks by shard index.
+        placement: Vec<u64>,
+        /// Leader's clock.
+        now_ms: u64,
+        /// Expiry.
+        expires_ms: u64,
+    },
+    /// Seal a pending bundle.
+    Commit {
+        /// Bundle.
+        id: BundleId,
+        /// Length.
+        length: u64,
+        /// Index offset.
+        index_offset: u64,
+        /// Index length.
+        index_length: u64,
+        /// SHA-256.
+        sha256: Vec<u8>,
+        /// Files.
+        file_count: u64,
+        /// Shards not durable (queued for repair).
+        missing_shards: Vec<u32>,
+        /// Leader's clock.
+        now_ms: u64,
+    },
+    /// Drop a pending bundle.
+    Abort {
+        /// Bundle.
+        id: BundleId,
+    },
+    /// Drop pending bundles whose allocation expired.
+    Expire {
+        /// Bundles.
+        ids: Vec<BundleId>,
+        /// Leader's clock.
+        now_ms: u64,
+    },
+    /// Mark a sealed bundle deleting.
+    Delete {
+        /// Bundle.
+        id: BundleId,
+    },
+    /// Compare-and-set a bundle's placement.
+    UpdatePlacement {
+        /// Bundle.
+        id: BundleId,
+        /// Expected generation.
+        expected_generation: u64,
+        /// New placement.
+        placement: Vec<u64>,
+        /// Leader's clock.
+        now_ms: u64,
+    },
+}
+
+impl Command {
+    /// Version byte + JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![keys::VALUE_V1];
+        // Serializing these plain types cannot fail.
+        v.extend(serde_json::to_vec(self).unwrap_or_default());
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<Self> {
+        decode_value(b, "command")
+    }
+}
+
+/// What an applied command returns to the proposer.
+#[derive(Debug, Clone)]
+pub enum Applied {
+    /// Registration result.
+    Node {
+        /// Node.
+        node: NodeRecord,
+        /// Its disks, in request order.
+        disks: Vec<DiskRecord>,
+        /// Cluster id.
+        cluster_id: String,
+    },
+    /// A bundle after the command.
+    Bundle(BundleRecord),
+    /// A disk after the command.
+    Disk {
+        /// Disk.
+        disk: DiskRecord,
+        /// Repairs queued.
+        repairs_queued: u64,
+    },
+    /// A node after the command.
+    NodeUpdated(NodeRecord),
+    /// Nothing to return.
+    Done,
+}
+
+/// Response type of the state machine.
+pub type ApplyResult = Result<Applied>;
+
+fn decode_value<T: DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
+    match b.split_first() {
+        Some((&keys::VALUE_V1, rest)) => {
+            serde_json::from_slice(rest).map_err(|e| MetaError::Corrupt {
+                what: format!("{what}: {e}"),
+            })
+        }
+        _ => Err(MetaError::Corrupt {
+            what: format!("{what}: unknown value version"),
+        }),
+    }
+}
+
+fn encode_value<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![keys::VALUE_V1];
+    out.extend(serde_json::to_vec(v).unwrap_or_default());
+    out
+}
+
+fn db_err(e: rocksdb::Error) -> MetaError {
+    MetaError::Corrupt {
+        what: format!("rocksdb: {e}"),
+    }
+}
+
+/// A shard on a disk: (bundle, shard index).
+pub type DiskShard = (BundleId, u32);
+
+/// Read side of the state machine, shared by the services and the apply path.
+#[derive(Debug)]
+pub struct MetaStore {
+    db: Arc<DB>,
+    map: RwLock<ClusterMap>,
+}
+
+/// A filter for listing bundles.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Label key and value.
+    pub label: Option<(String, String)>,
+    /// State.
+    pub state: Option<BundleState>,
+}
+
+impl MetaStore {
+    /// Loads the cluster map from the DB.
+    pub fn load(db: Arc<DB>) -> Result<Arc<Self>> {
+        let s = Arc::new(Self {
+            db,
+            map: RwLock::new(ClusterMap::default()),
+        });
+        s.reload()?;
+        Ok(s)
+    }
+
+    fn cf(&self) -> Result<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(CF_SM).ok_or_else(|| MetaError::Corrupt {
+            what: "column family sm missing".into(),
+        })
+    }
+
+    /// Re-reads the cluster map (after a snapshot replaced the column family).
+    pub fn reload(&self) -> Result<()> {
+        let cf = self.cf()?;
+        let mut map = ClusterMap::default();
+        if let Some(v) = self.db.get_cf(cf, keys::CLUSTER).map_err(db_err)? {
+            map.cluster = decode_value(&v, "cluster record")?;
+        }
+        for (prefix, is_node) in [(keys::NODE, true), (keys::DISK, false)] {
+            let it = self.db.iterator_cf(
+                cf,
+                rocksdb::IteratorMode::From(&[prefix], rocksdb::Direction::Forward),
+            );
+            for item in it {
+                let (k, v) = item.map_err(db_err)?;
+                if k.first() != Some(&prefix) {
+                    break;
+                }
+                if is_node {
+                    let n: NodeRecord = decode_value(&v, "node record")?;
+                    map.nodes.insert(n.id, n);
+                } else {
+                    let d: DiskRecord = decode_value(&v, "disk record")?;
+                    map.disks.insert(d.id, d);
+                }
+            }
+        }
+        *self.write_map() = map;
+        Ok(())
+    }
+
+    fn write_map(&self) -> RwLockWriteGuard<'_, ClusterMap> {
+        match self.map.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The cluster map.
+    pub fn map(&self) -> RwLockReadGuard<'_, ClusterMap> {
+        match self.map.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8], what: &str) -> Result<Option<T>> {
+        match self.db.get_cf(self.cf()?, key).map_err(db_err)? {
+            Some(v) => Ok(Some(decode_value(&v, what)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A bundle record.
+    pub fn bundle(&self, id: BundleId) -> Result<Option<BundleRecord>> {
+        self.get(&keys::bundle(id), "bundle record")
+    }
+
+    /// The bundle an allocation request created, if it was applied.
+    pub fn request_bundle(&self, request_id: &str) -> Result<Option<BundleId>> {
+        self.get(&keys::request(request_id), "request record")
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: &[u8],
+        limit: usize,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<Option<Vec<u8>>> {
+        let cf = self.cf()?;
+        let start = if after.is_empty() || !after.starts_with(prefix) {
+            prefix.to_vec()
+        } else {
+            let mut s = after.to_vec();
+            s.push(0);
+            s
+        };
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek(&start);
+        let mut n = 0;
+        let mut last = None;
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !k.starts_with(prefix) {
+                return Ok(None);
+            }
+            if n == limit {
+                return Ok(last);
+            }
+            f(k, v)?;
+            last = Some(k.to_vec());
+            n += 1;
+            it.next();
+        }
+        it.status().map_err(db_err)?;
+        Ok(None)
+    }
+
+    /// A page of bundles; returns the next page token (empty when done).
+    pub fn list_bundles(
+        &self,
+        filter: &ListFilter,
+        token: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<BundleRecord>, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        let prefix = match (&filter.label, filter.state) {
+            (Some((k, v)), _) => keys::label_prefix(k, v),
+            (None, Some(s)) => keys::state_prefix(s.tag()),
+            (None, None) => vec![keys::BUNDLE],
+        };
+        let next = if filter.label.is_none() && filter.state.is_none() {
+            self.scan(&prefix, token, limit, |_, v| {
+                out.push(decode_value::<BundleRecord>(v, "bundle record")?);
+                Ok(())
+            })?
+        } else {
+            self.scan(&prefix, token, limit, |k, _| {
+                if let Some(id) = keys::trailing_bundle_id(k) {
+                    ids.push(id);
+                }
+                Ok(())
+            })?
+        };
+        for id in ids {
+            if let Some(b) = self.bundle(id)? {
+                if filter.state.is_none_or(|s| s == b.state) {
+                    out.push(b);
+                }
+            }
+        }
+        Ok((out, next.unwrap_or_default()))
+    }
+
+    /// A page of the disk → bundles reverse map: (bundle, shard index).
+    pub fn list_disk_bundles(
+        &self,
+        disk_id: u64,
+        token: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<DiskShard>, Vec<u8>)> {
+        let mut out = Vec::new();
+        let next = self.scan(&keys::disk_bundle_prefix(disk_id), token, limit, |k, v| {
+            if let Some(id) = keys::trailing_bundle_id(k) {
+                let idx = v.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
+                out.push((id, idx));
+            }
+            Ok(())
+        })?;
+        Ok((out, next.unwrap_or_default()))
+    }
+
+    /// A page of the repair queue, most endangered first.
+    pub fn list_repairs(&self, token: &[u8], limit: usize) -> Result<(Vec<RepairTask>, Vec<u8>)> {
+        let mut out = Vec::new();
+        let next = self.scan(&[keys::REPAIR], token, limit, |_, v| {
+            out.push(decode_value(v, "repair task")?);
+            Ok(())
+        })?;
+        Ok((out, next.unwrap_or_default()))
+    }
+
+    /// Pending bundles whose allocation expired by `now_ms` (at most `limit`).
+    pub fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<BundleId>> {
+        let mut out = Vec::new();
+        let cf = self.cf()?;
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek([keys::EXPIRY]);
+        while it.valid() && out.len() < limit {
+            let Some(k) = it.key() else { break };
+            if k.first() != Some(&keys::EXPIRY) || k.len() != 25 {
+                break;
+            }
+            let exp = u64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
+            if exp > now_ms {
+                break;
+            }
+            if let Some(id) = keys::trailing_bundle_id(k) {
+                out.push(id);
+            }
+            it.next();
+        }
+        Ok(out)
+    }
+}
+
+/// The state machine the Raft driver applies entries to.
+#[derive(Debug)]
+pub struct MetaStateMachine {
+    store: Arc<MetaStore>,
+}
+
+impl MetaStateMachine {
+    /// Wraps the shared store.
+    pub fn new(store: Arc<MetaStore>) -> Self {
+        Self { store }
+    }
+}
+
+impl StateMachine for MetaStateMachine {
+    type Response = ApplyResult;
+
+    fn apply(&mut self, ctx: ApplyCtx<'_>, command: &[u8]) -> ApplyResult {
+        let cmd = Command::decode(command)?;
+        let mut a = Applier {
+            store: &self.store,
+            batch: ctx.batch,
+            map: self.store.write_map(),
+            dirty_disks: BTreeSet::new(),
+            dirty_nodes: BTreeSet::new(),
+        };
+        let result = a.apply(cmd);
+        a.flush()?;
+        result
+    }
+
+    fn restored(&mut self) {
+        if let Err(e) = self.store.reload() {
+            tracing::error!(error = %e, "reloading the cluster map after a snapshot failed");
+        }
+    }
+}
+
+struct Applier<'a> {
+    store: &'a MetaStore,
+    batch: &'a mut WriteBatch,
+    map: RwLockWriteGuard<'a, ClusterMap>,
+    dirty_disks: BTreeSet<u64>,
+    dirty_nodes: BTreeSet<u64>,
+}
+
+impl Applier<'_> {
+    fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<()> {
+        let cf = self.store.cf()?;
+        self.batch.put_cf(cf, key, encode_value(v));
+        Ok(())
+    }
+
+    fn put_raw(&mut self, key: &[u8], v: &[u8]) -> Result<()> {
+        let cf = self.store.cf()?;
+        self.batch.put_cf(cf, key, v);
+        Ok(())
+    }
+
+    fn del(&mut self, key: &[u8]) -> Result<()> {
+        let cf = self.store.cf()?;
+        self.batch.delete_cf(cf, key);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let cluster = self.map.cluster.clone();
+        self.put(keys::CLUSTER, &cluster)?;
+        for id in std::mem::take(&mut self.dirty_disks) {
+            if let Some(d) = self.map.disks.get(&id).cloned() {
+                self.put(&keys::disk(id), &d)?;
+            }
+        }
+        for id in std::mem::take(&mut self.dirty_nodes) {
+            if let Some(n) = self.map.nodes.get(&id).cloned() {
+                self.put(&keys::node(id), &n)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn charge(&mut self, disk: u64, bytes: u64, add: bool) {
+        if let Some(d) = self.map.disks.get_mut(&disk) {
+            d.accounted_bytes = if add {
+                d.accounted_bytes.saturating_add(bytes)
+            } else {
+                d.accounted_bytes.saturating_sub(bytes)
+            };
+            self.dirty_disks.insert(disk);
+        }
+    }
+
+    fn count(&mut self, state: BundleState, add: bool) {
+        let c = &mut self.map.cluster;
+        let slot = match state {
+            BundleState::Pending => &mut c.pending,
+            BundleState::Sealed => &mut c.sealed,
+            BundleState::Deleting => &mut c.deleting,
+        };
+        *slot = if add {
+            *slot + 1
+        } else {
+            slot.saturating_sub(1)
+        };
+    }
+
+    fn bundle(&self, id: BundleId) -> Result<BundleRecord> {
+        self.store
+            .bundle(id)?
+            .ok_or(MetaError::UnknownBundle { id })
+    }
+
+    fn apply(&mut self, cmd: Command) -> ApplyResult {
+        match cmd {
+            Command::RegisterNode {
+                request_id,
+                node_id,
+                address,
+                zone,
+                rack,
+                host,
+                disks,
+                cluster_id_candidate,
+            } => self.register(
+                request_id,
+                node_id,
+                address,
+                zone,
+                rack,
+                host,
+                disks,
+                cluster_id_candidate,
+            ),
+            Command::SetDiskState {
+                disk_id,
+                state,
+                now_ms,
+            } => self.set_disk_state(disk_id, state, now_ms),
+            Command::SetNodeState { node_id, state } => {
+                let n = self
+                    .map
+                    .nodes
+                    .get_mut(&node_id)
+                    .ok_or(MetaError::UnknownNode { id: node_id })?;
+                n.state = state;
+                let n = n.clone();
+                self.dirty_nodes.insert(node_id);
+                Ok(Applied::NodeUpdated(n))
+            }
+            Command::Allocate {
+                request_id,
+                id,
+                code,
+                labels,
+                expected_length,
+                placement,
+                now_ms,
+                expires_ms,
+            } => {
+                if let Some(existing) = self.store.request_bundle(&request_id)? {
+                    if let Some(b) = self.store.bundle(existing)? {
+                        return Ok(Applied::Bundle(b));
+                    }
+                }
+                if placement.len() != code.total() {
+                    return Err(MetaError::MalformedPlacement {
+                        id,
+                        reason: format!("{} disks for {} shards", placement.len(), code.total()),
+                    });
+                }
+                for d in &placement {
+                    let disk = self
+                        .map
+                        .disks
+                        .get(d)
+                        .ok_or(MetaError::UnknownDisk { id: *d })?;
+                    if disk.state != DiskState::Ok {
+                        return Err(MetaError::PlacementStale {
+                            id,
+                            disk_id: *d,
+                            state: disk.state,
+                        });
+                    }
+                }
+                let shard_bytes = code.shard_bytes(expected_length);
+                let rec = BundleRecord {
+                    id,
+                    state: BundleState::Pending,
+                    code,
+                    length: 0,
+                    index_offset: 0,
+                    index_length: 0,
+                    sha256: Vec::new(),
+                    file_count: 0,
+                    labels,
+                    created_unix_ms: now_ms,
+                    expires_unix_ms: expires_ms,
+                    placement: placement.clone(),
+                    placement_generation: 1,
+                    request_id: request_id.clone(),
+                    accounted_shard_bytes: shard_bytes,
+                };
+                for (i, d) in placement.iter().enumerate() {
+                    self.put_raw(&keys::disk_bundle(*d, id), &(i as u32).to_be_bytes())?;
+                    self.charge(*d, shard_bytes, true);
+                }
+                for (k, v) in &rec.labels {
+                    self.put_raw(&keys::label(k, v, id), &[])?;
+                }
+                self.put_raw(&keys::state(BundleState::Pending.tag(), id), &[])?;
+                self.put_raw(&keys::expiry(expires_ms, id), &[])?;
+                self.put(&keys::request(&request_id), &id)?;
+                self.put(&keys::bundle(id), &rec)?;
+                self.count(BundleState::Pending, true);
+                Ok(Applied::Bundle(rec))
+            }
+            Command::Commit {
+                id,
+                length,
+                index_offset,
+                index_length,
+                sha256,
+                file_count,
+                missing_shards,
+                now_ms,
+            } => {
+                let mut b = self.bundle(id)?;
+                match b.state {
+                    BundleState::Sealed => {
+                        if b.length == length && b.sha256 == sha256 {
+                            return Ok(Applied::Bundle(b));
+                        }
+                        return Err(MetaError::WrongState {
+                            id,
+                            state: b.state,
+                            hint: "already committed with a different length or checksum".into(),
+                        });
+                    }
+                    BundleState::Deleting => {
+                        return Err(MetaError::WrongState {
+                            id,
+                            state: b.state,
+                            hint: "the bundle was deleted".into(),
+                        })
+                    }
+                    BundleState::Pending => {}
+                }
+                if now_ms > b.expires_unix_ms {
+                    return Err(MetaError::AllocationExpired {
+                        id,
+                        expires_unix_ms: b.expires_unix_ms,
+                    });
+                }
+                let mut missing: Vec<u32> = missing_shards;
+                missing.sort_unstable();
+                missing.dedup();
+                if let Some(bad) = missing.iter().find(|s| **s as usize >= b.code.total()) {
+                    return Err(MetaError::InvalidArgument {
+                        field: "missing_shards",
+                        reason: format!(
+                            "shard {bad} does not exist in a {}-shard bundle",
+                            b.code.total()
+                        ),
+                    });
+                }
+                let tolerated = b.code.parity_shards.saturating_sub(1) as usize;
+                if missing.len() > tolerated {
+                    return Err(MetaError::TooManyMissingShards {
+                        id,
+                        missing: missing.len(),
+                        tolerated,
+                    });
+                }
+                let new_shard = b.code.shard_bytes(length);
+                for d in b.placement.clone() {
+                    self.charge(d, b.accounted_shard_bytes, false);
+                    self.charge(d, new_shard, true);
+                }
+                self.del(&keys::state(BundleState::Pending.tag(), id))?;
+                self.del(&keys::expiry(b.expires_unix_ms, id))?;
+                self.put_raw(&keys::state(BundleState::Sealed.tag(), id), &[])?;
+                self.count(BundleState::Pending, false);
+                self.count(BundleState::Sealed, true);
+                b.state = BundleState::Sealed;
+                b.length = length;
+                b.index_offset = index_offset;
+                b.index_length = index_length;
+                b.sha256 = sha256;
+                b.file_count = file_count;
+                b.accounted_shard_bytes = new_shard;
+                b.expires_unix_ms = 0;
+                self.put(&keys::bundle(id), &b)?;
+                if !missing.is_empty() {
+                    let healthy = (b.code.total() - missing.len()) as u32;
+                    self.queue_repair(id, healthy, missing, now_ms)?;
+                }
+                Ok(Applied::Bundle(b))
+            }
+            Command::Abort { id } => match self.store.bundle(id)? {
+                None => Ok(Applied::Done),
+                Some(b) if b.state == BundleState::Pending => {
+                    self.remove_pending(&b)?;
+                    Ok(Applied::Done)
+                }
+                Some(b) => Err(MetaError::WrongState {
+                    id,
+                    state: b.state,
+                    hint: "only a pending bundle can be aborted; delete it instead".into(),
+                }),
+            },
+            Command::Expire { ids, now_ms } => {
+                for id in ids {
+                    if let Some(b) = self.store.bundle(id)? {
+                        if b.state == BundleState::Pending && b.expires_unix_ms <= now_ms {
+                            self.remove_pending(&b)?;
+                        }
+                    }
+                }
+                Ok(Applied::Done)
+            }
+            Command::Delete { id } => {
+                let mut b = self.bundle(id)?;
+                match b.state {
+                    BundleState::Deleting => return Ok(Applied::Bundle(b)),
+                    BundleState::Pending => {
+                        return Err(MetaError::WrongState {
+                            id,
+                            state: b.state,
+                            hint: "a pending bundle is aborted, not deleted".into(),
+                        })
+                    }
+                    BundleState::Sealed => {}
+                }
+                self.del(&keys::state(BundleState::Sealed.tag(), id))?;
+                self.put_raw(&keys::state(BundleState::Deleting.tag(), id), &[])?;
+                for (k, v) in b.labels.clone() {
+                    self.del(&keys::label(&k, &v, id))?;
+                }
+                self.count(BundleState::Sealed, false);
+                self.count(BundleState::Deleting, true);
+                self.unqueue_repair(id)?;
+                b.state = BundleState::Deleting;
+                self.put(&keys::bundle(id), &b)?;
+                Ok(Applied::Bundle(b))
+            }
+            Command::UpdatePlacement {
+                id,
+                expected_generation,
+                placement,
+                now_ms,
+            } => {
+                let mut b = self.bundle(id)?;
+                if b.placement_generation != expected_generation {
+                    if b.placement_generation == expected_generation + 1 && b.placement == placement
+                    {
+                        return Ok(Applied::Bundle(b)); // a retry of the change that won
+                    }
+                    return Err(MetaError::WrongGeneration {
+                        id,
+                        expected: expected_generation,
+                        actual: b.placement_generation,
+                    });
+                }
+                if b.state == BundleState::Deleting {
+                    return Err(MetaError::WrongState {
+                        id,
+                        state: b.state,
+                        hint: "the bundle was deleted".into(),
+                    });
+                }
+                self.validate_placement(&b, &placement)?;
+                for (i, (old, new)) in b.placement.clone().iter().zip(&placement).enumerate() {
+                    if old != new {
+                        self.del(&keys::disk_bundle(*old, id))?;
+                        self.put_raw(&keys::disk_bundle(*new, id), &(i as u32).to_be_bytes())?;
+                        self.charge(*old, b.accounted_shard_bytes, false);
+                        self.charge(*new, b.accounted_shard_bytes, true);
+                    }
+                }
+                b.placement = placement;
+                b.placement_generation += 1;
+                self.put(&keys::bundle(id), &b)?;
+                let unhealthy: Vec<u32> = self.unhealthy_shards(&b);
+                self.unqueue_repair(id)?;
+                if !unhealthy.is_empty() && b.state == BundleState::Sealed {
+                    let healthy = (b.placement.len() - unhealthy.len()) as u32;
+                    self.queue_repair(id, healthy, unhealthy, now_ms)?;
+                }
+                Ok(Applied::Bundle(b))
+            }
+        }
+    }
+
+    fn validate_placement(&self, b: &BundleRecord, placement: &[u64]) -> Result<()> {
+        let bad = |reason: String| MetaError::MalformedPlacement { id: b.id, reason };
+        if placement.len() != b.code.total() {
+            return Err(bad(format!(
+                "{} disks given for {} shards (k+m)",
+                placement.len(),
+                b.code.total()
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for d in placement {
+            if !seen.insert(*d) {
+                return Err(bad(format!("disk {d} appears twice")));
+            }
+            let disk = self
+                .map
+                .disks
+                .get(d)
+                .ok_or_else(|| bad(format!("disk {d} is not in the cluster map")))?;
+            if disk.state == DiskState::Removed {
+                return Err(bad(format!("disk {d} is removed")));
+            }
+        }
+        Ok(())
+    }
+
+    fn unhealthy_shards(&self, b: &BundleRecord) -> Vec<u32> {
+        b.placement
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| {
+                let disk = self.map.disks.get(d);
+                let node_down = disk
+                    .and_then(|x| self.map.nodes.get(&x.node_id))
+                    .is_some_and(|n| matches!(n.state, NodeState::Down | NodeState::Removed));
+                node_down
+                    || disk
+                        .is_none_or(|x| matches!(x.state, DiskState::Failed | DiskState::Removed))
+            })
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    fn queue_repair(
+        &mut self,
+        id: BundleId,
+        healthy: u32,
+        missing: Vec<u32>,
+        now_ms: u64,
+    ) -> Result<()> {
+        self.unqueue_repair(id)?;
+        let task = RepairTask {
+            bundle_id: id,
+            healthy_shards: healthy,
+            missing_shards: missing,
+            queued_unix_ms: now_ms,
+        };
+        self.put(&keys::repair(healthy, id), &task)?;
+        self.put_raw(&keys::repair_by_bundle(id), &healthy.to_be_bytes())?;
+        self.map.cluster.repairs += 1;
+        Ok(())
+    }
+
+    fn unqueue_repair(&mut self, id: BundleId) -> Result<()> {
+        let cf = self.store.cf()?;
+        if let Some(v) = self
+            .store
+            .db
+            .get_cf(cf, keys::repair_by_bundle(id))
+            .map_err(db_err)?
+        {
+            let healthy = v.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(0);
+            self.del(&keys::repair(healthy, id))?;
+            self.del(&keys::repair_by_bundle(id))?;
+            self.map.cluster.repairs = self.map.cluster.repairs.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    fn remove_pending(&mut self, b: &BundleRecord) -> Result<()> {
+        for d in &b.placement {
+            self.del(&keys::disk_bundle(*d, b.id))?;
+            self.charge(*d, b.accounted_shard_bytes, false);
+        }
+        for (k, v) in &b.labels {
+            self.del(&keys::label(k, v, b.id))?;
+        }
+        self.del(&keys::state(BundleState::Pending.tag(), b.id))?;
+        self.del(&keys::expiry(b.expires_unix_ms, b.id))?;
+        self.del(&keys::request(&b.request_id))?;
+        self.del(&keys::bundle(b.id))?;
+        self.count(BundleState::Pending, false);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn register(
+        &mut self,
+        request_id: String,
+        node_id: u64,
+        address: String,
+        zone: String,
+        rack: String,
+        host: String,
+        disks: Vec<DiskSpec>,
+        cluster_id_candidate: String,
+    ) -> ApplyResult {
+        if self.map.cluster.cluster_id.is_empty() {
+            self.map.cluster.cluster_id = cluster_id_candidate;
+        }
+        let prior: Option<u64> = if request_id.is_empty() {
+            None
+        } else {
+            self.store
+                .get(&keys::request(&request_id), "request record")?
+        };
+        // Validate before changing anything.
+        let id = match (prior, node_id) {
+            (Some(p), _) => p,
+            (None, 0) => 0,
+            (None, n) => {
+                if !self.map.nodes.contains_key(&n) {
+                    return Err(MetaError::UnknownNode { id: n });
+                }
+                n
+            }
+        };
+        for d in &disks {
+            if d.disk_id != 0 {
+                let disk = self
+                    .map
+                    .disks
+                    .get(&d.disk_id)
+                    .ok_or(MetaError::UnknownDisk { id: d.disk_id })?;
+                if id != 0 && disk.node_id != id {
+                    return Err(MetaError::DiskOwnedByOtherNode {
+                        disk_id: d.disk_id,
+                        owner: disk.node_id,
+                        node_id: id,
+                    });
+                }
+            }
+        }
+        let id = if id == 0 {
+            self.map.cluster.next_node_id = self.map.cluster.next_node_id.max(1);
+            let n = self.map.cluster.next_node_id;
+            self.map.cluster.next_node_id += 1;
+            n
+        } else {
+            id
+        };
+        if !request_id.is_empty() {
+            self.put(&keys::request(&request_id), &id)?;
+        }
+        let node = NodeRecord {
+            id,
+            address,
+            zone,
+            rack,
+            host: if host.is_empty() {
+                format!("node-{id}")
+            } else {
+                host
+            },
+            state: NodeState::Up,
+        };
+        self.map.nodes.insert(id, node.clone());
+        self.dirty_nodes.insert(id);
+        let mut out = Vec::new();
+        let prior_disks: Vec<u64> = if prior.is_some() {
+            self.map
+                .disks
+                .values()
+                .filter(|d| d.node_id == id)
+                .map(|d| d.id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut reuse = prior_disks.into_iter();
+        for spec in disks {
+            let disk_id = if spec.disk_id != 0 {
+                spec.disk_id
+            } else if let Some(r) = reuse.next() {
+                r // a retried registration: the disks it created, in order
+            } else {
+                self.map.cluster.next_disk_id = self.map.cluster.next_disk_id.max(1);
+                let n = self.map.cluster.next_disk_id;
+                self.map.cluster.next_disk_id += 1;
+                n
+            };
+            let entry = self.map.disks.entry(disk_id).or_insert(DiskRecord {
+                id: disk_id,
+                node_id: id,
+                path: spec.path.clone(),
+                capacity_bytes: spec.capacity_bytes,
+                accounted_bytes: 0,
+                state: DiskState::Ok,
+            });
+            entry.path = spec.path;
+            entry.capacity_bytes = spec.capacity_bytes;
+            out.push(entry.clone());
+            self.dirty_disks.insert(disk_id);
+        }
+        Ok(Applied::Node {
+            node,
+            disks: out,
+            cluster_id: self.map.cluster.cluster_id.clone(),
+        })
+    }
+
+    fn set_disk_state(&mut self, disk_id: u64, state: DiskState, now_ms: u64) -> ApplyResult {
+        let disk = self
+            .map
+            .disks
+            .get_mut(&disk_id)
+            .ok_or(MetaError::UnknownDisk { id: disk_id })?;
+        let was = disk.state;
+        disk.state = state;
+        let disk = disk.clone();
+        self.dirty_disks.insert(disk_id);
+        let mut queued = 0;
+        if state == DiskState::Failed && was != DiskState::Failed {
+            let (shards, _) = self.store.list_disk_bundles(disk_id, &[], usize::MAX)?;
+            for (id, _) in shards {
+                if let Some(b) = self.store.bundle(id)? {
+                    if b.state != BundleState::Sealed {
+                        continue;
+                    }
+                    let unhealthy = self.unhealthy_shards(&b);
+                    let healthy = (b.placement.len() - unhealthy.len()) as u32;
+                    self.queue_repair(id, healthy, unhealthy, now_ms)?;
+                    queued += 1;
+                }
+            }
+        }
+        Ok(Applied::Disk {
+            disk,
+            repairs_queued: queued,
+        })
+    }
+}

@@ -1,0 +1,698 @@
+//! The driver: one OS thread that owns the `RawNode`, its storage and the state machine.
+//!
+//! Every change to Raft state happens on this thread, in this order per loop iteration:
+//!
+//! 1. receive: drain up to [`MAX_MSGS_PER_ROUND`] inbound messages (raft traffic, proposals,
+//!    reads, membership changes) — proposals that arrive together land in one Ready (batching);
+//! 2. tick when the tick interval has passed;
+//! 3. handle the Ready: send the leader's `messages` (safe before persisting), install a
+//!    snapshot (one synced batch), apply committed entries (one batch per entry carrying the
+//!    applied index), persist new entries and hard state in ONE synced batch, then send
+//!    `persisted_messages`; advance; apply and send what the light ready carries;
+//! 4. answer ReadIndex waiters whose index is applied; compact the log when it is long.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::prelude::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
+};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use rocksdb::WriteBatch;
+use tokio::sync::oneshot;
+
+use crate::engine::{
+    encode_index_term, encode_members, Members, CF_APPLY, KEY_APPLY_STATE, KEY_MEMBERS,
+};
+use crate::error::{RaftStoreError, Result};
+use crate::transport::{Inbox, Report, Transport};
+use crate::{RaftConfig, RaftStorage};
+
+/// Most inbound messages handled before the next Ready.
+pub const MAX_MSGS_PER_ROUND: usize = 4096;
+/// Bound of the driver's inbound queue.
+pub const DRIVER_QUEUE_LIMIT: usize = 16 * 1024;
+
+/// What the state machine sees of one committed entry.
+pub struct ApplyCtx<'a> {
+    /// Log index of the entry.
+    pub index: u64,
+    /// Term of the entry.
+    pub term: u64,
+    /// Writes go here; the driver adds the applied index and writes the batch after `apply`.
+    pub batch: &'a mut WriteBatch,
+}
+
+impl std::fmt::Debug for ApplyCtx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyCtx")
+            .field("index", &self.index)
+            .field("term", &self.term)
+            .finish()
+    }
+}
+
+/// A deterministic state machine driven by committed log entries.
+pub trait StateMachine: Send + 'static {
+    /// What a proposer receives once its entry is applied.
+    type Response: Send + 'static;
+    /// Applies one committed command. Must be deterministic: every member applies the same
+    /// commands in the same order and must reach the same state. Reads see everything applied
+    /// before this entry (earlier entries' batches are written before this call).
+    fn apply(&mut self, ctx: ApplyCtx<'_>, command: &[u8]) -> Self::Response;
+    /// The state machine column family was replaced by a snapshot; reload any caches.
+    fn restored(&mut self);
+}
+
+pub(crate) enum Msg<R> {
+    Raft(Box<Message>),
+    Propose {
+        data: Vec<u8>,
+        cb: oneshot::Sender<Result<R>>,
+    },
+    ConfChange {
+        cc: ConfChangeV2,
+        cb: oneshot::Sender<Result<ConfState>>,
+    },
+    ReadIndex {
+        cb: oneshot::Sender<Result<()>>,
+    },
+    TransferLeader {
+        to: u64,
+    },
+    Report(Report),
+}
+
+impl<R: Send> Inbox for SyncSender<Msg<R>> {
+    fn deliver(&self, m: Message) -> bool {
+        self.try_send(Msg::Raft(Box::new(m))).is_ok()
+    }
+    fn report(&self, r: Report) {
+        let _ = self.try_send(Msg::Report(r));
+    }
+}
+
+enum Pending<R> {
+    Normal(oneshot::Sender<Result<R>>),
+    Conf(oneshot::Sender<Result<ConfState>>),
+}
+
+impl<R> Pending<R> {
+    fn fail(self, e: RaftStoreError) {
+        match self {
+            Pending::Normal(cb) => {
+                let _ = cb.send(Err(e));
+            }
+            Pending::Conf(cb) => {
+                let _ = cb.send(Err(e));
+            }
+        }
+    }
+}
+
+/// Role of a member as raft-rs sees it.
+pub fn role_name(role: StateRole) -> &'static str {
+    match role {
+        StateRole::Leader => "leader",
+        StateRole::Follower => "follower",
+        StateRole::Candidate => "candidate",
+        StateRole::PreCandidate => "pre-candidate",
+    }
+}
+
+/// A point-in-time view of the member, refreshed by the driver every round.
+#[derive(Debug, Clone, Default)]
+pub struct GroupStatus {
+    /// This member.
+    pub id: u64,
+    /// "leader", "follower", ...
+    pub role: &'static str,
+    /// Known leader (0: none).
+    pub leader_id: u64,
+    /// Where to send writes: the known leader, else the last one heard of (0: none).
+    pub leader_hint: u64,
+    /// Current term.
+    pub term: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// First index still in the log.
+    pub first_index: u64,
+    /// Last index in the log.
+    pub last_index: u64,
+    /// Voters of the applied configuration.
+    pub voters: Vec<u64>,
+    /// Learners of the applied configuration.
+    pub learners: Vec<u64>,
+    /// Member addresses.
+    pub members: Members,
+    /// Leader only: matched index per member.
+    pub progress: BTreeMap<u64, u64>,
+}
+
+impl GroupStatus {
+    /// Whether this member is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.role == "leader"
+    }
+}
+
+pub(crate) struct Driver<S: StateMachine> {
+    pub raw: RawNode<RaftStorage>,
+    pub sm: S,
+    pub rx: Receiver<Msg<S::Response>>,
+    pub transport: Arc<Transport>,
+    pub status: Arc<RwLock<GroupStatus>>,
+    pub cfg: RaftConfig,
+    pub members: Members,
+    pub applied: u64,
+    pending: BTreeMap<u64, (u64, Pending<S::Response>)>,
+    reads_pending: HashMap<u64, oneshot::Sender<Result<()>>>,
+    reads_waiting: Vec<(u64, oneshot::Sender<Result<()>>)>,
+    next_read_ctx: u64,
+    was_leader: bool,
+    /// The last leader this member heard of (kept through elections for redirect hints).
+    last_leader: u64,
+}
+
+fn fatal(e: RaftStoreError) -> ! {
+    tracing::error!(error = %e, "fatal storage error; stopping the member");
+    eprintln!("fatal: {e}");
+    std::process::exit(70)
+}
+
+impl<S: StateMachine> Driver<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        raw: RawNode<RaftStorage>,
+        sm: S,
+        rx: Receiver<Msg<S::Response>>,
+        transport: Arc<Transport>,
+        status: Arc<RwLock<GroupStatus>>,
+        cfg: RaftConfig,
+        members: Members,
+        applied: u64,
+    ) -> Self {
+        Self {
+            raw,
+            sm,
+            rx,
+            transport,
+            status,
+            cfg,
+            members,
+            applied,
+            pending: BTreeMap::new(),
+            reads_pending: HashMap::new(),
+            reads_waiting: Vec::new(),
+            next_read_ctx: 1,
+            was_leader: false,
+            last_leader: 0,
+        }
+    }
+
+    pub fn run(mut self) {
+        let tick = Duration::from_millis(self.cfg.tick_ms.max(1));
+        let mut next_tick = Instant::now() + tick;
+        self.publish_status();
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(timeout) {
+                Ok(msg) => {
+                    self.handle(msg);
+                    for _ in 0..MAX_MSGS_PER_ROUND {
+                        match self.rx.try_recv() {
+                            Ok(m) => self.handle(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick = now + tick;
+                if let Err(e) = self.maybe_compact() {
+                    fatal(e);
+                }
+            }
+            if let Err(e) = self.on_ready() {
+                fatal(e);
+            }
+            self.publish_status();
+        }
+    }
+
+    fn leader_hint(&self) -> u64 {
+        let l = self.raw.raft.leader_id;
+        let l = if l != 0 { l } else { self.last_leader };
+        if l == self.cfg.id && self.raw.raft.state != StateRole::Leader {
+            0
+        } else {
+            l
+        }
+    }
+
+    fn not_leader(&self) -> RaftStoreError {
+        let leader = self.leader_hint();
+        RaftStoreError::NotLeader {
+            member_id: self.cfg.id,
+            leader_id: (leader != 0).then_some(leader),
+            leader_address: self.members.get(&leader).cloned(),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    fn handle(&mut self, msg: Msg<S::Response>) {
+        match msg {
+            Msg::Raft(m) => {
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!(error = %e, "raft step refused a message");
+                }
+            }
+            Msg::Propose { data, cb } => {
+                if !self.is_leader() {
+                    let _ = cb.send(Err(self.not_leader()));
+                    return;
+                }
+                match self.raw.propose(vec![], data) {
+                    Ok(()) => {
+                        let idx = self.raw.raft.raft_log.last_index();
+                        self.pending
+                            .insert(idx, (self.raw.raft.term, Pending::Normal(cb)));
+                    }
+                    Err(e) => {
+                        let _ = cb.send(Err(e.into()));
+                    }
+                }
+            }
+            Msg::ConfChange { cc, cb } => {
+                if !self.is_leader() {
+                    let _ = cb.send(Err(self.not_leader()));
+                    return;
+                }
+                let before = self.raw.raft.raft_log.last_index();
+                match self.raw.propose_conf_change(vec![], cc) {
+                    Ok(()) => {
+                        let idx = self.raw.raft.raft_log.last_index();
+                        if idx == before {
+                            let _ = cb.send(Err(RaftStoreError::BadMembership {
+                                reason: "proposal was not appended".into(),
+                            }));
+                        } else {
+                            self.pending
+                                .insert(idx, (self.raw.raft.term, Pending::Conf(cb)));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = cb.send(Err(RaftStoreError::BadMembership {
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            Msg::ReadIndex { cb } => {
+                if !self.is_leader() {
+                    let _ = cb.send(Err(self.not_leader()));
+                    return;
+                }
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                self.raw.read_index(ctx.to_be_bytes().to_vec());
+                self.reads_pending.insert(ctx, cb);
+            }
+            Msg::TransferLeader { to } => {
+                if self.is_leader() {
+                    self.raw.transfer_leader(to);
+                }
+            }
+            Msg::Report(Report::Unreachable(id)) => self.raw.report_unreachable(id),
+            Msg::Report(Report::Snapshot { to, ok }) => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if let Some(ss) = ready.ss() {
+            if ss.leader_id != 0 {
+                self.last_leader = ss.leader_id;
+            }
+            let leader = ss.raft_state == StateRole::Leader;
+            if self.was_leader && !leader {
+                self.step_down();
+            }
+            self.was_leader = leader;
+            tracing::info!(
+                member = self.cfg.id,
+                leader = ss.leader_id,
+                role = role_name(ss.raft_state),
+                term = self.raw.raft.term,
+                "raft role changed"
+            );
+        }
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        if *ready.snapshot() != Snapshot::default() {
+            let snap = ready.snapshot().clone();
+            let members = self.raw.mut_store().apply_snapshot(&snap)?;
+            self.applied = snap.get_metadata().index;
+            self.set_members(members);
+            self.sm.restored();
+            tracing::info!(
+                member = self.cfg.id,
+                index = self.applied,
+                "installed snapshot"
+            );
+        }
+        for rs in ready.take_read_states() {
+            let ctx = u64::from_be_bytes(rs.request_ctx.as_slice().try_into().unwrap_or_default());
+            if let Some(cb) = self.reads_pending.remove(&ctx) {
+                self.reads_waiting.push((rs.index, cb));
+            }
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed)?;
+        // Persist entries and hard state together, synced, before persisted messages go out.
+        let mut batch = WriteBatch::default();
+        let mut must_sync = ready.must_sync();
+        if !ready.entries().is_empty() {
+            self.raw
+                .store()
+                .append_to_batch(ready.entries(), &mut batch)?;
+            must_sync = true;
+        }
+        if let Some(hs) = ready.hs() {
+            let hs = hs.clone();
+            self.raw.mut_store().set_hard_state(&hs, &mut batch)?;
+        }
+        if !batch.is_empty() {
+            let engine = self.raw.store().engine().clone();
+            engine.write(batch, must_sync)?;
+            let entries = ready.take_entries();
+            self.raw.mut_store().appended(&entries);
+        }
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut batch = WriteBatch::default();
+            self.raw.mut_store().set_commit(commit, &mut batch)?;
+            let engine = self.raw.store().engine().clone();
+            engine.write(batch, false)?;
+        }
+        self.transport.send(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed)?;
+        self.raw.advance_apply_to(self.applied);
+        self.release_reads();
+        Ok(())
+    }
+
+    fn step_down(&mut self) {
+        let err = self.not_leader();
+        for (_, (_, p)) in std::mem::take(&mut self.pending) {
+            p.fail(match &err {
+                RaftStoreError::NotLeader {
+                    member_id,
+                    leader_id,
+                    leader_address,
+                } => RaftStoreError::NotLeader {
+                    member_id: *member_id,
+                    leader_id: *leader_id,
+                    leader_address: leader_address.clone(),
+                },
+                _ => RaftStoreError::Stopped,
+            });
+        }
+        for (_, cb) in self.reads_pending.drain() {
+            let _ = cb.send(Err(RaftStoreError::NotLeader {
+                member_id: self.cfg.id,
+                leader_id: None,
+                leader_address: None,
+            }));
+        }
+        for (_, cb) in self.reads_waiting.drain(..) {
+            let _ = cb.send(Err(RaftStoreError::NotLeader {
+                member_id: self.cfg.id,
+                leader_id: None,
+                leader_address: None,
+            }));
+        }
+    }
+
+    fn release_reads(&mut self) {
+        if self.reads_waiting.is_empty() {
+            return;
+        }
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting)
+            .into_iter()
+            .partition(|(idx, _)| *idx <= applied);
+        self.reads_waiting = waiting;
+        for (_, cb) in ready {
+            let _ = cb.send(Ok(()));
+        }
+    }
+
+    fn set_members(&mut self, members: Members) {
+        self.transport.set_members(&members);
+        self.members = members;
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let engine = self.raw.store().engine().clone();
+        let apply_cf = engine.cf(CF_APPLY)?;
+        for e in entries {
+            if e.index <= self.applied {
+                continue;
+            }
+            let mut batch = WriteBatch::default();
+            let mut response = None;
+            let mut conf = None;
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if !e.get_data().is_empty() {
+                        response = Some(self.sm.apply(
+                            ApplyCtx {
+                                index: e.index,
+                                term: e.term,
+                                batch: &mut batch,
+                            },
+                            e.get_data(),
+                        ));
+                    }
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let cc: ConfChangeV2 = if e.get_entry_type() == EntryType::EntryConfChange {
+                        let mut v1 = ConfChange::default();
+                        v1.merge_from_bytes(e.get_data()).map_err(|err| {
+                            RaftStoreError::Corrupt {
+                                what: format!("conf change at {}: {err}", e.index),
+                            }
+                        })?;
+                        raft_proto::ConfChangeI::into_v2(v1)
+                    } else {
+                        let mut v2 = ConfChangeV2::default();
+                        v2.merge_from_bytes(e.get_data()).map_err(|err| {
+                            RaftStoreError::Corrupt {
+                                what: format!("conf change at {}: {err}", e.index),
+                            }
+                        })?;
+                        v2
+                    };
+                    match self.raw.apply_conf_change(&cc) {
+                        Ok(cs) => {
+                            let mut members = self.members.clone();
+                            let addrs = parse_context(cc.get_context());
+                            for ch in cc.get_changes() {
+                                match ch.get_change_type() {
+                                    ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                                        if let Some(a) = addrs.get(&ch.node_id) {
+                                            members.insert(ch.node_id, a.clone());
+                                        }
+                                    }
+                                    ConfChangeType::RemoveNode => {
+                                        members.remove(&ch.node_id);
+                                    }
+                                }
+                            }
+                            self.raw
+                                .mut_store()
+                                .set_conf_state(cs.clone(), &mut batch)?;
+                            batch.put_cf(apply_cf, KEY_MEMBERS, encode_members(&members));
+                            tracing::info!(member = self.cfg.id, index = e.index, voters = ?cs.voters, learners = ?cs.learners, "applied membership change");
+                            self.set_members(members);
+                            conf = Some(Ok(cs));
+                        }
+                        Err(err) => {
+                            tracing::warn!(index = e.index, error = %err, "membership change rejected at apply");
+                            conf = Some(Err(RaftStoreError::BadMembership {
+                                reason: err.to_string(),
+                            }));
+                        }
+                    }
+                }
+            }
+            batch.put_cf(
+                apply_cf,
+                KEY_APPLY_STATE,
+                encode_index_term(e.index, e.term),
+            );
+            engine.write(batch, false)?;
+            self.applied = e.index;
+            // Anything pending below this index can no longer be answered by its own entry.
+            while let Some((&idx, _)) = self.pending.first_key_value() {
+                if idx >= e.index {
+                    break;
+                }
+                if let Some((term, p)) = self.pending.remove(&idx) {
+                    p.fail(RaftStoreError::ProposalDropped { index: idx, term });
+                }
+            }
+            if let Some((term, p)) = self.pending.remove(&e.index) {
+                if term != e.term {
+                    p.fail(RaftStoreError::ProposalDropped {
+                        index: e.index,
+                        term,
+                    });
+                } else {
+                    match (p, response, conf) {
+                        (Pending::Normal(cb), Some(r), _) => {
+                            let _ = cb.send(Ok(r));
+                        }
+                        (Pending::Conf(cb), _, Some(r)) => {
+                            let _ = cb.send(r);
+                        }
+                        (p, _, _) => p.fail(RaftStoreError::BadMembership {
+                            reason: "another membership change is still in progress; retry when it has been applied".into(),
+                        }),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self) -> Result<()> {
+        let threshold = self.cfg.compact_log_entries.max(1);
+        let truncated = self.raw.store().truncated_index();
+        if self.applied.saturating_sub(truncated) < threshold {
+            return Ok(());
+        }
+        let mut to = self.applied.saturating_sub(threshold / 2);
+        if self.is_leader() {
+            // Keep what active followers still need, unless they are far behind.
+            let me = self.cfg.id;
+            let min_active = self
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .filter(|(id, pr)| **id != me && pr.recent_active)
+                .map(|(_, pr)| pr.matched)
+                .min()
+                .unwrap_or(self.applied);
+            to = to.min(min_active);
+            if self.applied.saturating_sub(min_active) > threshold * 4 {
+                to = self.applied.saturating_sub(threshold / 2);
+            }
+        }
+        if to > truncated {
+            self.raw.mut_store().compact(to)?;
+            tracing::debug!(member = self.cfg.id, to, "compacted raft log");
+        }
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let r = &self.raw.raft;
+        let conf = r.prs().conf();
+        let mut voters: Vec<u64> = conf.voters().ids().iter().collect();
+        voters.sort_unstable();
+        let mut learners: Vec<u64> = conf.learners().iter().copied().collect();
+        learners.sort_unstable();
+        let progress = if r.state == StateRole::Leader {
+            r.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect()
+        } else {
+            BTreeMap::new()
+        };
+        let st = GroupStatus {
+            id: self.cfg.id,
+            role: role_name(r.state),
+            leader_id: r.leader_id,
+            leader_hint: self.leader_hint(),
+            term: r.term,
+            commit: r.raft_log.committed,
+            applied: self.applied,
+            first_index: self.raw.store().truncated_index() + 1,
+            last_index: r.raft_log.last_index(),
+            voters,
+            learners,
+            members: self.members.clone(),
+            progress,
+        };
+        if let Ok(mut g) = self.status.write() {
+            *g = st;
+        }
+    }
+}
+
+/// Conf change context: `id=address` pairs separated by `;`.
+pub(crate) fn encode_context(addrs: &BTreeMap<u64, String>) -> Vec<u8> {
+    addrs
+        .iter()
+        .map(|(id, a)| format!("{id}={a}"))
+        .collect::<Vec<_>>()
+        .join(";")
+        .into_bytes()
+}
+
+fn parse_context(ctx: &[u8]) -> BTreeMap<u64, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(s) = std::str::from_utf8(ctx) {
+        for part in s.split(';') {
+            if let Some((id, addr)) = part.split_once('=') {
+                if let Ok(id) = id.parse() {
+                    out.insert(id, addr.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Sends to the driver without blocking; maps a full queue to `Overloaded`.
+pub(crate) fn try_send<R>(tx: &SyncSender<Msg<R>>, m: Msg<R>) -> Result<()> {
+    match tx.try_send(m) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(_)) => Err(RaftStoreError::Overloaded {
+            queue: "raft driver",
+            limit: DRIVER_QUEUE_LIMIT,
+        }),
+        Err(TrySendError::Disconnected(_)) => Err(RaftStoreError::Stopped),
+    }
+}

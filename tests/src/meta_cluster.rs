@@ -1,0 +1,300 @@
+//! A metadata group of real `bitmountain meta` processes on loopback, for tests: spawn members
+//! on free ports with their own temp data directories, kill -9, restart, add new members, wait
+//! for a leader with deadlines, and "partition" members through the test-only fault-injection
+//! RPC (every member is started with `--enable-fault-injection`, which makes the member drop all
+//! Raft traffic to and from the members it is told to block).
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use bitmountain_meta_client::client::member_status;
+use bitmountain_meta_client::MetaClient;
+
+/// One member process.
+#[derive(Debug)]
+pub struct MetaMember {
+    /// Member id.
+    pub id: u64,
+    /// `127.0.0.1:port`.
+    pub addr: String,
+    /// Data directory.
+    pub data: PathBuf,
+    /// Log file (stderr).
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl MetaMember {
+    /// Process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+/// A group of members under one temp directory. Dropping it kills every process.
+#[derive(Debug)]
+pub struct MetaCluster {
+    /// Root of every member's data and logs.
+    pub dir: tempfile::TempDir,
+    /// Members by id.
+    pub members: BTreeMap<u64, MetaMember>,
+    /// Extra arguments for every member (e.g. `--compact-log-entries 50`).
+    pub extra_args: Vec<String>,
+}
+
+/// A free loopback port (bound then released; the member binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Test timing: 50 ms ticks, election timeout 0.5–1 s.
+pub const FAST_TIMING: &[&str] = &[
+    "--tick-ms",
+    "50",
+    "--election-ticks",
+    "10",
+    "--heartbeat-ticks",
+    "2",
+];
+
+impl MetaCluster {
+    /// Starts `n` members bootstrapped together (ids 1..=n).
+    pub fn start(n: u64, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut c = Self {
+            dir,
+            members: BTreeMap::new(),
+            extra_args: FAST_TIMING
+                .iter()
+                .chain(extra_args)
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        for id in 1..=n {
+            c.define(id);
+        }
+        let bootstrap = c.bootstrap_list();
+        for id in 1..=n {
+            c.spawn(id, Some(&bootstrap));
+        }
+        c
+    }
+
+    fn define(&mut self, id: u64) {
+        let data = self.dir.path().join(format!("m{id}"));
+        let log = self.dir.path().join(format!("m{id}.log"));
+        self.members.insert(
+            id,
+            MetaMember {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                data,
+                log,
+                child: None,
+            },
+        );
+    }
+
+    /// `1=addr,2=addr,...` of the defined members.
+    pub fn bootstrap_list(&self) -> String {
+        self.members
+            .values()
+            .map(|m| format!("{}={}", m.id, m.addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self, id: u64, bootstrap: Option<&str>) {
+        let extra = self.extra_args.clone();
+        let m = self.members.get_mut(&id).expect("member defined");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .expect("open member log");
+        let mut cmd = crate::bitmountain();
+        cmd.args(["meta", "--id", &id.to_string(), "--data"])
+            .arg(&m.data)
+            .args(["--listen", &m.addr, "--enable-fault-injection"])
+            .args(&extra)
+            .env(
+                "BITMOUNTAIN_LOG",
+                std::env::var("BITMOUNTAIN_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(b) = bootstrap {
+            cmd.args(["--bootstrap", b]);
+        }
+        m.child = Some(cmd.spawn().expect("spawn bitmountain meta"));
+    }
+
+    /// Defines and starts a new, empty member (no bootstrap) to be added with `member add`.
+    pub fn spawn_new(&mut self, id: u64) -> String {
+        self.define(id);
+        self.spawn(id, None);
+        self.members[&id].addr.clone()
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(m) = self.members.get_mut(&id) {
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Restarts a killed member from its data directory alone (same address).
+    pub fn restart(&mut self, id: u64) {
+        self.kill(id);
+        let extra = self.extra_args.clone();
+        let m = self.members.get_mut(&id).expect("member defined");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .expect("open member log");
+        let mut cmd = crate::bitmountain();
+        cmd.args(["meta", "--data"])
+            .arg(&m.data)
+            .args(["--listen", &m.addr, "--enable-fault-injection"])
+            .args(&extra)
+            .env(
+                "BITMOUNTAIN_LOG",
+                std::env::var("BITMOUNTAIN_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        m.child = Some(cmd.spawn().expect("spawn bitmountain meta"));
+    }
+
+    /// Address of a member.
+    pub fn addr(&self, id: u64) -> String {
+        self.members[&id].addr.clone()
+    }
+
+    /// Addresses of every defined member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.values().map(|m| m.addr.clone()).collect()
+    }
+
+    /// A client over every member.
+    pub fn client(&self) -> MetaClient {
+        MetaClient::new(self.endpoints()).expect("client")
+    }
+
+    /// The last lines of a member's log (for assertion messages).
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.members[&id].log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Waits until the running members in `among` agree on one leader among them; returns it.
+    pub async fn wait_leader(&self, among: &[u64], timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            for id in among {
+                if let Ok(st) = member_status(&self.addr(*id), Duration::from_millis(500)).await {
+                    leaders.push(st.leader_id);
+                } else {
+                    leaders.push(0);
+                }
+            }
+            let first = leaders[0];
+            if first != 0 && among.contains(&first) && leaders.iter().all(|l| *l == first) {
+                // Confirm the leader thinks so too.
+                if let Ok(st) = member_status(&self.addr(first), Duration::from_millis(500)).await {
+                    if st.role == "leader" {
+                        return first;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader among {among:?} within {timeout:?} (saw {leaders:?})\n--- log of member {}:\n{}",
+                among[0],
+                self.log_tail(among[0], 30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until member `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let applied = member_status(&self.addr(id), Duration::from_millis(500))
+                .await
+                .map(|s| s.applied_index)
+                .unwrap_or(0);
+            if applied >= index {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {id} applied {applied} < {index} after {timeout:?}\n{}",
+                self.log_tail(id, 30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for MetaCluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.members.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+}
+
+/// Registers `nodes` fake storage nodes with `disks` disks each (1 TiB), one host per node, so
+/// allocations can be placed without running storage nodes.
+pub async fn register_fake_nodes(client: &MetaClient, nodes: u64, disks: u64) -> Vec<u64> {
+    let mut disk_ids = Vec::new();
+    for n in 0..nodes {
+        let r = client
+            .register_node(bitmountain_proto::v1::RegisterNodeRequest {
+                request_id: format!("fake-node-{n}"),
+                node_id: 0,
+                address: format!("127.0.0.1:{}", 40000 + n),
+                domain: Some(bitmountain_proto::v1::FailureDomain {
+                    zone: "z1".into(),
+                    rack: format!("r{}", n % 3),
+                    host: format!("host-{n}"),
+                }),
+                disks: (0..disks)
+                    .map(|d| bitmountain_proto::v1::DiskInfo {
+                        path: format!("/srv/disk{d}"),
+                        capacity_bytes: 1 << 40,
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+            .await
+            .expect("register node");
+        disk_ids.extend(r.disks.iter().map(|d| d.disk_id));
+    }
+    disk_ids
+}

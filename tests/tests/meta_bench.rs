@@ -1,0 +1,242 @@
+//! Benchmarks of the metadata group (ignored by default; figures in docs/benchmarks-meta.md).
+//!
+//! Run with a release binary:
+//! `cargo build --release --bin bitmountain && BITMOUNTAIN_BIN=$CARGO_TARGET_DIR/release/bitmountain \
+//!  cargo test --release -p bitmountain-tests --test meta_bench -- --ignored --nocapture --test-threads 1`
+//! (`scripts/bench-meta` does this). `META_BENCH_RECORDS` sets the size of the record-count run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bitmountain_meta_client::{AllocateRequest, Code, CommitRequest, MetaClient};
+use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster};
+
+const CODE: Code = Code {
+    data_shards: 4,
+    parity_shards: 2,
+    cell_bytes: 1 << 20,
+};
+
+async fn pair(client: &MetaClient, req: String) -> bool {
+    let Ok(b) = client
+        .allocate_bundle(&AllocateRequest {
+            request_id: req,
+            code: Some(CODE),
+            expected_length: 64 << 20,
+            ..Default::default()
+        })
+        .await
+    else {
+        return false;
+    };
+    client
+        .commit_bundle(
+            b.record.id,
+            &CommitRequest {
+                length: 64 << 20,
+                index_offset: 1000,
+                index_length: 1000,
+                sha256: vec![3; 32],
+                file_count: 1000,
+                missing_shards: vec![],
+            },
+        )
+        .await
+        .is_ok()
+}
+
+/// Runs `clients` concurrent alloc+commit loops until `total` pairs are done; returns
+/// (elapsed, sorted latencies).
+async fn load(
+    client: Arc<MetaClient>,
+    clients: usize,
+    total: u64,
+    prefix: &str,
+) -> (Duration, Vec<Duration>) {
+    let done = Arc::new(AtomicU64::new(0));
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..clients {
+        let (client, done, lat, prefix) = (
+            client.clone(),
+            done.clone(),
+            lat.clone(),
+            prefix.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while done.fetch_add(1, Ordering::Relaxed) < total {
+                let t = Instant::now();
+                if pair(&client, format!("{prefix}-{w}-{i}")).await {
+                    lat.lock().unwrap().push(t.elapsed());
+                }
+                i += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let mut l = lat.lock().unwrap().clone();
+    l.sort_unstable();
+    (elapsed, l)
+}
+
+fn pct(l: &[Duration], p: f64) -> Duration {
+    l[((l.len() as f64 * p) as usize).min(l.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn du(path: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(path) {
+        for e in rd.flatten() {
+            let m = e.metadata().unwrap();
+            total += if m.is_dir() { du(&e.path()) } else { m.len() };
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn bench_throughput_and_failover() {
+    let mut cluster = MetaCluster::start(3, &["--tick-ms", "100"]);
+    cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let client = Arc::new(cluster.client());
+    register_fake_nodes(&client, 12, 4).await;
+    // Warm up, then measure.
+    load(client.clone(), 64, 2_000, "warm").await;
+    let n = 30_000;
+    let (el, l) = load(client.clone(), 64, n, "bench").await;
+    println!(
+        "BENCH throughput: 64 clients, {} alloc+commit pairs in {:.2}s = {:.0} pairs/s; p50 {:.2} ms, p99 {:.2} ms",
+        l.len(),
+        el.as_secs_f64(),
+        l.len() as f64 / el.as_secs_f64(),
+        pct(&l, 0.5).as_secs_f64() * 1e3,
+        pct(&l, 0.99).as_secs_f64() * 1e3
+    );
+
+    // Failover: kill -9 the leader while one client commits; time to the first ack after.
+    for round in 0..3 {
+        let leader = cluster
+            .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+            .await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let first_after: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let w = {
+            let (client, stop, first_after, killed_at) = (
+                client.clone(),
+                stop.clone(),
+                first_after.clone(),
+                killed_at.clone(),
+            );
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = pair(&client, format!("fo{round}-{i}")).await;
+                    let k = *killed_at.lock().unwrap();
+                    if ok && k.is_some() && first_after.lock().unwrap().is_none() {
+                        *first_after.lock().unwrap() = Some(Instant::now());
+                        return;
+                    }
+                    i += 1;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        *killed_at.lock().unwrap() = Some(Instant::now());
+        cluster.kill(leader);
+        let t0 = killed_at.lock().unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), w)
+            .await
+            .unwrap()
+            .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let t1 = first_after.lock().unwrap().unwrap();
+        println!("BENCH failover round {round}: kill -9 of leader {leader} -> first acknowledged commit after {:.0} ms", (t1 - t0).as_secs_f64() * 1e3);
+        cluster.restart(leader);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn bench_many_records() {
+    let records: u64 = std::env::var("META_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let mut cluster = MetaCluster::start(3, &["--tick-ms", "100"]);
+    cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let client = Arc::new(cluster.client());
+    register_fake_nodes(&client, 12, 4).await;
+    let (el, l) = load(client.clone(), 64, records, "rec").await;
+    println!(
+        "BENCH load: {} sealed records in {:.1}s ({:.0} pairs/s)",
+        l.len(),
+        el.as_secs_f64(),
+        l.len() as f64 / el.as_secs_f64()
+    );
+    let st = client.cluster_status().await.unwrap();
+    println!("BENCH counts: {:?}", st.bundles);
+    for id in [1, 2, 3] {
+        let m = &cluster.members[&id];
+        println!(
+            "BENCH member {id}: RocksDB {:.1} MiB on disk, RSS {:.1} MiB",
+            du(&m.data) as f64 / (1 << 20) as f64,
+            rss_kib(m.pid().unwrap()) as f64 / 1024.0
+        );
+    }
+    // Cold restart of every member to the first linearizable read.
+    let probe = client.list_bundles(None, None, &[], 1).await.unwrap().0[0]
+        .record
+        .id;
+    for id in [1, 2, 3] {
+        cluster.kill(id);
+    }
+    let t = Instant::now();
+    for id in [1, 2, 3] {
+        cluster.restart(id);
+    }
+    let c2 = cluster.client();
+    loop {
+        if c2.get_bundle(probe, false).await.is_ok() {
+            break;
+        }
+    }
+    println!(
+        "BENCH cold restart of all 3 members to first linearizable read: {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+    // Snapshot transfer to a new member.
+    let addr4 = cluster.spawn_new(4);
+    let t = Instant::now();
+    client.add_member(4, &addr4, true).await.unwrap();
+    let st = c2.cluster_status().await.unwrap();
+    cluster
+        .wait_applied(4, st.commit_index, Duration::from_secs(600))
+        .await;
+    println!("BENCH new member caught up (snapshot of {} records) in {:.2}s; its RocksDB {:.1} MiB, RSS {:.1} MiB",
+        l.len(), t.elapsed().as_secs_f64(),
+        du(&cluster.members[&4].data) as f64 / (1 << 20) as f64,
+        rss_kib(cluster.members[&4].pid().unwrap()) as f64 / 1024.0);
+}

@@ -1,0 +1,69 @@
+//! The operator commands against real members: `status --json`, `member transfer-leader`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bitmountain_tests::meta_cluster::MetaCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_transfer_leader_commands() {
+    let cluster = MetaCluster::start(3, &[]);
+    let leader = cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let addr = cluster.addr(if leader == 1 { 2 } else { 1 });
+    let out = tokio::task::spawn_blocking(move || {
+        bitmountain_tests::run_ok(&["status", "--cluster", &addr, "--json"])
+    })
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["leader_id"].as_u64(), Some(leader));
+    assert_eq!(v["members"].as_array().unwrap().len(), 3);
+    assert!(v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["reachable"] == true));
+
+    let to = if leader == 3 { 2 } else { 3 };
+    let addr = cluster.addr(leader);
+    let out = tokio::task::spawn_blocking(move || {
+        bitmountain_tests::run_ok(&[
+            "member",
+            "transfer-leader",
+            "--cluster",
+            &addr,
+            &to.to_string(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out).contains(&format!("member {to}")));
+    assert_eq!(
+        cluster
+            .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+            .await,
+        to
+    );
+
+    // Human output names the leader.
+    let addr = cluster.addr(1);
+    let out = tokio::task::spawn_blocking(move || {
+        bitmountain_tests::run_ok(&["status", "--cluster", &addr])
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out).contains(&format!("leader    member {to}")));
+
+    // A member that is down: a clear error.
+    let dead = format!("127.0.0.1:{}", bitmountain_tests::meta_cluster::free_port());
+    let out = tokio::task::spawn_blocking(move || {
+        bitmountain_tests::run(&["status", "--cluster", &dead])
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no metadata member answered"));
+}

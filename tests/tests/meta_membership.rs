@@ -1,0 +1,114 @@
+//! Add a member (learner, then voter) and remove one while writes continue; transfer leadership.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bitmountain_meta_client::client::member_status;
+use bitmountain_meta_client::{AllocateRequest, BundleState, Code, MetaClient};
+use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn add_and_remove_members_while_writing() {
+    let mut cluster = MetaCluster::start(3, &["--compact-log-entries", "200"]);
+    cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let client = Arc::new(cluster.client());
+    register_fake_nodes(&client, 6, 1).await;
+    let code = Code {
+        data_shards: 4,
+        parity_shards: 2,
+        cell_bytes: 1 << 20,
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<BTreeMap<String, bitmountain_meta_client::BundleId>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (client, stop, acked) = (client.clone(), stop.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let req = format!("w{w}-{i}");
+                if let Ok(b) = client
+                    .allocate_bundle(&AllocateRequest {
+                        request_id: req.clone(),
+                        code: Some(code),
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    acked.lock().unwrap().insert(req, b.record.id);
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Add member 4: it starts empty and catches up as a learner, then votes.
+    let addr4 = cluster.spawn_new(4);
+    let r = client.add_member(4, &addr4, false).await.unwrap();
+    assert!(
+        r.members.iter().any(|m| m.id == 4 && m.role == "voter"),
+        "{:?}",
+        r.members
+    );
+
+    // Remove member 1 (maybe the leader) while writes continue.
+    let r = client.remove_member(1).await.unwrap();
+    assert!(!r.members.iter().any(|m| m.id == 1), "{:?}", r.members);
+    cluster.kill(1);
+    let leader = cluster
+        .wait_leader(&[2, 3, 4], Duration::from_secs(20))
+        .await;
+
+    // Hand leadership to member 4.
+    if leader != 4 {
+        let r = client.transfer_leader(4).await.unwrap();
+        assert_eq!(r.leader_id, 4);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 20,
+        "too few writes went through: {}",
+        acked.len()
+    );
+    let pending = client
+        .list_all_bundles(None, Some(BundleState::Pending))
+        .await
+        .unwrap();
+    let ids: std::collections::BTreeSet<_> = pending.iter().map(|b| b.record.id).collect();
+    for (req, id) in &acked {
+        assert!(ids.contains(id), "acknowledged allocation {req} missing");
+    }
+    // Member 4 has all of it in its own state machine.
+    let st = client.cluster_status().await.unwrap();
+    cluster
+        .wait_applied(4, st.commit_index, Duration::from_secs(20))
+        .await;
+    let own = MetaClient::new([cluster.addr(4)]).unwrap();
+    for id in acked.values().take(50) {
+        own.get_bundle(*id, true).await.unwrap();
+    }
+    let s4 = member_status(&cluster.addr(4), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let mut voters: Vec<u64> = s4
+        .members
+        .iter()
+        .filter(|m| m.role == "voter")
+        .map(|m| m.id)
+        .collect();
+    voters.sort_unstable();
+    assert_eq!(voters, vec![2, 3, 4]);
+}
