@@ -78,8 +78,10 @@ impl MetaCluster {
         let mut c = Self {
             dir,
             members: BTreeMap::new(),
+            // Callers that set their own timing (e.g. benchmarks at default timing) replace it.
             extra_args: FAST_TIMING
                 .iter()
+                .filter(|_| !extra_args.contains(&"--tick-ms"))
                 .chain(extra_args)
                 .map(|s| s.to_string())
                 .collect(),
