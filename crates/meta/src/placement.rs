@@ -264,7 +264,13 @@ mod tests {
 
     #[test]
     fn small_simulation_mixed_disks() {
-        let cap = |id: u64| if id % 2 == 0 { 16u64 << 40 } else { 4u64 << 40 };
+        let cap = |id: u64| {
+            if id.is_multiple_of(2) {
+                16u64 << 40
+            } else {
+                4u64 << 40
+            }
+        };
         let counts = simulate(60, 8, 20_000, cap);
         let r = max_over_mean(&counts, |d| cap(d) as f64);
         assert!(r <= 1.25, "max/mean of fill fraction {r}");
@@ -280,7 +286,13 @@ mod tests {
         let r = max_over_mean(&counts, |_| 1.0);
         println!("equal disks: max/mean = {r:.4} ({:?})", started.elapsed());
         assert!(r <= 1.1, "max/mean {r}");
-        let cap = |id: u64| if id % 2 == 0 { 16u64 << 40 } else { 4u64 << 40 };
+        let cap = |id: u64| {
+            if id.is_multiple_of(2) {
+                16u64 << 40
+            } else {
+                4u64 << 40
+            }
+        };
         let counts = simulate(500, 8, 1_000_000, cap);
         let r = max_over_mean(&counts, |d| cap(d) as f64);
         println!(
