@@ -1,4 +1,4 @@
-//! Benchmarks of the metadata group (ignored by default; figures in docs/benchmarks-meta.md).
+//! Benchmarks of the metadata group (ignored by default; figures in docs/benchmarks.md ("Metadata group")).
 //!
 //! Run with a release binary:
 //! `cargo build --release --bin bitmountain && BITMOUNTAIN_BIN=$CARGO_TARGET_DIR/release/bitmountain \

@@ -4,7 +4,7 @@
 //! - [`engine`]: the DB (column families `raft`, `apply`, `sm` sharing one WAL), its key layout,
 //!   and [`RaftStorage`], raft-rs's `Storage` on it.
 //! - [`driver`]: the one thread that owns the `RawNode` and the [`StateMachine`]; the order of
-//!   persist, send and apply is documented there and in `docs/architecture-meta.md`.
+//!   persist, send and apply is documented there and in `ARCHITECTURE.md ("The metadata group")`.
 //! - [`transport`]: Raft messages over gRPC, snapshots on their own RPC, test-only partitions.
 //! - [`RaftHandle`]: what the services hold: propose, linearizable read barrier (ReadIndex),
 //!   membership changes (ConfChangeV2), leader transfer, status.
