@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "proto"))
         .collect();
+    // The directory too, so that a newly added .proto file triggers a rebuild.
+    println!("cargo:rerun-if-changed={}", proto_root.display());
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
