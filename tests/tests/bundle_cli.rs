@@ -45,12 +45,15 @@ fn awkward_tree(root: &Path) {
     write("scan/0001.jp2", &pseudo_random);
 }
 
-#[test]
-fn python_email_parser_reads_every_part_byte_for_byte() {
+/// A temporary directory holding the awkward tree in `src/` and its bundle, packed by the real
+/// binary, at `name`.
+fn packed_awkward_bundle(
+    name: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     awkward_tree(&src);
-    let bundle = dir.path().join("book.bundle");
+    let bundle = dir.path().join(name);
     run_ok(&[
         "bundle",
         "pack",
@@ -58,6 +61,12 @@ fn python_email_parser_reads_every_part_byte_for_byte() {
         "-o",
         bundle.to_str().unwrap(),
     ]);
+    (dir, src, bundle)
+}
+
+#[test]
+fn python_email_parser_reads_every_part_byte_for_byte() {
+    let (_dir, src, bundle) = packed_awkward_bundle("book.bundle");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/read_bundle.py");
     let out = std::process::Command::new("python3")
         .arg(&script)
@@ -83,12 +92,8 @@ fn python_email_parser_reads_every_part_byte_for_byte() {
 
 #[test]
 fn pack_ls_cat_verify_unpack_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    awkward_tree(&src);
-    let bundle = dir.path().join("b.bundle");
+    let (dir, src, bundle) = packed_awkward_bundle("b.bundle");
     let b = bundle.to_str().unwrap();
-    run_ok(&["bundle", "pack", src.to_str().unwrap(), "-o", b]);
 
     let listing: serde_json::Value =
         serde_json::from_slice(&run_ok(&["bundle", "ls", b, "--json"])).unwrap();
@@ -129,12 +134,8 @@ fn pack_ls_cat_verify_unpack_round_trip() {
 
 #[test]
 fn damage_is_reported_with_names_and_no_output_file_is_left() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    awkward_tree(&src);
-    let bundle = dir.path().join("b.bundle");
+    let (dir, src, bundle) = packed_awkward_bundle("b.bundle");
     let b = bundle.to_str().unwrap();
-    run_ok(&["bundle", "pack", src.to_str().unwrap(), "-o", b]);
     let listing: serde_json::Value =
         serde_json::from_slice(&run_ok(&["bundle", "ls", b, "--json"])).unwrap();
     let jp2 = listing
@@ -214,17 +215,7 @@ fn walk(root: &Path) -> Vec<String> {
 
 #[test]
 fn shard_cat_reads_one_file_from_damaged_shards() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    awkward_tree(&src);
-    let bundle = dir.path().join("b.bundle");
-    run_ok(&[
-        "bundle",
-        "pack",
-        src.to_str().unwrap(),
-        "-o",
-        bundle.to_str().unwrap(),
-    ]);
+    let (dir, src, bundle) = packed_awkward_bundle("b.bundle");
     let shards = dir.path().join("shards");
     run_ok(&[
         "shard",
