@@ -399,6 +399,23 @@ impl MetaClient {
         Ok(())
     }
 
+    /// Reports shards of a sealed bundle found missing or corrupt; returns whether a repair was
+    /// queued (false when the bundle is not sealed or the repair already covers them).
+    pub async fn report_damage(&self, id: BundleId, shards: &[u32], reason: &str) -> Result<bool> {
+        let r = pb::ReportDamageRequest {
+            id: Some(id.to_proto()),
+            shard_indexes: shards.to_vec(),
+            reason: reason.to_owned(),
+        };
+        let resp = self
+            .svc(|mut c| {
+                let r = r.clone();
+                async move { c.report_damage(r).await }
+            })
+            .await?;
+        Ok(resp.queued)
+    }
+
     /// Reads a bundle record; linearizable unless `stale_ok`.
     pub async fn get_bundle(&self, id: BundleId, stale_ok: bool) -> Result<Bundle> {
         let r = pb::GetBundleRequest {

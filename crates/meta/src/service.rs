@@ -784,6 +784,28 @@ impl MetaService for MetaServer {
         })
     }
 
+    async fn report_damage(
+        &self,
+        req: Request<pb::ReportDamageRequest>,
+    ) -> Rpc<pb::ReportDamageResponse> {
+        let r = req.into_inner();
+        let id = BundleId::from_proto(r.id.as_ref())?;
+        self.require_leader()?;
+        tracing::warn!(bundle = %id, shards = ?r.shard_indexes, reason = %r.reason, "damage reported");
+        let queued = match self
+            .propose(Command::ReportDamage {
+                id,
+                shards: r.shard_indexes,
+                now_ms: now_unix_ms(),
+            })
+            .await?
+        {
+            Applied::Damage { queued } => queued,
+            _ => false,
+        };
+        ok(pb::ReportDamageResponse { queued })
+    }
+
     async fn cluster_status(
         &self,
         _req: Request<pb::ClusterStatusRequest>,

@@ -155,6 +155,16 @@ pub enum Command {
         /// Bundle.
         id: BundleId,
     },
+    /// Shards of a sealed bundle found missing or corrupt by a reader or scrubber: queue (or
+    /// widen) its repair.
+    ReportDamage {
+        /// Bundle.
+        id: BundleId,
+        /// Damaged shard indexes.
+        shards: Vec<u32>,
+        /// Leader's clock.
+        now_ms: u64,
+    },
     /// Compare-and-set a bundle's placement.
     UpdatePlacement {
         /// Bundle.
@@ -205,6 +215,11 @@ pub enum Applied {
     },
     /// A node after the command.
     NodeUpdated(NodeRecord),
+    /// Whether a damage report queued a repair.
+    Damage {
+        /// Queued (false: nothing new to repair).
+        queued: bool,
+    },
     /// Nothing to return.
     Done,
 }
@@ -806,6 +821,33 @@ impl Applier<'_> {
                 self.put(&keys::bundle(id), &b)?;
                 Ok(Applied::Bundle(b))
             }
+            Command::ReportDamage { id, shards, now_ms } => {
+                let b = self.bundle(id)?;
+                if b.state != BundleState::Sealed {
+                    return Ok(Applied::Damage { queued: false });
+                }
+                if let Some(bad) = shards.iter().find(|s| **s as usize >= b.code.total()) {
+                    return Err(MetaError::InvalidArgument {
+                        field: "shard_indexes",
+                        reason: format!(
+                            "shard {bad} does not exist in a {}-shard bundle",
+                            b.code.total()
+                        ),
+                    });
+                }
+                let mut missing = self.queued_missing(id)?;
+                let before = missing.len();
+                missing.extend(shards);
+                missing.extend(self.unhealthy_shards(&b));
+                missing.sort_unstable();
+                missing.dedup();
+                if missing.len() == before && before > 0 {
+                    return Ok(Applied::Damage { queued: false });
+                }
+                let healthy = (b.code.total() - missing.len().min(b.code.total())) as u32;
+                self.queue_repair(id, healthy, missing, now_ms)?;
+                Ok(Applied::Damage { queued: true })
+            }
             Command::UpdatePlacement {
                 id,
                 expected_generation,
@@ -915,6 +957,22 @@ impl Applier<'_> {
         self.put_raw(&keys::repair_by_bundle(id), &healthy.to_be_bytes())?;
         self.map.cluster.repairs += 1;
         Ok(())
+    }
+
+    /// The missing shards of a bundle's queued repair (empty when none is queued).
+    fn queued_missing(&self, id: BundleId) -> Result<Vec<u32>> {
+        let cf = self.store.cf()?;
+        let Some(v) = self
+            .store
+            .db
+            .get_cf(cf, keys::repair_by_bundle(id))
+            .map_err(db_err)?
+        else {
+            return Ok(Vec::new());
+        };
+        let healthy = v.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(0);
+        let task: Option<RepairTask> = self.store.get(&keys::repair(healthy, id), "repair task")?;
+        Ok(task.map(|t| t.missing_shards).unwrap_or_default())
     }
 
     fn unqueue_repair(&mut self, id: BundleId) -> Result<()> {

@@ -14,6 +14,15 @@ pub mod v1 {
     tonic::include_proto!("bitmountain.v1");
 }
 
+/// The public archive API (`proto/archive.proto`), self-contained so clients in any language
+/// generate stubs from that one file.
+pub mod archive {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("bitmountain.archive.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/bitmountain_descriptor.bin"));
