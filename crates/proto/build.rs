@@ -19,7 +19,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &descriptor_path,
         prost::Message::encode_to_vec(&descriptors),
     )?;
-    tonic_prost_build::configure()
+    // Bulk data fields decode as `bytes::Bytes`: a received piece is sliced out of the receive
+    // buffer and handed on (to the encoder, to a shard file, to a client) without a copy.
+    let bulk_data_messages = [
+        ".bitmountain.v1.WriteShardRequest",
+        ".bitmountain.v1.ReadShardResponse",
+        ".bitmountain.archive.v1.PutBundleRequest",
+        ".bitmountain.archive.v1.GetFileResponse",
+        ".bitmountain.archive.v1.ExportBundleResponse",
+    ];
+    let mut builder = tonic_prost_build::configure();
+    for path in bulk_data_messages {
+        builder = builder.bytes(path);
+    }
+    builder
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .compile_fds(descriptors)?;

@@ -1,6 +1,7 @@
-//! The `bitmountain` binary: one executable for every role. Daemons (`meta`, later `node` and
-//! `dev`), client and operator commands, and the offline tools that work on bundle and shard files
-//! with nothing but this binary (disaster recovery needs them).
+//! The `bitmountain` binary: one executable for every role. Daemons (`meta`, `node`, and `dev`,
+//! the embedded local cluster), client commands (`put`, `get`, `cat`, `ls`, `export`, `rm`,
+//! `status`), operator commands, and the offline tools that work on bundle and shard files with
+//! nothing but this binary (disaster recovery needs them).
 //!
 //! Each command group lives in its own module under `commands/`; this file only parses arguments
 //! and dispatches. Errors are `anyhow` here and nowhere below.
@@ -22,6 +23,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a local cluster in this process: one metadata member and several storage nodes.
+    Dev(commands::dev::DevArgs),
+    /// Upload a directory as one bundle; prints the bundle id.
+    Put(commands::archive::PutArgs),
+    /// Download one file of a bundle: BUNDLE_ID/PATH.
+    Get(commands::archive::GetArgs),
+    /// Print one file of a bundle to stdout: BUNDLE_ID/PATH.
+    Cat(commands::archive::CatArgs),
+    /// List bundles (optionally by label), or the files of one bundle.
+    Ls(commands::archive::LsArgs),
+    /// Write a bundle's whole MIME stream (readable by any MIME library and `bundle` tools).
+    Export(commands::archive::ExportArgs),
+    /// Delete a bundle.
+    Rm(commands::archive::RmArgs),
+    /// Run a storage node.
+    Node(commands::node::NodeArgs),
     /// Offline tools for bundle files (MIME multipart/mixed with an index).
     #[command(subcommand)]
     Bundle(commands::bundle::BundleCommand),
@@ -51,6 +68,14 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Dev(args) => commands::dev::run(args),
+        Command::Put(args) => commands::archive::put(args),
+        Command::Get(args) => commands::archive::get(args),
+        Command::Cat(args) => commands::archive::cat(args),
+        Command::Ls(args) => commands::archive::ls(args),
+        Command::Export(args) => commands::archive::export(args),
+        Command::Rm(args) => commands::archive::rm(args),
+        Command::Node(args) => commands::node::run(args),
         Command::Bundle(cmd) => commands::bundle::run(cmd),
         Command::Shard(cmd) => commands::shard::run(cmd),
         Command::Durability(args) => commands::durability::run(args),

@@ -495,6 +495,20 @@ impl MetaClient {
         Self::bundle(resp.bundle)
     }
 
+    /// Removes a deleted bundle's record; call once every shard of it is gone. Purging a bundle
+    /// already purged succeeds.
+    pub async fn purge_bundle(&self, id: BundleId) -> Result<()> {
+        let r = pb::PurgeBundleRequest {
+            id: Some(id.to_proto()),
+        };
+        self.svc(|mut c| {
+            let r = r.clone();
+            async move { c.purge_bundle(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Compare-and-set of a bundle's placement (disk per shard index).
     pub async fn update_placement(
         &self,

@@ -684,6 +684,16 @@ impl MetaService for MetaServer {
         })
     }
 
+    async fn purge_bundle(
+        &self,
+        req: Request<pb::PurgeBundleRequest>,
+    ) -> Rpc<pb::PurgeBundleResponse> {
+        let id = BundleId::from_proto(req.get_ref().id.as_ref())?;
+        self.require_leader()?;
+        self.propose(Command::Purge { id }).await?;
+        ok(pb::PurgeBundleResponse {})
+    }
+
     async fn update_placement(
         &self,
         req: Request<pb::UpdatePlacementRequest>,

@@ -155,6 +155,11 @@ pub enum Command {
         /// Bundle.
         id: BundleId,
     },
+    /// Remove a deleted bundle's record once its shards are gone.
+    Purge {
+        /// Bundle.
+        id: BundleId,
+    },
     /// Shards of a sealed bundle found missing or corrupt by a reader or scrubber: queue (or
     /// widen) its repair.
     ReportDamage {
@@ -777,7 +782,7 @@ impl Applier<'_> {
             Command::Abort { id } => match self.store.bundle(id)? {
                 None => Ok(Applied::Done),
                 Some(b) if b.state == BundleState::Pending => {
-                    self.remove_pending(&b)?;
+                    self.remove_record(&b)?;
                     Ok(Applied::Done)
                 }
                 Some(b) => Err(MetaError::WrongState {
@@ -790,7 +795,7 @@ impl Applier<'_> {
                 for id in ids {
                     if let Some(b) = self.store.bundle(id)? {
                         if b.state == BundleState::Pending && b.expires_unix_ms <= now_ms {
-                            self.remove_pending(&b)?;
+                            self.remove_record(&b)?;
                         }
                     }
                 }
@@ -821,6 +826,19 @@ impl Applier<'_> {
                 self.put(&keys::bundle(id), &b)?;
                 Ok(Applied::Bundle(b))
             }
+            Command::Purge { id } => match self.store.bundle(id)? {
+                // Already purged: a retried purge is a success.
+                None => Ok(Applied::Done),
+                Some(b) if b.state == BundleState::Deleting => {
+                    self.remove_record(&b)?;
+                    Ok(Applied::Done)
+                }
+                Some(b) => Err(MetaError::WrongState {
+                    id,
+                    state: b.state,
+                    hint: "only a deleted bundle is purged; delete it first".into(),
+                }),
+            },
             Command::ReportDamage { id, shards, now_ms } => {
                 let b = self.bundle(id)?;
                 if b.state != BundleState::Sealed {
@@ -991,7 +1009,13 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn remove_pending(&mut self, b: &BundleRecord) -> Result<()> {
+    /// Removes every key of a pending (aborted, expired) or deleted (purged) bundle and gives
+    /// its disks their accounted bytes back.
+    fn remove_record(&mut self, b: &BundleRecord) -> Result<()> {
+        assert!(
+            b.state != BundleState::Sealed,
+            "a sealed bundle is deleted before its record is removed"
+        );
         for d in &b.placement {
             self.del(&keys::disk_bundle(*d, b.id))?;
             self.charge(*d, b.accounted_shard_bytes, false);
@@ -999,11 +1023,11 @@ impl Applier<'_> {
         for (k, v) in &b.labels {
             self.del(&keys::label(k, v, b.id))?;
         }
-        self.del(&keys::state(BundleState::Pending.tag(), b.id))?;
+        self.del(&keys::state(b.state.tag(), b.id))?;
         self.del(&keys::expiry(b.expires_unix_ms, b.id))?;
         self.del(&keys::request(&b.request_id))?;
         self.del(&keys::bundle(b.id))?;
-        self.count(BundleState::Pending, false);
+        self.count(b.state, false);
         Ok(())
     }
 

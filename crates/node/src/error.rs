@@ -1,6 +1,9 @@
 //! The node's error type, and its one conversion into `tonic::Status`.
 
+use bitmountain_bundle::BundleError;
 use bitmountain_disk::DiskError;
+use bitmountain_erasure::ErasureError;
+use bitmountain_meta_client::MetaError;
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,57 @@ pub enum NodeError {
     #[error(transparent)]
     Disk(#[from] DiskError),
 
+    // ---- Public archive API ----
+    #[error("bundle {bundle} does not exist{detail}; list bundles with `bitmountain ls`")]
+    UnknownBundle { bundle: String, detail: String },
+
+    #[error("bundle {bundle} has no file {path:?}; list its files with `bitmountain ls {bundle}`")]
+    UnknownPath { bundle: String, path: String },
+
+    #[error("upload rejected, file {path:?}: {problem}; nothing was stored")]
+    BadPath { path: String, problem: String },
+
+    #[error("upload rejected: more than {limit} files in one bundle; split it into several bundles. Nothing was stored")]
+    TooManyFiles { limit: u64 },
+
+    #[error("upload rejected: {reason}; nothing was stored")]
+    BadUpload { reason: String },
+
+    #[error("upload incomplete: {reason}; nothing was stored, upload the bundle again")]
+    UploadIncomplete { reason: String },
+
+    #[error("upload idle for {idle_ms} ms (no message from the client); nothing was stored, upload the bundle again")]
+    UploadIdle { idle_ms: u64 },
+
+    #[error("bundle {bundle}: only {durable} of {total} shards became durable and {needed} are needed to survive one more failure ({failures}); nothing was stored. Check the named nodes (`bitmountain status`) and upload again")]
+    NotEnoughShards {
+        bundle: String,
+        durable: usize,
+        total: usize,
+        needed: usize,
+        failures: String,
+    },
+
+    #[error("bundle {bundle}: bytes {offset}..{end} cannot be read: {reason}. More shards are unavailable than the code tolerates; bring the nodes named in `bitmountain status` back")]
+    Unrecoverable {
+        bundle: String,
+        offset: u64,
+        end: u64,
+        reason: String,
+    },
+
+    #[error("bundle {bundle} is damaged: {reason}")]
+    Damaged { bundle: String, reason: String },
+
+    #[error("range out of bounds: {reason}")]
+    BadRange { reason: String },
+
+    #[error("{what}: the limit of {limit} is reached; retry later")]
+    Overloaded { what: &'static str, limit: usize },
+
+    #[error("metadata group: {0}")]
+    Meta(#[from] MetaError),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -57,7 +111,7 @@ pub const ERROR_KIND_HEADER: &str = "x-bitmountain-error";
 
 impl NodeError {
     /// A stable, machine-readable name of the error.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
             NodeError::UnknownDisk { .. } => "unknown_disk",
             NodeError::BadRequest { .. } => "bad_request",
@@ -69,8 +123,72 @@ impl NodeError {
             NodeError::Disk(DiskError::ShardNotFound { .. }) => "shard_not_found",
             NodeError::Disk(DiskError::RangeOutOfBounds { .. }) => "range_out_of_bounds",
             NodeError::Disk(_) => "disk",
+            NodeError::UnknownBundle { .. } => "unknown_bundle",
+            NodeError::UnknownPath { .. } => "unknown_path",
+            NodeError::BadPath { .. } => "bad_path",
+            NodeError::TooManyFiles { .. } => "too_many_files",
+            NodeError::BadUpload { .. } => "bad_upload",
+            NodeError::UploadIncomplete { .. } => "upload_incomplete",
+            NodeError::UploadIdle { .. } => "upload_idle",
+            NodeError::NotEnoughShards { .. } => "not_enough_nodes",
+            NodeError::Unrecoverable { .. } => "unrecoverable",
+            NodeError::Damaged { .. } => "damaged",
+            NodeError::BadRange { .. } => "bad_range",
+            NodeError::Overloaded { .. } => "overloaded",
+            NodeError::Meta(MetaError::Unplaceable { .. }) => "not_enough_nodes",
+            NodeError::Meta(MetaError::NoMember { .. }) => "meta_unavailable",
+            NodeError::Meta(e) => e.kind(),
             NodeError::Internal(_) => "internal",
         }
+    }
+
+    /// The error for an upload the bundle writer refused.
+    pub fn from_upload(err: BundleError) -> Self {
+        match err {
+            BundleError::InvalidPath { path, problem } => NodeError::BadPath {
+                path,
+                problem: problem.to_string(),
+            },
+            e @ (BundleError::NonUtf8Path { .. }
+            | BundleError::DuplicatePath { .. }
+            | BundleError::PathConflict { .. }) => NodeError::BadPath {
+                path: match &e {
+                    BundleError::NonUtf8Path { path }
+                    | BundleError::DuplicatePath { path }
+                    | BundleError::PathConflict { path, .. } => path.clone(),
+                    _ => String::new(),
+                },
+                problem: e.to_string(),
+            },
+            BundleError::TooManyFiles { limit } => NodeError::TooManyFiles { limit },
+            other => NodeError::BadUpload {
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Whether a peer node's answer means the shard is not there (missing, truncated, or its
+    /// disk is gone), as opposed to the node being unreachable.
+    pub fn is_shard_damage(&self) -> bool {
+        match self {
+            NodeError::Disk(
+                DiskError::ShardNotFound { .. }
+                | DiskError::RangeOutOfBounds { .. }
+                | DiskError::Io { .. }
+                | DiskError::IdentityChanged { .. }
+                | DiskError::NoIdentity { .. },
+            ) => true,
+            NodeError::Remote { code, .. } => {
+                matches!(code, Code::NotFound | Code::OutOfRange | Code::DataLoss)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl From<ErasureError> for NodeError {
+    fn from(err: ErasureError) -> Self {
+        NodeError::Internal(format!("erasure coding: {err}"))
     }
 }
 
@@ -97,13 +215,27 @@ impl From<NodeError> for Status {
                 | DiskError::NotEmpty { .. }
                 | DiskError::Io { .. } => Code::Unavailable,
             },
+            NodeError::UnknownBundle { .. } | NodeError::UnknownPath { .. } => Code::NotFound,
+            NodeError::BadPath { .. }
+            | NodeError::TooManyFiles { .. }
+            | NodeError::BadUpload { .. } => Code::InvalidArgument,
+            NodeError::UploadIncomplete { .. } => Code::Aborted,
+            NodeError::UploadIdle { .. } => Code::DeadlineExceeded,
+            NodeError::NotEnoughShards { .. } => Code::Unavailable,
+            NodeError::Unrecoverable { .. } | NodeError::Damaged { .. } => Code::DataLoss,
+            NodeError::BadRange { .. } => Code::OutOfRange,
+            NodeError::Overloaded { .. } => Code::ResourceExhausted,
+            NodeError::Meta(MetaError::UnknownBundle { .. }) => Code::NotFound,
+            NodeError::Meta(MetaError::Unplaceable { .. }) => Code::FailedPrecondition,
+            NodeError::Meta(MetaError::InvalidCode { .. })
+            | NodeError::Meta(MetaError::InvalidArgument { .. }) => Code::InvalidArgument,
+            NodeError::Meta(e) => tonic::Status::from(e.clone()).code(),
             NodeError::Internal(_) => Code::Internal,
         };
         let mut status = Status::new(code, err.to_string());
-        status.metadata_mut().insert(
-            ERROR_KIND_HEADER,
-            tonic::metadata::MetadataValue::from_static(err.kind()),
-        );
+        if let Ok(kind) = err.kind().parse() {
+            status.metadata_mut().insert(ERROR_KIND_HEADER, kind);
+        }
         status
     }
 }

@@ -1,17 +1,27 @@
-//! The storage node. Today: [`shard_service::NodeShardService`], the internal gRPC service other
-//! nodes use to write, read, delete and list the shard files on this node's disks, and
-//! [`shard_client::ShardClient`], its typed client with deadlines. The public archive API, the
-//! upload coordinator and registration with the metadata group build on these (storage-node
-//! issue).
+//! The storage node: serves its disks' shards to other nodes ([`NodeShardService`], gRPC
+//! `NodeService`), serves the public archive API to clients (`archive_service`), and coordinates
+//! the uploads and reads it receives (`coordinator`): an upload becomes a MIME bundle, encoded
+//! stripe by stripe into k+m shards streamed to their target disks; a read becomes range reads
+//! of the shards that hold the bytes, decoded around whatever is missing or corrupt.
 //!
-//! Every request has a named limit (`limits`), every RPC a deadline, and every error becomes a
-//! `tonic::Status` in one place (`error.rs`).
+//! [`daemon::run`] is `bitmountain node`: disks (identity files), registration and heartbeats
+//! with the metadata group, garbage collection ([`gc`]), one gRPC port for everything.
+//!
+//! Every request has a named limit ([`limits`]), every RPC a deadline, and every error becomes a
+//! `tonic::Status` in one place ([`error`]).
 
+pub mod archive_service;
+pub mod coordinator;
+pub mod daemon;
 pub mod error;
+pub mod gc;
 pub mod limits;
+pub mod node_state;
 pub mod shard_client;
+pub mod shard_io;
 pub mod shard_service;
 
+pub use daemon::{run, NodeConfig};
 pub use error::{NodeError, Result};
 pub use shard_client::ShardClient;
 pub use shard_service::{DiskSet, NodeShardService};

@@ -7,6 +7,7 @@ use bitmountain_proto::v1::{
     write_shard_request, DeleteShardRequest, ListShardsRequest, ReadShardRequest, WriteShardFinish,
     WriteShardRequest,
 };
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::{NodeError, Result};
 use crate::limits::{
     CONNECT_TIMEOUT_MS, MAX_MESSAGE_BYTES, SHARD_PIECE_BYTES, SHARD_RPC_TIMEOUT_MS,
+    SHARD_WRITE_PIECE_BYTES,
 };
 use crate::shard_service::ShardAddress;
 
@@ -234,18 +236,27 @@ impl ShardUpload {
         }
     }
 
-    /// Sends shard bytes; waits while the target is behind.
+    /// Sends shard bytes (copied); waits while the target is behind.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        self.send_bytes(Bytes::copy_from_slice(bytes)).await
+    }
+
+    /// Sends shard bytes without copying them; waits while the target is behind.
+    pub async fn send_bytes(&mut self, bytes: Bytes) -> Result<()> {
         if !self.started {
             self.started = true;
             self.send_message(write_shard_request::Item::Start(self.target.to_proto()))
                 .await?;
         }
-        for piece in bytes.chunks(SHARD_PIECE_BYTES) {
-            self.crc = crc32c::crc32c_append(self.crc, piece);
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + SHARD_WRITE_PIECE_BYTES).min(bytes.len());
+            let piece = bytes.slice(at..end);
+            self.crc = crc32c::crc32c_append(self.crc, &piece);
             self.total_bytes += piece.len() as u64;
-            self.send_message(write_shard_request::Item::Data(piece.to_vec()))
+            self.send_message(write_shard_request::Item::Data(piece))
                 .await?;
+            at = end;
         }
         Ok(())
     }

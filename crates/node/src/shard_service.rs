@@ -232,13 +232,15 @@ impl NodeShardService {
 }
 
 /// Runs blocking disk I/O off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| NodeError::Internal(format!("disk task failed: {e}")))?
 }
 
-async fn write_blocking(mut pending: PendingShard, bytes: Vec<u8>) -> Result<PendingShard> {
+async fn write_blocking(mut pending: PendingShard, bytes: bytes::Bytes) -> Result<PendingShard> {
     blocking(move || {
         pending.write(&bytes)?;
         Ok(pending)
@@ -308,7 +310,7 @@ impl NodeService for NodeShardService {
                 .await;
                 let failed = piece.is_err();
                 let message = piece
-                    .map(|data| ReadShardResponse { data })
+                    .map(|data| ReadShardResponse { data: data.into() })
                     .map_err(Status::from);
                 // A closed channel means the reader went away: stop reading.
                 if tx.send(message).await.is_err() || failed {

@@ -1,4 +1,4 @@
-//! Filesystem helpers shared by the offline tools: walking a tree into bundle paths and writing
+//! Filesystem helpers shared by the commands: walking a tree into bundle paths and writing
 //! output files atomically (temporary name, fsync, rename, fsync of the directory), so a failed
 //! command never leaves a partial output file behind.
 
@@ -7,69 +7,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-/// A regular file found under a directory.
-#[derive(Debug)]
-pub struct WalkedFile {
-    pub absolute: PathBuf,
-    /// Path relative to the walked directory, `/`-separated UTF-8: the path inside a bundle.
-    pub relative: String,
-    pub len_bytes: u64,
-}
+pub use bitmountain_client::walk::WalkedFile;
 
-/// Every regular file under `root`, sorted by path. Symlinks and special files are refused with
-/// their name: silently skipping them would lose data from an archive.
+/// Every regular file under `root`, sorted by path (`bitmountain_client::walk`: the offline
+/// `bundle pack` and the online `put` see a tree the same way).
 pub fn walk_files(root: &Path) -> anyhow::Result<Vec<WalkedFile>> {
-    let meta =
-        std::fs::metadata(root).with_context(|| format!("reading directory {}", root.display()))?;
-    if !meta.is_dir() {
-        bail!("{} is not a directory", root.display());
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir)
-            .with_context(|| format!("reading directory {}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("reading directory {}", dir.display()))?;
-            let path = entry.path();
-            let file_type = entry
-                .file_type()
-                .with_context(|| format!("reading {}", path.display()))?;
-            if file_type.is_dir() {
-                stack.push(path);
-            } else if file_type.is_file() {
-                let relative = path
-                    .strip_prefix(root)
-                    .context("walked outside the root")?
-                    .to_str()
-                    .map(str::to_owned)
-                    .with_context(|| {
-                        format!("{} is not a UTF-8 path; rename it", path.display())
-                    })?;
-                let len_bytes = entry
-                    .metadata()
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .len();
-                out.push(WalkedFile {
-                    absolute: path,
-                    relative,
-                    len_bytes,
-                });
-            } else if file_type.is_symlink() {
-                bail!(
-                    "{} is a symbolic link; bundles hold regular files only: replace it with the file it points to or remove it",
-                    path.display()
-                );
-            } else {
-                bail!(
-                    "{} is not a regular file (device, socket or pipe); remove it",
-                    path.display()
-                );
-            }
-        }
-    }
-    out.sort_by(|a, b| a.relative.cmp(&b.relative));
-    Ok(out)
+    Ok(bitmountain_client::walk::walk_files(root)?)
 }
 
 /// Creates `dir`, or accepts it if it exists and is empty.

@@ -1,11 +1,14 @@
 //! One module per command group.
 
+pub mod archive;
 pub mod bundle;
 pub mod demo;
+pub mod dev;
 pub mod durability;
 pub mod fsutil;
 pub mod member;
 pub mod meta;
+pub mod node;
 pub mod shard;
 pub mod sharded_bundle;
 pub mod status;

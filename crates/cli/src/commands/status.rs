@@ -1,4 +1,5 @@
-//! `bitmountain status`: the metadata group and the cluster map as the members see them.
+//! `bitmountain status`: the metadata group and the cluster map as the members see them. The
+//! address may be a storage node (it names the metadata leader) or a metadata member.
 
 use std::time::Duration;
 
@@ -9,8 +10,8 @@ use serde::Serialize;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// Any metadata member (host:port).
-    #[arg(long, env = "BITMOUNTAIN_META")]
+    /// Any storage node or metadata member (host:port).
+    #[arg(long, env = "BITMOUNTAIN_CLUSTER", default_value = super::archive::DEFAULT_CLUSTER)]
     cluster: String,
     /// Print JSON instead of tables.
     #[arg(long)]
@@ -79,9 +80,10 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let view = rt.block_on(async {
-        let first = member_status(&args.cluster, Duration::from_secs(5))
+        let meta_address = metadata_address(&args.cluster).await?;
+        let first = member_status(&meta_address, Duration::from_secs(5))
             .await
-            .with_context(|| format!("asking metadata member {} for status", args.cluster))?;
+            .with_context(|| format!("asking metadata member {meta_address} for status"))?;
         // The leader's view has the members' progress; use it when reachable.
         let st = if first.leader_id != 0
             && first.leader_id != first.member_id
@@ -146,6 +148,20 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The metadata member to ask: `addr` itself if it is one, else the leader a storage node names.
+async fn metadata_address(addr: &str) -> anyhow::Result<String> {
+    let client = bitmountain_client::ArchiveClient::new([addr])?;
+    match client.status().await {
+        Ok(s) if !s.meta_leader_address.is_empty() => Ok(s.meta_leader_address),
+        Ok(_) => anyhow::bail!(
+            "node {addr} knows no metadata leader (election in progress or no quorum); try again or ask a metadata member directly"
+        ),
+        // Not a storage node: a metadata member answers its own status.
+        Err(e) if e.kind() == Some("grpc_unimplemented") => Ok(addr.to_owned()),
+        Err(e) => Err(anyhow::anyhow!(e).context(format!("asking {addr} for the cluster status"))),
+    }
+}
+
 fn node_view(n: &pb::NodeInfo) -> NodeView {
     let d = n.domain.clone().unwrap_or_default();
     NodeView {
@@ -205,7 +221,16 @@ fn print_human(v: &StatusView) {
         );
     }
     println!();
-    println!("nodes     {}", v.nodes.len());
+    let disks = v.nodes.iter().flat_map(|n| &n.disks);
+    let capacity: u64 = disks.clone().map(|d| d.capacity_bytes).sum();
+    let placed: u64 = disks.clone().map(|d| d.accounted_bytes).sum();
+    println!(
+        "nodes     {}    disks {}    capacity {} B    shard bytes placed {} B",
+        v.nodes.len(),
+        disks.count(),
+        capacity,
+        placed
+    );
     for n in &v.nodes {
         let hb = n
             .last_heartbeat_age_ms

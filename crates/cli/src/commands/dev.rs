@@ -1,0 +1,259 @@
+//! `bitmountain dev`: the embedded local cluster, one command. One metadata member and N
+//! storage nodes with D disks each, all in this process, on loopback ports, with every byte in
+//! one data directory kept across restarts (`DATA/dev.json` remembers the ports and the code).
+//! The nodes are real: each has its own disks, registers with the metadata group and talks to
+//! the others over gRPC, exactly as separate processes would.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bitmountain_meta::{Code, DomainLevel, MemberOptions, MetaConfig};
+use bitmountain_raftstore::{Members, RaftConfig};
+use serde::{Deserialize, Serialize};
+
+const DEV_STATE_FILE: &str = "dev.json";
+const DEV_STATE_FORMAT: &str = "bitmountain-dev";
+const DEV_STATE_VERSION: u32 = 1;
+/// How long to wait for every node to register before reporting failure.
+const READY_TIMEOUT_MS: u64 = 60_000;
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Where everything is kept (default: ~/.local/share/bitmountain/dev).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Storage nodes (at least 3).
+    #[arg(long, default_value_t = 6)]
+    nodes: usize,
+    /// Disks per node.
+    #[arg(long, default_value_t = 2)]
+    disks_per_node: usize,
+    /// Address of the first node's public API (the others take free ports).
+    #[arg(long, default_value = super::archive::DEFAULT_CLUSTER)]
+    listen: SocketAddr,
+}
+
+/// What a dev cluster remembers across restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DevState {
+    format: String,
+    version: u32,
+    meta_address: String,
+    node_addresses: Vec<String>,
+    disks_per_node: usize,
+    code: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("bitmountain").join("dev")
+}
+
+/// A code that fits `nodes` failure domains: about a third parity, k at most 10.
+fn code_for(nodes: usize) -> String {
+    let m = (nodes / 3).clamp(1, 4);
+    let k = (nodes - m).min(10);
+    format!("{k}+{m}")
+}
+
+fn free_loopback_addr() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+fn load_or_create_state(dir: &Path, args: &DevArgs) -> anyhow::Result<DevState> {
+    let path = dir.join(DEV_STATE_FILE);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let state: DevState = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is damaged; move the directory away to start afresh",
+                path.display()
+            )
+        })?;
+        if state.format != DEV_STATE_FORMAT || state.version != DEV_STATE_VERSION {
+            bail!(
+                "{} is {} version {}; this binary reads {DEV_STATE_FORMAT} version {DEV_STATE_VERSION}",
+                path.display(),
+                state.format,
+                state.version
+            );
+        }
+        if state.node_addresses.len() != args.nodes || state.disks_per_node != args.disks_per_node {
+            eprintln!(
+                "note: {} holds a cluster of {} nodes × {} disks; using it as it is (--nodes and --disks-per-node apply to a new data directory)",
+                dir.display(),
+                state.node_addresses.len(),
+                state.disks_per_node
+            );
+        }
+        return Ok(state);
+    }
+    if args.nodes < 3 {
+        bail!("--nodes {}: a dev cluster needs at least 3 nodes (erasure coding spreads every bundle over several)", args.nodes);
+    }
+    if args.disks_per_node == 0 {
+        bail!("--disks-per-node must be at least 1");
+    }
+    let mut node_addresses = vec![args.listen.to_string()];
+    for _ in 1..args.nodes {
+        node_addresses.push(free_loopback_addr()?);
+    }
+    let state = DevState {
+        format: DEV_STATE_FORMAT.into(),
+        version: DEV_STATE_VERSION,
+        meta_address: free_loopback_addr()?,
+        node_addresses,
+        disks_per_node: args.disks_per_node,
+        code: code_for(args.nodes),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let text = serde_json::to_string_pretty(&state)?;
+    let temp = dir.join(format!(".{DEV_STATE_FILE}.tmp"));
+    std::fs::write(&temp, text).with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(state)
+}
+
+pub fn run(args: DevArgs) -> anyhow::Result<()> {
+    let dir = args.data.clone().unwrap_or_else(default_data_dir);
+    let state = load_or_create_state(&dir, &args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dev")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_cluster(dir, state))
+}
+
+async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stopped = |tx: &tokio::sync::broadcast::Sender<()>| {
+        let mut rx = tx.subscribe();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
+    let meta_listen: SocketAddr = state
+        .meta_address
+        .parse()
+        .with_context(|| format!("dev.json: bad metadata address {:?}", state.meta_address))?;
+    let mut members = Members::new();
+    members.insert(1, state.meta_address.clone());
+    let default_code: Code = state.code.parse()?;
+    let meta_opts = MemberOptions {
+        id: Some(1),
+        data_dir: dir.join("meta"),
+        listen: meta_listen,
+        advertise: None,
+        bootstrap: Some(members),
+        raft: RaftConfig::new(0, String::new()),
+        meta: MetaConfig {
+            default_code,
+            domain_level: DomainLevel::Host,
+            allocation_ttl_ms: bitmountain_meta::service::DEFAULT_ALLOCATION_TTL_MS,
+            heartbeat_interval_ms: bitmountain_node::limits::HEARTBEAT_INTERVAL_MS,
+        },
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let shutdown = stopped(&stop_tx);
+        tasks.spawn(async move {
+            bitmountain_meta::serve(meta_opts, shutdown)
+                .await
+                .map_err(|e| anyhow::anyhow!("metadata member: {e}"))
+        });
+    }
+    for (i, address) in state.node_addresses.iter().enumerate() {
+        let node_dir = dir.join(format!("node-{}", i + 1));
+        let disks = (1..=state.disks_per_node)
+            .map(|d| node_dir.join(format!("disk-{d}")))
+            .collect();
+        let listen: SocketAddr = address
+            .parse()
+            .with_context(|| format!("dev.json: bad node address {address:?}"))?;
+        let cfg = bitmountain_node::NodeConfig::new(
+            node_dir.join("state"),
+            disks,
+            listen,
+            vec![state.meta_address.clone()],
+        );
+        let shutdown = stopped(&stop_tx);
+        let name = format!("node {} ({address})", i + 1);
+        tasks.spawn(async move {
+            bitmountain_node::run(cfg, shutdown)
+                .await
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))
+        });
+    }
+
+    let first = state.node_addresses[0].clone();
+    let ready = wait_ready(&first, state.node_addresses.len());
+    tokio::select! {
+        r = ready => r?,
+        Some(done) = tasks.join_next() => {
+            let _ = stop_tx.send(());
+            return Err(done.map_err(|e| anyhow::anyhow!("{e}"))?.err().unwrap_or_else(|| anyhow::anyhow!("a cluster member stopped during start-up")));
+        }
+    }
+    println!(
+        "Bit Mountain dev cluster is up: {} nodes × {} disks, code RS({}), data in {}",
+        state.node_addresses.len(),
+        state.disks_per_node,
+        state.code.replace('+', ","),
+        dir.display()
+    );
+    println!(
+        "  public API (any node): {}",
+        state.node_addresses.join(", ")
+    );
+    println!("  metadata group:        {}", state.meta_address);
+    println!();
+    println!("Try, in another terminal:");
+    println!("  bitmountain put ./some-directory --label collection=demo   # prints the bundle id");
+    println!("  bitmountain ls                                              # bundles");
+    println!("  bitmountain ls BUNDLE_ID                                    # its files");
+    println!("  bitmountain get BUNDLE_ID/PATH -o page.tif");
+    println!("  bitmountain status");
+    println!(
+        "(commands use --cluster {first} by default; Ctrl-C stops the cluster, the data stays)"
+    );
+
+    let result = tokio::select! {
+        _ = super::node::shutdown_signal() => Ok(()),
+        Some(done) = tasks.join_next() => {
+            match done {
+                Ok(Ok(())) => Err(anyhow::anyhow!("a cluster member stopped")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("a cluster member failed: {e}")),
+            }
+        }
+    };
+    let _ = stop_tx.send(());
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    result
+}
+
+/// Waits until every node has registered and the first one answers the public API.
+async fn wait_ready(first_node: &str, nodes: usize) -> anyhow::Result<()> {
+    let client = bitmountain_client::ArchiveClient::new([first_node])?;
+    let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
+    loop {
+        let last = match client.status().await {
+            Ok(s) if s.nodes.len() >= nodes => return Ok(()),
+            Ok(s) => format!("{} of {nodes} nodes registered", s.nodes.len()),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            bail!("the dev cluster did not come up within {READY_TIMEOUT_MS} ms: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

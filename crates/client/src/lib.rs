@@ -1,0 +1,24 @@
+//! The Rust client of Bit Mountain's public archive API (`proto/archive.proto`).
+//!
+//! [`ArchiveClient`] talks to any storage node: give it one address or several. It uploads a
+//! directory tree or a list of files as one bundle ([`ArchiveClient::put_dir`],
+//! [`ArchiveClient::put_files`]), reads files whole or by byte range, lists, exports and
+//! deletes bundles. Bundle indexes are cached ([`ArchiveClient::index`]), so after the first
+//! look at a bundle every further file read costs one round trip. When a node does not answer,
+//! calls move on to the next address; an upload of re-readable sources (files on disk, bytes in
+//! memory) is retried on the next node from the start.
+//!
+//! The wire types stay inside this crate: callers see [`BundleInfo`], [`FileInfo`],
+//! [`ClusterStatus`] and [`ClientError`].
+
+mod client;
+mod error;
+mod types;
+pub mod walk;
+
+pub use client::{ArchiveClient, PutOptions, UploadFile, UploadSource};
+pub use error::{ClientError, Result};
+pub use types::{
+    BundleInfo, ClusterStatus, Code, DiskStatus, FileDigest, FileInfo, NodeStatus, PutResult,
+    ShardInfo,
+};

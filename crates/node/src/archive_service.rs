@@ -1,0 +1,408 @@
+//! ArchiveService: the public API over gRPC. This module only converts between wire messages
+//! and the coordinator's domain types; every decision is made in `coordinator`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bitmountain_bundle::IndexEntry;
+use bitmountain_meta_client::{Bundle, BundleState, Code as MetaCode};
+use bitmountain_proto::archive::v1 as pb;
+use bitmountain_proto::archive::v1::archive_service_server::ArchiveService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::coordinator::upload::{FileHeader, UploadItem, UploadStart};
+use crate::coordinator::{parse_bundle_id, Coordinator};
+use crate::error::{NodeError, Result};
+use crate::limits::{INDEX_PAGE_ENTRIES, READ_PIECE_BYTES};
+
+/// The ArchiveService implementation.
+#[derive(Debug, Clone)]
+pub struct ArchiveApi {
+    coordinator: Arc<Coordinator>,
+}
+
+impl ArchiveApi {
+    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+        ArchiveApi { coordinator }
+    }
+}
+
+type RpcStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
+
+fn upload_item(msg: std::result::Result<pb::PutBundleRequest, Status>) -> Result<UploadItem> {
+    let msg = msg.map_err(|status| NodeError::UploadIncomplete {
+        reason: format!("the client stream broke: {}", status.message()),
+    })?;
+    match msg.item {
+        None => Err(NodeError::BadUpload {
+            reason: "an empty PutBundle message (no start, file, data or end)".into(),
+        }),
+        Some(pb::put_bundle_request::Item::Start(start)) => {
+            let mut labels = std::collections::BTreeMap::new();
+            for l in start.labels {
+                if labels.insert(l.key.clone(), l.value).is_some() {
+                    return Err(NodeError::BadUpload {
+                        reason: format!("label {:?} is given twice", l.key),
+                    });
+                }
+            }
+            let code = start.code.map(|c| MetaCode {
+                data_shards: c.data_shards,
+                parity_shards: c.parity_shards,
+                cell_bytes: if c.cell_bytes == 0 {
+                    u64::from(bitmountain_erasure::code::DEFAULT_CELL_BYTES)
+                } else {
+                    c.cell_bytes
+                },
+            });
+            Ok(UploadItem::Start(UploadStart {
+                labels,
+                code,
+                expected_content_bytes: start.expected_content_bytes,
+            }))
+        }
+        Some(pb::put_bundle_request::Item::File(f)) => Ok(UploadItem::File(FileHeader {
+            path: f.path,
+            content_type: f.content_type,
+            size_bytes: f.size_bytes,
+        })),
+        Some(pb::put_bundle_request::Item::Data(bytes)) => Ok(UploadItem::Data(bytes)),
+        Some(pb::put_bundle_request::Item::End(_)) => Ok(UploadItem::End),
+    }
+}
+
+pub(crate) fn code_to_proto(code: &MetaCode) -> pb::Code {
+    pb::Code {
+        data_shards: code.data_shards,
+        parity_shards: code.parity_shards,
+        cell_bytes: code.cell_bytes,
+    }
+}
+
+fn state_name(state: BundleState) -> &'static str {
+    match state {
+        BundleState::Pending => "pending",
+        BundleState::Sealed => "sealed",
+        BundleState::Deleting => "deleting",
+    }
+}
+
+pub(crate) fn bundle_to_proto(b: &Bundle) -> pb::BundleInfo {
+    let r = &b.record;
+    pb::BundleInfo {
+        bundle_id: r.id.to_string(),
+        state: state_name(r.state).into(),
+        code: Some(code_to_proto(&r.code)),
+        length_bytes: r.length,
+        file_count: r.file_count,
+        sha256: hex::encode(&r.sha256),
+        labels: r
+            .labels
+            .iter()
+            .map(|(k, v)| pb::Label {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        created_unix_ms: r.created_unix_ms,
+        index_offset: r.index_offset,
+        index_length: r.index_length,
+        shards: b
+            .locations
+            .iter()
+            .map(|l| pb::ShardInfo {
+                shard_index: l.shard_index,
+                disk_id: l.disk_id,
+                node_id: l.node_id,
+                node_address: l.node_address.clone(),
+            })
+            .collect(),
+        placement_generation: r.placement_generation,
+    }
+}
+
+fn file_info(e: &IndexEntry) -> pb::FileInfo {
+    pb::FileInfo {
+        path: e.path.clone(),
+        content_type: e.content_type.clone(),
+        size_bytes: e.length,
+        sha256: hex::encode(e.sha256),
+        bundle_offset: e.offset,
+    }
+}
+
+/// Forwards windows of verified bytes to a gRPC stream in pieces of at most
+/// [`READ_PIECE_BYTES`]; `first` is prepended to the first message.
+fn pieces_stream<T: Send + 'static>(
+    mut windows: mpsc::Receiver<Result<Vec<u8>>>,
+    mut make: impl FnMut(bytes::Bytes, bool) -> T + Send + 'static,
+    empty_first: bool,
+) -> RpcStream<T> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Some(window) = windows.recv().await {
+            match window {
+                Ok(bytes) => {
+                    let bytes = bytes::Bytes::from(bytes);
+                    let mut at = 0;
+                    while at < bytes.len() {
+                        let end = (at + READ_PIECE_BYTES).min(bytes.len());
+                        if tx
+                            .send(Ok(make(bytes.slice(at..end), first)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        first = false;
+                        at = end;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Status::from(e))).await;
+                    return;
+                }
+            }
+        }
+        if first && empty_first {
+            let _ = tx.send(Ok(make(bytes::Bytes::new(), true))).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl ArchiveService for ArchiveApi {
+    async fn put_bundle(
+        &self,
+        request: Request<Streaming<pb::PutBundleRequest>>,
+    ) -> std::result::Result<Response<pb::PutBundleResponse>, Status> {
+        let items = request.into_inner().map(upload_item);
+        let outcome = self.coordinator.put_bundle(items).await?;
+        let r = &outcome.bundle.record;
+        Ok(Response::new(pb::PutBundleResponse {
+            bundle_id: r.id.to_string(),
+            length_bytes: r.length,
+            file_count: outcome.file_count,
+            bundle_sha256: hex::encode(&r.sha256),
+            files: outcome
+                .files
+                .iter()
+                .map(|f| pb::FileDigest {
+                    path: f.path.clone(),
+                    size_bytes: f.size_bytes,
+                    sha256: hex::encode(f.sha256),
+                })
+                .collect(),
+            code: Some(code_to_proto(&r.code)),
+            missing_shards: outcome.missing_shards,
+        }))
+    }
+
+    type GetFileStream = RpcStream<pb::GetFileResponse>;
+
+    async fn get_file(
+        &self,
+        request: Request<pb::GetFileRequest>,
+    ) -> std::result::Result<Response<Self::GetFileStream>, Status> {
+        let req = request.into_inner();
+        let id = parse_bundle_id(&req.bundle_id)?;
+        let (bundle, entry) = self.coordinator.locate_file(id, &req.path).await?;
+        if req.offset > entry.length {
+            return Err(NodeError::BadRange {
+                reason: format!(
+                    "offset {} is beyond the end of {:?} ({} bytes)",
+                    req.offset, entry.path, entry.length
+                ),
+            }
+            .into());
+        }
+        let len = req
+            .length
+            .unwrap_or(u64::MAX)
+            .min(entry.length - req.offset);
+        // A whole file is checked against its SHA-256 as it streams.
+        let whole = req.offset == 0 && len == entry.length;
+        let windows = self.coordinator.stream_range(
+            bundle,
+            entry.offset + req.offset,
+            len,
+            whole.then_some(entry.sha256),
+        );
+        let info = file_info(&entry);
+        let stream = pieces_stream(
+            windows,
+            move |data, first| pb::GetFileResponse {
+                file: first.then(|| info.clone()),
+                data,
+            },
+            true,
+        );
+        Ok(Response::new(stream))
+    }
+
+    type GetIndexStream = RpcStream<pb::GetIndexResponse>;
+
+    async fn get_index(
+        &self,
+        request: Request<pb::GetIndexRequest>,
+    ) -> std::result::Result<Response<Self::GetIndexStream>, Status> {
+        let id = parse_bundle_id(&request.get_ref().bundle_id)?;
+        let bundle = self.coordinator.sealed_bundle(id, false).await?;
+        let index = self.coordinator.index(&bundle).await?;
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let entries = index.entries();
+            if entries.is_empty() {
+                let _ = tx
+                    .send(Ok(pb::GetIndexResponse { files: Vec::new() }))
+                    .await;
+            }
+            for page in entries.chunks(INDEX_PAGE_ENTRIES) {
+                let files = page.iter().map(file_info).collect();
+                if tx.send(Ok(pb::GetIndexResponse { files })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn stat_bundle(
+        &self,
+        request: Request<pb::StatBundleRequest>,
+    ) -> std::result::Result<Response<pb::StatBundleResponse>, Status> {
+        let id = parse_bundle_id(&request.get_ref().bundle_id)?;
+        let bundle = self.coordinator.sealed_bundle(id, true).await?;
+        Ok(Response::new(pb::StatBundleResponse {
+            bundle: Some(bundle_to_proto(&bundle.bundle)),
+        }))
+    }
+
+    async fn list_bundles(
+        &self,
+        request: Request<pb::ListBundlesRequest>,
+    ) -> std::result::Result<Response<pb::ListBundlesResponse>, Status> {
+        let req = request.into_inner();
+        let token = if req.page_token.is_empty() {
+            Vec::new()
+        } else {
+            hex::decode(&req.page_token).map_err(|_| NodeError::BadRequest {
+                reason: "page_token is not one this API returned; start again with an empty token"
+                    .into(),
+            })?
+        };
+        let label = req
+            .label
+            .as_ref()
+            .map(|l| (l.key.as_str(), l.value.as_str()));
+        let (bundles, next) = self
+            .coordinator
+            .meta
+            .list_bundles(label, Some(BundleState::Sealed), &token, req.page_size)
+            .await
+            .map_err(NodeError::from)?;
+        Ok(Response::new(pb::ListBundlesResponse {
+            bundles: bundles.iter().map(bundle_to_proto).collect(),
+            next_page_token: hex::encode(next),
+        }))
+    }
+
+    type ExportBundleStream = RpcStream<pb::ExportBundleResponse>;
+
+    async fn export_bundle(
+        &self,
+        request: Request<pb::ExportBundleRequest>,
+    ) -> std::result::Result<Response<Self::ExportBundleStream>, Status> {
+        let id = parse_bundle_id(&request.get_ref().bundle_id)?;
+        let bundle = self.coordinator.sealed_bundle(id, false).await?;
+        let len = bundle.info.bundle_len;
+        let sha = bundle.info.sha256;
+        let windows = self.coordinator.stream_range(bundle, 0, len, Some(sha));
+        Ok(Response::new(pieces_stream(
+            windows,
+            |data, _| pb::ExportBundleResponse { data },
+            false,
+        )))
+    }
+
+    async fn delete_bundle(
+        &self,
+        request: Request<pb::DeleteBundleRequest>,
+    ) -> std::result::Result<Response<pb::DeleteBundleResponse>, Status> {
+        let id = parse_bundle_id(&request.get_ref().bundle_id)?;
+        let bundle = self.coordinator.delete_bundle(id).await?;
+        Ok(Response::new(pb::DeleteBundleResponse {
+            bundle: Some(bundle_to_proto(&bundle)),
+        }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> std::result::Result<Response<pb::ClusterStatusResponse>, Status> {
+        let s = self
+            .coordinator
+            .meta
+            .cluster_status()
+            .await
+            .map_err(NodeError::from)?;
+        let disk_state = |d: &bitmountain_proto::v1::DiskInfo| match d.state() {
+            bitmountain_proto::v1::DiskState::Ok => "ok",
+            bitmountain_proto::v1::DiskState::Failed => "failed",
+            bitmountain_proto::v1::DiskState::Draining => "draining",
+            bitmountain_proto::v1::DiskState::Removed => "removed",
+            bitmountain_proto::v1::DiskState::Unspecified => "unknown",
+        };
+        let node_state = |n: &bitmountain_proto::v1::NodeInfo| match n.state() {
+            bitmountain_proto::v1::NodeState::Up => "up",
+            bitmountain_proto::v1::NodeState::Down => "down",
+            bitmountain_proto::v1::NodeState::Draining => "draining",
+            bitmountain_proto::v1::NodeState::Removed => "removed",
+            bitmountain_proto::v1::NodeState::Unspecified => "unknown",
+        };
+        let counts = s.bundles.unwrap_or_default();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            cluster_id: s.cluster_id,
+            meta_leader_id: s.leader_id,
+            meta_leader_address: s.leader_address,
+            meta_term: s.term,
+            nodes: s
+                .nodes
+                .iter()
+                .map(|n| {
+                    let domain = n.domain.clone().unwrap_or_default();
+                    pb::NodeStatus {
+                        node_id: n.node_id,
+                        address: n.address.clone(),
+                        state: node_state(n).into(),
+                        zone: domain.zone,
+                        rack: domain.rack,
+                        host: domain.host,
+                        last_heartbeat_age_ms: n.last_heartbeat_age_ms,
+                        disks: n
+                            .disks
+                            .iter()
+                            .map(|d| pb::DiskStatus {
+                                disk_id: d.disk_id,
+                                path: d.path.clone(),
+                                state: disk_state(d).into(),
+                                capacity_bytes: d.capacity_bytes,
+                                used_bytes: d.used_bytes.max(d.accounted_bytes),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+            bundles_pending: counts.pending,
+            bundles_sealed: counts.sealed,
+            bundles_deleting: counts.deleting,
+            repairs_queued: s.repairs_queued,
+            answered_by: self.coordinator.address.clone(),
+        }))
+    }
+}

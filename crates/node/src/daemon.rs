@@ -1,0 +1,456 @@
+//! `bitmountain node`: opens the disks, registers with the metadata group, then serves
+//! NodeService (shards), ArchiveService (the public API), gRPC health and reflection on one
+//! port, with heartbeats and garbage collection in the background.
+//!
+//! Disks: a directory with an identity file of this cluster is opened; an empty directory this
+//! node has never served becomes a new disk (registered, then its identity file written); a
+//! directory this node served before that lost its identity file (unmounted?), a non-empty
+//! directory without one, or one of another cluster is refused and the node does not start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitmountain_disk::{ClusterId, DiskError, DiskStore, IDENTITY_FILE};
+use bitmountain_meta_client::MetaClient;
+use bitmountain_proto::v1 as pb;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::coordinator::{Coordinator, CoordinatorConfig};
+use crate::error::{NodeError, Result};
+use crate::limits::{
+    GC_INTERVAL_MS, HEARTBEAT_INTERVAL_MS, MAX_MESSAGE_BYTES, MAX_UPLOAD_PIECE_BYTES,
+    ORPHAN_GRACE_MS, SUSPECT_NODE_MS, UPLOAD_IDLE_TIMEOUT_MS,
+};
+use crate::node_state::{KnownDisk, NodeStateFile, PendingRegistration};
+use crate::shard_io::{Peers, ShardIo};
+use crate::shard_service::{DiskSet, NodeShardService};
+
+/// Entries a fresh disk directory may hold and still count as empty.
+const IGNORED_IN_EMPTY_DISK: &[&str] = &["lost+found"];
+/// Pause between attempts to reach the metadata group at start-up.
+const REGISTER_RETRY_MS: u64 = 1_000;
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's own state (node id, known disks).
+    pub data_dir: PathBuf,
+    /// Disk directories.
+    pub disks: Vec<PathBuf>,
+    pub listen: SocketAddr,
+    /// Address others reach this node at (default: the bound listen address).
+    pub advertise: Option<String>,
+    /// Metadata group members.
+    pub meta: Vec<String>,
+    pub zone: String,
+    pub rack: String,
+    /// Failure-domain host; empty: one host per node.
+    pub host: String,
+    pub heartbeat_interval: Duration,
+    pub gc_interval: Duration,
+    /// Shards of bundles the metadata group does not know are kept this long after their
+    /// allocation time.
+    pub orphan_grace: Duration,
+    /// A shard write stream silent this long is abandoned.
+    pub shard_idle_timeout: Duration,
+    pub coordinator: CoordinatorConfig,
+}
+
+impl NodeConfig {
+    /// Defaults for everything but the essentials.
+    pub fn new(
+        data_dir: PathBuf,
+        disks: Vec<PathBuf>,
+        listen: SocketAddr,
+        meta: Vec<String>,
+    ) -> Self {
+        NodeConfig {
+            data_dir,
+            disks,
+            listen,
+            advertise: None,
+            meta,
+            zone: String::new(),
+            rack: String::new(),
+            host: String::new(),
+            heartbeat_interval: Duration::from_millis(HEARTBEAT_INTERVAL_MS),
+            gc_interval: Duration::from_millis(GC_INTERVAL_MS),
+            orphan_grace: Duration::from_millis(ORPHAN_GRACE_MS),
+            shard_idle_timeout: Duration::from_millis(UPLOAD_IDLE_TIMEOUT_MS),
+            coordinator: CoordinatorConfig::default(),
+        }
+    }
+}
+
+/// A disk directory as found at start-up.
+#[derive(Debug)]
+enum FoundDisk {
+    Existing(DiskStore),
+    New(PathBuf),
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| NodeError::BadRequest {
+        reason: format!("disk path {}: {e}", path.display()),
+    })
+}
+
+fn is_empty_dir(path: &Path) -> Result<bool> {
+    let entries = std::fs::read_dir(path).map_err(|e| NodeError::BadRequest {
+        reason: format!("cannot list disk directory {}: {e}", path.display()),
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|e| NodeError::BadRequest {
+            reason: format!("cannot list disk directory {}: {e}", path.display()),
+        })?;
+        if !IGNORED_IN_EMPTY_DISK.contains(&entry.file_name().to_string_lossy().as_ref()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Classifies each disk directory; refuses the ones that must not be used.
+fn find_disks(cfg: &NodeConfig, state: &NodeStateFile) -> Result<Vec<FoundDisk>> {
+    let expected_cluster = if state.cluster_id.is_empty() {
+        None
+    } else {
+        Some(
+            ClusterId::from_hex(&state.cluster_id).ok_or_else(|| NodeError::BadRequest {
+                reason: format!(
+                    "the node state names cluster {:?}, which is not a cluster id",
+                    state.cluster_id
+                ),
+            })?,
+        )
+    };
+    let mut found = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for path in &cfg.disks {
+        let path = absolute(path)?;
+        if !seen.insert(path.clone()) {
+            return Err(NodeError::BadRequest {
+                reason: format!("disk {} is given twice", path.display()),
+            });
+        }
+        let known = state.known_disk(&path);
+        if path.join(IDENTITY_FILE).exists() {
+            found.push(FoundDisk::Existing(DiskStore::open(
+                &path,
+                expected_cluster,
+            )?));
+            continue;
+        }
+        if let Some(disk_id) = known {
+            return Err(NodeError::BadRequest {
+                reason: format!(
+                    "disk {disk_id} at {} has no identity file any more: is the disk mounted? Mount it and restart; if the disk is lost, remove it from --disk (the cluster repairs its shards)",
+                    path.display()
+                ),
+            });
+        }
+        if !path.exists() {
+            std::fs::create_dir_all(&path).map_err(|e| NodeError::BadRequest {
+                reason: format!("cannot create disk directory {}: {e}", path.display()),
+            })?;
+        }
+        if !is_empty_dir(&path)? {
+            return Err(DiskError::NoIdentity { path }.into());
+        }
+        found.push(FoundDisk::New(path));
+    }
+    if found.is_empty() {
+        return Err(NodeError::BadRequest {
+            reason: "a node needs at least one --disk".into(),
+        });
+    }
+    Ok(found)
+}
+
+fn disk_info(path: &Path, disk_id: u64) -> pb::DiskInfo {
+    let (capacity, free) = match (fs4::total_space(path), fs4::available_space(path)) {
+        (Ok(c), Ok(f)) => (c, f),
+        _ => (0, 0),
+    };
+    pb::DiskInfo {
+        disk_id,
+        path: path.display().to_string(),
+        capacity_bytes: capacity,
+        used_bytes: capacity.saturating_sub(free),
+        state: pb::DiskState::Ok as i32,
+        accounted_bytes: 0,
+        node_id: 0,
+    }
+}
+
+/// Registers the node and its disks, retrying until the metadata group answers; writes the
+/// identity files of new disks and the node state.
+async fn register(
+    cfg: &NodeConfig,
+    meta: &MetaClient,
+    address: &str,
+    state: &mut NodeStateFile,
+    found: Vec<FoundDisk>,
+) -> Result<Vec<DiskStore>> {
+    let new_disks: Vec<PathBuf> = found
+        .iter()
+        .filter_map(|d| match d {
+            FoundDisk::New(p) => Some(p.clone()),
+            FoundDisk::Existing(_) => None,
+        })
+        .collect();
+    let request_id = match &state.pending_registration {
+        Some(p) if p.new_disks == new_disks => p.request_id.clone(),
+        _ => format!("register-{:032x}", rand::random::<u128>()),
+    };
+    if !new_disks.is_empty() {
+        state.pending_registration = Some(PendingRegistration {
+            request_id: request_id.clone(),
+            new_disks: new_disks.clone(),
+        });
+        state.save(&cfg.data_dir)?;
+    }
+    let disks: Vec<pb::DiskInfo> = found
+        .iter()
+        .map(|d| match d {
+            FoundDisk::Existing(store) => disk_info(store.root(), store.disk_id()),
+            FoundDisk::New(path) => disk_info(path, 0),
+        })
+        .collect();
+    let request = pb::RegisterNodeRequest {
+        request_id,
+        node_id: state.node_id,
+        address: address.to_owned(),
+        domain: Some(pb::FailureDomain {
+            zone: cfg.zone.clone(),
+            rack: cfg.rack.clone(),
+            host: cfg.host.clone(),
+        }),
+        disks,
+    };
+    let response = loop {
+        match meta.register_node(request.clone()).await {
+            Ok(r) => break r,
+            Err(e @ bitmountain_meta_client::MetaError::NoMember { .. }) => {
+                tracing::warn!(error = %e, "waiting for the metadata group");
+                tokio::time::sleep(Duration::from_millis(REGISTER_RETRY_MS)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let cluster = ClusterId::from_hex(&response.cluster_id).ok_or_else(|| {
+        NodeError::Internal(format!(
+            "the metadata group answered with cluster id {:?}",
+            response.cluster_id
+        ))
+    })?;
+    if response.disks.len() != found.len() {
+        return Err(NodeError::Internal(format!(
+            "registered {} disks but the metadata group answered for {}",
+            found.len(),
+            response.disks.len()
+        )));
+    }
+    let now_ms = bitmountain_meta_client::types::now_unix_ms();
+    let mut stores = Vec::new();
+    for (disk, info) in found.into_iter().zip(&response.disks) {
+        let store = match disk {
+            FoundDisk::Existing(store) => {
+                if store.identity().cluster_id != cluster {
+                    return Err(DiskError::WrongCluster {
+                        path: store.root().to_path_buf(),
+                        found: store.identity().cluster_id.to_string(),
+                        expected: cluster.to_string(),
+                    }
+                    .into());
+                }
+                store
+            }
+            FoundDisk::New(path) => DiskStore::init(&path, cluster, info.disk_id, now_ms)?,
+        };
+        stores.push(store);
+    }
+    state.node_id = response.node_id;
+    state.cluster_id = response.cluster_id.clone();
+    state.pending_registration = None;
+    for store in &stores {
+        let path = store.root().to_path_buf();
+        state.disks.retain(|d| d.path != path);
+        state.disks.push(KnownDisk {
+            path,
+            disk_id: store.disk_id(),
+        });
+    }
+    state.save(&cfg.data_dir)?;
+    Ok(stores)
+}
+
+/// Runs a node until `shutdown` resolves or the server fails.
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| NodeError::BadRequest {
+            reason: format!(
+                "cannot listen on {}: {e} (is the address in use?)",
+                cfg.listen
+            ),
+        })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| NodeError::Internal(format!("listen address: {e}")))?;
+    let address = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| NodeError::BadRequest {
+        reason: format!(
+            "cannot create data directory {}: {e}",
+            cfg.data_dir.display()
+        ),
+    })?;
+    let mut state = NodeStateFile::load(&cfg.data_dir)?;
+    let found = find_disks(&cfg, &state)?;
+    let meta = Arc::new(MetaClient::new(&cfg.meta)?);
+    let stores = register(&cfg, &meta, &address, &mut state, found).await?;
+    for store in &stores {
+        match store.clean_temp() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                disk = store.disk_id(),
+                removed = n,
+                "removed unfinished shard writes"
+            ),
+            Err(e) => {
+                tracing::warn!(disk = store.disk_id(), error = %e, "could not clean temporary files")
+            }
+        }
+    }
+    let disk_ids: Vec<u64> = stores.iter().map(|s| s.disk_id()).collect();
+    let disks = DiskSet::new(stores);
+    let io = Arc::new(ShardIo::new(
+        disks.clone(),
+        Peers::new(Duration::from_millis(SUSPECT_NODE_MS)),
+    ));
+    let coordinator = Arc::new(Coordinator::new(
+        state.node_id,
+        address.clone(),
+        Arc::clone(&meta),
+        Arc::clone(&io),
+        cfg.coordinator.clone(),
+    ));
+    tracing::info!(node = state.node_id, %address, disks = ?disk_ids, cluster = %state.cluster_id, "storage node serving");
+
+    let cluster_ok = Arc::new(AtomicBool::new(true));
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        cfg.meta.clone(),
+        state.node_id,
+        state.cluster_id.clone(),
+        disks.clone(),
+        cfg.heartbeat_interval,
+        Arc::clone(&cluster_ok),
+    ));
+    let gc = tokio::spawn(crate::gc::gc_loop(
+        Arc::clone(&coordinator),
+        cfg.gc_interval,
+        cfg.orphan_grace,
+        Arc::clone(&cluster_ok),
+    ));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<bitmountain_proto::archive::v1::archive_service_server::ArchiveServiceServer<
+            crate::archive_service::ArchiveApi,
+        >>()
+        .await;
+    health_reporter
+        .set_serving::<pb::node_service_server::NodeServiceServer<NodeShardService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(bitmountain_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Internal(format!("reflection service: {e}")))?;
+
+    let shard_service = NodeShardService::with_idle_timeout(disks, cfg.shard_idle_timeout);
+    let archive = crate::archive_service::ArchiveApi::new(coordinator);
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            pb::node_service_server::NodeServiceServer::new(shard_service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            bitmountain_proto::archive::v1::archive_service_server::ArchiveServiceServer::new(
+                archive,
+            )
+            // A 4 MiB data piece plus its framing.
+            .max_decoding_message_size(MAX_UPLOAD_PIECE_BYTES + (64 << 10))
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    heartbeat.abort();
+    gc.abort();
+    served.map_err(|e| NodeError::Internal(format!("gRPC server on {address}: {e}")))
+}
+
+/// Sends disk capacity and health to the metadata group's leader (soft state there).
+async fn heartbeat_loop(
+    meta_endpoints: Vec<String>,
+    node_id: u64,
+    cluster_id: String,
+    disks: DiskSet,
+    interval: Duration,
+    cluster_ok: Arc<AtomicBool>,
+) {
+    // A heartbeat that cannot get through in a few intervals is dropped; the next one follows.
+    let meta = match MetaClient::new(&meta_endpoints) {
+        Ok(m) => m.with_timeout(interval.saturating_mul(3).max(Duration::from_secs(1))),
+        Err(e) => {
+            tracing::error!(error = %e, "heartbeats disabled");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let stores: Vec<_> = disks.iter().cloned().collect();
+        let infos = tokio::task::spawn_blocking(move || {
+            stores
+                .iter()
+                .map(|s| {
+                    let mut info = disk_info(s.root(), s.disk_id());
+                    if let Err(e) = s.check_health() {
+                        tracing::error!(disk = s.disk_id(), error = %e, "disk failed its health check");
+                        info.state = pb::DiskState::Failed as i32;
+                    }
+                    info
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        match meta
+            .heartbeat(pb::HeartbeatRequest {
+                node_id,
+                disks: infos,
+            })
+            .await
+        {
+            Ok(r) => {
+                let same = r.cluster_id == cluster_id;
+                if !same {
+                    tracing::error!(ours = %cluster_id, theirs = %r.cluster_id, "the metadata group belongs to another cluster; garbage collection paused");
+                }
+                cluster_ok.store(same, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Garbage collection on a node, in passes:
+//!
+//! 1. bundles left in state deleting (a shard's node was down when they were deleted) get their
+//!    shards deleted and their records purged;
+//! 2. this node's shard files are checked against the metadata group: a shard of a bundle that
+//!    is being deleted goes; a shard of a bundle the group does not know goes once the bundle's
+//!    id (which carries its allocation time) is older than the orphan grace, longer than any
+//!    allocation lives: a failed or abandoned upload.
+//!
+//! Never deleted: a shard of a sealed or pending bundle, and anything while the metadata group
+//! is unreachable or belongs to another cluster (an answer "unknown bundle" from the wrong group
+//! must not empty the disks).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitmountain_meta_client::{BundleId, BundleState, MetaError, ShardLocation};
+
+use crate::coordinator::Coordinator;
+use crate::limits::GC_PURGES_PER_PASS;
+use crate::shard_service::blocking;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub purged_bundles: usize,
+    pub deleted_orphans: usize,
+    pub deleted_of_deleting: usize,
+}
+
+/// Runs passes every `interval` for as long as the node runs.
+pub async fn gc_loop(
+    coordinator: Arc<Coordinator>,
+    interval: Duration,
+    orphan_grace: Duration,
+    cluster_ok: Arc<AtomicBool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick fires at once; let the node settle first.
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if !cluster_ok.load(Ordering::Relaxed) {
+            continue;
+        }
+        let report = gc_pass(&coordinator, orphan_grace).await;
+        if report != GcReport::default() {
+            tracing::info!(?report, "garbage collection pass");
+        }
+    }
+}
+
+/// One pass; errors are logged and leave things for the next pass.
+pub async fn gc_pass(coordinator: &Coordinator, orphan_grace: Duration) -> GcReport {
+    let mut report = GcReport::default();
+    match coordinator
+        .meta
+        .list_bundles(
+            None,
+            Some(BundleState::Deleting),
+            &[],
+            GC_PURGES_PER_PASS as u32,
+        )
+        .await
+    {
+        Ok((deleting, _)) => {
+            for bundle in deleting {
+                if coordinator.finish_delete(&bundle).await {
+                    report.purged_bundles += 1;
+                }
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "garbage collection: metadata group unavailable");
+            return report;
+        }
+    }
+    let now_ms = bitmountain_meta_client::types::now_unix_ms();
+    let grace_ms = orphan_grace.as_millis() as u64;
+    for disk in coordinator.io.disks().iter().cloned().collect::<Vec<_>>() {
+        let listed = {
+            let disk = Arc::clone(&disk);
+            blocking(move || Ok(disk.list_shards()?)).await
+        };
+        let shards = match listed {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(disk = disk.disk_id(), error = %e, "garbage collection: cannot list shards");
+                continue;
+            }
+        };
+        let mut last: Option<(BundleId, Option<BundleState>)> = None;
+        for shard in shards {
+            let id = BundleId(u128::from_be_bytes(shard.bundle.0));
+            let state = match &last {
+                Some((b, state)) if *b == id => *state,
+                _ => {
+                    let state = match coordinator.meta.get_bundle(id, true).await {
+                        Ok(b) => Some(b.record.state),
+                        Err(MetaError::UnknownBundle { .. }) => None,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "garbage collection: metadata group unavailable");
+                            return report;
+                        }
+                    };
+                    last = Some((id, state));
+                    state
+                }
+            };
+            let delete = match state {
+                Some(BundleState::Deleting) => true,
+                None => id.unix_ms().saturating_add(grace_ms) < now_ms,
+                Some(BundleState::Sealed | BundleState::Pending) => false,
+            };
+            if !delete {
+                continue;
+            }
+            let loc = ShardLocation {
+                shard_index: u32::from(shard.shard),
+                disk_id: disk.disk_id(),
+                node_id: coordinator.node_id,
+                node_address: coordinator.address.clone(),
+            };
+            match coordinator.io.delete(&loc, shard.bundle).await {
+                Ok(true) => {
+                    tracing::info!(bundle = %id, shard = shard.shard, disk = disk.disk_id(), state = ?state, "garbage collection deleted a shard");
+                    if state.is_some() {
+                        report.deleted_of_deleting += 1;
+                    } else {
+                        report.deleted_orphans += 1;
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(bundle = %id, error = %e, "garbage collection: delete failed")
+                }
+            }
+        }
+    }
+    report
+}

@@ -1,0 +1,269 @@
+//! A whole cluster of real processes on loopback for tests: a metadata group of `bitmountain
+//! meta` members ([`MetaCluster`]) and storage nodes, each a `bitmountain node` process with its
+//! own disk directories under one temp directory. Nodes can be killed (-9), restarted, and their
+//! shard files found, deleted or corrupted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use bitmountain_client::ArchiveClient;
+
+use crate::meta_cluster::{free_port, MetaCluster};
+
+/// One storage node process.
+#[derive(Debug)]
+pub struct NodeProc {
+    /// 1-based position in the cluster (not the node id the metadata group assigns).
+    pub index: usize,
+    pub addr: String,
+    pub data: PathBuf,
+    pub disks: Vec<PathBuf>,
+    pub log: PathBuf,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    /// Process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+/// Test timing for nodes: fast heartbeats.
+pub const NODE_TEST_ARGS: &[&str] = &["--heartbeat-interval-ms", "200"];
+
+/// A metadata group and storage nodes. Dropping it kills every process.
+#[derive(Debug)]
+pub struct Cluster {
+    pub meta: MetaCluster,
+    pub nodes: Vec<NodeProc>,
+}
+
+impl Cluster {
+    /// One metadata member (default code `code`, e.g. "4+2") and `nodes` nodes with
+    /// `disks_per_node` disks each; waits until every node has registered.
+    pub fn start(nodes: usize, disks_per_node: usize, code: &str) -> Self {
+        Self::start_with(nodes, disks_per_node, code, &[], &[])
+    }
+
+    /// Like [`Cluster::start`], with extra arguments for the metadata member and the nodes.
+    pub fn start_with(
+        nodes: usize,
+        disks_per_node: usize,
+        code: &str,
+        meta_args: &[&str],
+        node_args: &[&str],
+    ) -> Self {
+        let mut args = vec!["--default-code", code];
+        args.extend_from_slice(meta_args);
+        let meta = MetaCluster::start(1, &args);
+        let mut cluster = Cluster {
+            meta,
+            nodes: Vec::new(),
+        };
+        for _ in 0..nodes {
+            cluster.add_node(disks_per_node, node_args);
+        }
+        cluster.wait_nodes_registered(nodes, Duration::from_secs(60));
+        cluster
+    }
+
+    fn root(&self) -> &Path {
+        self.meta.dir.path()
+    }
+
+    /// Defines and starts one more node; returns its 1-based index.
+    pub fn add_node(&mut self, disks: usize, extra_args: &[&str]) -> usize {
+        let index = self.nodes.len() + 1;
+        let base = self.root().join(format!("node{index}"));
+        let node = NodeProc {
+            index,
+            addr: format!("127.0.0.1:{}", free_port()),
+            data: base.join("state"),
+            disks: (1..=disks).map(|d| base.join(format!("disk{d}"))).collect(),
+            log: self.root().join(format!("node{index}.log")),
+            extra_args: NODE_TEST_ARGS
+                .iter()
+                .chain(extra_args)
+                .map(|s| s.to_string())
+                .collect(),
+            child: None,
+        };
+        self.nodes.push(node);
+        self.spawn_node(index);
+        index
+    }
+
+    fn spawn_node(&mut self, index: usize) {
+        let meta = self.meta.endpoints().join(",");
+        let node = &mut self.nodes[index - 1];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("open node log");
+        let mut cmd = crate::bitmountain();
+        cmd.arg("node")
+            .arg("--data")
+            .arg(&node.data)
+            .args(["--listen", &node.addr, "--meta", &meta]);
+        for d in &node.disks {
+            cmd.arg("--disk").arg(d);
+        }
+        cmd.args(&node.extra_args)
+            .env(
+                "BITMOUNTAIN_LOG",
+                std::env::var("BITMOUNTAIN_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        node.child = Some(cmd.spawn().expect("spawn bitmountain node"));
+    }
+
+    /// kill -9 of a node.
+    pub fn kill_node(&mut self, index: usize) {
+        if let Some(mut c) = self.nodes[index - 1].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts a node from its data and disks (same address).
+    pub fn restart_node(&mut self, index: usize) {
+        self.kill_node(index);
+        self.spawn_node(index);
+    }
+
+    /// Address of a node.
+    pub fn addr(&self, index: usize) -> String {
+        self.nodes[index - 1].addr.clone()
+    }
+
+    /// Every node address, comma-separated (for `--cluster`).
+    pub fn all_addrs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A client of one node.
+    pub fn client(&self, index: usize) -> ArchiveClient {
+        ArchiveClient::new([self.addr(index)]).expect("client")
+    }
+
+    /// A client of every node (fails over).
+    pub fn client_all(&self) -> ArchiveClient {
+        ArchiveClient::new([self.all_addrs()]).expect("client")
+    }
+
+    /// The last lines of a node's log.
+    pub fn node_log_tail(&self, index: usize, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[index - 1].log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Waits until `count` nodes are registered and node 1 serves the public API.
+    pub fn wait_nodes_registered(&mut self, count: usize, timeout: Duration) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = rt
+                .block_on(self.client(1).status())
+                .ok()
+                .map(|s| s.nodes.len());
+            if seen.is_some_and(|n| n >= count) {
+                return;
+            }
+            for node in &mut self.nodes {
+                if !node.is_running() && node.child.is_some() {
+                    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+                    panic!("node {} exited during start-up:\n{log}", node.index);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {seen:?} of {count} nodes registered within {timeout:?}\n--- node 1 log:\n{}\n--- meta log:\n{}",
+                self.node_log_tail(1, 30),
+                self.meta.log_tail(1, 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every shard file on every disk: (node index, path).
+    pub fn shard_files(&self) -> Vec<(usize, PathBuf)> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            for disk in &node.disks {
+                let shards = disk.join("shards");
+                let Ok(fans) = std::fs::read_dir(&shards) else {
+                    continue;
+                };
+                for fan in fans.flatten() {
+                    let Ok(files) = std::fs::read_dir(fan.path()) else {
+                        continue;
+                    };
+                    for f in files.flatten() {
+                        if f.path().extension().is_some_and(|e| e == "shard") {
+                            out.push((node.index, f.path()));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Shard files of one bundle: (node index, shard index, path).
+    pub fn bundle_shards(&self, bundle_id: &str) -> Vec<(usize, u32, PathBuf)> {
+        self.shard_files()
+            .into_iter()
+            .filter_map(|(node, path)| {
+                let name = path.file_name()?.to_str()?.to_owned();
+                let rest = name.strip_prefix(bundle_id)?.strip_prefix('.')?;
+                let shard = rest.strip_suffix(".shard")?.parse().ok()?;
+                Some((node, shard, path))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 1..=self.nodes.len() {
+            self.kill_node(i);
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate and failures
+/// reproduce.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

@@ -1,0 +1,159 @@
+//! What a new user does first, as the README shows it: `bitmountain dev`, then `put`, `ls`,
+//! `get`, `cat`, `export`, `status`, `rm` from the command line; stop the cluster, start it
+//! again on the same data directory, and the data is still there.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use bitmountain_tests::cluster::pseudo_random_bytes;
+use bitmountain_tests::meta_cluster::free_port;
+use bitmountain_tests::{bitmountain, run};
+
+struct Dev {
+    child: Child,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `bitmountain dev` and waits until it says it is up.
+#[allow(clippy::zombie_processes)] // `Dev` kills and waits for it when dropped.
+fn start_dev(data: &std::path::Path, listen: &str) -> Dev {
+    let mut child = bitmountain()
+        .args(["dev", "--data"])
+        .arg(data)
+        .args(["--listen", listen])
+        .env("BITMOUNTAIN_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let up = line.contains("dev cluster is up");
+            let _ = tx.send(line);
+            if up {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let up = line.contains("dev cluster is up");
+                seen.push(line);
+                if up {
+                    return Dev { child };
+                }
+            }
+            Err(_) => panic!("bitmountain dev did not come up; it printed: {seen:?}"),
+        }
+    }
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "bitmountain {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn dev_cluster_put_ls_get_status_and_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let book = tmp.path().join("book");
+    std::fs::create_dir_all(book.join("pages")).unwrap();
+    let page = pseudo_random_bytes(1, 3_000_000);
+    std::fs::write(book.join("pages/0001.tif"), &page).unwrap();
+    std::fs::write(book.join("pages/0002.tif"), b"second page").unwrap();
+    std::fs::write(book.join("mets.xml"), b"<mets/>").unwrap();
+
+    let dev = start_dev(&data, &listen);
+    let c = ["--cluster", listen.as_str()];
+    let id = ok(&[
+        &["put", book.to_str().unwrap(), "--label", "collection=books"],
+        &c[..],
+    ]
+    .concat())
+    .trim()
+    .to_string();
+    assert_eq!(id.len(), 32, "put prints the bundle id: {id:?}");
+
+    let listed = ok(&[&["ls", "--label", "collection=books"], &c[..]].concat());
+    assert!(listed.contains(&id), "{listed}");
+    let files = ok(&[&["ls", id.as_str()], &c[..]].concat());
+    assert!(
+        files.contains("pages/0001.tif") && files.contains("mets.xml"),
+        "{files}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&[&["ls", id.as_str(), "--json"], &c[..]].concat())).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 3);
+
+    let out = tmp.path().join("page1.tif");
+    let file = format!("{id}/pages/0001.tif");
+    ok(&[&["get", file.as_str(), "-o", out.to_str().unwrap()], &c[..]].concat());
+    assert_eq!(std::fs::read(&out).unwrap(), page);
+    let cat = run(&[&["cat", &format!("{id}/pages/0002.tif")], &c[..]].concat());
+    assert_eq!(cat.stdout, b"second page");
+
+    let export = tmp.path().join("book.bundle");
+    ok(&[
+        &["export", id.as_str(), "-o", export.to_str().unwrap()],
+        &c[..],
+    ]
+    .concat());
+    // The offline tool verifies the exported bundle.
+    ok(&["bundle", "verify", export.to_str().unwrap()]);
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&[&["status", "--json"], &c[..]].concat())).unwrap();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 6);
+    assert_eq!(status["bundles_sealed"], 1);
+    let human = ok(&[&["status"], &c[..]].concat());
+    assert!(human.contains("nodes     6"), "{human}");
+
+    // Errors an operator can act on.
+    let missing = run(&[&["get", &format!("{id}/nope.tif")], &c[..]].concat());
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("nope.tif") && err.contains("bitmountain ls"),
+        "{err}"
+    );
+
+    // Stop and start again on the same data: the bundle is still there.
+    drop(dev);
+    let dev = start_dev(&data, &listen);
+    let again = tmp.path().join("page1-again.tif");
+    ok(&[
+        &["get", file.as_str(), "-o", again.to_str().unwrap()],
+        &c[..],
+    ]
+    .concat());
+    assert_eq!(std::fs::read(&again).unwrap(), page);
+
+    ok(&[&["rm", id.as_str()], &c[..]].concat());
+    let gone = run(&[&["cat", &file], &c[..]].concat());
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
+    drop(dev);
+}
