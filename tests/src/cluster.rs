@@ -175,18 +175,26 @@ impl Cluster {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Waits until `count` nodes are registered and node 1 serves the public API.
+    /// Waits until `count` nodes are registered and node 1 serves the public API. Callable
+    /// from sync code and from inside a tokio runtime (it polls on a thread of its own).
     pub fn wait_nodes_registered(&mut self, count: usize, timeout: Duration) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
         let deadline = Instant::now() + timeout;
+        let addr = self.addr(1);
         loop {
-            let seen = rt
-                .block_on(self.client(1).status())
-                .ok()
-                .map(|s| s.nodes.len());
+            // A runtime of its own, and a client made in it (a client's connections belong to
+            // the runtime that first used them).
+            let seen = std::thread::scope(|s| {
+                s.spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    let client = ArchiveClient::new([addr.as_str()]).expect("client");
+                    rt.block_on(client.status()).ok().map(|s| s.nodes.len())
+                })
+                .join()
+                .expect("status thread")
+            });
             if seen.is_some_and(|n| n >= count) {
                 return;
             }

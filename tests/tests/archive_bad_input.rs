@@ -187,6 +187,7 @@ async fn bad_requests_get_typed_errors_and_lose_nothing() {
     .await
     .unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(kind(&status), "message_too_large", "{status:?}");
 
     // Codes: one the cluster cannot place (14 shards on 6 nodes), and an invalid one.
     let options = PutOptions {

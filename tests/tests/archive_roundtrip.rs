@@ -166,10 +166,19 @@ async fn ten_thousand_files_in_one_bundle() {
     assert_eq!(put.file_count, 10_000);
     let index = client.index(&put.bundle_id).await.unwrap();
     assert_eq!(index.len(), 10_000);
-    // Every file, through two nodes.
+    // Every file byte for byte through the export (one stream), and one in twenty through
+    // GetFile on two other nodes.
+    let mut exported = Vec::new();
+    client.export(&put.bundle_id, &mut exported).await.unwrap();
+    let offline = bitmountain_bundle::BundleReader::open(exported).unwrap();
+    for f in &files {
+        let mut back = Vec::new();
+        offline.copy_file(&f.path, &mut back).unwrap();
+        assert_eq!(back, bytes_of(f), "{}", f.path);
+    }
     let other = cluster.client(5);
-    for (i, f) in files.iter().enumerate() {
-        let c = if i % 2 == 0 { &client } else { &other };
+    for (i, f) in files.iter().enumerate().step_by(20) {
+        let c = if i % 40 == 0 { &client } else { &other };
         assert_eq!(
             c.read_file(&put.bundle_id, &f.path).await.unwrap(),
             bytes_of(f)

@@ -205,7 +205,7 @@ impl ArchiveClient {
         let walked = tokio::task::spawn_blocking(move || crate::walk::walk_files(&dir))
             .await
             .map_err(|e| ClientError::BadInput(format!("walking the directory failed: {e}")))??;
-        let files = walked
+        let files: Vec<UploadFile> = walked
             .into_iter()
             .map(|f| UploadFile {
                 path: f.relative,
@@ -221,10 +221,10 @@ impl ArchiveClient {
     /// starts again on the next node (nothing of the failed attempt becomes visible).
     pub async fn put_files(
         &self,
-        files: Vec<UploadFile>,
+        files: impl IntoIterator<Item = UploadFile>,
         options: &PutOptions,
     ) -> Result<PutResult> {
-        let files = Arc::new(files);
+        let files: Arc<Vec<UploadFile>> = Arc::new(files.into_iter().collect());
         let expected: u64 = files.iter().map(|f| f.size_bytes).sum();
         let start = self.current.load(Ordering::Relaxed) as usize;
         let mut last = String::new();

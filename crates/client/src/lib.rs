@@ -8,6 +8,9 @@
 //! calls move on to the next address; an upload of re-readable sources (files on disk, bytes in
 //! memory) is retried on the next node from the start.
 //!
+//! Connections are made lazily and belong to the tokio runtime that first uses them: use one
+//! client within one runtime.
+//!
 //! The wire types stay inside this crate: callers see [`BundleInfo`], [`FileInfo`],
 //! [`ClusterStatus`] and [`ClientError`].
 

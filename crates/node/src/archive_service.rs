@@ -33,8 +33,19 @@ impl ArchiveApi {
 type RpcStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
 
 fn upload_item(msg: std::result::Result<pb::PutBundleRequest, Status>) -> Result<UploadItem> {
-    let msg = msg.map_err(|status| NodeError::UploadIncomplete {
-        reason: format!("the client stream broke: {}", status.message()),
+    let msg = msg.map_err(|status| {
+        // tonic refuses a message over the decoding limit before it reaches us.
+        if status.code() == tonic::Code::ResourceExhausted
+            || status.message().contains("message length too large")
+        {
+            NodeError::MessageTooLarge {
+                detail: status.message().to_owned(),
+            }
+        } else {
+            NodeError::UploadIncomplete {
+                reason: format!("the client stream broke: {}", status.message()),
+            }
+        }
     })?;
     match msg.item {
         None => Err(NodeError::BadUpload {

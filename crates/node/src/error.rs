@@ -64,6 +64,9 @@ pub enum NodeError {
     #[error("upload rejected: {reason}; nothing was stored")]
     BadUpload { reason: String },
 
+    #[error("a message was over the size limit ({detail}); send file data in pieces of at most 4 MiB. Nothing was stored")]
+    MessageTooLarge { detail: String },
+
     #[error("upload incomplete: {reason}; nothing was stored, upload the bundle again")]
     UploadIncomplete { reason: String },
 
@@ -128,6 +131,7 @@ impl NodeError {
             NodeError::BadPath { .. } => "bad_path",
             NodeError::TooManyFiles { .. } => "too_many_files",
             NodeError::BadUpload { .. } => "bad_upload",
+            NodeError::MessageTooLarge { .. } => "message_too_large",
             NodeError::UploadIncomplete { .. } => "upload_incomplete",
             NodeError::UploadIdle { .. } => "upload_idle",
             NodeError::NotEnoughShards { .. } => "not_enough_nodes",
@@ -219,6 +223,7 @@ impl From<NodeError> for Status {
             NodeError::BadPath { .. }
             | NodeError::TooManyFiles { .. }
             | NodeError::BadUpload { .. } => Code::InvalidArgument,
+            NodeError::MessageTooLarge { .. } => Code::ResourceExhausted,
             NodeError::UploadIncomplete { .. } => Code::Aborted,
             NodeError::UploadIdle { .. } => Code::DeadlineExceeded,
             NodeError::NotEnoughShards { .. } => Code::Unavailable,

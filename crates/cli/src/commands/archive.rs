@@ -240,7 +240,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));
     if to_stdout {
-        let mut out = std::io::stdout().lock();
+        let mut out = std::io::stdout();
         rt.block_on(client.get_file(id, path, args.offset, args.length, &mut out))?;
         return out.flush().context("writing to stdout");
     }
@@ -259,7 +259,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
 pub fn cat(args: CatArgs) -> anyhow::Result<()> {
     let (id, path) = split_file(&args.file)?;
     let client = args.cluster.client()?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::stdout();
     runtime()?
         .block_on(client.get_file(id, path, 0, None, &mut out))
         .with_context(|| format!("reading {id}/{path}"))?;
@@ -313,7 +313,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
     match &args.output {
         None => {
-            let mut out = std::io::stdout().lock();
+            let mut out = std::io::stdout();
             rt.block_on(client.export(&args.bundle, &mut out))?;
             out.flush().context("writing to stdout")
         }

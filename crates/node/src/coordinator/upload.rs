@@ -202,7 +202,13 @@ impl Coordinator {
             .await
             .map_err(|e| NodeError::Internal(format!("distributor failed: {e}")))?;
 
-        // The first cause wins: a client error, else the encoder's, else the targets'.
+        // The first cause wins: bad content the encoder refused (it came before whatever the
+        // stream did next), else a client error, else the targets'.
+        if let (Err(_), Err(EncodeFailure::Node(_))) = (&pumped, &encoded) {
+            if let Err(EncodeFailure::Node(e)) = encoded {
+                return Err(e);
+            }
+        }
         pumped?;
         let summary = match encoded {
             Ok(summary) => summary,
