@@ -39,12 +39,9 @@ fn start_dev(data: &std::path::Path, listen: &str) -> Dev {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Keep draining after the banner, so the cluster never writes into a closed pipe.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let up = line.contains("dev cluster is up");
             let _ = tx.send(line);
-            if up {
-                break;
-            }
         }
     });
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -202,28 +202,33 @@ async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
             return Err(done.map_err(|e| anyhow::anyhow!("{e}"))?.err().unwrap_or_else(|| anyhow::anyhow!("a cluster member stopped during start-up")));
         }
     }
-    println!(
-        "Bit Mountain dev cluster is up: {} nodes × {} disks, code RS({}), data in {}",
+    let mut banner = format!(
+        "Bit Mountain dev cluster is up: {} nodes × {} disks, code RS({}), data in {}\n",
         state.node_addresses.len(),
         state.disks_per_node,
         state.code.replace('+', ","),
         dir.display()
     );
-    println!(
-        "  public API (any node): {}",
-        state.node_addresses.join(", ")
+    banner.push_str(&format!(
+        "  public API (any node): {}\n  metadata group:        {}\n\n",
+        state.node_addresses.join(", "),
+        state.meta_address
+    ));
+    banner.push_str("Try, in another terminal:\n");
+    banner.push_str(
+        "  bitmountain put ./some-directory --label collection=demo   # prints the bundle id\n",
     );
-    println!("  metadata group:        {}", state.meta_address);
-    println!();
-    println!("Try, in another terminal:");
-    println!("  bitmountain put ./some-directory --label collection=demo   # prints the bundle id");
-    println!("  bitmountain ls                                              # bundles");
-    println!("  bitmountain ls BUNDLE_ID                                    # its files");
-    println!("  bitmountain get BUNDLE_ID/PATH -o page.tif");
-    println!("  bitmountain status");
-    println!(
-        "(commands use --cluster {first} by default; Ctrl-C stops the cluster, the data stays)"
-    );
+    banner.push_str("  bitmountain ls                                              # bundles\n");
+    banner.push_str("  bitmountain ls BUNDLE_ID                                    # its files\n");
+    banner.push_str("  bitmountain get BUNDLE_ID/PATH -o page.tif\n");
+    banner.push_str("  bitmountain status\n");
+    banner.push_str(&format!(
+        "(commands use --cluster {first} by default; Ctrl-C stops the cluster, the data stays)\n"
+    ));
+    // Whoever started us may have stopped reading stdout; the cluster keeps running regardless.
+    let mut out = std::io::stdout();
+    let _ = std::io::Write::write_all(&mut out, banner.as_bytes());
+    let _ = std::io::Write::flush(&mut out);
 
     let result = tokio::select! {
         _ = super::node::shutdown_signal() => Ok(()),

@@ -156,8 +156,10 @@ async fn metadata_address(addr: &str) -> anyhow::Result<String> {
         Ok(_) => anyhow::bail!(
             "node {addr} knows no metadata leader (election in progress or no quorum); try again or ask a metadata member directly"
         ),
-        // Not a storage node: a metadata member answers its own status.
+        // Not a storage node (a metadata member answers its own status), or nothing answers:
+        // the metadata status call reports that.
         Err(e) if e.kind() == Some("grpc_unimplemented") => Ok(addr.to_owned()),
+        Err(bitmountain_client::ClientError::Unreachable { .. }) => Ok(addr.to_owned()),
         Err(e) => Err(anyhow::anyhow!(e).context(format!("asking {addr} for the cluster status"))),
     }
 }
