@@ -56,3 +56,13 @@ pub fn run_ok(args: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// The `x-bitmountain-error` kind of a status a node or member sent ("" when absent).
+pub fn error_kind(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get("x-bitmountain-error")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}

@@ -7,16 +7,8 @@ use bitmountain_client::{Code, PutOptions, UploadFile};
 use bitmountain_proto::archive::v1 as pb;
 use bitmountain_proto::archive::v1::archive_service_client::ArchiveServiceClient;
 use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
+use bitmountain_tests::error_kind as kind;
 use pb::put_bundle_request::Item;
-
-fn kind(status: &tonic::Status) -> String {
-    status
-        .metadata()
-        .get("x-bitmountain-error")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
 
 fn msg(item: Item) -> pb::PutBundleRequest {
     pb::PutBundleRequest { item: Some(item) }

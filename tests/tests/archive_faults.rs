@@ -10,6 +10,7 @@ use bitmountain_client::{PutOptions, UploadFile};
 use bitmountain_proto::archive::v1 as pb;
 use bitmountain_proto::archive::v1::archive_service_client::ArchiveServiceClient;
 use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
+use bitmountain_tests::error_kind;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -201,15 +202,6 @@ impl SlowUpload {
         drop(self.tx);
         self.call.await.unwrap()
     }
-}
-
-fn error_kind(status: &tonic::Status) -> String {
-    status
-        .metadata()
-        .get("x-bitmountain-error")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

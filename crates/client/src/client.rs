@@ -303,19 +303,8 @@ impl ArchiveClient {
         let mut hasher = Sha256::new();
         let mut received = 0u64;
         loop {
-            let message = tokio::time::timeout(
-                Duration::from_millis(READ_IDLE_TIMEOUT_MS),
-                stream.message(),
-            )
-            .await
-            .map_err(|_| ClientError::Unreachable {
-                tried: node.clone(),
-                last: format!("no data for {READ_IDLE_TIMEOUT_MS} ms"),
-            })?;
-            let message = match message {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(status) => return Err(ClientError::from_status(&node, &status).0),
+            let Some(message) = next_message(&mut stream, &node).await? else {
+                break;
             };
             if let Some(f) = message.file {
                 info = Some(FileInfo::from_proto(f));
@@ -478,28 +467,16 @@ impl ArchiveClient {
         let mut hasher = Sha256::new();
         let mut received = 0u64;
         loop {
-            let message = tokio::time::timeout(
-                Duration::from_millis(READ_IDLE_TIMEOUT_MS),
-                stream.message(),
-            )
-            .await
-            .map_err(|_| ClientError::Unreachable {
-                tried: node.clone(),
-                last: format!("no data for {READ_IDLE_TIMEOUT_MS} ms"),
+            let Some(m) = next_message(&mut stream, &node).await? else {
+                break;
+            };
+            hasher.update(&m.data);
+            received += m.data.len() as u64;
+            out.write_all(&m.data).map_err(|e| ClientError::Io {
+                context: "writing the export of",
+                path: PathBuf::from(bundle_id),
+                source: e,
             })?;
-            match message {
-                Ok(Some(m)) => {
-                    hasher.update(&m.data);
-                    received += m.data.len() as u64;
-                    out.write_all(&m.data).map_err(|e| ClientError::Io {
-                        context: "writing the export of",
-                        path: PathBuf::from(bundle_id),
-                        source: e,
-                    })?;
-                }
-                Ok(None) => break,
-                Err(status) => return Err(ClientError::from_status(&node, &status).0),
-            }
         }
         let got = hex::encode(hasher.finalize());
         if received != info.length_bytes || got != info.sha256 {
@@ -543,6 +520,20 @@ impl ArchiveClient {
             .await?;
         Ok(ClusterStatus::from_proto(response))
     }
+}
+
+/// The next message of a server stream, within the read idle timeout.
+async fn next_message<T>(stream: &mut tonic::Streaming<T>, node: &str) -> Result<Option<T>> {
+    let message = tokio::time::timeout(
+        Duration::from_millis(READ_IDLE_TIMEOUT_MS),
+        stream.message(),
+    )
+    .await
+    .map_err(|_| ClientError::Unreachable {
+        tried: node.to_owned(),
+        last: format!("no data for {READ_IDLE_TIMEOUT_MS} ms"),
+    })?;
+    message.map_err(|status| ClientError::from_status(node, &status).0)
 }
 
 fn item(item: pb::put_bundle_request::Item) -> pb::PutBundleRequest {

@@ -104,18 +104,7 @@ pub fn run(args: MetaArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let shutdown = async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => return std::future::pending::<()>().await,
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("shutting down");
-        };
+        let shutdown = super::node::shutdown_signal();
         bitmountain_meta::serve(opts, shutdown).await
     })?;
     Ok(())
