@@ -258,9 +258,11 @@ async fn random_64k_reads_healthy_and_degraded() {
     let files = Arc::new(files);
     // Nodes 1-4 serve the reads (5 and 6 are the ones killed for the degraded run).
     let clients: Vec<Arc<ArchiveClient>> = (1..=4).map(|i| Arc::new(cluster.client(i))).collect();
-    // Warm every serving node's record and index caches.
+    // Warm every serving node's record and index caches, and the clients' (so reads go to the
+    // node holding the bytes).
     for c in &clients {
         for (id, path) in files.iter().step_by(20) {
+            c.prepare(id).await.unwrap();
             c.read_file(id, path).await.unwrap();
         }
     }
@@ -318,4 +320,64 @@ async fn random_64k_reads_healthy_and_degraded() {
         percentile(&lat, 0.5),
         p99.as_secs_f64() / 0.005
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run with scripts/bench-archive"]
+async fn single_read_latency() {
+    let cluster = Cluster::start(6, 2, CODE);
+    let client = cluster.client(1);
+    let batch: Vec<UploadFile> = (0..20u64)
+        .map(|f| UploadFile::from_bytes(format!("img/{f:03}.jpg"), pseudo_random_bytes(f, 64 << 10)))
+        .collect();
+    let put = client.put_files(batch.clone(), &PutOptions::default()).await.unwrap();
+    for node in 1..=6 {
+        let c = cluster.client(node);
+        if node > 3 {
+            c.prepare(&put.bundle_id).await.unwrap();
+        }
+        let mut lat = Vec::new();
+        for i in 0..200 {
+            let path = &batch[i % 20].path;
+            let t = Instant::now();
+            c.read_file(&put.bundle_id, path).await.unwrap();
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        println!(
+            "BENCH single reads through node {node}{}: p50 {:?} p99 {:?} max {:?}",
+            if node > 3 { " (client sends each read to the node holding it)" } else { "" },
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat[lat.len() - 1]
+        );
+    }
+    // The bare round trip: an index read, served from the node's cache.
+    let c = cluster.client(2);
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let fresh = ArchiveClient::new([cluster.addr(2)]).unwrap();
+        drop(fresh);
+        let _ = c.stat(&put.bundle_id).await.unwrap();
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!("BENCH stat round trips (node + metadata read): p50 {:?} p99 {:?}", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let mut stub = bitmountain_proto::archive::v1::archive_service_client::ArchiveServiceClient::connect(format!("http://{}", cluster.addr(2))).await.unwrap();
+        let conn = t.elapsed();
+        let t = Instant::now();
+        let mut s = stub.get_index(bitmountain_proto::archive::v1::GetIndexRequest { bundle_id: put.bundle_id.clone() }).await.unwrap().into_inner();
+        while s.message().await.unwrap().is_some() {}
+        lat.push(t.elapsed());
+        let _ = conn;
+    }
+    lat.sort();
+    println!("BENCH cached index round trips: p50 {:?} p99 {:?}", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    if std::env::var_os("BENCH_SHOW_LOG").is_some() {
+        println!("{}", cluster.node_log_tail(1, 40));
+    }
 }

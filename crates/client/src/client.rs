@@ -33,6 +33,9 @@ pub const UPLOAD_PIECE_BYTES: usize = 1 << 20;
 pub const UPLOAD_QUEUE_MESSAGES: usize = 8;
 /// Largest response message accepted (an upload's per-file digests can be several MiB).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+/// HTTP/2 flow-control window per stream and per connection.
+pub const H2_STREAM_WINDOW_BYTES: u32 = 2 << 20;
+pub const H2_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 /// Bundle indexes kept in the client's cache.
 pub const INDEX_CACHE_BUNDLES: usize = 256;
 
@@ -83,7 +86,24 @@ pub struct PutOptions {
 #[derive(Debug, Default)]
 struct Caches {
     indexes: HashMap<String, Arc<Vec<FileInfo>>>,
+    /// Bundle records (placement, code, length), to send reads where the bytes are.
+    records: HashMap<String, Arc<BundleInfo>>,
     order: VecDeque<String>,
+}
+
+impl Caches {
+    /// Keeps at most [`INDEX_CACHE_BUNDLES`] bundles, dropping the oldest.
+    fn remember(&mut self, bundle_id: &str) {
+        if !self.order.iter().any(|b| b == bundle_id) {
+            if self.order.len() >= INDEX_CACHE_BUNDLES {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.indexes.remove(&oldest);
+                    self.records.remove(&oldest);
+                }
+            }
+            self.order.push_back(bundle_id.to_owned());
+        }
+    }
 }
 
 /// A client of the public archive API. Cheap to share behind an `Arc`; safe for concurrent use.
@@ -153,6 +173,10 @@ impl ArchiveClient {
             .map_err(|e| ClientError::BadInput(format!("{addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)
+            // The HTTP/2 default window (64 KiB) would stall every 1 MiB upload message and
+            // every file larger than it on window updates.
+            .initial_stream_window_size(Some(H2_STREAM_WINDOW_BYTES))
+            .initial_connection_window_size(Some(H2_CONNECTION_WINDOW_BYTES))
             .connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
@@ -171,6 +195,27 @@ impl ArchiveClient {
         F: Fn(ArchiveServiceClient<Channel>, String) -> Fut,
         Fut: Future<Output = std::result::Result<T, tonic::Status>>,
     {
+        self.failover_from(None, call).await
+    }
+
+    /// Like [`Self::failover`], trying `preferred` first (a node that holds the bytes).
+    async fn failover_from<T, F, Fut>(&self, preferred: Option<String>, call: F) -> Result<T>
+    where
+        F: Fn(ArchiveServiceClient<Channel>, String) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        if let Some(addr) = preferred {
+            match call(self.stub(&addr)?, addr.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(status) => {
+                    let (err, transport) = ClientError::from_status(&addr, &status);
+                    if !transport {
+                        return Err(err);
+                    }
+                    tracing::debug!(node = %addr, error = %err, "preferred node unreachable");
+                }
+            }
+        }
         let start = self.current.load(Ordering::Relaxed) as usize;
         let mut last = String::new();
         for step in 0..self.endpoints.len() {
@@ -290,8 +335,9 @@ impl ArchiveClient {
             offset,
             length,
         };
+        let holder = self.holder(bundle_id, path, offset);
         let (mut stream, node) = self
-            .failover(|mut stub, addr| {
+            .failover_from(holder, |mut stub, addr| {
                 let request = with_timeout(request.clone(), READ_IDLE_TIMEOUT_MS);
                 async move {
                     let first = stub.get_file(request).await?.into_inner();
@@ -376,12 +422,7 @@ impl ArchiveClient {
             .await?;
         let files = Arc::new(files);
         let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
-        if caches.indexes.len() >= INDEX_CACHE_BUNDLES {
-            if let Some(oldest) = caches.order.pop_front() {
-                caches.indexes.remove(&oldest);
-            }
-        }
-        caches.order.push_back(bundle_id.to_owned());
+        caches.remember(bundle_id);
         caches
             .indexes
             .insert(bundle_id.to_owned(), Arc::clone(&files));
@@ -399,10 +440,60 @@ impl ArchiveClient {
                 async move { Ok(stub.stat_bundle(request).await?.into_inner()) }
             })
             .await?;
-        response
+        let info = response
             .bundle
             .map(BundleInfo::from_proto)
-            .ok_or_else(|| ClientError::Integrity("the node answered without a bundle".into()))
+            .ok_or_else(|| ClientError::Integrity("the node answered without a bundle".into()))?;
+        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        caches.remember(bundle_id);
+        caches
+            .records
+            .insert(bundle_id.to_owned(), Arc::new(info.clone()));
+        Ok(info)
+    }
+
+    /// Reads the record and index of a bundle into the cache, so every later read of one of its
+    /// files goes straight to the node holding the bytes (one round trip, no hop between nodes).
+    pub async fn prepare(&self, bundle_id: &str) -> Result<()> {
+        self.stat(bundle_id).await?;
+        self.index(bundle_id).await?;
+        Ok(())
+    }
+
+    /// The node holding the first byte of `path` at `offset` (from cached record and index).
+    fn holder(&self, bundle_id: &str, path: &str, offset: u64) -> Option<String> {
+        let (record, index) = {
+            let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                caches.records.get(bundle_id).cloned()?,
+                caches.indexes.get(bundle_id).cloned()?,
+            )
+        };
+        let entry = index.iter().find(|f| f.path == path)?;
+        let code = record.code?;
+        let code = bitmountain_erasure::Code::with_sizes(
+            code.data_shards as usize,
+            code.parity_shards as usize,
+            u32::try_from(code.cell_bytes).ok()?,
+            bitmountain_erasure::code::DEFAULT_CHUNK_BYTES,
+        )
+        .ok()?;
+        let layout = bitmountain_erasure::BundleLayout::new(code, record.length_bytes).ok()?;
+        let at = entry.bundle_offset.checked_add(offset)?;
+        if at >= record.length_bytes {
+            return None;
+        }
+        let piece = layout
+            .pieces(bitmountain_erasure::BundleId([0; 16]), at, 1)
+            .ok()?
+            .into_iter()
+            .next()?;
+        record
+            .shards
+            .iter()
+            .find(|s| s.shard_index == u32::from(piece.shard))
+            .map(|s| s.node_address.clone())
+            .filter(|a| !a.is_empty())
     }
 
     /// One page of sealed bundles, optionally with one label; returns the next page token
@@ -502,6 +593,7 @@ impl ArchiveClient {
         {
             let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
             caches.indexes.remove(bundle_id);
+            caches.records.remove(bundle_id);
             caches.order.retain(|b| b != bundle_id);
         }
         response

@@ -3,8 +3,9 @@
 //! [`ArchiveClient`] talks to any storage node: give it one address or several. It uploads a
 //! directory tree or a list of files as one bundle ([`ArchiveClient::put_dir`],
 //! [`ArchiveClient::put_files`]), reads files whole or by byte range, lists, exports and
-//! deletes bundles. Bundle indexes are cached ([`ArchiveClient::index`]), so after the first
-//! look at a bundle every further file read costs one round trip. When a node does not answer,
+//! deletes bundles. Bundle records and indexes are cached ([`ArchiveClient::prepare`]), so after
+//! the first look at a bundle every further file read costs one round trip, sent to the node that
+//! holds the file's bytes (it reads them from its own disk). When a node does not answer,
 //! calls move on to the next address; an upload of re-readable sources (files on disk, bytes in
 //! memory) is retried on the next node from the start.
 //!

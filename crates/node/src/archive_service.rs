@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::coordinator::upload::{FileHeader, UploadItem, UploadStart};
 use crate::coordinator::{parse_bundle_id, Coordinator};
 use crate::error::{NodeError, Result};
-use crate::limits::{INDEX_PAGE_ENTRIES, READ_PIECE_BYTES};
+use crate::limits::{INDEX_PAGE_ENTRIES, READ_PIECE_BYTES, READ_WINDOW_BYTES};
 
 /// The ArchiveService implementation.
 #[derive(Debug, Clone)]
@@ -236,15 +236,39 @@ impl ArchiveService for ArchiveApi {
             .length
             .unwrap_or(u64::MAX)
             .min(entry.length - req.offset);
-        // A whole file is checked against its SHA-256 as it streams.
         let whole = req.offset == 0 && len == entry.length;
+        let info = file_info(&entry);
+        if len <= READ_WINDOW_BYTES {
+            // One read window: read it here and answer from memory (no streaming tasks on the
+            // critical path of small reads). Its chunks passed their CRC32C; the client checks
+            // the file's SHA-256 end to end (the first message carries it).
+            let bytes = self
+                .coordinator
+                .read_range(&bundle, entry.offset + req.offset, len)
+                .await?;
+            let bytes = bytes::Bytes::from(bytes);
+            let mut messages = Vec::new();
+            let mut at = 0;
+            loop {
+                let end = (at + READ_PIECE_BYTES).min(bytes.len());
+                messages.push(Ok(pb::GetFileResponse {
+                    file: (at == 0).then(|| info.clone()),
+                    data: bytes.slice(at..end),
+                }));
+                at = end;
+                if at >= bytes.len() {
+                    break;
+                }
+            }
+            return Ok(Response::new(Box::pin(tokio_stream::iter(messages))));
+        }
+        // A larger whole file is also checked against its SHA-256 as it streams.
         let windows = self.coordinator.stream_range(
             bundle,
             entry.offset + req.offset,
             len,
             whole.then_some(entry.sha256),
         );
-        let info = file_info(&entry);
         let stream = pieces_stream(
             windows,
             move |data, first| pb::GetFileResponse {

@@ -19,6 +19,11 @@ pub const MAX_SHARD_BYTES: u64 = 1 << 44;
 pub const SHARD_RPC_TIMEOUT_MS: u64 = 10_000;
 /// Deadline to connect to another node.
 pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// HTTP/2 flow-control window per stream. The protocol default (64 KiB) is smaller than one
+/// cell: every megabyte sent would wait for about sixteen window updates.
+pub const H2_STREAM_WINDOW_BYTES: u32 = 2 << 20;
+/// HTTP/2 flow-control window per connection (all streams together).
+pub const H2_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 
 // ---- Public ArchiveService: uploads ----
 

@@ -15,7 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{NodeError, Result};
 use crate::limits::{
-    CONNECT_TIMEOUT_MS, MAX_MESSAGE_BYTES, SHARD_PIECE_BYTES, SHARD_RPC_TIMEOUT_MS,
+    CONNECT_TIMEOUT_MS, H2_CONNECTION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, MAX_MESSAGE_BYTES, SHARD_PIECE_BYTES, SHARD_RPC_TIMEOUT_MS,
     SHARD_WRITE_PIECE_BYTES,
 };
 use crate::shard_service::ShardAddress;
@@ -45,6 +45,8 @@ impl ShardClient {
         let channel = endpoint
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)
+            .initial_stream_window_size(Some(H2_STREAM_WINDOW_BYTES))
+            .initial_connection_window_size(Some(H2_CONNECTION_WINDOW_BYTES))
             .connect_lazy();
         let inner = NodeServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
