@@ -63,9 +63,21 @@ impl Cluster {
         meta_args: &[&str],
         node_args: &[&str],
     ) -> Self {
+        Self::start_members(1, nodes, disks_per_node, code, meta_args, node_args)
+    }
+
+    /// Like [`Cluster::start_with`], with a metadata group of `members` members.
+    pub fn start_members(
+        members: u64,
+        nodes: usize,
+        disks_per_node: usize,
+        code: &str,
+        meta_args: &[&str],
+        node_args: &[&str],
+    ) -> Self {
         let mut args = vec!["--default-code", code];
         args.extend_from_slice(meta_args);
-        let meta = MetaCluster::start(1, &args);
+        let meta = MetaCluster::start(members, &args);
         let mut cluster = Cluster {
             meta,
             nodes: Vec::new(),

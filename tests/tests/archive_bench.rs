@@ -328,9 +328,14 @@ async fn single_read_latency() {
     let cluster = Cluster::start(6, 2, CODE);
     let client = cluster.client(1);
     let batch: Vec<UploadFile> = (0..20u64)
-        .map(|f| UploadFile::from_bytes(format!("img/{f:03}.jpg"), pseudo_random_bytes(f, 64 << 10)))
+        .map(|f| {
+            UploadFile::from_bytes(format!("img/{f:03}.jpg"), pseudo_random_bytes(f, 64 << 10))
+        })
         .collect();
-    let put = client.put_files(batch.clone(), &PutOptions::default()).await.unwrap();
+    let put = client
+        .put_files(batch.clone(), &PutOptions::default())
+        .await
+        .unwrap();
     for node in 1..=6 {
         let c = cluster.client(node);
         if node > 3 {
@@ -346,7 +351,11 @@ async fn single_read_latency() {
         lat.sort();
         println!(
             "BENCH single reads through node {node}{}: p50 {:?} p99 {:?} max {:?}",
-            if node > 3 { " (client sends each read to the node holding it)" } else { "" },
+            if node > 3 {
+                " (client sends each read to the node holding it)"
+            } else {
+                ""
+            },
             percentile(&lat, 0.5),
             percentile(&lat, 0.99),
             lat[lat.len() - 1]
@@ -363,20 +372,39 @@ async fn single_read_latency() {
         lat.push(t.elapsed());
     }
     lat.sort();
-    println!("BENCH stat round trips (node + metadata read): p50 {:?} p99 {:?}", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!(
+        "BENCH stat round trips (node + metadata read): p50 {:?} p99 {:?}",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
     let mut lat = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
-        let mut stub = bitmountain_proto::archive::v1::archive_service_client::ArchiveServiceClient::connect(format!("http://{}", cluster.addr(2))).await.unwrap();
+        let mut stub =
+            bitmountain_proto::archive::v1::archive_service_client::ArchiveServiceClient::connect(
+                format!("http://{}", cluster.addr(2)),
+            )
+            .await
+            .unwrap();
         let conn = t.elapsed();
         let t = Instant::now();
-        let mut s = stub.get_index(bitmountain_proto::archive::v1::GetIndexRequest { bundle_id: put.bundle_id.clone() }).await.unwrap().into_inner();
+        let mut s = stub
+            .get_index(bitmountain_proto::archive::v1::GetIndexRequest {
+                bundle_id: put.bundle_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         while s.message().await.unwrap().is_some() {}
         lat.push(t.elapsed());
         let _ = conn;
     }
     lat.sort();
-    println!("BENCH cached index round trips: p50 {:?} p99 {:?}", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!(
+        "BENCH cached index round trips: p50 {:?} p99 {:?}",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
     if std::env::var_os("BENCH_SHOW_LOG").is_some() {
         println!("{}", cluster.node_log_tail(1, 40));
     }

@@ -37,8 +37,19 @@ enum Command {
     Export(commands::archive::ExportArgs),
     /// Delete a bundle.
     Rm(commands::archive::RmArgs),
-    /// Run a storage node.
-    Node(commands::node::NodeArgs),
+    /// Run a storage node (`node --data DIR --disk DIR --listen ADDR --meta ADDR`), or drain,
+    /// remove or restore one (`node drain|remove|up ID`).
+    Node(commands::node::NodeCli),
+    /// Mark a disk failed, drain it, remove it, or mark it healthy again.
+    #[command(subcommand)]
+    Disk(commands::heal::DiskCommand),
+    /// Repair progress (`repair status`) and throttles (`repair throttle`).
+    #[command(subcommand)]
+    Repair(commands::heal::RepairCommand),
+    /// Start a scrub pass now on every node (or one).
+    Scrub(commands::heal::ScrubArgs),
+    /// Move shards onto new or emptier disks, within a byte budget.
+    Rebalance(commands::heal::RebalanceArgs),
     /// Offline tools for bundle files (MIME multipart/mixed with an index).
     #[command(subcommand)]
     Bundle(commands::bundle::BundleCommand),
@@ -76,6 +87,10 @@ fn main() -> std::process::ExitCode {
         Command::Export(args) => commands::archive::export(args),
         Command::Rm(args) => commands::archive::rm(args),
         Command::Node(args) => commands::node::run(args),
+        Command::Disk(cmd) => commands::heal::disk(cmd),
+        Command::Repair(cmd) => commands::heal::repair(cmd),
+        Command::Scrub(args) => commands::heal::scrub(args),
+        Command::Rebalance(args) => commands::heal::rebalance(args),
         Command::Bundle(cmd) => commands::bundle::run(cmd),
         Command::Shard(cmd) => commands::shard::run(cmd),
         Command::Durability(args) => commands::durability::run(args),

@@ -30,6 +30,8 @@ pub struct StoredShard {
     pub bundle: BundleId,
     pub shard: u16,
     pub len_bytes: u64,
+    /// When the file was last written (garbage collection leaves young stale copies alone).
+    pub modified_unix_ms: u64,
 }
 
 /// One disk: its identity and its shard files.
@@ -309,14 +311,19 @@ impl DiskStore {
                 let Some((bundle, shard)) = parse_shard_name(&name.to_string_lossy()) else {
                     continue;
                 };
-                let len_bytes = file
+                let meta = file
                     .metadata()
-                    .map_err(|e| self.io(&file.path(), "reading shard size", e))?
-                    .len();
+                    .map_err(|e| self.io(&file.path(), "reading shard size", e))?;
+                let modified_unix_ms = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as u64);
                 out.push(StoredShard {
                     bundle,
                     shard,
-                    len_bytes,
+                    len_bytes: meta.len(),
+                    modified_unix_ms,
                 });
             }
         }
@@ -478,14 +485,11 @@ mod tests {
         ));
         pending.commit().unwrap();
         drop(pending);
-        assert_eq!(
-            store.list_shards().unwrap(),
-            vec![StoredShard {
-                bundle,
-                shard: 2,
-                len_bytes: 11
-            }]
-        );
+        let listed = store.list_shards().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].bundle, listed[0].shard), (bundle, 2));
+        assert_eq!(listed[0].len_bytes, 11);
+        assert!(listed[0].modified_unix_ms > 0);
         assert_eq!(store.read_shard_range(bundle, 2, 6, 5).unwrap(), b"shard");
         assert!(matches!(
             store.read_shard_range(bundle, 2, 6, 6),

@@ -528,6 +528,7 @@ impl MetaClient {
                     ..Default::default()
                 })
                 .collect(),
+            rewritten_shards: Vec::new(),
         };
         let resp = self
             .svc(|mut c| {
@@ -536,6 +537,95 @@ impl MetaClient {
             })
             .await?;
         Self::bundle(resp.bundle)
+    }
+
+    /// Compare-and-set of a bundle's placement after a repair: `disks` is the full new
+    /// placement, `rewritten` the shards rebuilt in place on the disk they were on.
+    pub async fn update_placement_repaired(
+        &self,
+        id: BundleId,
+        expected_generation: u64,
+        disks: &[u64],
+        rewritten: &[u32],
+    ) -> Result<Bundle> {
+        let r = pb::UpdatePlacementRequest {
+            id: Some(id.to_proto()),
+            expected_generation,
+            placement: disks
+                .iter()
+                .enumerate()
+                .map(|(i, d)| pb::ShardLocation {
+                    shard_index: i as u32,
+                    disk_id: *d,
+                    ..Default::default()
+                })
+                .collect(),
+            rewritten_shards: rewritten.to_vec(),
+        };
+        let resp = self
+            .svc(|mut c| {
+                let r = r.clone();
+                async move { c.update_placement(r).await }
+            })
+            .await?;
+        Self::bundle(resp.bundle)
+    }
+
+    /// Takes repair work for a node's worker (renewing the leases of `running`).
+    pub async fn claim_repairs(
+        &self,
+        node_id: u64,
+        max: u32,
+        running: &[BundleId],
+    ) -> Result<pb::ClaimRepairsResponse> {
+        let r = pb::ClaimRepairsRequest {
+            node_id,
+            max,
+            running: running.iter().map(|id| id.to_proto()).collect(),
+        };
+        self.svc(|mut c| {
+            let r = r.clone();
+            async move { c.claim_repairs(r).await }
+        })
+        .await
+    }
+
+    /// Reports a repair done (or failed) so its leases go.
+    pub async fn finish_repair(&self, r: pb::FinishRepairRequest) -> Result<()> {
+        self.svc(|mut c| {
+            let r = r.clone();
+            async move { c.finish_repair(r).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Changes the repair throttles.
+    pub async fn set_repair_settings(
+        &self,
+        settings: crate::types::RepairSettings,
+    ) -> Result<crate::types::RepairSettings> {
+        let r = pb::SetRepairSettingsRequest {
+            settings: Some(settings.to_proto()),
+        };
+        let resp = self
+            .svc(|mut c| async move { c.set_repair_settings(r).await })
+            .await?;
+        Ok(crate::types::RepairSettings::from_proto(
+            resp.settings.as_ref(),
+        ))
+    }
+
+    /// Repair progress as the leader sees it.
+    pub async fn repair_status(&self) -> Result<pb::RepairStatusResponse> {
+        self.svc(|mut c| async move { c.repair_status(pb::RepairStatusRequest {}).await })
+            .await
+    }
+
+    /// Plans (and unless `dry_run`, queues) moves onto emptier disks.
+    pub async fn rebalance(&self, max_bytes: u64, dry_run: bool) -> Result<pb::RebalanceResponse> {
+        let r = pb::RebalanceRequest { max_bytes, dry_run };
+        self.svc(|mut c| async move { c.rebalance(r).await }).await
     }
 
     /// One page of the shards on a disk: (bundle, shard index).

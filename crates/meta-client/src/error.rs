@@ -128,6 +128,13 @@ pub enum MetaError {
         tolerated: usize,
     },
     /// The replica failed (not leader, overloaded, storage).
+    #[error("{what} still holds {shards} shards: drain it first (`bitmountain {command} drain {id}`) and wait until `bitmountain status` shows it empty")]
+    StillHoldsShards {
+        what: String,
+        command: String,
+        id: u64,
+        shards: u64,
+    },
     #[error("{message}")]
     Raft {
         /// Kind (as on the wire).
@@ -229,6 +236,7 @@ impl MetaError {
             MetaError::AllocationExpired { .. } => "allocation_expired",
             MetaError::PlacementStale { .. } => "placement_stale",
             MetaError::TooManyMissingShards { .. } => "too_many_missing_shards",
+            MetaError::StillHoldsShards { .. } => "still_holds_shards",
             MetaError::Raft { kind, .. } => kind,
             MetaError::Corrupt { .. } => "corrupt",
             MetaError::Rpc { kind, .. } => kind,
@@ -259,7 +267,8 @@ impl MetaError {
             | MetaError::WrongState { .. }
             | MetaError::DiskOwnedByOtherNode { .. }
             | MetaError::AllocationExpired { .. }
-            | MetaError::TooManyMissingShards { .. } => C::FailedPrecondition,
+            | MetaError::TooManyMissingShards { .. }
+            | MetaError::StillHoldsShards { .. } => C::FailedPrecondition,
             MetaError::MalformedPlacement { .. }
             | MetaError::InvalidCode { .. }
             | MetaError::InvalidArgument { .. } => C::InvalidArgument,

@@ -436,10 +436,66 @@ pub struct RepairTask {
     pub bundle_id: BundleId,
     /// Shards on healthy disks when queued.
     pub healthy_shards: u32,
-    /// Shard indexes to rebuild.
+    /// Shard indexes to rebuild or move, when queued.
     pub missing_shards: Vec<u32>,
     /// When queued.
     pub queued_unix_ms: u64,
+    /// Shards found damaged (corrupt or missing files) on disks that are otherwise fine: they
+    /// are rewritten even though their disk and node are healthy.
+    #[serde(default)]
+    pub damaged_shards: Vec<u32>,
+    /// Shards a rebalance moves, with the disk each goes to.
+    #[serde(default)]
+    pub moves: BTreeMap<u32, u64>,
+    /// Shards to move (drain, rebalance) rather than rebuild, when queued.
+    #[serde(default)]
+    pub moving_shards: Vec<u32>,
+    /// Bytes of one shard of the bundle (for the repair ETA).
+    #[serde(default)]
+    pub shard_bytes: u64,
+}
+
+/// Repair throttles, replicated so every leader enforces the same and nodes learn them from
+/// heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairSettings {
+    /// Repairs and moves one node runs at once.
+    pub max_repairs_per_node: u32,
+    /// Bytes per second one node writes rebuilt or moved shards at; 0: unlimited.
+    pub bytes_per_sec: u64,
+    /// No new repairs are handed out; running ones finish.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl Default for RepairSettings {
+    fn default() -> Self {
+        RepairSettings {
+            max_repairs_per_node: 4,
+            bytes_per_sec: 0,
+            paused: false,
+        }
+    }
+}
+
+impl RepairSettings {
+    /// To the wire.
+    pub fn to_proto(&self) -> pb::RepairSettings {
+        pb::RepairSettings {
+            max_repairs_per_node: self.max_repairs_per_node,
+            bytes_per_sec: self.bytes_per_sec,
+            paused: self.paused,
+        }
+    }
+    /// From the wire (absent: the defaults).
+    pub fn from_proto(s: Option<&pb::RepairSettings>) -> Self {
+        s.map(|s| RepairSettings {
+            max_repairs_per_node: s.max_repairs_per_node,
+            bytes_per_sec: s.bytes_per_sec,
+            paused: s.paused,
+        })
+        .unwrap_or_default()
+    }
 }
 
 impl RepairTask {
@@ -450,6 +506,8 @@ impl RepairTask {
             healthy_shards: self.healthy_shards,
             missing_shards: self.missing_shards.clone(),
             queued_unix_ms: self.queued_unix_ms,
+            damaged_shards: self.damaged_shards.clone(),
+            moving_shards: self.moving_shards.clone(),
         }
     }
 }

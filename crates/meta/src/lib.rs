@@ -13,7 +13,9 @@
 //! - [`state`]: commands, apply, reads.
 //! - [`placement`]: k+m disks on distinct failure domains, weighted by free space.
 //! - [`service`]: the gRPC services and the member process ([`service::serve`]).
+//! - [`healing`]: the leader's failure detector, repair leases, repair status, rebalance.
 
+pub mod healing;
 pub mod keys;
 pub mod placement;
 pub mod service;

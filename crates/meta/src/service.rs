@@ -52,6 +52,10 @@ pub struct MetaConfig {
     pub allocation_ttl_ms: u64,
     /// Interval nodes are told to heartbeat at.
     pub heartbeat_interval_ms: u64,
+    /// A node silent this long is declared down (through Raft) and its shards are repaired.
+    pub node_down_grace_ms: u64,
+    /// A repair assignment not renewed by its worker for this long is offered again.
+    pub repair_lease_ms: u64,
 }
 
 impl Default for MetaConfig {
@@ -61,28 +65,36 @@ impl Default for MetaConfig {
             domain_level: DomainLevel::Host,
             allocation_ttl_ms: DEFAULT_ALLOCATION_TTL_MS,
             heartbeat_interval_ms: 1000,
+            node_down_grace_ms: crate::healing::DEFAULT_NODE_DOWN_GRACE_MS,
+            repair_lease_ms: crate::healing::DEFAULT_REPAIR_LEASE_MS,
         }
     }
 }
 
-#[derive(Debug, Clone)]
-struct Heartbeat {
-    at: Instant,
-    used: HashMap<u64, u64>,
+/// What the leader last heard from a node (soft state).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Heartbeat {
+    pub(crate) at: Option<Instant>,
+    pub(crate) used: HashMap<u64, u64>,
+    /// Disks the node reports failed (I/O errors, identity file missing or changed).
+    pub(crate) failed: Vec<u64>,
+    /// Disk → (last full scrub, damaged shards it found).
+    pub(crate) scrub: HashMap<u64, (u64, u64)>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    raft: RaftHandle<ApplyResult>,
-    store: Arc<MetaStore>,
-    cfg: MetaConfig,
-    heartbeats: Mutex<HashMap<u64, Heartbeat>>,
+pub(crate) struct Inner {
+    pub(crate) raft: RaftHandle<ApplyResult>,
+    pub(crate) store: Arc<MetaStore>,
+    pub(crate) cfg: MetaConfig,
+    pub(crate) heartbeats: Mutex<HashMap<u64, Heartbeat>>,
+    pub(crate) healing: crate::healing::Healing,
 }
 
 /// Implements `MetaService` and `MetaAdmin` on one member.
 #[derive(Debug, Clone)]
 pub struct MetaServer {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 fn page_size(n: u32) -> usize {
@@ -101,18 +113,19 @@ impl MetaServer {
                 store,
                 cfg,
                 heartbeats: Mutex::new(HashMap::new()),
+                healing: crate::healing::Healing::default(),
             }),
         }
     }
 
-    fn heartbeats(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Heartbeat>> {
+    pub(crate) fn heartbeats(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Heartbeat>> {
         match self.inner.heartbeats.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    async fn propose(&self, cmd: Command) -> Result<Applied> {
+    pub(crate) async fn propose(&self, cmd: Command) -> Result<Applied> {
         match tokio::time::timeout(PROPOSE_TIMEOUT, self.inner.raft.propose(cmd.encode())).await {
             Ok(r) => r.map_err(crate::raft_error)?,
             Err(_) => Err(MetaError::Raft {
@@ -127,7 +140,7 @@ impl MetaServer {
     }
 
     /// Linearizable read barrier unless the caller accepts stale reads.
-    async fn read_barrier(&self, stale_ok: bool) -> Result<()> {
+    pub(crate) async fn read_barrier(&self, stale_ok: bool) -> Result<()> {
         if stale_ok {
             return Ok(());
         }
@@ -144,7 +157,7 @@ impl MetaServer {
         }
     }
 
-    fn require_leader(&self) -> Result<()> {
+    pub(crate) fn require_leader(&self) -> Result<()> {
         if self.inner.raft.status().is_leader() {
             Ok(())
         } else {
@@ -189,11 +202,16 @@ impl MetaServer {
     }
 
     fn disk_proto(&self, d: &DiskRecord) -> pb::DiskInfo {
-        let used = self
+        let (used, scrub) = self
             .heartbeats()
             .get(&d.node_id)
-            .and_then(|h| h.used.get(&d.id).copied())
-            .unwrap_or(0);
+            .map(|h| {
+                (
+                    h.used.get(&d.id).copied().unwrap_or(0),
+                    h.scrub.get(&d.id).copied().unwrap_or((0, 0)),
+                )
+            })
+            .unwrap_or((0, (0, 0)));
         pb::DiskInfo {
             disk_id: d.id,
             path: d.path.clone(),
@@ -202,6 +220,8 @@ impl MetaServer {
             state: d.state.to_proto() as i32,
             accounted_bytes: d.accounted_bytes,
             node_id: d.node_id,
+            last_scrub_unix_ms: scrub.0,
+            last_scrub_damaged_shards: scrub.1,
         }
     }
 
@@ -209,7 +229,8 @@ impl MetaServer {
         let age = self
             .heartbeats()
             .get(&n.id)
-            .map(|h| h.at.elapsed().as_millis() as u64);
+            .and_then(|h| h.at)
+            .map(|at| at.elapsed().as_millis() as u64);
         pb::NodeInfo {
             node_id: n.id,
             address: n.address.clone(),
@@ -479,13 +500,9 @@ impl MetaService for MetaServer {
                         .zip(&disks)
                         .map(|(a, b)| (b.id, a.used_bytes))
                         .collect();
-                    hb.insert(
-                        node.id,
-                        Heartbeat {
-                            at: Instant::now(),
-                            used,
-                        },
-                    );
+                    let entry = hb.entry(node.id).or_default();
+                    entry.at = Some(Instant::now());
+                    entry.used = used;
                 }
                 ok(pb::RegisterNodeResponse {
                     node_id: node.id,
@@ -507,17 +524,33 @@ impl MetaService for MetaServer {
             }
             map.cluster.cluster_id.clone()
         };
-        let used = r.disks.iter().map(|d| (d.disk_id, d.used_bytes)).collect();
-        self.heartbeats().insert(
-            r.node_id,
-            Heartbeat {
-                at: Instant::now(),
-                used,
-            },
-        );
+        let heard = Heartbeat {
+            at: Some(Instant::now()),
+            used: r.disks.iter().map(|d| (d.disk_id, d.used_bytes)).collect(),
+            failed: r
+                .disks
+                .iter()
+                .filter(|d| d.state() == pb::DiskState::Failed)
+                .map(|d| d.disk_id)
+                .collect(),
+            scrub: r
+                .disks
+                .iter()
+                .filter(|d| d.last_scrub_unix_ms > 0)
+                .map(|d| {
+                    (
+                        d.disk_id,
+                        (d.last_scrub_unix_ms, d.last_scrub_damaged_shards),
+                    )
+                })
+                .collect(),
+        };
+        self.heartbeats().insert(r.node_id, heard);
+        let settings = self.inner.store.map().cluster.repair_settings;
         ok(pb::HeartbeatResponse {
             cluster_id,
             heartbeat_interval_ms: self.inner.cfg.heartbeat_interval_ms,
+            repair: Some(settings.to_proto()),
         })
     }
 
@@ -564,6 +597,7 @@ impl MetaService for MetaServer {
             .propose(Command::SetNodeState {
                 node_id: r.node_id,
                 state,
+                now_ms: now_unix_ms(),
             })
             .await?
         {
@@ -716,7 +750,9 @@ impl MetaService for MetaServer {
             placement[i] = loc.disk_id;
         }
         {
-            // Distinct failure domains, checked against the applied map.
+            // Distinct failure domains among the live copies, checked against the applied map.
+            // A shard on a failed disk or a down node is no copy (it is being rebuilt), so its
+            // domain may already hold the rebuilt copy of another shard.
             let map = self.inner.store.map();
             let level = self.inner.cfg.domain_level;
             let mut seen = std::collections::HashMap::new();
@@ -724,7 +760,14 @@ impl MetaService for MetaServer {
                 let Some(disk) = map.disks.get(d) else {
                     continue;
                 };
-                if let Some(n) = map.nodes.get(&disk.node_id) {
+                if matches!(disk.state, DiskState::Failed | DiskState::Removed) {
+                    continue;
+                }
+                if let Some(n) = map
+                    .nodes
+                    .get(&disk.node_id)
+                    .filter(|n| !matches!(n.state, NodeState::Down | NodeState::Removed))
+                {
                     if let Some(j) = seen.insert(n.domain(level), i) {
                         return Err(MetaError::MalformedPlacement {
                             id,
@@ -745,6 +788,7 @@ impl MetaService for MetaServer {
                 expected_generation: r.expected_generation,
                 placement,
                 now_ms: now_unix_ms(),
+                rewritten_shards: r.rewritten_shards,
             })
             .await?;
         ok(pb::UpdatePlacementResponse {
@@ -821,6 +865,46 @@ impl MetaService for MetaServer {
         _req: Request<pb::ClusterStatusRequest>,
     ) -> Rpc<pb::ClusterStatusResponse> {
         ok(self.status_proto())
+    }
+
+    async fn claim_repairs(
+        &self,
+        req: Request<pb::ClaimRepairsRequest>,
+    ) -> Rpc<pb::ClaimRepairsResponse> {
+        ok(self.claim(req.into_inner())?)
+    }
+
+    async fn finish_repair(
+        &self,
+        req: Request<pb::FinishRepairRequest>,
+    ) -> Rpc<pb::FinishRepairResponse> {
+        self.finish(req.into_inner())?;
+        ok(pb::FinishRepairResponse {})
+    }
+
+    async fn set_repair_settings(
+        &self,
+        req: Request<pb::SetRepairSettingsRequest>,
+    ) -> Rpc<pb::SetRepairSettingsResponse> {
+        let settings = crate::types::RepairSettings::from_proto(req.get_ref().settings.as_ref());
+        self.require_leader()?;
+        self.propose(Command::SetRepairSettings { settings })
+            .await?;
+        ok(pb::SetRepairSettingsResponse {
+            settings: Some(self.inner.store.map().cluster.repair_settings.to_proto()),
+        })
+    }
+
+    async fn repair_status(
+        &self,
+        _req: Request<pb::RepairStatusRequest>,
+    ) -> Rpc<pb::RepairStatusResponse> {
+        self.require_leader()?;
+        ok(self.repair_status_now()?)
+    }
+
+    async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Rpc<pb::RebalanceResponse> {
+        ok(self.rebalance_now(req.into_inner()).await?)
     }
 }
 
@@ -1028,6 +1112,7 @@ pub async fn serve(
     .map_err(crate::raft_error)?;
     let server = MetaServer::new(raft, store, opts.meta.clone());
     tracing::info!(member = id, listen = %opts.listen, advertise = %advertise, load_ms = started.elapsed().as_millis() as u64, "metadata member starting");
+    tokio::spawn(crate::healing::failure_detector(server.clone()));
     let expiry = server.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(EXPIRY_SCAN_INTERVAL);

@@ -16,7 +16,7 @@ use crate::error::{MetaError, Result};
 use crate::keys;
 use crate::types::{
     BundleId, BundleRecord, BundleState, Code, DiskRecord, DiskState, NodeRecord, NodeState,
-    RepairTask,
+    RepairSettings, RepairTask,
 };
 
 /// Cluster-wide record: identity, id counters, counts.
@@ -36,6 +36,55 @@ pub struct ClusterRecord {
     pub deleting: u64,
     /// Queued repairs.
     pub repairs: u64,
+    /// Repair throttles in force.
+    #[serde(default)]
+    pub repair_settings: RepairSettings,
+    /// Shards rebuilt or moved since the cluster was created.
+    #[serde(default)]
+    pub shards_repaired: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub bytes_repaired: u64,
+}
+
+/// What a bundle's shards need, judged from the cluster map and its repair entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardHealth {
+    /// Shards without a healthy copy: on a failed or removed disk, on a node down or removed,
+    /// or found damaged. They are rebuilt from k others.
+    pub lost: Vec<u32>,
+    /// Shards whose copy is healthy but must move (draining disk or node, rebalance).
+    pub moving: Vec<u32>,
+}
+
+impl ShardHealth {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.lost.is_empty() && self.moving.is_empty()
+    }
+}
+
+/// Judges every shard of `b` against the map (and the damage and moves its repair entry holds).
+pub fn shard_health(map: &ClusterMap, b: &BundleRecord, task: Option<&RepairTask>) -> ShardHealth {
+    let mut health = ShardHealth::default();
+    for (i, d) in b.placement.iter().enumerate() {
+        let i = i as u32;
+        let disk = map.disks.get(d);
+        let node = disk.and_then(|x| map.nodes.get(&x.node_id));
+        let damaged = task.is_some_and(|t| t.damaged_shards.contains(&i));
+        let gone = disk.is_none_or(|x| matches!(x.state, DiskState::Failed | DiskState::Removed))
+            || node.is_none_or(|n| matches!(n.state, NodeState::Down | NodeState::Removed));
+        if gone || damaged {
+            health.lost.push(i);
+            continue;
+        }
+        let draining = disk.is_some_and(|x| x.state == DiskState::Draining)
+            || node.is_some_and(|n| n.state == NodeState::Draining);
+        if draining || task.is_some_and(|t| t.moves.contains_key(&i)) {
+            health.moving.push(i);
+        }
+    }
+    health
 }
 
 /// The in-memory cluster map.
@@ -93,12 +142,28 @@ pub enum Command {
         /// Leader's clock.
         now_ms: u64,
     },
-    /// Decision on a node.
+    /// Decision on a node (operator, or the leader's failure detector).
     SetNodeState {
         /// Node.
         node_id: u64,
         /// New state.
         state: NodeState,
+        /// Leader's clock.
+        #[serde(default)]
+        now_ms: u64,
+    },
+    /// New repair throttles.
+    SetRepairSettings {
+        /// Settings (a zero `max_repairs_per_node` keeps the current value).
+        settings: RepairSettings,
+    },
+    /// Moves planned by a rebalance: each applies only if the bundle's placement generation is
+    /// still the one it was planned against.
+    QueueMoves {
+        /// (bundle, shard, target disk, generation).
+        moves: Vec<(BundleId, u32, u64, u64)>,
+        /// Leader's clock.
+        now_ms: u64,
     },
     /// Create a pending bundle.
     Allocate {
@@ -180,6 +245,9 @@ pub enum Command {
         placement: Vec<u64>,
         /// Leader's clock.
         now_ms: u64,
+        /// Shards rewritten in place (their disk stays).
+        #[serde(default)]
+        rewritten_shards: Vec<u32>,
     },
 }
 
@@ -220,6 +288,8 @@ pub enum Applied {
     },
     /// A node after the command.
     NodeUpdated(NodeRecord),
+    /// Moves queued by a rebalance.
+    MovesQueued(u64),
     /// Whether a damage report queued a repair.
     Damage {
         /// Queued (false: nothing new to repair).
@@ -458,6 +528,33 @@ impl MetaStore {
         Ok((out, next.unwrap_or_default()))
     }
 
+    /// A bundle's repair entry, if queued.
+    pub fn repair_task(&self, id: BundleId) -> Result<Option<RepairTask>> {
+        let Some(healthy) = self.get_raw(&keys::repair_by_bundle(id))? else {
+            return Ok(None);
+        };
+        let healthy = healthy
+            .as_slice()
+            .try_into()
+            .map(u32::from_be_bytes)
+            .unwrap_or(0);
+        self.get(&keys::repair(healthy, id), "repair task")
+    }
+
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf()?, key).map_err(db_err)
+    }
+
+    /// How many shards the reverse map places on a disk (counted up to `limit`).
+    pub fn disk_shard_count(&self, disk_id: u64, limit: usize) -> Result<u64> {
+        let mut n = 0;
+        self.scan(&keys::disk_bundle_prefix(disk_id), &[], limit, |_, _| {
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
     /// Pending bundles whose allocation expired by `now_ms` (at most `limit`).
     pub fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<BundleId>> {
         let mut out = Vec::new();
@@ -619,16 +716,46 @@ impl Applier<'_> {
                 state,
                 now_ms,
             } => self.set_disk_state(disk_id, state, now_ms),
-            Command::SetNodeState { node_id, state } => {
-                let n = self
-                    .map
-                    .nodes
-                    .get_mut(&node_id)
-                    .ok_or(MetaError::UnknownNode { id: node_id })?;
-                n.state = state;
-                let n = n.clone();
-                self.dirty_nodes.insert(node_id);
-                Ok(Applied::NodeUpdated(n))
+            Command::SetNodeState {
+                node_id,
+                state,
+                now_ms,
+            } => self.set_node_state(node_id, state, now_ms),
+            Command::SetRepairSettings { settings } => {
+                let current = &mut self.map.cluster.repair_settings;
+                if settings.max_repairs_per_node != 0 {
+                    current.max_repairs_per_node = settings.max_repairs_per_node;
+                }
+                current.bytes_per_sec = settings.bytes_per_sec;
+                current.paused = settings.paused;
+                Ok(Applied::Done)
+            }
+            Command::QueueMoves { moves, now_ms } => {
+                let mut queued = 0;
+                for (id, shard, to_disk, generation) in moves {
+                    let Some(b) = self.store.bundle(id)? else {
+                        continue;
+                    };
+                    let target_ok = self
+                        .map
+                        .disks
+                        .get(&to_disk)
+                        .is_some_and(|d| d.state == DiskState::Ok);
+                    if b.state != BundleState::Sealed
+                        || b.placement_generation != generation
+                        || shard as usize >= b.placement.len()
+                        || b.placement.contains(&to_disk)
+                        || !target_ok
+                    {
+                        continue;
+                    }
+                    let task = self.store.repair_task(id)?;
+                    let (damaged, mut moved, since) = Self::task_parts(task.as_ref(), now_ms);
+                    moved.insert(shard, to_disk);
+                    self.set_repair(&b, damaged, moved, since)?;
+                    queued += 1;
+                }
+                Ok(Applied::MovesQueued(queued))
             }
             Command::Allocate {
                 request_id,
@@ -774,8 +901,7 @@ impl Applier<'_> {
                 b.expires_unix_ms = 0;
                 self.put(&keys::bundle(id), &b)?;
                 if !missing.is_empty() {
-                    let healthy = (b.code.total() - missing.len()) as u32;
-                    self.queue_repair(id, healthy, missing, now_ms)?;
+                    self.set_repair(&b, missing, BTreeMap::new(), now_ms)?;
                 }
                 Ok(Applied::Bundle(b))
             }
@@ -853,17 +979,16 @@ impl Applier<'_> {
                         ),
                     });
                 }
-                let mut missing = self.queued_missing(id)?;
-                let before = missing.len();
-                missing.extend(shards);
-                missing.extend(self.unhealthy_shards(&b));
-                missing.sort_unstable();
-                missing.dedup();
-                if missing.len() == before && before > 0 {
+                let task = self.store.repair_task(id)?;
+                let (mut damaged, moves, since) = Self::task_parts(task.as_ref(), now_ms);
+                let before = damaged.len();
+                damaged.extend(shards);
+                damaged.sort_unstable();
+                damaged.dedup();
+                if damaged.len() == before && task.is_some() {
                     return Ok(Applied::Damage { queued: false });
                 }
-                let healthy = (b.code.total() - missing.len().min(b.code.total())) as u32;
-                self.queue_repair(id, healthy, missing, now_ms)?;
+                self.set_repair(&b, damaged, moves, since)?;
                 Ok(Applied::Damage { queued: true })
             }
             Command::UpdatePlacement {
@@ -871,6 +996,7 @@ impl Applier<'_> {
                 expected_generation,
                 placement,
                 now_ms,
+                rewritten_shards,
             } => {
                 let mut b = self.bundle(id)?;
                 if b.placement_generation != expected_generation {
@@ -892,8 +1018,22 @@ impl Applier<'_> {
                     });
                 }
                 self.validate_placement(&b, &placement)?;
+                if let Some(bad) = rewritten_shards
+                    .iter()
+                    .find(|s| **s as usize >= b.code.total())
+                {
+                    return Err(MetaError::InvalidArgument {
+                        field: "rewritten_shards",
+                        reason: format!(
+                            "shard {bad} does not exist in a {}-shard bundle",
+                            b.code.total()
+                        ),
+                    });
+                }
+                let mut done: Vec<u32> = rewritten_shards;
                 for (i, (old, new)) in b.placement.clone().iter().zip(&placement).enumerate() {
                     if old != new {
+                        done.push(i as u32);
                         self.del(&keys::disk_bundle(*old, id))?;
                         self.put_raw(&keys::disk_bundle(*new, id), &(i as u32).to_be_bytes())?;
                         self.charge(*old, b.accounted_shard_bytes, false);
@@ -903,12 +1043,19 @@ impl Applier<'_> {
                 b.placement = placement;
                 b.placement_generation += 1;
                 self.put(&keys::bundle(id), &b)?;
-                let unhealthy: Vec<u32> = self.unhealthy_shards(&b);
-                self.unqueue_repair(id)?;
-                if !unhealthy.is_empty() && b.state == BundleState::Sealed {
-                    let healthy = (b.placement.len() - unhealthy.len()) as u32;
-                    self.queue_repair(id, healthy, unhealthy, now_ms)?;
-                }
+                done.sort_unstable();
+                done.dedup();
+                self.map.cluster.shards_repaired += done.len() as u64;
+                self.map.cluster.bytes_repaired = self
+                    .map
+                    .cluster
+                    .bytes_repaired
+                    .saturating_add(done.len() as u64 * b.accounted_shard_bytes);
+                let task = self.store.repair_task(id)?;
+                let (mut damaged, mut moves, since) = Self::task_parts(task.as_ref(), now_ms);
+                damaged.retain(|s| !done.contains(s));
+                moves.retain(|s, _| !done.contains(s));
+                self.set_repair(&b, damaged, moves, since)?;
                 Ok(Applied::Bundle(b))
             }
         }
@@ -940,57 +1087,75 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn unhealthy_shards(&self, b: &BundleRecord) -> Vec<u32> {
-        b.placement
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| {
-                let disk = self.map.disks.get(d);
-                let node_down = disk
-                    .and_then(|x| self.map.nodes.get(&x.node_id))
-                    .is_some_and(|n| matches!(n.state, NodeState::Down | NodeState::Removed));
-                node_down
-                    || disk
-                        .is_none_or(|x| matches!(x.state, DiskState::Failed | DiskState::Removed))
-            })
-            .map(|(i, _)| i as u32)
-            .collect()
+    /// The damaged shards, moves and queue time of a repair entry (empty for none).
+    fn task_parts(task: Option<&RepairTask>, now_ms: u64) -> (Vec<u32>, BTreeMap<u32, u64>, u64) {
+        match task {
+            Some(t) => (t.damaged_shards.clone(), t.moves.clone(), t.queued_unix_ms),
+            None => (Vec::new(), BTreeMap::new(), now_ms),
+        }
     }
 
-    fn queue_repair(
+    /// Recomputes a bundle's repair entry from the map plus the damaged shards and moves given,
+    /// and queues, re-keys or removes it. Returns whether an entry remains.
+    fn set_repair(
         &mut self,
-        id: BundleId,
-        healthy: u32,
-        missing: Vec<u32>,
-        now_ms: u64,
-    ) -> Result<()> {
-        self.unqueue_repair(id)?;
-        let task = RepairTask {
-            bundle_id: id,
-            healthy_shards: healthy,
-            missing_shards: missing,
-            queued_unix_ms: now_ms,
+        b: &BundleRecord,
+        mut damaged: Vec<u32>,
+        moves: BTreeMap<u32, u64>,
+        queued_unix_ms: u64,
+    ) -> Result<bool> {
+        self.unqueue_repair(b.id)?;
+        if b.state != BundleState::Sealed {
+            return Ok(false);
+        }
+        damaged.retain(|s| (*s as usize) < b.placement.len());
+        damaged.sort_unstable();
+        damaged.dedup();
+        let mut task = RepairTask {
+            bundle_id: b.id,
+            healthy_shards: 0,
+            missing_shards: Vec::new(),
+            queued_unix_ms,
+            damaged_shards: damaged,
+            moves,
+            moving_shards: Vec::new(),
+            shard_bytes: b.accounted_shard_bytes,
         };
-        self.put(&keys::repair(healthy, id), &task)?;
-        self.put_raw(&keys::repair_by_bundle(id), &healthy.to_be_bytes())?;
+        let health = shard_health(&self.map, b, Some(&task));
+        if health.is_empty() {
+            return Ok(false);
+        }
+        task.healthy_shards = (b.placement.len() - health.lost.len()) as u32;
+        task.missing_shards = health.lost.iter().chain(&health.moving).copied().collect();
+        task.missing_shards.sort_unstable();
+        task.moving_shards = health.moving;
+        self.put(&keys::repair(task.healthy_shards, b.id), &task)?;
+        self.put_raw(
+            &keys::repair_by_bundle(b.id),
+            &task.healthy_shards.to_be_bytes(),
+        )?;
         self.map.cluster.repairs += 1;
-        Ok(())
+        Ok(true)
     }
 
-    /// The missing shards of a bundle's queued repair (empty when none is queued).
-    fn queued_missing(&self, id: BundleId) -> Result<Vec<u32>> {
-        let cf = self.store.cf()?;
-        let Some(v) = self
-            .store
-            .db
-            .get_cf(cf, keys::repair_by_bundle(id))
-            .map_err(db_err)?
-        else {
-            return Ok(Vec::new());
-        };
-        let healthy = v.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(0);
-        let task: Option<RepairTask> = self.store.get(&keys::repair(healthy, id), "repair task")?;
-        Ok(task.map(|t| t.missing_shards).unwrap_or_default())
+    /// Recomputes the repair entries of every bundle with a shard on these disks (after a disk
+    /// or node changed state).
+    fn requeue_disks(&mut self, disks: &[u64], now_ms: u64) -> Result<u64> {
+        let mut queued = 0;
+        for disk in disks {
+            let (shards, _) = self.store.list_disk_bundles(*disk, &[], usize::MAX)?;
+            for (id, _) in shards {
+                let Some(b) = self.store.bundle(id)? else {
+                    continue;
+                };
+                let task = self.store.repair_task(id)?;
+                let (damaged, moves, since) = Self::task_parts(task.as_ref(), now_ms);
+                if self.set_repair(&b, damaged, moves, since)? {
+                    queued += 1;
+                }
+            }
+        }
+        Ok(queued)
     }
 
     fn unqueue_repair(&mut self, id: BundleId) -> Result<()> {
@@ -1148,33 +1313,176 @@ impl Applier<'_> {
     }
 
     fn set_disk_state(&mut self, disk_id: u64, state: DiskState, now_ms: u64) -> ApplyResult {
-        let disk = self
+        let was = self
             .map
             .disks
-            .get_mut(&disk_id)
-            .ok_or(MetaError::UnknownDisk { id: disk_id })?;
-        let was = disk.state;
-        disk.state = state;
-        let disk = disk.clone();
-        self.dirty_disks.insert(disk_id);
-        let mut queued = 0;
-        if state == DiskState::Failed && was != DiskState::Failed {
-            let (shards, _) = self.store.list_disk_bundles(disk_id, &[], usize::MAX)?;
-            for (id, _) in shards {
-                if let Some(b) = self.store.bundle(id)? {
-                    if b.state != BundleState::Sealed {
-                        continue;
-                    }
-                    let unhealthy = self.unhealthy_shards(&b);
-                    let healthy = (b.placement.len() - unhealthy.len()) as u32;
-                    self.queue_repair(id, healthy, unhealthy, now_ms)?;
-                    queued += 1;
-                }
+            .get(&disk_id)
+            .ok_or(MetaError::UnknownDisk { id: disk_id })?
+            .state;
+        if state == DiskState::Removed {
+            let shards = self.store.disk_shard_count(disk_id, usize::MAX)?;
+            if shards > 0 {
+                return Err(MetaError::StillHoldsShards {
+                    what: format!("disk {disk_id}"),
+                    command: "disk".into(),
+                    id: disk_id,
+                    shards,
+                });
             }
         }
+        let disk = {
+            let Some(disk) = self.map.disks.get_mut(&disk_id) else {
+                return Err(MetaError::UnknownDisk { id: disk_id });
+            };
+            disk.state = state;
+            disk.clone()
+        };
+        self.dirty_disks.insert(disk_id);
+        let queued = if state != was {
+            self.requeue_disks(&[disk_id], now_ms)?
+        } else {
+            0
+        };
         Ok(Applied::Disk {
             disk,
             repairs_queued: queued,
         })
+    }
+
+    fn set_node_state(&mut self, node_id: u64, state: NodeState, now_ms: u64) -> ApplyResult {
+        let was = self
+            .map
+            .nodes
+            .get(&node_id)
+            .ok_or(MetaError::UnknownNode { id: node_id })?
+            .state;
+        let disks: Vec<u64> = self
+            .map
+            .disks
+            .values()
+            .filter(|d| d.node_id == node_id)
+            .map(|d| d.id)
+            .collect();
+        if state == NodeState::Removed {
+            let mut shards = 0;
+            for d in &disks {
+                shards += self.store.disk_shard_count(*d, usize::MAX)?;
+            }
+            if shards > 0 {
+                return Err(MetaError::StillHoldsShards {
+                    what: format!("node {node_id}"),
+                    command: "node".into(),
+                    id: node_id,
+                    shards,
+                });
+            }
+        }
+        let node = {
+            let Some(n) = self.map.nodes.get_mut(&node_id) else {
+                return Err(MetaError::UnknownNode { id: node_id });
+            };
+            n.state = state;
+            n.clone()
+        };
+        self.dirty_nodes.insert(node_id);
+        if state == NodeState::Removed {
+            for d in &disks {
+                if let Some(disk) = self.map.disks.get_mut(d) {
+                    disk.state = DiskState::Removed;
+                    self.dirty_disks.insert(*d);
+                }
+            }
+        }
+        if state != was {
+            self.requeue_disks(&disks, now_ms)?;
+        }
+        Ok(Applied::NodeUpdated(node))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> ClusterMap {
+        let mut m = ClusterMap::default();
+        for n in 1..=4u64 {
+            m.nodes.insert(
+                n,
+                NodeRecord {
+                    id: n,
+                    address: format!("127.0.0.1:{n}"),
+                    zone: String::new(),
+                    rack: String::new(),
+                    host: format!("node-{n}"),
+                    state: NodeState::Up,
+                },
+            );
+            m.disks.insert(
+                n * 10,
+                DiskRecord {
+                    id: n * 10,
+                    node_id: n,
+                    path: format!("/d{n}"),
+                    capacity_bytes: 1 << 30,
+                    accounted_bytes: 0,
+                    state: DiskState::Ok,
+                },
+            );
+        }
+        m
+    }
+
+    fn bundle() -> BundleRecord {
+        BundleRecord {
+            id: BundleId(7),
+            state: BundleState::Sealed,
+            code: Code {
+                data_shards: 2,
+                parity_shards: 2,
+                ..Code::DEFAULT
+            },
+            length: 100,
+            index_offset: 0,
+            index_length: 10,
+            sha256: vec![0; 32],
+            file_count: 1,
+            labels: BTreeMap::new(),
+            created_unix_ms: 0,
+            expires_unix_ms: 0,
+            placement: vec![10, 20, 30, 40],
+            placement_generation: 1,
+            request_id: String::new(),
+            accounted_shard_bytes: 50,
+        }
+    }
+
+    #[test]
+    fn shard_health_follows_disks_nodes_damage_and_moves() {
+        let mut m = map();
+        let b = bundle();
+        assert!(shard_health(&m, &b, None).is_empty());
+        m.disks.get_mut(&20).unwrap().state = DiskState::Failed;
+        m.nodes.get_mut(&3).unwrap().state = NodeState::Down;
+        m.disks.get_mut(&40).unwrap().state = DiskState::Draining;
+        let h = shard_health(&m, &b, None);
+        assert_eq!(h.lost, vec![1, 2]);
+        assert_eq!(h.moving, vec![3]);
+        let task = RepairTask {
+            bundle_id: b.id,
+            healthy_shards: 2,
+            missing_shards: vec![],
+            queued_unix_ms: 0,
+            damaged_shards: vec![0],
+            moves: BTreeMap::from([(3, 99)]),
+            moving_shards: vec![],
+            shard_bytes: 50,
+        };
+        let h = shard_health(&m, &b, Some(&task));
+        assert_eq!(h.lost, vec![0, 1, 2]);
+        assert_eq!(h.moving, vec![3]);
+        // A disk missing from the map counts as lost, never as healthy.
+        m.disks.remove(&10);
+        assert!(shard_health(&m, &b, None).lost.contains(&0));
     }
 }

@@ -19,9 +19,10 @@ use bitmountain_proto::v1 as pb;
 
 use crate::coordinator::{Coordinator, CoordinatorConfig};
 use crate::error::{NodeError, Result};
+use crate::heal::{HealConfig, Healer};
 use crate::limits::{
     GC_INTERVAL_MS, HEARTBEAT_INTERVAL_MS, MAX_MESSAGE_BYTES, MAX_UPLOAD_PIECE_BYTES,
-    ORPHAN_GRACE_MS, SUSPECT_NODE_MS, UPLOAD_IDLE_TIMEOUT_MS,
+    ORPHAN_GRACE_MS, STALE_COPY_GRACE_MS, SUSPECT_NODE_MS, UPLOAD_IDLE_TIMEOUT_MS,
 };
 use crate::node_state::{KnownDisk, NodeStateFile, PendingRegistration};
 use crate::shard_io::{Peers, ShardIo};
@@ -55,7 +56,11 @@ pub struct NodeConfig {
     pub orphan_grace: Duration,
     /// A shard write stream silent this long is abandoned.
     pub shard_idle_timeout: Duration,
+    /// Shard files of sealed bundles the placement does not name here are kept this long after
+    /// their last write.
+    pub stale_copy_grace: Duration,
     pub coordinator: CoordinatorConfig,
+    pub heal: HealConfig,
 }
 
 impl NodeConfig {
@@ -79,7 +84,9 @@ impl NodeConfig {
             gc_interval: Duration::from_millis(GC_INTERVAL_MS),
             orphan_grace: Duration::from_millis(ORPHAN_GRACE_MS),
             shard_idle_timeout: Duration::from_millis(UPLOAD_IDLE_TIMEOUT_MS),
+            stale_copy_grace: Duration::from_millis(STALE_COPY_GRACE_MS),
             coordinator: CoordinatorConfig::default(),
+            heal: HealConfig::default(),
         }
     }
 }
@@ -182,6 +189,8 @@ fn disk_info(path: &Path, disk_id: u64) -> pb::DiskInfo {
         state: pb::DiskState::Ok as i32,
         accounted_bytes: 0,
         node_id: 0,
+        last_scrub_unix_ms: 0,
+        last_scrub_damaged_shards: 0,
     }
 }
 
@@ -342,6 +351,7 @@ pub async fn run(
     ));
     tracing::info!(node = state.node_id, %address, disks = ?disk_ids, cluster = %state.cluster_id, "storage node serving");
 
+    let healer = Healer::new(Arc::clone(&coordinator), cfg.heal.clone());
     let cluster_ok = Arc::new(AtomicBool::new(true));
     let heartbeat = tokio::spawn(heartbeat_loop(
         cfg.meta.clone(),
@@ -350,13 +360,20 @@ pub async fn run(
         disks.clone(),
         cfg.heartbeat_interval,
         Arc::clone(&cluster_ok),
+        Arc::clone(&healer),
     ));
     let gc = tokio::spawn(crate::gc::gc_loop(
         Arc::clone(&coordinator),
+        Arc::clone(&healer),
         cfg.gc_interval,
-        cfg.orphan_grace,
+        crate::gc::GcGrace {
+            orphan: cfg.orphan_grace,
+            stale_copy: cfg.stale_copy_grace,
+        },
         Arc::clone(&cluster_ok),
     ));
+    let repairs = tokio::spawn(crate::heal::repair::repair_loop(Arc::clone(&healer)));
+    let scrub = tokio::spawn(crate::heal::scrub::scrub_loop(Arc::clone(&healer)));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -372,7 +389,8 @@ pub async fn run(
         .build_v1()
         .map_err(|e| NodeError::Internal(format!("reflection service: {e}")))?;
 
-    let shard_service = NodeShardService::with_idle_timeout(disks, cfg.shard_idle_timeout);
+    let shard_service = NodeShardService::with_idle_timeout(disks, cfg.shard_idle_timeout)
+        .with_scrub(Arc::clone(&healer.scrub_control));
     let archive = crate::archive_service::ArchiveApi::new(coordinator);
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -402,6 +420,8 @@ pub async fn run(
         .await;
     heartbeat.abort();
     gc.abort();
+    repairs.abort();
+    scrub.abort();
     served.map_err(|e| NodeError::Internal(format!("gRPC server on {address}: {e}")))
 }
 
@@ -413,6 +433,7 @@ async fn heartbeat_loop(
     disks: DiskSet,
     interval: Duration,
     cluster_ok: Arc<AtomicBool>,
+    healer: Arc<Healer>,
 ) {
     // A heartbeat that cannot get through in a few intervals is dropped; the next one follows.
     let meta = match MetaClient::new(&meta_endpoints) {
@@ -427,6 +448,7 @@ async fn heartbeat_loop(
     loop {
         tick.tick().await;
         let stores: Vec<_> = disks.iter().cloned().collect();
+        let scrubbed = healer.scrub_records();
         let infos = tokio::task::spawn_blocking(move || {
             stores
                 .iter()
@@ -435,6 +457,10 @@ async fn heartbeat_loop(
                     if let Err(e) = s.check_health() {
                         tracing::error!(disk = s.disk_id(), error = %e, "disk failed its health check");
                         info.state = pb::DiskState::Failed as i32;
+                    }
+                    if let Some(scrub) = scrubbed.get(&s.disk_id()) {
+                        info.last_scrub_unix_ms = scrub.finished_unix_ms;
+                        info.last_scrub_damaged_shards = scrub.damaged_shards;
                     }
                     info
                 })
@@ -455,6 +481,11 @@ async fn heartbeat_loop(
                     tracing::error!(ours = %cluster_id, theirs = %r.cluster_id, "the metadata group belongs to another cluster; garbage collection paused");
                 }
                 cluster_ok.store(same, Ordering::Relaxed);
+                if let Some(settings) = r.repair.as_ref() {
+                    healer.apply_settings(
+                        bitmountain_meta_client::types::RepairSettings::from_proto(Some(settings)),
+                    );
+                }
             }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }

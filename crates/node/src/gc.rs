@@ -5,19 +5,23 @@
 //! 2. this node's shard files are checked against the metadata group: a shard of a bundle that
 //!    is being deleted goes; a shard of a bundle the group does not know goes once the bundle's
 //!    id (which carries its allocation time) is older than the orphan grace, longer than any
-//!    allocation lives: a failed or abandoned upload.
+//!    allocation lives: a failed or abandoned upload; a shard of a sealed bundle whose committed
+//!    placement does not name it on this disk (a stale copy left by a repair or a move that lost
+//!    its race, or a rebuilt shard's old copy on a disk that came back) goes once the file is
+//!    older than the stale-copy grace, so a repair about to commit is never disturbed.
 //!
-//! Never deleted: a shard of a sealed or pending bundle, and anything while the metadata group
-//! is unreachable or belongs to another cluster (an answer "unknown bundle" from the wrong group
-//! must not empty the disks).
+//! Never deleted: a shard the committed placement names, a shard of a pending bundle, and
+//! anything while the metadata group is unreachable or belongs to another cluster (an answer
+//! "unknown bundle" from the wrong group must not empty the disks).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitmountain_meta_client::{BundleId, BundleState, MetaError, ShardLocation};
+use bitmountain_meta_client::{BundleId, BundleRecord, BundleState, MetaError, ShardLocation};
 
 use crate::coordinator::Coordinator;
+use crate::heal::Healer;
 use crate::limits::GC_PURGES_PER_PASS;
 use crate::shard_service::blocking;
 
@@ -27,13 +31,24 @@ pub struct GcReport {
     pub purged_bundles: usize,
     pub deleted_orphans: usize,
     pub deleted_of_deleting: usize,
+    pub deleted_stale_copies: usize,
+}
+
+/// How long shards the metadata group does not name are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct GcGrace {
+    /// Shards of bundles the group does not know, from the bundle's allocation time.
+    pub orphan: Duration,
+    /// Shards of sealed bundles the placement does not name here, from the file's last write.
+    pub stale_copy: Duration,
 }
 
 /// Runs passes every `interval` for as long as the node runs.
 pub async fn gc_loop(
     coordinator: Arc<Coordinator>,
+    healer: Arc<Healer>,
     interval: Duration,
-    orphan_grace: Duration,
+    grace: GcGrace,
     cluster_ok: Arc<AtomicBool>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -45,7 +60,7 @@ pub async fn gc_loop(
         if !cluster_ok.load(Ordering::Relaxed) {
             continue;
         }
-        let report = gc_pass(&coordinator, orphan_grace).await;
+        let report = gc_pass(&coordinator, &healer, grace).await;
         if report != GcReport::default() {
             tracing::info!(?report, "garbage collection pass");
         }
@@ -53,7 +68,7 @@ pub async fn gc_loop(
 }
 
 /// One pass; errors are logged and leave things for the next pass.
-pub async fn gc_pass(coordinator: &Coordinator, orphan_grace: Duration) -> GcReport {
+pub async fn gc_pass(coordinator: &Coordinator, healer: &Healer, grace: GcGrace) -> GcReport {
     let mut report = GcReport::default();
     match coordinator
         .meta
@@ -78,7 +93,8 @@ pub async fn gc_pass(coordinator: &Coordinator, orphan_grace: Duration) -> GcRep
         }
     }
     let now_ms = bitmountain_meta_client::types::now_unix_ms();
-    let grace_ms = orphan_grace.as_millis() as u64;
+    let grace_ms = grace.orphan.as_millis() as u64;
+    let stale_ms = grace.stale_copy.as_millis() as u64;
     for disk in coordinator.io.disks().iter().cloned().collect::<Vec<_>>() {
         let listed = {
             let disk = Arc::clone(&disk);
@@ -91,28 +107,39 @@ pub async fn gc_pass(coordinator: &Coordinator, orphan_grace: Duration) -> GcRep
                 continue;
             }
         };
-        let mut last: Option<(BundleId, Option<BundleState>)> = None;
+        let mut last: Option<(BundleId, Option<BundleRecord>)> = None;
         for shard in shards {
             let id = BundleId(u128::from_be_bytes(shard.bundle.0));
-            let state = match &last {
-                Some((b, state)) if *b == id => *state,
+            let record = match &last {
+                Some((b, record)) if *b == id => record.clone(),
                 _ => {
-                    let state = match coordinator.meta.get_bundle(id, true).await {
-                        Ok(b) => Some(b.record.state),
+                    // A linearizable read: a stale answer could miss the commit that named a
+                    // fresh repair's shard.
+                    let record = match coordinator.meta.get_bundle(id, false).await {
+                        Ok(b) => Some(b.record),
                         Err(MetaError::UnknownBundle { .. }) => None,
                         Err(e) => {
                             tracing::debug!(error = %e, "garbage collection: metadata group unavailable");
                             return report;
                         }
                     };
-                    last = Some((id, state));
-                    state
+                    last = Some((id, record.clone()));
+                    record
                 }
             };
+            let state = record.as_ref().map(|r| r.state);
+            // A shard this node's repair worker is writing is not named until its commit.
+            let stale_copy = record.as_ref().is_some_and(|r| {
+                r.state == BundleState::Sealed
+                    && !healer.is_repairing(id)
+                    && r.placement.get(usize::from(shard.shard)) != Some(&disk.disk_id())
+                    && shard.modified_unix_ms.saturating_add(stale_ms) < now_ms
+            });
             let delete = match state {
                 Some(BundleState::Deleting) => true,
                 None => id.unix_ms().saturating_add(grace_ms) < now_ms,
-                Some(BundleState::Sealed | BundleState::Pending) => false,
+                Some(BundleState::Sealed) => stale_copy,
+                Some(BundleState::Pending) => false,
             };
             if !delete {
                 continue;
@@ -126,7 +153,9 @@ pub async fn gc_pass(coordinator: &Coordinator, orphan_grace: Duration) -> GcRep
             match coordinator.io.delete(&loc, shard.bundle).await {
                 Ok(true) => {
                     tracing::info!(bundle = %id, shard = shard.shard, disk = disk.disk_id(), state = ?state, "garbage collection deleted a shard");
-                    if state.is_some() {
+                    if stale_copy {
+                        report.deleted_stale_copies += 1;
+                    } else if state.is_some() {
                         report.deleted_of_deleting += 1;
                     } else {
                         report.deleted_orphans += 1;

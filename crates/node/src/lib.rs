@@ -5,7 +5,8 @@
 //! of the shards that hold the bytes, decoded around whatever is missing or corrupt.
 //!
 //! [`daemon::run`] is `bitmountain node`: disks (identity files), registration and heartbeats
-//! with the metadata group, garbage collection ([`gc`]), one gRPC port for everything.
+//! with the metadata group, garbage collection ([`gc`]), self-healing ([`heal`]: the repair
+//! worker and the scrubber), one gRPC port for everything.
 //!
 //! Every request has a named limit ([`limits`]), every RPC a deadline, and every error becomes a
 //! `tonic::Status` in one place ([`error`]).
@@ -15,6 +16,7 @@ pub mod coordinator;
 pub mod daemon;
 pub mod error;
 pub mod gc;
+pub mod heal;
 pub mod limits;
 pub mod node_state;
 pub mod shard_client;

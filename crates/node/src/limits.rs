@@ -92,3 +92,22 @@ pub const GC_INTERVAL_MS: u64 = 300_000;
 pub const ORPHAN_GRACE_MS: u64 = 2 * 3_600_000;
 /// Deleted bundles one garbage-collection pass finishes (shards deleted, record purged).
 pub const GC_PURGES_PER_PASS: usize = 1_000;
+
+// ---- Self-healing ----
+
+/// Pause between repair claims when the last one found nothing to do.
+pub const REPAIR_POLL_INTERVAL_MS: u64 = 1_000;
+/// Attempts to commit a repair's placement change when other changes keep winning.
+pub const REPAIR_COMMIT_ATTEMPTS: usize = 5;
+/// Bytes of a shard file one copy step reads (moves).
+pub const MOVE_PIECE_BYTES: u64 = 4 << 20;
+/// Default time between the starts of two scrub passes over a node's disks.
+pub const SCRUB_INTERVAL_MS: u64 = 7 * 24 * 3_600_000;
+/// Default shard bytes per second a scrub pass reads (per node).
+pub const SCRUB_BYTES_PER_SEC: u64 = 64 << 20;
+/// Disk → shards entries one scrub request to the metadata group asks for.
+pub const SCRUB_META_PAGE: u32 = 1_000;
+/// A shard file the committed placement does not name (left by a repair or a move that lost
+/// its race, or by a rebuild onto a disk that came back) is deleted once it is this old, so a
+/// repair that is writing and about to commit is never disturbed.
+pub const STALE_COPY_GRACE_MS: u64 = 600_000;

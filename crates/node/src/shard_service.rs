@@ -102,6 +102,7 @@ pub struct NodeShardService {
     disks: DiskSet,
     write_slots: Arc<Semaphore>,
     idle_timeout: Duration,
+    scrub: Option<Arc<crate::heal::ScrubControl>>,
 }
 
 impl NodeShardService {
@@ -114,7 +115,14 @@ impl NodeShardService {
             disks,
             write_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SHARD_WRITES)),
             idle_timeout,
+            scrub: None,
         }
+    }
+
+    /// Lets `StartScrub` start the node's scrubber.
+    pub fn with_scrub(mut self, scrub: Arc<crate::heal::ScrubControl>) -> Self {
+        self.scrub = Some(scrub);
+        self
     }
 
     async fn next_message(
@@ -359,6 +367,20 @@ impl NodeService for NodeShardService {
                     len_bytes: s.len_bytes,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn start_scrub(
+        &self,
+        _request: Request<bitmountain_proto::v1::StartScrubRequest>,
+    ) -> std::result::Result<Response<bitmountain_proto::v1::StartScrubResponse>, Status> {
+        let Some(scrub) = &self.scrub else {
+            return Err(Status::unimplemented(
+                "this node runs no scrubber (it serves shards only)",
+            ));
+        };
+        Ok(Response::new(bitmountain_proto::v1::StartScrubResponse {
+            started: scrub.start(),
         }))
     }
 }

@@ -159,6 +159,7 @@ async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
             domain_level: DomainLevel::Host,
             allocation_ttl_ms: bitmountain_meta::service::DEFAULT_ALLOCATION_TTL_MS,
             heartbeat_interval_ms: bitmountain_node::limits::HEARTBEAT_INTERVAL_MS,
+            ..MetaConfig::default()
         },
     };
     let mut tasks = tokio::task::JoinSet::new();

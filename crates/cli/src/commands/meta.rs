@@ -35,6 +35,12 @@ pub struct MetaArgs {
     /// Lifetime of a pending allocation.
     #[arg(long, default_value_t = bitmountain_meta::service::DEFAULT_ALLOCATION_TTL_MS)]
     allocation_ttl_ms: u64,
+    /// A storage node silent this long is declared down and its shards are rebuilt elsewhere.
+    #[arg(long, default_value_t = bitmountain_meta::healing::DEFAULT_NODE_DOWN_GRACE_MS)]
+    node_down_grace_ms: u64,
+    /// A repair a worker stops renewing for this long is offered to another node.
+    #[arg(long, default_value_t = bitmountain_meta::healing::DEFAULT_REPAIR_LEASE_MS)]
+    repair_lease_ms: u64,
     /// Raft tick interval.
     #[arg(long, default_value_t = 100)]
     tick_ms: u64,
@@ -96,6 +102,8 @@ pub fn run(args: MetaArgs) -> anyhow::Result<()> {
             domain_level,
             allocation_ttl_ms: args.allocation_ttl_ms,
             heartbeat_interval_ms: 1000,
+            node_down_grace_ms: args.node_down_grace_ms,
+            repair_lease_ms: args.repair_lease_ms,
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

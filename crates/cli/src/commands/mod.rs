@@ -6,6 +6,7 @@ pub mod demo;
 pub mod dev;
 pub mod durability;
 pub mod fsutil;
+pub mod heal;
 pub mod member;
 pub mod meta;
 pub mod node;

@@ -39,6 +39,10 @@ struct DiskView {
     capacity_bytes: u64,
     used_bytes: u64,
     accounted_bytes: u64,
+    /// When the disk was last fully read and verified by scrub (absent: not since its node
+    /// started).
+    last_scrub_unix_ms: Option<u64>,
+    last_scrub_damaged_shards: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -149,7 +153,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 /// The metadata member to ask: `addr` itself if it is one, else the leader a storage node names.
-async fn metadata_address(addr: &str) -> anyhow::Result<String> {
+pub(crate) async fn metadata_address(addr: &str) -> anyhow::Result<String> {
     let client = bitmountain_client::ArchiveClient::new([addr])?;
     match client.status().await {
         Ok(s) if !s.meta_leader_address.is_empty() => Ok(s.meta_leader_address),
@@ -184,6 +188,8 @@ fn node_view(n: &pb::NodeInfo) -> NodeView {
                 capacity_bytes: x.capacity_bytes,
                 used_bytes: x.used_bytes,
                 accounted_bytes: x.accounted_bytes,
+                last_scrub_unix_ms: (x.last_scrub_unix_ms > 0).then_some(x.last_scrub_unix_ms),
+                last_scrub_damaged_shards: x.last_scrub_damaged_shards,
             })
             .collect(),
     }
@@ -243,9 +249,18 @@ fn print_human(v: &StatusView) {
             "  node {:<4} {:<22} {:<8} {}/{}/{}  {hb}",
             n.id, n.address, n.state, n.zone, n.rack, n.host
         );
+        let now_ms = bitmountain_meta::types::now_unix_ms();
         for d in &n.disks {
+            let scrub = match d.last_scrub_unix_ms {
+                Some(at) => format!(
+                    "verified {} s ago ({} damaged)",
+                    now_ms.saturating_sub(at) / 1000,
+                    d.last_scrub_damaged_shards
+                ),
+                None => "not scrubbed yet".into(),
+            };
             println!(
-                "    disk {:<4} {:<8} {:>16} B capacity {:>16} B used {:>16} B placed  {}",
+                "    disk {:<4} {:<8} {:>16} B capacity {:>16} B used {:>16} B placed  {}  {scrub}",
                 d.id, d.state, d.capacity_bytes, d.used_bytes, d.accounted_bytes, d.path
             );
         }

@@ -1,0 +1,176 @@
+//! Self-healing on a storage node: the repair worker ([`repair`]) that claims repairs from the
+//! metadata leader, rebuilds or copies shards onto this node's disks, verifies them and commits
+//! the placement change; and the scrubber ([`scrub`]) that reads every shard on a schedule and
+//! turns what fails its checks into repairs.
+//!
+//! Both write or read at a bounded rate ([`Throttle`]); the repair rate and the number of
+//! repairs in flight come from the metadata group (changed at runtime with
+//! `bitmountain repair throttle`), the scrub rate from the node's configuration.
+
+pub mod repair;
+pub mod scrub;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bitmountain_meta_client::types::RepairSettings;
+use bitmountain_meta_client::BundleId;
+use tokio::sync::Notify;
+
+use crate::coordinator::Coordinator;
+use crate::limits::{REPAIR_POLL_INTERVAL_MS, SCRUB_BYTES_PER_SEC, SCRUB_INTERVAL_MS};
+
+/// How a node heals.
+#[derive(Debug, Clone)]
+pub struct HealConfig {
+    /// Pause between claims when there was nothing to do.
+    pub repair_poll_interval: Duration,
+    /// Time between the starts of two scrub passes.
+    pub scrub_interval: Duration,
+    /// Shard bytes per second a scrub pass reads; 0: unlimited.
+    pub scrub_bytes_per_sec: u64,
+}
+
+impl Default for HealConfig {
+    fn default() -> Self {
+        HealConfig {
+            repair_poll_interval: Duration::from_millis(REPAIR_POLL_INTERVAL_MS),
+            scrub_interval: Duration::from_millis(SCRUB_INTERVAL_MS),
+            scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC,
+        }
+    }
+}
+
+/// Paces bytes to a rate: each caller waits until its bytes fit the rate since the last ones.
+#[derive(Debug)]
+pub struct Throttle {
+    bytes_per_sec: std::sync::atomic::AtomicU64,
+    next_free: Mutex<Instant>,
+}
+
+impl Throttle {
+    pub fn new(bytes_per_sec: u64) -> Self {
+        Throttle {
+            bytes_per_sec: std::sync::atomic::AtomicU64::new(bytes_per_sec),
+            next_free: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn set_rate(&self, bytes_per_sec: u64) {
+        self.bytes_per_sec.store(bytes_per_sec, Ordering::Relaxed);
+    }
+
+    /// Waits until `bytes` may pass (at once when the rate is 0: unlimited).
+    pub async fn take(&self, bytes: u64) {
+        let rate = self.bytes_per_sec.load(Ordering::Relaxed);
+        if rate == 0 || bytes == 0 {
+            return;
+        }
+        let start = {
+            let mut next = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            // Credit for idle time is capped at one second, so a burst after a pause is bounded.
+            let earliest = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+            let start = (*next).max(earliest);
+            *next = start + Duration::from_secs_f64(bytes as f64 / rate as f64);
+            start
+        };
+        tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+    }
+}
+
+/// Scrub results of one disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrubRecord {
+    /// When the last full pass over the disk ended.
+    pub finished_unix_ms: u64,
+    /// Damaged shards it found.
+    pub damaged_shards: u64,
+}
+
+/// Starting scrub passes on demand (the `StartScrub` RPC) and knowing whether one runs.
+#[derive(Debug, Default)]
+pub struct ScrubControl {
+    trigger: Notify,
+    running: AtomicBool,
+}
+
+impl ScrubControl {
+    /// Asks for a pass now; false when one is already running.
+    pub fn start(&self) -> bool {
+        if self.running.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.trigger.notify_one();
+        true
+    }
+}
+
+/// Shared state of the repair worker and the scrubber.
+#[derive(Debug)]
+pub struct Healer {
+    pub coordinator: Arc<Coordinator>,
+    pub config: HealConfig,
+    settings: Mutex<RepairSettings>,
+    repair_throttle: Throttle,
+    scrub_throttle: Throttle,
+    running: Mutex<HashSet<BundleId>>,
+    scrubbed: Mutex<HashMap<u64, ScrubRecord>>,
+    pub scrub_control: Arc<ScrubControl>,
+}
+
+impl Healer {
+    pub fn new(coordinator: Arc<Coordinator>, config: HealConfig) -> Arc<Self> {
+        let settings = RepairSettings::default();
+        Arc::new(Healer {
+            coordinator,
+            repair_throttle: Throttle::new(settings.bytes_per_sec),
+            scrub_throttle: Throttle::new(config.scrub_bytes_per_sec),
+            settings: Mutex::new(settings),
+            config,
+            running: Mutex::default(),
+            scrubbed: Mutex::default(),
+            scrub_control: Arc::new(ScrubControl::default()),
+        })
+    }
+
+    /// Applies throttles learned from the metadata group.
+    pub fn apply_settings(&self, settings: RepairSettings) {
+        let mut current = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != settings {
+            tracing::info!(?settings, "repair throttles changed");
+            *current = settings;
+            self.repair_throttle.set_rate(settings.bytes_per_sec);
+        }
+    }
+
+    fn settings(&self) -> RepairSettings {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<BundleId>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this node's worker is repairing the bundle now.
+    pub fn is_repairing(&self, id: BundleId) -> bool {
+        self.running().contains(&id)
+    }
+
+    /// Scrub results by disk, for heartbeats.
+    pub fn scrub_records(&self) -> HashMap<u64, ScrubRecord> {
+        self.scrubbed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn record_scrub(&self, disk_id: u64, record: ScrubRecord) {
+        self.scrubbed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(disk_id, record);
+    }
+}
