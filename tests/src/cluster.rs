@@ -187,22 +187,35 @@ impl Cluster {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Waits until `count` nodes are registered and node 1 serves the public API. Callable
-    /// from sync code and from inside a tokio runtime (it polls on a thread of its own).
+    /// Waits until `count` nodes are registered and every running node serves the public API
+    /// (a restarted node is registered long before it listens again). Callable from sync code
+    /// and from inside a tokio runtime (it polls on a thread of its own).
     pub fn wait_nodes_registered(&mut self, count: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let addr = self.addr(1);
         loop {
-            // A runtime of its own, and a client made in it (a client's connections belong to
-            // the runtime that first used them).
+            let addrs: Vec<String> = self
+                .nodes
+                .iter_mut()
+                .filter_map(|n| n.is_running().then(|| n.addr.clone()))
+                .collect();
+            // A runtime of its own, and clients made in it (a client's connections belong to
+            // the runtime that first used them). The smallest count any node reports, if all
+            // answer.
             let seen = std::thread::scope(|s| {
                 s.spawn(|| {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                         .expect("runtime");
-                    let client = ArchiveClient::new([addr.as_str()]).expect("client");
-                    rt.block_on(client.status()).ok().map(|s| s.nodes.len())
+                    rt.block_on(async {
+                        let mut least: Option<usize> = None;
+                        for addr in &addrs {
+                            let client = ArchiveClient::new([addr.as_str()]).ok()?;
+                            let n = client.status().await.ok()?.nodes.len();
+                            least = Some(least.map_or(n, |l| l.min(n)));
+                        }
+                        least
+                    })
                 })
                 .join()
                 .expect("status thread")
