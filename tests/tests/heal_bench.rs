@@ -6,8 +6,9 @@
 //! that bound. Run for 6 and 12 nodes: more nodes are more eligible rebuild targets, so the time
 //! to full redundancy must fall.
 //!
-//! `scripts/bench-heal`; `HEAL_BENCH_NODES` (default `6,12`), `HEAL_BENCH_LOST_DISK_MIB` (shard
-//! bytes on the lost disk, default 512).
+//! `scripts/bench-heal`; `HEAL_BENCH_LAYOUT` (nodes × disks per node, default `6x2,12x2`),
+//! `HEAL_BENCH_LOST_DISK_MIB` (shard bytes on the lost disk, default 512). With
+//! `HEAL_BENCH_LAYOUT=6x2,12x1` both clusters have 12 disks and hold the same data.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -51,13 +52,13 @@ async fn disk_state(meta: &MetaClient, disk: u64) -> Option<pb::DiskState> {
         .map(|d| d.state())
 }
 
-async fn run(nodes: usize, lost_disk_bytes: u64) -> (f64, f64, f64) {
-    let c = Cluster::start_with(nodes, 2, CODE, &[], &[]);
+async fn run(nodes: usize, disks_per_node: usize, lost_disk_bytes: u64) -> (f64, f64, f64) {
+    let c = Cluster::start_with(nodes, disks_per_node, CODE, &[], &[]);
     let meta = MetaClient::new(c.meta.endpoints())
         .unwrap()
         .with_timeout(Duration::from_secs(30));
-    // Stored bytes are data × 1.5, spread over 2·nodes disks.
-    let data_bytes = lost_disk_bytes * (2 * nodes as u64) * 2 / 3;
+    // Stored bytes are data × 1.5, spread over every disk.
+    let data_bytes = lost_disk_bytes * (disks_per_node * nodes) as u64 * 2 / 3;
     let bundle_bytes = (BUNDLE_FILES * FILE_BYTES) as u64;
     let bundles = data_bytes.div_ceil(bundle_bytes);
     let started = Instant::now();
@@ -89,7 +90,7 @@ async fn run(nodes: usize, lost_disk_bytes: u64) -> (f64, f64, f64) {
         r.unwrap();
     }
     println!(
-        "BENCH heal nodes={nodes}: uploaded {bundles} bundles ({:.0} MiB) in {:.1} s",
+        "BENCH heal nodes={nodes}x{disks_per_node}: uploaded {bundles} bundles ({:.0} MiB) in {:.1} s",
         (bundles * bundle_bytes) as f64 / MIB,
         started.elapsed().as_secs_f64()
     );
@@ -157,7 +158,7 @@ async fn run(nodes: usize, lost_disk_bytes: u64) -> (f64, f64, f64) {
     let restore_rate = restored as f64 / rebuild_secs;
     let bound = read_rate / K;
     println!(
-        "BENCH heal nodes={nodes}: lost disk held {} shards, {:.0} MiB; degraded read of those {} bundles {:.1} MiB/s → bound {:.1} MiB/s restored (÷ k = {K})",
+        "BENCH heal nodes={nodes}x{disks_per_node}: lost disk held {} shards, {:.0} MiB; degraded read of those {} bundles {:.1} MiB/s → bound {:.1} MiB/s restored (÷ k = {K})",
         on_victim.len(),
         restored as f64 / MIB,
         affected.len(),
@@ -165,7 +166,7 @@ async fn run(nodes: usize, lost_disk_bytes: u64) -> (f64, f64, f64) {
         bound / MIB
     );
     println!(
-        "BENCH heal nodes={nodes}: rebuilt {:.0} MiB in {rebuild_secs:.1} s = {:.1} MiB/s; ratio to bound {:.2} (target ≥ 0.5)",
+        "BENCH heal nodes={nodes}x{disks_per_node}: rebuilt {:.0} MiB in {rebuild_secs:.1} s = {:.1} MiB/s; ratio to bound {:.2} (target ≥ 0.5)",
         restored as f64 / MIB,
         restore_rate / MIB,
         restore_rate / bound
@@ -187,18 +188,18 @@ async fn run(nodes: usize, lost_disk_bytes: u64) -> (f64, f64, f64) {
 #[ignore = "benchmark: scripts/bench-heal"]
 async fn rebuild_of_a_lost_disk() {
     let lost = env_u64("HEAL_BENCH_LOST_DISK_MIB", 512) << 20;
-    let list = std::env::var("HEAL_BENCH_NODES").unwrap_or_else(|_| "6,12".into());
+    let list = std::env::var("HEAL_BENCH_LAYOUT").unwrap_or_else(|_| "6x2,12x2".into());
     let mut results = Vec::new();
-    for nodes in list
-        .split(',')
-        .filter_map(|n| n.trim().parse::<usize>().ok())
-    {
-        let (secs, rate, ratio) = run(nodes, lost).await;
+    for layout in list.split(',') {
+        let (nodes, disks) = layout
+            .trim()
+            .split_once('x')
+            .and_then(|(n, d)| Some((n.parse::<usize>().ok()?, d.parse::<usize>().ok()?)))
+            .unwrap_or_else(|| panic!("HEAL_BENCH_LAYOUT entry {layout:?}: expected NODESxDISKS"));
+        let (secs, rate, ratio) = run(nodes, disks, lost).await;
         results.push((nodes, secs, rate, ratio));
-    }
-    for (nodes, secs, rate, ratio) in &results {
         println!(
-            "BENCH heal summary: {nodes:>2} nodes: time to full redundancy {secs:.1} s, {:.1} MiB/s restored, ratio {ratio:.2}",
+            "BENCH heal summary: {nodes:>2} nodes × {disks} disks: time to full redundancy {secs:.1} s, {:.1} MiB/s restored, ratio {ratio:.2}",
             rate / MIB
         );
     }
