@@ -300,3 +300,17 @@ pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Files of a scanned book for tests: paths `pages/NNNN.tif`, sizes from empty to more than
+/// five 64 KiB cells, deterministic contents (`seed`).
+pub fn sample_files(count: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let size = [0, 10, 5_000, 65_536, 200_001, 333_333][i % 6];
+            (
+                format!("pages/{i:04}.tif"),
+                pseudo_random_bytes(seed * 1000 + i as u64, size),
+            )
+        })
+        .collect()
+}

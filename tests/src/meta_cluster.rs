@@ -53,8 +53,29 @@ pub struct MetaCluster {
     pub extra_args: Vec<String>,
 }
 
-/// A free loopback port (bound then released; the member binds it right after).
+/// A free loopback port (bound then released; the process binds it right after).
+///
+/// Chosen at random below the kernel's ephemeral range: a port from `bind(0)` comes from the
+/// range the kernel also gives outgoing connections their source ports from, so with many tests
+/// running at once another process's client socket could take it before the server binds it.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_start.saturating_sub(12_000).max(1024);
+    if ephemeral_start > low {
+        for _ in 0..64 {
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            let port = low + (random % u64::from(ephemeral_start - low)) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

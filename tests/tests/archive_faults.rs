@@ -9,24 +9,12 @@ use std::time::{Duration, Instant};
 use bitmountain_client::{PutOptions, UploadFile};
 use bitmountain_proto::archive::v1 as pb;
 use bitmountain_proto::archive::v1::archive_service_client::ArchiveServiceClient;
-use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
+use bitmountain_tests::cluster::{pseudo_random_bytes, sample_files, Cluster};
 use bitmountain_tests::error_kind;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 const CODE: &str = "4+2:65536";
-
-fn sample_files(count: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
-    (0..count)
-        .map(|i| {
-            let size = [0, 10, 5_000, 65_536, 200_001, 333_333][i % 6];
-            (
-                format!("pages/{i:04}.tif"),
-                pseudo_random_bytes(seed * 1000 + i as u64, size),
-            )
-        })
-        .collect()
-}
 
 fn uploads(files: &[(String, Vec<u8>)]) -> Vec<UploadFile> {
     files

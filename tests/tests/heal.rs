@@ -17,7 +17,7 @@ use bitmountain_client::{ArchiveClient, PutOptions, UploadFile};
 use bitmountain_meta_client::types::RepairSettings;
 use bitmountain_meta_client::{BundleState, MetaClient};
 use bitmountain_proto::v1 as pb;
-use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
+use bitmountain_tests::cluster::{sample_files, Cluster};
 
 const CODE: &str = "4+2:65536";
 /// Fast failure detection and short leases; garbage collection every second.
@@ -26,18 +26,6 @@ const NODE_ARGS: &[&str] = &["--gc-interval-ms", "1000", "--stale-copy-grace-ms"
 const HEAL_TIMEOUT: Duration = Duration::from_secs(120);
 
 type Files = Vec<(String, Vec<u8>)>;
-
-fn sample_files(count: usize, seed: u64) -> Files {
-    (0..count)
-        .map(|i| {
-            let size = [0, 10, 5_000, 65_536, 200_001, 333_333][i % 6];
-            (
-                format!("pages/{i:04}.tif"),
-                pseudo_random_bytes(seed * 1000 + i as u64, size),
-            )
-        })
-        .collect()
-}
 
 async fn upload(client: &ArchiveClient, files: &Files) -> anyhow::Result<String> {
     let uploads = files

@@ -516,27 +516,8 @@ impl MetaClient {
         expected_generation: u64,
         disks: &[u64],
     ) -> Result<Bundle> {
-        let r = pb::UpdatePlacementRequest {
-            id: Some(id.to_proto()),
-            expected_generation,
-            placement: disks
-                .iter()
-                .enumerate()
-                .map(|(i, d)| pb::ShardLocation {
-                    shard_index: i as u32,
-                    disk_id: *d,
-                    ..Default::default()
-                })
-                .collect(),
-            rewritten_shards: Vec::new(),
-        };
-        let resp = self
-            .svc(|mut c| {
-                let r = r.clone();
-                async move { c.update_placement(r).await }
-            })
-            .await?;
-        Self::bundle(resp.bundle)
+        self.update_placement_repaired(id, expected_generation, disks, &[])
+            .await
     }
 
     /// Compare-and-set of a bundle's placement after a repair: `disks` is the full new

@@ -61,7 +61,28 @@ fn code_for(nodes: usize) -> String {
     format!("{k}+{m}")
 }
 
+/// A free loopback address, kept in `dev.json` for later starts. Chosen below the kernel's
+/// ephemeral port range, where no outgoing connection takes a port as its source port between
+/// now and the node binding it (or on a later start).
 fn free_loopback_addr() -> anyhow::Result<String> {
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_start.saturating_sub(12_000).max(1024);
+    for _ in 0..64 {
+        if ephemeral_start <= low {
+            break;
+        }
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = low + (random % u64::from(ephemeral_start - low)) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(l.local_addr()?.to_string());
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.to_string())
 }

@@ -143,13 +143,7 @@ impl Coordinator {
     pub async fn read_range(&self, b: &CachedBundle, offset: u64, len: u64) -> Result<Vec<u8>> {
         // First try without the shards of nodes that failed recently; if too few remain, try
         // them all (they may be back).
-        let suspects: Vec<u16> = b
-            .bundle
-            .locations
-            .iter()
-            .filter(|l| self.io.peers().is_suspect(&l.node_address))
-            .map(|l| l.shard_index as u16)
-            .collect();
+        let suspects = self.suspect_shards(b);
         let first = match self.read_range_once(b, offset, len, &suspects).await {
             Err(NodeError::Unrecoverable { .. }) if !suspects.is_empty() => {
                 self.read_range_once(b, offset, len, &[]).await
@@ -221,7 +215,18 @@ impl Coordinator {
         })
     }
 
-    async fn fetch(&self, b: &CachedBundle, fetch: &Fetch) -> Result<Vec<u8>> {
+    /// Shards of `b` on nodes that failed to answer recently.
+    pub(crate) fn suspect_shards(&self, b: &CachedBundle) -> Vec<u16> {
+        b.bundle
+            .locations
+            .iter()
+            .filter(|l| self.io.peers().is_suspect(&l.node_address))
+            .map(|l| l.shard_index as u16)
+            .collect()
+    }
+
+    /// The bytes one planned fetch names, from wherever the shard is.
+    pub(crate) async fn fetch(&self, b: &CachedBundle, fetch: &Fetch) -> Result<Vec<u8>> {
         let loc = b
             .bundle
             .locations

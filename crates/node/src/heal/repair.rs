@@ -252,13 +252,7 @@ async fn rebuild_shards(healer: &Healer, b: &CachedBundle, targets: &[Target]) -
         pendings.push(pending);
     }
     // Shards on nodes that failed recently are not waited on.
-    let unavailable: Vec<u16> = b
-        .bundle
-        .locations
-        .iter()
-        .filter(|l| co.io.peers().is_suspect(&l.node_address))
-        .map(|l| l.shard_index as u16)
-        .collect();
+    let unavailable = co.suspect_shards(b);
     let mut written = 0u64;
     while let Some(mut gather) = rebuild.next_window(&unavailable) {
         loop {
@@ -266,23 +260,7 @@ async fn rebuild_shards(healer: &Healer, b: &CachedBundle, targets: &[Target]) -
             if fetches.is_empty() {
                 break;
             }
-            let results = futures::future::join_all(fetches.iter().map(|f| {
-                let loc = b.bundle.locations.get(usize::from(f.shard));
-                async move {
-                    match loc {
-                        Some(loc) => {
-                            co.io
-                                .read(loc, b.info.bundle_id, f.range.offset, f.range.len)
-                                .await
-                        }
-                        None => Err(NodeError::Internal(format!(
-                            "no location for shard {}",
-                            f.shard
-                        ))),
-                    }
-                }
-            }))
-            .await;
+            let results = futures::future::join_all(fetches.iter().map(|f| co.fetch(b, f))).await;
             for (fetch, result) in fetches.iter().zip(results) {
                 gather.supply(fetch, result.ok());
             }
