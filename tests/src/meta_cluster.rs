@@ -92,6 +92,9 @@ pub const FAST_TIMING: &[&str] = &[
     "2",
 ];
 
+/// A grace no test outlasts: storage nodes are declared down only where a test asks for it.
+pub const NO_FAILURE_DETECTION: &[&str] = &["--node-down-grace-ms", "86400000"];
+
 impl MetaCluster {
     /// Starts `n` members bootstrapped together (ids 1..=n).
     pub fn start(n: u64, extra_args: &[&str]) -> Self {
@@ -100,9 +103,16 @@ impl MetaCluster {
             dir,
             members: BTreeMap::new(),
             // Callers that set their own timing (e.g. benchmarks at default timing) replace it.
+            // Fake nodes never heartbeat: unless a test sets its own grace, nodes are never
+            // declared down by silence (self-healing tests set a short one).
             extra_args: FAST_TIMING
                 .iter()
                 .filter(|_| !extra_args.contains(&"--tick-ms"))
+                .chain(
+                    NO_FAILURE_DETECTION
+                        .iter()
+                        .filter(|_| !extra_args.contains(&"--node-down-grace-ms")),
+                )
                 .chain(extra_args)
                 .map(|s| s.to_string())
                 .collect(),
