@@ -320,7 +320,8 @@ pub async fn register_fake_nodes(client: &MetaClient, nodes: u64, disks: u64) ->
                 disks: (0..disks)
                     .map(|d| bitmountain_proto::v1::DiskInfo {
                         path: format!("/srv/disk{d}"),
-                        capacity_bytes: 1 << 40,
+                        // 16 TiB: room for a million 64 MiB bundles on 12 nodes × 4 disks.
+                        capacity_bytes: 16 << 40,
                         ..Default::default()
                     })
                     .collect(),

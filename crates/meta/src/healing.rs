@@ -106,7 +106,10 @@ impl MetaServer {
                 // A new leader has heard nobody yet: silence counts from its election.
                 let silent_for = heard.unwrap_or(since).max(since).elapsed();
                 match n.state {
-                    NodeState::Up if silent_for > grace => {
+                    // A draining node that dies is down too: its shards cannot be copied any
+                    // more and are rebuilt instead (the drain is restarted by the operator
+                    // once it is back).
+                    NodeState::Up | NodeState::Draining if silent_for > grace => {
                         node_decisions.push((n.id, NodeState::Down, silent_for))
                     }
                     NodeState::Down if heard.is_some_and(|at| at.elapsed() < grace) => {
