@@ -2,7 +2,11 @@
 //! never needs a system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with `env!`: cargo reuses a compiled build script across checkouts
+    // at other paths (the CI clone, a worktree), and a path baked in at compile time would
+    // point into a checkout that may be gone.
+    let proto_root =
+        std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files: Vec<std::path::PathBuf> = std::fs::read_dir(&proto_root)?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "proto"))
