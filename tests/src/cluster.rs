@@ -314,3 +314,14 @@ pub fn sample_files(count: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
         })
         .collect()
 }
+
+/// Reads every file of bundle `id` back through `client` and asserts it is byte-identical.
+pub async fn assert_files_read_back(client: &ArchiveClient, id: &str, files: &[(String, Vec<u8>)]) {
+    for (path, bytes) in files {
+        let back = client
+            .read_file(id, path)
+            .await
+            .unwrap_or_else(|e| panic!("reading {id}/{path}: {e}"));
+        assert!(back == *bytes, "{id}/{path}: bytes differ");
+    }
+}

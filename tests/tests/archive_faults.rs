@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bitmountain_client::{PutOptions, UploadFile};
 use bitmountain_proto::archive::v1 as pb;
 use bitmountain_proto::archive::v1::archive_service_client::ArchiveServiceClient;
-use bitmountain_tests::cluster::{pseudo_random_bytes, sample_files, Cluster};
+use bitmountain_tests::cluster::{
+    assert_files_read_back, pseudo_random_bytes, sample_files, Cluster,
+};
 use bitmountain_tests::error_kind;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,20 +23,6 @@ fn uploads(files: &[(String, Vec<u8>)]) -> Vec<UploadFile> {
         .iter()
         .map(|(p, b)| UploadFile::from_bytes(p.clone(), b.clone()))
         .collect()
-}
-
-async fn read_all(
-    client: &bitmountain_client::ArchiveClient,
-    id: &str,
-    files: &[(String, Vec<u8>)],
-) {
-    for (path, bytes) in files {
-        let back = client
-            .read_file(id, path)
-            .await
-            .unwrap_or_else(|e| panic!("reading {id}/{path}: {e}"));
-        assert!(back == *bytes, "{id}/{path}: bytes differ");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -54,7 +42,7 @@ async fn reads_survive_m_nodes_killed() {
     cluster.kill_node(3);
     cluster.kill_node(6);
     for (id, files) in &stored {
-        read_all(&client, id, files).await;
+        assert_files_read_back(&client, id, files).await;
     }
     // A client that knows every node keeps working when its first node dies too (it fails
     // over to the next; reads still need only 4 of 6 shards... of which 3 nodes are left, so
@@ -68,7 +56,7 @@ async fn reads_survive_m_nodes_killed() {
     cluster.wait_nodes_registered(6, Duration::from_secs(30));
     let other = cluster.client(3);
     for (id, files) in &stored {
-        read_all(&other, id, files).await;
+        assert_files_read_back(&other, id, files).await;
     }
 }
 
@@ -93,7 +81,7 @@ async fn corrupt_shards_are_decoded_around_and_reported() {
         std::fs::write(path, bytes).unwrap();
         eprintln!("corrupted shard {shard} at {}", path.display());
     }
-    read_all(&cluster.client(2), &put.bundle_id, &files).await;
+    assert_files_read_back(&cluster.client(2), &put.bundle_id, &files).await;
     // The corruption was reported: the metadata group queued a repair.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -325,5 +313,5 @@ async fn garbage_collection_removes_orphan_shards_and_keeps_live_ones() {
         "an orphan within its grace was deleted"
     );
     assert_eq!(cluster.bundle_shards(&put.bundle_id).len(), 6);
-    read_all(&client, &put.bundle_id, &files).await;
+    assert_files_read_back(&client, &put.bundle_id, &files).await;
 }

@@ -17,7 +17,7 @@ use bitmountain_client::{ArchiveClient, PutOptions, UploadFile};
 use bitmountain_meta_client::types::RepairSettings;
 use bitmountain_meta_client::{BundleState, MetaClient};
 use bitmountain_proto::v1 as pb;
-use bitmountain_tests::cluster::{sample_files, Cluster};
+use bitmountain_tests::cluster::{assert_files_read_back, sample_files, Cluster};
 
 const CODE: &str = "4+2:65536";
 /// Fast failure detection and short leases; garbage collection every second.
@@ -50,13 +50,7 @@ async fn read_all(client: &ArchiveClient, stored: &[(String, Files)]) {
     let mut count = 0;
     for (id, files) in stored {
         count += files.len();
-        for (path, bytes) in files {
-            let back = client
-                .read_file(id, path)
-                .await
-                .unwrap_or_else(|e| panic!("reading {id}/{path}: {e}"));
-            assert!(back == *bytes, "{id}/{path}: bytes differ");
-        }
+        assert_files_read_back(client, id, files).await;
     }
     eprintln!(
         "read back {count} files of {} bundles, all identical",

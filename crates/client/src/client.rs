@@ -85,10 +85,18 @@ pub struct PutOptions {
 
 #[derive(Debug, Default)]
 struct Caches {
-    indexes: HashMap<String, Arc<Vec<FileInfo>>>,
+    indexes: HashMap<String, CachedIndex>,
     /// Bundle records (placement, code, length), to send reads where the bytes are.
     records: HashMap<String, Arc<BundleInfo>>,
     order: VecDeque<String>,
+}
+
+/// A cached index, with each file's bundle offset by path: every routed read looks its path up,
+/// and a bundle may hold 100,000 files.
+#[derive(Debug)]
+struct CachedIndex {
+    files: Arc<Vec<FileInfo>>,
+    offsets: HashMap<String, u64>,
 }
 
 impl Caches {
@@ -402,7 +410,7 @@ impl ArchiveClient {
             .indexes
             .get(bundle_id)
         {
-            return Ok(Arc::clone(index));
+            return Ok(Arc::clone(&index.files));
         }
         let request = pb::GetIndexRequest {
             bundle_id: bundle_id.to_owned(),
@@ -421,11 +429,19 @@ impl ArchiveClient {
             })
             .await?;
         let files = Arc::new(files);
+        let offsets = files
+            .iter()
+            .map(|f| (f.path.clone(), f.bundle_offset))
+            .collect();
         let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
         caches.remember(bundle_id);
-        caches
-            .indexes
-            .insert(bundle_id.to_owned(), Arc::clone(&files));
+        caches.indexes.insert(
+            bundle_id.to_owned(),
+            CachedIndex {
+                files: Arc::clone(&files),
+                offsets,
+            },
+        );
         Ok(files)
     }
 
@@ -462,14 +478,13 @@ impl ArchiveClient {
 
     /// The node holding the first byte of `path` at `offset` (from cached record and index).
     fn holder(&self, bundle_id: &str, path: &str, offset: u64) -> Option<String> {
-        let (record, index) = {
+        let (record, file_offset) = {
             let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
             (
                 caches.records.get(bundle_id).cloned()?,
-                caches.indexes.get(bundle_id).cloned()?,
+                *caches.indexes.get(bundle_id)?.offsets.get(path)?,
             )
         };
-        let entry = index.iter().find(|f| f.path == path)?;
         let code = record.code?;
         let code = bitmountain_erasure::Code::with_sizes(
             code.data_shards as usize,
@@ -479,7 +494,7 @@ impl ArchiveClient {
         )
         .ok()?;
         let layout = bitmountain_erasure::BundleLayout::new(code, record.length_bytes).ok()?;
-        let at = entry.bundle_offset.checked_add(offset)?;
+        let at = file_offset.checked_add(offset)?;
         if at >= record.length_bytes {
             return None;
         }

@@ -353,7 +353,7 @@ impl MetaServer {
 
     /// What `bitmountain repair status` shows.
     pub(crate) fn repair_status_now(&self) -> Result<pb::RepairStatusResponse> {
-        let map = self.inner.store.map().clone();
+        let cluster = self.inner.store.map().cluster.clone();
         let mut levels: BTreeMap<u32, u64> = BTreeMap::new();
         let mut queued_bytes = 0u64;
         let mut token = Vec::new();
@@ -392,10 +392,10 @@ impl MetaServer {
             0
         };
         Ok(pb::RepairStatusResponse {
-            queued: map.cluster.repairs,
+            queued: cluster.repairs,
             running: running_repairs.len() as u64,
-            shards_repaired: map.cluster.shards_repaired,
-            bytes_repaired: map.cluster.bytes_repaired,
+            shards_repaired: cluster.shards_repaired,
+            bytes_repaired: cluster.bytes_repaired,
             bytes_per_sec: rate,
             queued_bytes,
             eta_ms,
@@ -406,9 +406,9 @@ impl MetaServer {
                     bundles,
                 })
                 .collect(),
-            settings: Some(map.cluster.repair_settings.to_proto()),
+            settings: Some(cluster.repair_settings.to_proto()),
             running_repairs,
-            sealed_bundles: map.cluster.sealed,
+            sealed_bundles: cluster.sealed,
             truncated,
         })
     }

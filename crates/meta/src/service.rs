@@ -757,17 +757,13 @@ impl MetaService for MetaServer {
             let level = self.inner.cfg.domain_level;
             let mut seen = std::collections::HashMap::new();
             for (i, d) in placement.iter().enumerate() {
+                if map.copy_is_gone(*d) {
+                    continue;
+                }
                 let Some(disk) = map.disks.get(d) else {
                     continue;
                 };
-                if matches!(disk.state, DiskState::Failed | DiskState::Removed) {
-                    continue;
-                }
-                if let Some(n) = map
-                    .nodes
-                    .get(&disk.node_id)
-                    .filter(|n| !matches!(n.state, NodeState::Down | NodeState::Removed))
-                {
+                if let Some(n) = map.nodes.get(&disk.node_id) {
                     if let Some(j) = seen.insert(n.domain(level), i) {
                         return Err(MetaError::MalformedPlacement {
                             id,

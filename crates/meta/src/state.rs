@@ -64,6 +64,17 @@ impl ShardHealth {
     }
 }
 
+impl ClusterMap {
+    /// Whether a copy on this disk is gone: the disk is unknown, failed or removed, or its node
+    /// is unknown, down or removed.
+    pub fn copy_is_gone(&self, disk_id: u64) -> bool {
+        let disk = self.disks.get(&disk_id);
+        let node = disk.and_then(|x| self.nodes.get(&x.node_id));
+        disk.is_none_or(|x| matches!(x.state, DiskState::Failed | DiskState::Removed))
+            || node.is_none_or(|n| matches!(n.state, NodeState::Down | NodeState::Removed))
+    }
+}
+
 /// Judges every shard of `b` against the map (and the damage and moves its repair entry holds).
 pub fn shard_health(map: &ClusterMap, b: &BundleRecord, task: Option<&RepairTask>) -> ShardHealth {
     let mut health = ShardHealth::default();
@@ -72,9 +83,7 @@ pub fn shard_health(map: &ClusterMap, b: &BundleRecord, task: Option<&RepairTask
         let disk = map.disks.get(d);
         let node = disk.and_then(|x| map.nodes.get(&x.node_id));
         let damaged = task.is_some_and(|t| t.damaged_shards.contains(&i));
-        let gone = disk.is_none_or(|x| matches!(x.state, DiskState::Failed | DiskState::Removed))
-            || node.is_none_or(|n| matches!(n.state, NodeState::Down | NodeState::Removed));
-        if gone || damaged {
+        if map.copy_is_gone(*d) || damaged {
             health.lost.push(i);
             continue;
         }
@@ -1141,31 +1150,29 @@ impl Applier<'_> {
     /// Recomputes the repair entries of every bundle with a shard on these disks (after a disk
     /// or node changed state).
     fn requeue_disks(&mut self, disks: &[u64], now_ms: u64) -> Result<u64> {
-        let mut queued = 0;
+        // Each bundle once: reads see the store, not this batch, so a second recomputation of
+        // the same bundle would unqueue its old entry (and count it) twice.
+        let mut bundles = BTreeSet::new();
         for disk in disks {
             let (shards, _) = self.store.list_disk_bundles(*disk, &[], usize::MAX)?;
-            for (id, _) in shards {
-                let Some(b) = self.store.bundle(id)? else {
-                    continue;
-                };
-                let task = self.store.repair_task(id)?;
-                let (damaged, moves, since) = Self::task_parts(task.as_ref(), now_ms);
-                if self.set_repair(&b, damaged, moves, since)? {
-                    queued += 1;
-                }
+            bundles.extend(shards.into_iter().map(|(id, _)| id));
+        }
+        let mut queued = 0;
+        for id in bundles {
+            let Some(b) = self.store.bundle(id)? else {
+                continue;
+            };
+            let task = self.store.repair_task(id)?;
+            let (damaged, moves, since) = Self::task_parts(task.as_ref(), now_ms);
+            if self.set_repair(&b, damaged, moves, since)? {
+                queued += 1;
             }
         }
         Ok(queued)
     }
 
     fn unqueue_repair(&mut self, id: BundleId) -> Result<()> {
-        let cf = self.store.cf()?;
-        if let Some(v) = self
-            .store
-            .db
-            .get_cf(cf, keys::repair_by_bundle(id))
-            .map_err(db_err)?
-        {
+        if let Some(v) = self.store.get_raw(&keys::repair_by_bundle(id))? {
             let healthy = v.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(0);
             self.del(&keys::repair(healthy, id))?;
             self.del(&keys::repair_by_bundle(id))?;

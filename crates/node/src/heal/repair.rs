@@ -177,7 +177,14 @@ async fn repair_bundle(
             verify_local(healer, &cached, *t).await?;
         }
     }
-    let committed = commit(healer, id, &targets, bundle.record.placement_generation).await?;
+    let committed = commit(
+        healer,
+        id,
+        &targets,
+        bundle.record.placement_generation,
+        bundle.record.placement.clone(),
+    )
+    .await?;
     // Old copies of moved shards go only now that the new ones are named.
     for t in committed.iter().filter(|t| !t.in_place()) {
         let Some(old) = bundle.locations.get(usize::from(t.shard)) else {
@@ -324,16 +331,16 @@ async fn verify_local(healer: &Healer, b: &CachedBundle, t: Target) -> Result<()
     .await
 }
 
-/// Commits the new placement; returns the targets that were committed.
+/// Commits the new placement against the record the repair read (`generation`, `placement`);
+/// returns the targets that were committed.
 async fn commit(
     healer: &Healer,
     id: BundleId,
     targets: &[Target],
-    generation: u64,
+    mut generation: u64,
+    mut placement: Vec<u64>,
 ) -> Result<Vec<Target>> {
     let meta = &healer.coordinator.meta;
-    let mut generation = generation;
-    let mut placement = meta.get_bundle(id, false).await?.record.placement;
     let mut live: Vec<Target> = targets.to_vec();
     for attempt in 0..REPAIR_COMMIT_ATTEMPTS {
         // Only shards still on the disk this repair replaces are committed.
