@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".bitmountain.archive.v1.PutBundleRequest",
         ".bitmountain.archive.v1.GetFileResponse",
         ".bitmountain.archive.v1.ExportBundleResponse",
+        ".bitmountain.v1.SnapshotChunk",
     ];
     let mut builder = tonic_prost_build::configure();
     for path in bulk_data_messages {

@@ -91,13 +91,22 @@ fn pct(l: &[Duration], p: f64) -> Duration {
     l[((l.len() as f64 * p) as usize).min(l.len() - 1)]
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/PID/status` figure in KiB (`VmRSS:` now, `VmHWM:` the peak since start).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM:")
 }
 
 fn du(path: &std::path::Path) -> u64 {
@@ -235,8 +244,20 @@ async fn bench_many_records() {
     cluster
         .wait_applied(4, st.commit_index, Duration::from_secs(600))
         .await;
-    println!("BENCH new member caught up (snapshot of {} records) in {:.2}s; its RocksDB {:.1} MiB, RSS {:.1} MiB",
+    let pid4 = cluster.members[&4].pid().unwrap();
+    println!("BENCH new member caught up (snapshot of {} records) in {:.2}s; its RocksDB {:.1} MiB, RSS {:.1} MiB, peak RSS {:.1} MiB",
         l.len(), t.elapsed().as_secs_f64(),
         du(&cluster.members[&4].data) as f64 / (1 << 20) as f64,
-        rss_kib(cluster.members[&4].pid().unwrap()) as f64 / 1024.0);
+        rss_kib(pid4) as f64 / 1024.0,
+        peak_rss_kib(pid4) as f64 / 1024.0);
+    // The senders were restarted before the transfer, so their peak covers restart, snapshot
+    // generation and sending.
+    for id in [1, 2, 3] {
+        let pid = cluster.members[&id].pid().unwrap();
+        println!(
+            "BENCH member {id} after the transfer: RSS {:.1} MiB, peak RSS since restart {:.1} MiB",
+            rss_kib(pid) as f64 / 1024.0,
+            peak_rss_kib(pid) as f64 / 1024.0
+        );
+    }
 }

@@ -275,7 +275,9 @@ impl MetaError {
             MetaError::Unplaceable { .. } => C::ResourceExhausted,
             MetaError::PlacementStale { .. } => C::Aborted,
             MetaError::Raft { kind, .. } => match kind.as_str() {
-                "not_leader" | "proposal_dropped" | "stopped" => C::Unavailable,
+                "not_leader" | "proposal_dropped" | "stopped" | "installing_snapshot" => {
+                    C::Unavailable
+                }
                 "overloaded" => C::ResourceExhausted,
                 "timeout" => C::DeadlineExceeded,
                 "unknown_member" => C::NotFound,

@@ -142,6 +142,13 @@ impl MetaServer {
     /// Linearizable read barrier unless the caller accepts stale reads.
     pub(crate) async fn read_barrier(&self, stale_ok: bool) -> Result<()> {
         if stale_ok {
+            if self.inner.raft.status().installing_snapshot {
+                return Err(MetaError::Raft {
+                    kind: "installing_snapshot".into(),
+                    leader: None,
+                    message: "this member is installing a snapshot and its state is incomplete; read from another member or without stale reads".into(),
+                });
+            }
             return Ok(());
         }
         match tokio::time::timeout(READ_INDEX_TIMEOUT, self.inner.raft.read_index()).await {
@@ -1121,6 +1128,12 @@ pub async fn serve(
     });
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .initial_stream_window_size(Some(
+            bitmountain_raftstore::transport::H2_STREAM_WINDOW_BYTES,
+        ))
+        .initial_connection_window_size(Some(
+            bitmountain_raftstore::transport::H2_CONNECTION_WINDOW_BYTES,
+        ))
         .add_service(MetaServiceServer::new(server.clone()))
         .add_service(MetaAdminServer::new(server))
         .add_service(raft_service.into_server())

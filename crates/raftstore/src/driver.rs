@@ -6,7 +6,7 @@
 //!    reads, membership changes) — proposals that arrive together land in one Ready (batching);
 //! 2. tick when the tick interval has passed;
 //! 3. handle the Ready: send the leader's `messages` (safe before persisting), install a
-//!    snapshot (one synced batch), apply committed entries (one batch per entry carrying the
+//!    snapshot (from its file, crash-safe, see `snapshot`), apply committed entries (one batch per entry carrying the
 //!    applied index), persist new entries and hard state in ONE synced batch, then send
 //!    `persisted_messages`; advance; apply and send what the light ready carries;
 //! 4. answer ReadIndex waiters whose index is applied; compact the log when it is long.
@@ -152,6 +152,9 @@ pub struct GroupStatus {
     pub members: Members,
     /// Leader only: matched index per member.
     pub progress: BTreeMap<u64, u64>,
+    /// A snapshot is being installed: the state machine is partly written, so stale reads
+    /// must not be served from it.
+    pub installing_snapshot: bool,
 }
 
 impl GroupStatus {
@@ -374,6 +377,9 @@ impl<S: StateMachine> Driver<S> {
         }
         if *ready.snapshot() != Snapshot::default() {
             let snap = ready.snapshot().clone();
+            if let Ok(mut g) = self.status.write() {
+                g.installing_snapshot = true;
+            }
             let members = self.raw.mut_store().apply_snapshot(&snap)?;
             self.applied = snap.get_metadata().index;
             self.set_members(members);
@@ -654,6 +660,7 @@ impl<S: StateMachine> Driver<S> {
             learners,
             members: self.members.clone(),
             progress,
+            installing_snapshot: false,
         };
         if let Ok(mut g) = self.status.write() {
             *g = st;

@@ -11,6 +11,7 @@
 //! | `apply` | `0x01`                  | apply state: v1, applied index, term    |
 //! | `apply` | `0x02`                  | `ConfState` (eraftpb protobuf)          |
 //! | `apply` | `0x03`                  | member addresses: v1, (id, address)*    |
+//! | `apply` | `0x04`                  | snapshot install in progress: v1, index, term |
 //! | `sm`    | owned by the state machine                                        |
 //!
 //! Integers are big-endian so keys sort numerically. Everything in `apply` and `sm` is written
@@ -43,6 +44,7 @@ pub(crate) const PREFIX_ENTRY: u8 = 0x10;
 pub(crate) const KEY_APPLY_STATE: &[u8] = &[0x01];
 pub(crate) const KEY_CONF_STATE: &[u8] = &[0x02];
 pub(crate) const KEY_MEMBERS: &[u8] = &[0x03];
+pub(crate) const KEY_SNAPSHOT_INSTALLING: &[u8] = &[0x04];
 
 const VERSION_1: u8 = 1;
 
@@ -122,16 +124,21 @@ pub(crate) fn decode_index_term(v: &[u8], what: &str) -> Result<(u64, u64)> {
 pub struct Engine {
     db: Arc<DB>,
     path: PathBuf,
+    snap_dir: PathBuf,
 }
 
 impl Engine {
-    /// Opens (creating if missing) the DB under `dir`.
+    /// Opens (creating if missing) the DB under `dir`, and finishes a snapshot install that a
+    /// crash interrupted.
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("db");
-        std::fs::create_dir_all(&path).map_err(|source| RaftStoreError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let snap_dir = dir.join("snap");
+        for d in [&path, &snap_dir] {
+            std::fs::create_dir_all(d).map_err(|source| RaftStoreError::Io {
+                path: d.clone(),
+                source,
+            })?;
+        }
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -149,10 +156,19 @@ impl Engine {
                 path: path.clone(),
                 source,
             })?;
-        Ok(Self {
+        let engine = Self {
             db: Arc::new(db),
             path,
-        })
+            snap_dir,
+        };
+        snapshot::remove_unfinished(&engine.snap_dir);
+        snapshot::resume_interrupted_install(&engine)?;
+        Ok(engine)
+    }
+
+    /// Where snapshot files are built and received.
+    pub fn snap_dir(&self) -> &Path {
+        &self.snap_dir
     }
 
     /// The shared DB handle (readers on other threads use it directly).
@@ -456,30 +472,18 @@ impl RaftStorage {
         Ok(())
     }
 
-    /// Replaces log, conf state and state machine with a received snapshot, in one synced batch.
-    /// Returns the member addresses it carried.
+    /// Replaces log, conf state and state machine with a received snapshot, read from its file
+    /// in bounded batches (see the `snapshot` module for the crash-safe order). Returns the
+    /// member addresses it carried.
     pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<Members> {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
-        let decoded = snapshot::decode(snap.get_data())?;
-        let raft = self.engine.cf(CF_RAFT)?;
-        let apply = self.engine.cf(CF_APPLY)?;
-        let sm = self.engine.cf(CF_SM)?;
-        let mut b = WriteBatch::default();
-        b.delete_range_cf(raft, entry_key(0), entry_key(u64::MAX));
-        b.put_cf(raft, KEY_TRUNCATED, encode_index_term(index, term));
+        let desc = snapshot::Descriptor::decode(snap.get_data())?;
         let mut hs = self.hard_state.clone();
         hs.set_commit(hs.commit.max(index));
         hs.set_term(hs.term.max(term));
-        b.put_cf(raft, KEY_HARD_STATE, pb_bytes(&hs)?);
-        b.put_cf(apply, KEY_APPLY_STATE, encode_index_term(index, term));
-        b.put_cf(apply, KEY_CONF_STATE, pb_bytes(meta.get_conf_state())?);
-        b.put_cf(apply, KEY_MEMBERS, encode_members(&decoded.members));
-        b.delete_range_cf(sm, [0u8].as_slice(), [0xffu8; 64].as_slice());
-        for (k, v) in &decoded.kvs {
-            b.put_cf(sm, k, v);
-        }
-        self.engine.write(b, true)?;
+        let members =
+            snapshot::install(&self.engine, &desc, index, term, meta.get_conf_state(), &hs)?;
         self.hard_state = hs;
         self.conf_state = meta.get_conf_state().clone();
         self.truncated_index = index;
@@ -489,7 +493,7 @@ impl RaftStorage {
         if let Ok(mut g) = self.snap.lock() {
             *g = SnapGen::Idle;
         }
-        Ok(decoded.members)
+        Ok(members)
     }
 
     fn read_entries(&self, low: u64, high: u64, max_size: Option<u64>) -> Result<Vec<Entry>> {
@@ -547,17 +551,24 @@ impl RaftStorage {
             }
         }
         if let SnapGen::Ready(s) = &*g {
-            let idx = s.get_metadata().index;
-            if idx >= request_index && idx >= self.truncated_index {
+            let m = s.get_metadata();
+            let file = snapshot::file_path(
+                self.engine.snap_dir(),
+                snapshot::Side::Generated,
+                m.index,
+                m.term,
+            );
+            if m.index >= request_index && m.index >= self.truncated_index && file.exists() {
                 return Ok(s.clone());
             }
         }
         let (tx, rx) = mpsc::channel();
         let db = self.engine.db().clone();
+        let dir = self.engine.snap_dir().to_path_buf();
         let spawned = std::thread::Builder::new()
             .name("snapshot-gen".into())
             .spawn(move || {
-                let _ = tx.send(snapshot::generate(&db));
+                let _ = tx.send(snapshot::generate(&db, &dir));
             });
         if spawned.is_ok() {
             *g = SnapGen::Generating(rx);

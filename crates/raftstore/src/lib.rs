@@ -283,6 +283,7 @@ pub fn start<S: StateMachine>(
         members.clone(),
         cfg.fault_injection,
         rt,
+        engine.snap_dir().to_path_buf(),
     );
     transport.set_inbox(Arc::new(tx.clone()));
     let status = Arc::new(RwLock::new(GroupStatus {
