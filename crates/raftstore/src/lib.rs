@@ -234,15 +234,31 @@ impl slog::Drain for TracingDrain {
         values: &slog::OwnedKVList,
     ) -> std::result::Result<(), slog::Never> {
         use slog::KV as _;
+        // raft-rs logs a record per message at debug level; formatting its key-values (entries
+        // printed as protobuf text) cost several percent of the driver's CPU when nobody
+        // listens, so check the level first.
+        let level = match record.level() {
+            slog::Level::Critical | slog::Level::Error => tracing::Level::ERROR,
+            slog::Level::Warning => tracing::Level::WARN,
+            slog::Level::Info => tracing::Level::INFO,
+            _ => tracing::Level::DEBUG,
+        };
+        let enabled = match level {
+            tracing::Level::ERROR => tracing::enabled!(target: "raft", tracing::Level::ERROR),
+            tracing::Level::WARN => tracing::enabled!(target: "raft", tracing::Level::WARN),
+            tracing::Level::INFO => tracing::enabled!(target: "raft", tracing::Level::INFO),
+            _ => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
+        };
+        if !enabled {
+            return Ok(());
+        }
         let mut kv = KvString(String::new());
         let _ = record.kv().serialize(record, &mut kv);
         let _ = values.serialize(record, &mut kv);
-        match record.level() {
-            slog::Level::Critical | slog::Level::Error => {
-                tracing::error!(target: "raft", "{}{}", record.msg(), kv.0)
-            }
-            slog::Level::Warning => tracing::warn!(target: "raft", "{}{}", record.msg(), kv.0),
-            slog::Level::Info => tracing::info!(target: "raft", "{}{}", record.msg(), kv.0),
+        match level {
+            tracing::Level::ERROR => tracing::error!(target: "raft", "{}{}", record.msg(), kv.0),
+            tracing::Level::WARN => tracing::warn!(target: "raft", "{}{}", record.msg(), kv.0),
+            tracing::Level::INFO => tracing::info!(target: "raft", "{}{}", record.msg(), kv.0),
             _ => tracing::debug!(target: "raft", "{}{}", record.msg(), kv.0),
         }
         Ok(())
