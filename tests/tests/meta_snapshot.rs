@@ -65,6 +65,14 @@ async fn lagging_member_catches_up_by_snapshot() {
         "member {lagging} did not install a snapshot (its log starts at {})",
         lst.first_log_index
     );
+    // The snapshot came as a file, and the installed file is gone (only a member's own
+    // generated snapshots stay).
+    let leftovers: Vec<String> = std::fs::read_dir(cluster.members[&lagging].data.join("snap"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("gen-"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
     // Its own state machine has every record: stale reads are served by the member itself.
     let own = MetaClient::new([cluster.addr(lagging)]).unwrap();
     for id in ids.iter().step_by(7) {
