@@ -160,9 +160,15 @@ async fn bench_throughput_and_failover() {
             tokio::spawn(async move {
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
                     let ok = pair(&client, format!("fo{round}-{i}")).await;
                     let k = *killed_at.lock().unwrap();
-                    if ok && k.is_some() && first_after.lock().unwrap().is_none() {
+                    // Only a pair started after the kill shows the new leader at work (one in
+                    // flight may have been acknowledged by the old leader just before it died).
+                    if ok
+                        && k.is_some_and(|k| started >= k)
+                        && first_after.lock().unwrap().is_none()
+                    {
                         *first_after.lock().unwrap() = Some(Instant::now());
                         return;
                     }

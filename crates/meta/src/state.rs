@@ -4,7 +4,7 @@
 //! [`crate::keys`]); the cluster map (nodes, disks, counters) is small and also cached in
 //! memory, updated by the apply path in the same step that writes it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bitmountain_raftstore::rocksdb::{self, WriteBatch, DB};
@@ -550,7 +550,7 @@ impl MetaStore {
         self.get(&keys::repair(healthy, id), "repair task")
     }
 
-    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db.get_cf(self.cf()?, key).map_err(db_err)
     }
 
@@ -589,36 +589,105 @@ impl MetaStore {
 }
 
 /// The state machine the Raft driver applies entries to.
+///
+/// The driver writes one batch per round of committed entries, so the DB does not show the
+/// earlier entries of a round yet. Their writes to the state-machine column family are kept
+/// in `unwritten`, and the hot commands (allocate, commit, ...) read through it; commands
+/// that scan key ranges (disk and node state changes, registration) first have the earlier
+/// writes written out. Disk, node and cluster records changed by a round are written once,
+/// at its end: the in-memory cluster map is their source of truth meanwhile.
 #[derive(Debug)]
 pub struct MetaStateMachine {
     store: Arc<MetaStore>,
+    unwritten: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    dirty_disks: BTreeSet<u64>,
+    dirty_nodes: BTreeSet<u64>,
 }
 
 impl MetaStateMachine {
     /// Wraps the shared store.
     pub fn new(store: Arc<MetaStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            unwritten: HashMap::new(),
+            dirty_disks: BTreeSet::new(),
+            dirty_nodes: BTreeSet::new(),
+        }
+    }
+
+    /// Adds the round's cluster, disk and node records to `batch`.
+    fn write_map(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        let cf = self.store.cf()?;
+        let map = self.store.map();
+        batch.put_cf(cf, keys::CLUSTER, encode_value(&map.cluster));
+        for id in std::mem::take(&mut self.dirty_disks) {
+            if let Some(d) = map.disks.get(&id) {
+                batch.put_cf(cf, keys::disk(id), encode_value(d));
+            }
+        }
+        for id in std::mem::take(&mut self.dirty_nodes) {
+            if let Some(n) = map.nodes.get(&id) {
+                batch.put_cf(cf, keys::node(id), encode_value(n));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Command {
+    /// Whether applying this command reads only single keys (which `unwritten` can answer)
+    /// and never scans a key range of the DB.
+    fn reads_only_single_keys(&self) -> bool {
+        !matches!(
+            self,
+            Command::RegisterNode { .. }
+                | Command::SetDiskState { .. }
+                | Command::SetNodeState { .. }
+        )
     }
 }
 
 impl StateMachine for MetaStateMachine {
     type Response = ApplyResult;
 
-    fn apply(&mut self, ctx: ApplyCtx<'_>, command: &[u8]) -> ApplyResult {
+    fn apply(&mut self, mut ctx: ApplyCtx<'_>, command: &[u8]) -> ApplyResult {
         let cmd = Command::decode(command)?;
+        if !cmd.reads_only_single_keys() {
+            self.write_map(ctx.batch)?;
+            ctx.write_earlier().map_err(crate::raft_error)?;
+            self.unwritten.clear();
+        }
         let mut a = Applier {
             store: &self.store,
             batch: ctx.batch,
             map: self.store.write_map(),
-            dirty_disks: BTreeSet::new(),
-            dirty_nodes: BTreeSet::new(),
+            unwritten: &self.unwritten,
+            written: Vec::new(),
+            dirty_disks: &mut self.dirty_disks,
+            dirty_nodes: &mut self.dirty_nodes,
         };
         let result = a.apply(cmd);
-        a.flush()?;
+        // This entry's writes become visible to the next entries only now: an entry never
+        // reads its own writes (as when every entry was written on its own).
+        let written = std::mem::take(&mut a.written);
+        drop(a);
+        self.unwritten.extend(written);
         result
     }
 
+    fn before_write(&mut self, batch: &mut WriteBatch) {
+        // The column family exists from the first open on; not finding it is a broken store.
+        if let Err(e) = self.write_map(batch) {
+            tracing::error!(error = %e, "cannot add the cluster map to the apply batch");
+            panic!("metadata store is broken: {e}");
+        }
+        self.unwritten.clear();
+    }
+
     fn restored(&mut self) {
+        self.unwritten.clear();
+        self.dirty_disks.clear();
+        self.dirty_nodes.clear();
         if let Err(e) = self.store.reload() {
             tracing::error!(error = %e, "reloading the cluster map after a snapshot failed");
         }
@@ -629,43 +698,66 @@ struct Applier<'a> {
     store: &'a MetaStore,
     batch: &'a mut WriteBatch,
     map: RwLockWriteGuard<'a, ClusterMap>,
-    dirty_disks: BTreeSet<u64>,
-    dirty_nodes: BTreeSet<u64>,
+    /// Writes of earlier entries of this round, not in the DB yet.
+    unwritten: &'a HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// This entry's writes, in order.
+    written: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    dirty_disks: &'a mut BTreeSet<u64>,
+    dirty_nodes: &'a mut BTreeSet<u64>,
 }
 
 impl Applier<'_> {
     fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<()> {
-        let cf = self.store.cf()?;
-        self.batch.put_cf(cf, key, encode_value(v));
-        Ok(())
+        self.put_raw(key, &encode_value(v))
     }
 
     fn put_raw(&mut self, key: &[u8], v: &[u8]) -> Result<()> {
         let cf = self.store.cf()?;
         self.batch.put_cf(cf, key, v);
+        self.written.push((key.to_vec(), Some(v.to_vec())));
         Ok(())
     }
 
     fn del(&mut self, key: &[u8]) -> Result<()> {
         let cf = self.store.cf()?;
         self.batch.delete_cf(cf, key);
+        self.written.push((key.to_vec(), None));
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
-        let cluster = self.map.cluster.clone();
-        self.put(keys::CLUSTER, &cluster)?;
-        for id in std::mem::take(&mut self.dirty_disks) {
-            if let Some(d) = self.map.disks.get(&id).cloned() {
-                self.put(&keys::disk(id), &d)?;
-            }
+    /// A single key as the earlier entries left it (this round's unwritten ones included).
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.unwritten.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.store.get_raw(key),
         }
-        for id in std::mem::take(&mut self.dirty_nodes) {
-            if let Some(n) = self.map.nodes.get(&id).cloned() {
-                self.put(&keys::node(id), &n)?;
-            }
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8], what: &str) -> Result<Option<T>> {
+        match self.get_raw(key)? {
+            Some(v) => Ok(Some(decode_value(&v, what)?)),
+            None => Ok(None),
         }
-        Ok(())
+    }
+
+    fn find_bundle(&self, id: BundleId) -> Result<Option<BundleRecord>> {
+        self.get(&keys::bundle(id), "bundle record")
+    }
+
+    fn request_bundle(&self, request_id: &str) -> Result<Option<BundleId>> {
+        self.get(&keys::request(request_id), "request record")
+    }
+
+    fn repair_task(&self, id: BundleId) -> Result<Option<RepairTask>> {
+        let Some(healthy) = self.get_raw(&keys::repair_by_bundle(id))? else {
+            return Ok(None);
+        };
+        let healthy = healthy
+            .as_slice()
+            .try_into()
+            .map(u32::from_be_bytes)
+            .unwrap_or(0);
+        self.get(&keys::repair(healthy, id), "repair task")
     }
 
     fn charge(&mut self, disk: u64, bytes: u64, add: bool) {
@@ -694,9 +786,7 @@ impl Applier<'_> {
     }
 
     fn bundle(&self, id: BundleId) -> Result<BundleRecord> {
-        self.store
-            .bundle(id)?
-            .ok_or(MetaError::UnknownBundle { id })
+        self.find_bundle(id)?.ok_or(MetaError::UnknownBundle { id })
     }
 
     fn apply(&mut self, cmd: Command) -> ApplyResult {
@@ -742,7 +832,7 @@ impl Applier<'_> {
             Command::QueueMoves { moves, now_ms } => {
                 let mut queued = 0;
                 for (id, shard, to_disk, generation) in moves {
-                    let Some(b) = self.store.bundle(id)? else {
+                    let Some(b) = self.find_bundle(id)? else {
                         continue;
                     };
                     let target_ok = self
@@ -758,7 +848,7 @@ impl Applier<'_> {
                     {
                         continue;
                     }
-                    let task = self.store.repair_task(id)?;
+                    let task = self.repair_task(id)?;
                     let (damaged, mut moved, since) = Self::task_parts(task.as_ref(), now_ms);
                     moved.insert(shard, to_disk);
                     self.set_repair(&b, damaged, moved, since)?;
@@ -776,8 +866,8 @@ impl Applier<'_> {
                 now_ms,
                 expires_ms,
             } => {
-                if let Some(existing) = self.store.request_bundle(&request_id)? {
-                    if let Some(b) = self.store.bundle(existing)? {
+                if let Some(existing) = self.request_bundle(&request_id)? {
+                    if let Some(b) = self.find_bundle(existing)? {
                         return Ok(Applied::Bundle(b));
                     }
                 }
@@ -914,7 +1004,7 @@ impl Applier<'_> {
                 }
                 Ok(Applied::Bundle(b))
             }
-            Command::Abort { id } => match self.store.bundle(id)? {
+            Command::Abort { id } => match self.find_bundle(id)? {
                 None => Ok(Applied::Done),
                 Some(b) if b.state == BundleState::Pending => {
                     self.remove_record(&b)?;
@@ -928,7 +1018,7 @@ impl Applier<'_> {
             },
             Command::Expire { ids, now_ms } => {
                 for id in ids {
-                    if let Some(b) = self.store.bundle(id)? {
+                    if let Some(b) = self.find_bundle(id)? {
                         if b.state == BundleState::Pending && b.expires_unix_ms <= now_ms {
                             self.remove_record(&b)?;
                         }
@@ -961,7 +1051,7 @@ impl Applier<'_> {
                 self.put(&keys::bundle(id), &b)?;
                 Ok(Applied::Bundle(b))
             }
-            Command::Purge { id } => match self.store.bundle(id)? {
+            Command::Purge { id } => match self.find_bundle(id)? {
                 // Already purged: a retried purge is a success.
                 None => Ok(Applied::Done),
                 Some(b) if b.state == BundleState::Deleting => {
@@ -988,7 +1078,7 @@ impl Applier<'_> {
                         ),
                     });
                 }
-                let task = self.store.repair_task(id)?;
+                let task = self.repair_task(id)?;
                 let (mut damaged, moves, since) = Self::task_parts(task.as_ref(), now_ms);
                 let before = damaged.len();
                 damaged.extend(shards);
@@ -1060,7 +1150,7 @@ impl Applier<'_> {
                     .cluster
                     .bytes_repaired
                     .saturating_add(done.len() as u64 * b.accounted_shard_bytes);
-                let task = self.store.repair_task(id)?;
+                let task = self.repair_task(id)?;
                 let (mut damaged, mut moves, since) = Self::task_parts(task.as_ref(), now_ms);
                 damaged.retain(|s| !done.contains(s));
                 moves.retain(|s, _| !done.contains(s));
@@ -1159,10 +1249,10 @@ impl Applier<'_> {
         }
         let mut queued = 0;
         for id in bundles {
-            let Some(b) = self.store.bundle(id)? else {
+            let Some(b) = self.find_bundle(id)? else {
                 continue;
             };
-            let task = self.store.repair_task(id)?;
+            let task = self.repair_task(id)?;
             let (damaged, moves, since) = Self::task_parts(task.as_ref(), now_ms);
             if self.set_repair(&b, damaged, moves, since)? {
                 queued += 1;
@@ -1172,7 +1262,7 @@ impl Applier<'_> {
     }
 
     fn unqueue_repair(&mut self, id: BundleId) -> Result<()> {
-        if let Some(v) = self.store.get_raw(&keys::repair_by_bundle(id))? {
+        if let Some(v) = self.get_raw(&keys::repair_by_bundle(id))? {
             let healthy = v.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(0);
             self.del(&keys::repair(healthy, id))?;
             self.del(&keys::repair_by_bundle(id))?;
@@ -1492,5 +1582,132 @@ mod tests {
         // A disk missing from the map counts as lost, never as healthy.
         m.disks.remove(&10);
         assert!(shard_health(&m, &b, None).lost.contains(&0));
+    }
+
+    /// The commands of a short history: registrations, allocations (one retried), commits (one
+    /// with a missing shard, one repeated), an abort, and a disk failure in the middle.
+    fn history(disks: &[u64]) -> Vec<Command> {
+        let code = Code {
+            data_shards: 2,
+            parity_shards: 2,
+            ..Code::DEFAULT
+        };
+        let alloc = |i: u64, request: &str| Command::Allocate {
+            request_id: request.into(),
+            id: BundleId(1_000 + i as u128),
+            code,
+            labels: BTreeMap::from([("book".to_string(), format!("b{}", i % 3))]),
+            expected_length: 4 << 20,
+            placement: (0..4).map(|k| disks[((i + k) % 6) as usize]).collect(),
+            now_ms: 10 + i,
+            expires_ms: 1_000_000,
+        };
+        let commit = |i: u64, missing: Vec<u32>| Command::Commit {
+            id: BundleId(1_000 + i as u128),
+            length: 3 << 20,
+            index_offset: 100,
+            index_length: 100,
+            sha256: vec![i as u8; 32],
+            file_count: 10,
+            missing_shards: missing,
+            now_ms: 500,
+        };
+        let mut h = Vec::new();
+        for i in 0..8 {
+            h.push(alloc(i, &format!("a{i}")));
+        }
+        // A retried allocation: answered with the first one's bundle, whatever id it carries.
+        h.push(alloc(20, "a3"));
+        h.push(commit(0, vec![]));
+        h.push(commit(1, vec![1]));
+        h.push(commit(2, vec![]));
+        h.push(Command::SetDiskState {
+            disk_id: disks[5],
+            state: DiskState::Failed,
+            now_ms: 600,
+        });
+        h.push(commit(3, vec![]));
+        h.push(commit(3, vec![]));
+        h.push(Command::Abort {
+            id: BundleId(1_006),
+        });
+        h.push(alloc(9, "a9"));
+        h.push(commit(9, vec![]));
+        h
+    }
+
+    /// Applies `cmds` in rounds of `round` entries, as the driver does; returns every answer
+    /// and every key-value of the state machine.
+    fn run_in_rounds(round: usize) -> (Vec<String>, Vec<(Vec<u8>, Vec<u8>)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = bitmountain_raftstore::Engine::open(dir.path()).unwrap();
+        let store = MetaStore::load(engine.db().clone()).unwrap();
+        let mut sm = MetaStateMachine::new(store.clone());
+        let mut index = 10;
+        let mut answers = Vec::new();
+        let mut apply =
+            |sm: &mut MetaStateMachine, cmds: Vec<Command>, answers: &mut Vec<String>| {
+                for chunk in cmds.chunks(round) {
+                    let mut batch = WriteBatch::default();
+                    for c in chunk {
+                        index += 1;
+                        let ctx = ApplyCtx::new(index, 1, &mut batch, &engine, (index - 1, 1));
+                        answers.push(format!("{:?}", sm.apply(ctx, &c.encode())));
+                    }
+                    sm.before_write(&mut batch);
+                    engine.write(batch, false).unwrap();
+                }
+            };
+        let register: Vec<Command> = (1..=6)
+            .map(|n| Command::RegisterNode {
+                request_id: format!("n{n}"),
+                node_id: 0,
+                address: format!("127.0.0.1:{n}"),
+                zone: String::new(),
+                rack: String::new(),
+                host: format!("host-{n}"),
+                disks: vec![DiskSpec {
+                    disk_id: 0,
+                    path: "/d".into(),
+                    capacity_bytes: 1 << 40,
+                }],
+                cluster_id_candidate: "c".into(),
+            })
+            .collect();
+        apply(&mut sm, register, &mut answers);
+        let disks: Vec<u64> = store.map().disks.keys().copied().collect();
+        assert_eq!(disks.len(), 6);
+        apply(&mut sm, history(&disks), &mut answers);
+        let cf = store.cf().unwrap();
+        let kvs = engine
+            .db()
+            .iterator_cf(cf, rocksdb::IteratorMode::Start)
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        (answers, kvs)
+    }
+
+    #[test]
+    fn rounds_of_any_size_reach_the_same_state() {
+        let (answers, state) = run_in_rounds(1);
+        // The history did what it says: the retry got bundle 3, the abort removed bundle 6.
+        assert!(answers[6 + 8].contains("1003"), "{}", answers[6 + 8]);
+        assert!(state
+            .iter()
+            .any(|(k, _)| k.as_slice() == keys::bundle(BundleId(1_000)).as_slice()));
+        assert!(!state
+            .iter()
+            .any(|(k, _)| k.as_slice() == keys::bundle(BundleId(1_006)).as_slice()));
+        assert!(!state
+            .iter()
+            .any(|(k, _)| k.as_slice() == keys::bundle(BundleId(1_020)).as_slice()));
+        for round in [2, 3, 7, 100] {
+            let (a, s) = run_in_rounds(round);
+            assert_eq!(a, answers, "answers differ with rounds of {round}");
+            assert!(s == state, "state differs with rounds of {round}");
+        }
     }
 }

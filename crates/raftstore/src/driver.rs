@@ -25,7 +25,7 @@ use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
 use crate::engine::{
-    encode_index_term, encode_members, Members, CF_APPLY, KEY_APPLY_STATE, KEY_MEMBERS,
+    encode_index_term, encode_members, Engine, Members, CF_APPLY, KEY_APPLY_STATE, KEY_MEMBERS,
 };
 use crate::error::{RaftStoreError, Result};
 use crate::transport::{Inbox, Report, Transport};
@@ -42,8 +42,51 @@ pub struct ApplyCtx<'a> {
     pub index: u64,
     /// Term of the entry.
     pub term: u64,
-    /// Writes go here; the driver adds the applied index and writes the batch after `apply`.
+    /// Writes go here. It also holds the writes of the earlier entries of this round, which
+    /// are not in the DB yet: the driver writes the batch once per round, with the applied
+    /// index, after [`StateMachine::before_write`].
     pub batch: &'a mut WriteBatch,
+    engine: &'a Engine,
+    /// The entry before this one (what the stored applied index says once the batch so far
+    /// is written).
+    earlier: (u64, u64),
+}
+
+impl<'a> ApplyCtx<'a> {
+    /// The context of entry (`index`, `term`) in a round whose writes so far are in `batch`;
+    /// `earlier` is the entry before it. The driver builds these; state machines' tests do
+    /// too, to apply entries in rounds of their choosing.
+    pub fn new(
+        index: u64,
+        term: u64,
+        batch: &'a mut WriteBatch,
+        engine: &'a Engine,
+        earlier: (u64, u64),
+    ) -> Self {
+        Self {
+            index,
+            term,
+            batch,
+            engine,
+            earlier,
+        }
+    }
+
+    /// Writes the earlier entries' part of the batch to the DB so reads of the DB see them.
+    /// Call before adding anything of this entry to the batch, and after adding the state
+    /// machine's own deferred writes (as in [`StateMachine::before_write`]).
+    pub fn write_earlier(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(self.batch);
+        batch.put_cf(
+            self.engine.cf(CF_APPLY)?,
+            KEY_APPLY_STATE,
+            encode_index_term(self.earlier.0, self.earlier.1),
+        );
+        self.engine.write(batch, false)
+    }
 }
 
 impl std::fmt::Debug for ApplyCtx<'_> {
@@ -60,9 +103,16 @@ pub trait StateMachine: Send + 'static {
     /// What a proposer receives once its entry is applied.
     type Response: Send + 'static;
     /// Applies one committed command. Must be deterministic: every member applies the same
-    /// commands in the same order and must reach the same state. Reads see everything applied
-    /// before this entry (earlier entries' batches are written before this call).
+    /// commands in the same order and must reach the same state, however the entries happen
+    /// to be grouped into rounds. Reads of the DB do NOT see the earlier entries of this round
+    /// (they are still in `ctx.batch`): keep what they wrote in memory, or call
+    /// [`ApplyCtx::write_earlier`] before reading.
     fn apply(&mut self, ctx: ApplyCtx<'_>, command: &[u8]) -> Self::Response;
+    /// The driver is about to write the round's batch: add any deferred writes to it and
+    /// forget what was kept in memory about unwritten entries.
+    fn before_write(&mut self, batch: &mut WriteBatch) {
+        let _ = batch;
+    }
     /// The state machine column family was replaced by a snapshot; reload any caches.
     fn restored(&mut self);
 }
@@ -173,6 +223,8 @@ pub(crate) struct Driver<S: StateMachine> {
     pub cfg: RaftConfig,
     pub members: Members,
     pub applied: u64,
+    /// Term of the entry at `applied`.
+    applied_term: u64,
     pending: BTreeMap<u64, (u64, Pending<S::Response>)>,
     reads_pending: HashMap<u64, oneshot::Sender<Result<()>>>,
     reads_waiting: Vec<(u64, oneshot::Sender<Result<()>>)>,
@@ -198,7 +250,7 @@ impl<S: StateMachine> Driver<S> {
         status: Arc<RwLock<GroupStatus>>,
         cfg: RaftConfig,
         members: Members,
-        applied: u64,
+        (applied, applied_term): (u64, u64),
     ) -> Self {
         Self {
             raw,
@@ -209,6 +261,7 @@ impl<S: StateMachine> Driver<S> {
             cfg,
             members,
             applied,
+            applied_term,
             pending: BTreeMap::new(),
             reads_pending: HashMap::new(),
             reads_waiting: Vec::new(),
@@ -382,6 +435,7 @@ impl<S: StateMachine> Driver<S> {
             }
             let members = self.raw.mut_store().apply_snapshot(&snap)?;
             self.applied = snap.get_metadata().index;
+            self.applied_term = snap.get_metadata().term;
             self.set_members(members);
             self.sm.restored();
             tracing::info!(
@@ -486,90 +540,50 @@ impl<S: StateMachine> Driver<S> {
         self.members = members;
     }
 
+    /// Applies a run of committed entries as one round: one WriteBatch for all of them and the
+    /// applied index, written once; proposers are answered after that write, so whatever they
+    /// do next sees the state their answer describes.
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
         let engine = self.raw.store().engine().clone();
         let apply_cf = engine.cf(CF_APPLY)?;
+        let mut batch = WriteBatch::default();
+        let mut last = None;
+        let mut answers: Vec<(
+            Pending<S::Response>,
+            Option<S::Response>,
+            Option<Result<ConfState>>,
+        )> = Vec::new();
         for e in entries {
             if e.index <= self.applied {
                 continue;
             }
-            let mut batch = WriteBatch::default();
             let mut response = None;
             let mut conf = None;
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
                     if !e.get_data().is_empty() {
                         response = Some(self.sm.apply(
-                            ApplyCtx {
-                                index: e.index,
-                                term: e.term,
-                                batch: &mut batch,
-                            },
+                            ApplyCtx::new(
+                                e.index,
+                                e.term,
+                                &mut batch,
+                                &engine,
+                                (self.applied, self.applied_term),
+                            ),
                             e.get_data(),
                         ));
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    let cc: ConfChangeV2 = if e.get_entry_type() == EntryType::EntryConfChange {
-                        let mut v1 = ConfChange::default();
-                        v1.merge_from_bytes(e.get_data()).map_err(|err| {
-                            RaftStoreError::Corrupt {
-                                what: format!("conf change at {}: {err}", e.index),
-                            }
-                        })?;
-                        raft_proto::ConfChangeI::into_v2(v1)
-                    } else {
-                        let mut v2 = ConfChangeV2::default();
-                        v2.merge_from_bytes(e.get_data()).map_err(|err| {
-                            RaftStoreError::Corrupt {
-                                what: format!("conf change at {}: {err}", e.index),
-                            }
-                        })?;
-                        v2
-                    };
-                    match self.raw.apply_conf_change(&cc) {
-                        Ok(cs) => {
-                            let mut members = self.members.clone();
-                            let addrs = parse_context(cc.get_context());
-                            for ch in cc.get_changes() {
-                                match ch.get_change_type() {
-                                    ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                                        if let Some(a) = addrs.get(&ch.node_id) {
-                                            members.insert(ch.node_id, a.clone());
-                                        }
-                                    }
-                                    ConfChangeType::RemoveNode => {
-                                        members.remove(&ch.node_id);
-                                    }
-                                }
-                            }
-                            self.raw
-                                .mut_store()
-                                .set_conf_state(cs.clone(), &mut batch)?;
-                            batch.put_cf(apply_cf, KEY_MEMBERS, encode_members(&members));
-                            tracing::info!(member = self.cfg.id, index = e.index, voters = ?cs.voters, learners = ?cs.learners, "applied membership change");
-                            self.set_members(members);
-                            conf = Some(Ok(cs));
-                        }
-                        Err(err) => {
-                            tracing::warn!(index = e.index, error = %err, "membership change rejected at apply");
-                            conf = Some(Err(RaftStoreError::BadMembership {
-                                reason: err.to_string(),
-                            }));
-                        }
-                    }
+                    conf = Some(self.apply_conf_change(&e, &mut batch)?);
                 }
             }
-            batch.put_cf(
-                apply_cf,
-                KEY_APPLY_STATE,
-                encode_index_term(e.index, e.term),
-            );
-            engine.write(batch, false)?;
             self.applied = e.index;
+            self.applied_term = e.term;
+            last = Some((e.index, e.term));
             // Anything pending below this index can no longer be answered by its own entry.
             while let Some((&idx, _)) = self.pending.first_key_value() {
                 if idx >= e.index {
@@ -586,21 +600,83 @@ impl<S: StateMachine> Driver<S> {
                         term,
                     });
                 } else {
-                    match (p, response, conf) {
-                        (Pending::Normal(cb), Some(r), _) => {
-                            let _ = cb.send(Ok(r));
-                        }
-                        (Pending::Conf(cb), _, Some(r)) => {
-                            let _ = cb.send(r);
-                        }
-                        (p, _, _) => p.fail(RaftStoreError::BadMembership {
-                            reason: "another membership change is still in progress; retry when it has been applied".into(),
-                        }),
-                    }
+                    answers.push((p, response, conf));
                 }
             }
         }
+        if let Some((index, term)) = last {
+            self.sm.before_write(&mut batch);
+            batch.put_cf(apply_cf, KEY_APPLY_STATE, encode_index_term(index, term));
+            engine.write(batch, false)?;
+        }
+        for answer in answers {
+            match answer {
+                (Pending::Normal(cb), Some(r), _) => {
+                    let _ = cb.send(Ok(r));
+                }
+                (Pending::Conf(cb), _, Some(r)) => {
+                    let _ = cb.send(r);
+                }
+                (p, _, _) => p.fail(RaftStoreError::BadMembership {
+                    reason: "another membership change is still in progress; retry when it has been applied".into(),
+                }),
+            }
+        }
         Ok(())
+    }
+
+    /// Applies a membership change entry; its conf state and addresses go into `batch`.
+    fn apply_conf_change(
+        &mut self,
+        e: &Entry,
+        batch: &mut WriteBatch,
+    ) -> Result<Result<ConfState>> {
+        let engine = self.raw.store().engine().clone();
+        let apply_cf = engine.cf(CF_APPLY)?;
+        let cc: ConfChangeV2 = if e.get_entry_type() == EntryType::EntryConfChange {
+            let mut v1 = ConfChange::default();
+            v1.merge_from_bytes(e.get_data())
+                .map_err(|err| RaftStoreError::Corrupt {
+                    what: format!("conf change at {}: {err}", e.index),
+                })?;
+            raft_proto::ConfChangeI::into_v2(v1)
+        } else {
+            let mut v2 = ConfChangeV2::default();
+            v2.merge_from_bytes(e.get_data())
+                .map_err(|err| RaftStoreError::Corrupt {
+                    what: format!("conf change at {}: {err}", e.index),
+                })?;
+            v2
+        };
+        match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => {
+                let mut members = self.members.clone();
+                let addrs = parse_context(cc.get_context());
+                for ch in cc.get_changes() {
+                    match ch.get_change_type() {
+                        ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                            if let Some(a) = addrs.get(&ch.node_id) {
+                                members.insert(ch.node_id, a.clone());
+                            }
+                        }
+                        ConfChangeType::RemoveNode => {
+                            members.remove(&ch.node_id);
+                        }
+                    }
+                }
+                self.raw.mut_store().set_conf_state(cs.clone(), batch)?;
+                batch.put_cf(apply_cf, KEY_MEMBERS, encode_members(&members));
+                tracing::info!(member = self.cfg.id, index = e.index, voters = ?cs.voters, learners = ?cs.learners, "applied membership change");
+                self.set_members(members);
+                Ok(Ok(cs))
+            }
+            Err(err) => {
+                tracing::warn!(index = e.index, error = %err, "membership change rejected at apply");
+                Ok(Err(RaftStoreError::BadMembership {
+                    reason: err.to_string(),
+                }))
+            }
+        }
     }
 
     fn maybe_compact(&mut self) -> Result<()> {

@@ -274,7 +274,7 @@ pub fn start<S: StateMachine>(
     rt: tokio::runtime::Handle,
 ) -> Result<(RaftHandle<S::Response>, RaftService)> {
     let storage = RaftStorage::load(engine.clone())?;
-    let (applied, _) = engine.apply_state()?;
+    let (applied, applied_term) = engine.apply_state()?;
     let members = engine.members()?;
     let raft_cfg = raft::Config {
         id: cfg.id,
@@ -318,7 +318,7 @@ pub fn start<S: StateMachine>(
         Arc::clone(&status),
         cfg,
         members,
-        applied,
+        (applied, applied_term),
     );
     std::thread::Builder::new()
         .name(format!("raft-driver-{id}"))
