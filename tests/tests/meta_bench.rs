@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use bitmountain_meta_client::{AllocateRequest, Code, CommitRequest, MetaClient};
 use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster};
 
+/// The throughput target for 3 members and 64 clients.
+const TARGET_PAIRS_PER_SEC: u64 = 5_000;
+
 const CODE: Code = Code {
     data_shards: 4,
     parity_shards: 2,
@@ -133,13 +136,15 @@ async fn bench_throughput_and_failover() {
     load(client.clone(), 64, 2_000, "warm").await;
     let n = 30_000;
     let (el, l) = load(client.clone(), 64, n, "bench").await;
+    let rate = l.len() as f64 / el.as_secs_f64();
     println!(
-        "BENCH throughput: 64 clients, {} alloc+commit pairs in {:.2}s = {:.0} pairs/s; p50 {:.2} ms, p99 {:.2} ms",
+        "BENCH throughput: 64 clients, {} alloc+commit pairs in {:.2}s = {:.0} pairs/s; p50 {:.2} ms, p99 {:.2} ms; target {TARGET_PAIRS_PER_SEC} pairs/s, ratio {:.2}",
         l.len(),
         el.as_secs_f64(),
-        l.len() as f64 / el.as_secs_f64(),
+        rate,
         pct(&l, 0.5).as_secs_f64() * 1e3,
-        pct(&l, 0.99).as_secs_f64() * 1e3
+        pct(&l, 0.99).as_secs_f64() * 1e3,
+        rate / TARGET_PAIRS_PER_SEC as f64
     );
 
     // Failover: kill -9 the leader while one client commits; time to the first ack after.

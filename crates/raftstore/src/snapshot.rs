@@ -259,6 +259,18 @@ pub(crate) fn remove_other_received(dir: &Path, keep: Option<&Path>) {
     });
 }
 
+/// Removes received snapshot files at or below `index` (one Raft refused as stale, or one just
+/// installed). Newer ones may still be on their way to the driver and stay.
+fn remove_received_up_to(dir: &Path, index: u64) {
+    remove_files(dir, |name| {
+        name.strip_prefix("recv-")
+            .and_then(|rest| rest.strip_suffix(".snap"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|i| i.parse::<u64>().ok())
+            .is_some_and(|i| i <= index)
+    });
+}
+
 /// Removes unfinished files (a crash or a cut transfer left them).
 pub(crate) fn remove_unfinished(dir: &Path) {
     remove_files(dir, |name| name.ends_with(".tmp"));
@@ -481,8 +493,8 @@ fn load_records(engine: &Engine, path: &Path, index: u64, term: u64) -> Result<(
     b.delete_cf(apply, KEY_SNAPSHOT_INSTALLING);
     // Synced: the WAL orders this after every earlier batch, so all of them are durable too.
     engine.write(b, true)?;
-    if let Err(e) = std::fs::remove_file(path) {
-        tracing::warn!(path = %path.display(), error = %e, "could not remove an installed snapshot file");
+    if let Some(dir) = path.parent() {
+        remove_received_up_to(dir, index);
     }
     Ok(())
 }
@@ -571,6 +583,11 @@ mod tests {
         stale.put_cf(e2.cf(CF_SM).unwrap(), b"stale", b"x");
         e2.write(stale, true).unwrap();
         let desc = receive(&engine, &e2, &snap);
+        // An older received file (refused as stale) and a newer one (still on its way).
+        let older = file_path(e2.snap_dir(), Side::Received, 1, 1);
+        let newer = file_path(e2.snap_dir(), Side::Received, INIT_INDEX + 100, INIT_TERM);
+        std::fs::write(&older, b"old").unwrap();
+        std::fs::write(&newer, b"new").unwrap();
         let mut st = crate::RaftStorage::load(e2.clone()).unwrap();
         assert_eq!(st.apply_snapshot(&snap).unwrap(), members);
         assert_eq!(e2.apply_state().unwrap(), (INIT_INDEX, INIT_TERM));
@@ -586,8 +603,10 @@ mod tests {
             .unwrap()
             .is_none());
         assert_eq!(raft::Storage::first_index(&st).unwrap(), INIT_INDEX + 1);
-        // The installed file is gone; the descriptor was honoured.
+        // The installed file and the older one are gone, the newer one stays.
         assert!(!file_path(e2.snap_dir(), Side::Received, INIT_INDEX, INIT_TERM).exists());
+        assert!(!older.exists());
+        assert!(newer.exists());
         assert_eq!(desc.file_bytes, std::fs::metadata(&path).unwrap().len());
     }
 
