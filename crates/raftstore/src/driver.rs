@@ -145,6 +145,10 @@ impl<R: Send> Inbox for SyncSender<Msg<R>> {
     }
 }
 
+/// A proposer to answer once its round is written: who, and the state machine's or the
+/// membership change's result.
+type Answer<R> = (Pending<R>, Option<R>, Option<Result<ConfState>>);
+
 enum Pending<R> {
     Normal(oneshot::Sender<Result<R>>),
     Conf(oneshot::Sender<Result<ConfState>>),
@@ -551,11 +555,7 @@ impl<S: StateMachine> Driver<S> {
         let apply_cf = engine.cf(CF_APPLY)?;
         let mut batch = WriteBatch::default();
         let mut last = None;
-        let mut answers: Vec<(
-            Pending<S::Response>,
-            Option<S::Response>,
-            Option<Result<ConfState>>,
-        )> = Vec::new();
+        let mut answers: Vec<Answer<S::Response>> = Vec::new();
         for e in entries {
             if e.index <= self.applied {
                 continue;
