@@ -1636,9 +1636,12 @@ mod tests {
         h
     }
 
+    /// Every key-value of a column family, in key order.
+    type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
     /// Applies `cmds` in rounds of `round` entries, as the driver does; returns every answer
     /// and every key-value of the state machine.
-    fn run_in_rounds(round: usize) -> (Vec<String>, Vec<(Vec<u8>, Vec<u8>)>) {
+    fn run_in_rounds(round: usize) -> (Vec<String>, KeyValues) {
         let dir = tempfile::tempdir().unwrap();
         let engine = bitmountain_raftstore::Engine::open(dir.path()).unwrap();
         let store = MetaStore::load(engine.db().clone()).unwrap();
