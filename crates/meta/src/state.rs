@@ -311,6 +311,12 @@ pub enum Applied {
 /// Response type of the state machine.
 pub type ApplyResult = Result<Applied>;
 
+/// The repair-queue key of a bundle's entry, from the value of its `repair_by_bundle` key.
+fn repair_queue_key(id: BundleId, healthy: &[u8]) -> Vec<u8> {
+    let healthy = healthy.try_into().map(u32::from_be_bytes).unwrap_or(0);
+    keys::repair(healthy, id)
+}
+
 fn decode_value<T: DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
     match b.split_first() {
         Some((&keys::VALUE_V1, rest)) => {
@@ -542,12 +548,7 @@ impl MetaStore {
         let Some(healthy) = self.get_raw(&keys::repair_by_bundle(id))? else {
             return Ok(None);
         };
-        let healthy = healthy
-            .as_slice()
-            .try_into()
-            .map(u32::from_be_bytes)
-            .unwrap_or(0);
-        self.get(&keys::repair(healthy, id), "repair task")
+        self.get(&repair_queue_key(id, &healthy), "repair task")
     }
 
     pub(crate) fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -752,12 +753,7 @@ impl Applier<'_> {
         let Some(healthy) = self.get_raw(&keys::repair_by_bundle(id))? else {
             return Ok(None);
         };
-        let healthy = healthy
-            .as_slice()
-            .try_into()
-            .map(u32::from_be_bytes)
-            .unwrap_or(0);
-        self.get(&keys::repair(healthy, id), "repair task")
+        self.get(&repair_queue_key(id, &healthy), "repair task")
     }
 
     fn charge(&mut self, disk: u64, bytes: u64, add: bool) {
