@@ -2,16 +2,16 @@
 //!
 //! Outbound: one task per peer drains a bounded queue, packs what is queued into one
 //! `RaftEnvelope` (order preserved) and puts it on one long-lived client stream to that peer
-//! (an HTTP/2 stream, not a request per batch: far less CPU per message). A stream that ends or
-//! fills up is dropped with what it carried (Raft retransmits) and the peer is reported
-//! unreachable so its progress goes back to probing; the next batch opens a new stream.
+//! (an HTTP/2 stream, not a request per batch, and no wait for an answer per batch). A stream
+//! that ends or fills up is dropped with what it carried (Raft retransmits) and the peer is
+//! reported unreachable so its progress goes back to probing; the next batch opens a new one.
 //! Snapshot messages go on their own streaming RPC: the file the message describes is read and
 //! sent in [`SNAPSHOT_CHUNK_BYTES`] pieces, at most [`SNAPSHOT_CHUNKS_IN_FLIGHT`] of them queued;
 //! the outcome is reported back to Raft as finished or failed.
-//! Inbound: the `RaftTransport` service decodes the envelope and hands each message to the
-//! driver's queue without blocking (a full queue drops; Raft retransmits). A snapshot stream is
-//! written to a file, synced, checked against its descriptor and only then handed to the
-//! driver; one stream is received at a time.
+//! Inbound: the `RaftTransport` service reads each envelope off the stream and hands its
+//! messages to the driver's queue without blocking (a full queue drops; Raft retransmits). A
+//! snapshot stream is written to a file, synced, checked against its descriptor and only then
+//! handed to the driver; one stream is received at a time.
 //!
 //! Test-only fault injection: a member started with fault injection enabled can be told to drop
 //! all Raft traffic to and from chosen peers, which cuts it off as a real partition would.
