@@ -127,18 +127,25 @@ pub(crate) fn publish(tmp: &Path, done: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A writer that keeps the running CRC of what passed through it.
-struct CrcWriter<W: Write> {
-    inner: W,
+/// The snapshot file being written: keeps the running CRC and length of what passed through.
+struct CrcWriter {
+    inner: BufWriter<File>,
+    path: PathBuf,
     crc: u32,
     bytes: u64,
 }
 
-impl<W: Write> CrcWriter<W> {
-    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+impl CrcWriter {
+    fn put(&mut self, b: &[u8]) -> Result<()> {
         self.crc = crc32c::crc32c_append(self.crc, b);
         self.bytes += b.len() as u64;
-        self.inner.write_all(b)
+        self.inner.write_all(b).map_err(io_err(&self.path))
+    }
+
+    /// A `u32` length, then the bytes.
+    fn put_sized(&mut self, b: &[u8]) -> Result<()> {
+        self.put(&(b.len() as u32).to_be_bytes())?;
+        self.put(b)
     }
 }
 
@@ -170,19 +177,17 @@ pub(crate) fn generate(db: &DB, dir: &Path) -> Result<Snapshot> {
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
     let mut w = CrcWriter {
         inner: BufWriter::with_capacity(FILE_BUFFER_BYTES, file),
+        path: tmp.clone(),
         crc: 0,
         bytes: 0,
     };
     let mut count = 0u64;
-    let write = |w: &mut CrcWriter<BufWriter<File>>, count: &mut u64| -> Result<u32> {
-        w.put(MAGIC).map_err(io_err(&tmp))?;
-        w.put(&(members.len() as u32).to_be_bytes())
-            .map_err(io_err(&tmp))?;
+    let write = |w: &mut CrcWriter, count: &mut u64| -> Result<u32> {
+        w.put(MAGIC)?;
+        w.put(&(members.len() as u32).to_be_bytes())?;
         for (id, addr) in &members {
-            w.put(&id.to_be_bytes()).map_err(io_err(&tmp))?;
-            w.put(&(addr.len() as u32).to_be_bytes())
-                .map_err(io_err(&tmp))?;
-            w.put(addr.as_bytes()).map_err(io_err(&tmp))?;
+            w.put(&id.to_be_bytes())?;
+            w.put_sized(addr.as_bytes())?;
         }
         // Reading a whole column family once would evict the block cache's working set.
         let mut ro = rocksdb::ReadOptions::default();
@@ -193,21 +198,17 @@ pub(crate) fn generate(db: &DB, dir: &Path) -> Result<Snapshot> {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            w.put(&[1]).map_err(io_err(&tmp))?;
-            w.put(&(k.len() as u32).to_be_bytes())
-                .map_err(io_err(&tmp))?;
-            w.put(k).map_err(io_err(&tmp))?;
-            w.put(&(v.len() as u32).to_be_bytes())
-                .map_err(io_err(&tmp))?;
-            w.put(v).map_err(io_err(&tmp))?;
+            w.put(&[1])?;
+            w.put_sized(k)?;
+            w.put_sized(v)?;
             *count += 1;
             it.next();
         }
         it.status().map_err(db_err)?;
-        w.put(&[0]).map_err(io_err(&tmp))?;
+        w.put(&[0])?;
         // The CRC stored in the file covers everything before it; the descriptor repeats it.
         let crc = w.crc;
-        w.put(&crc.to_be_bytes()).map_err(io_err(&tmp))?;
+        w.put(&crc.to_be_bytes())?;
         Ok(crc)
     };
     let crc = match write(&mut w, &mut count) {
