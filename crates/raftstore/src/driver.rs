@@ -6,9 +6,10 @@
 //!    reads, membership changes) — proposals that arrive together land in one Ready (batching);
 //! 2. tick when the tick interval has passed;
 //! 3. handle the Ready: send the leader's `messages` (safe before persisting), install a
-//!    snapshot (from its file, crash-safe, see `snapshot`), apply committed entries (one batch per entry carrying the
-//!    applied index), persist new entries and hard state in ONE synced batch, then send
-//!    `persisted_messages`; advance; apply and send what the light ready carries;
+//!    snapshot (from its file, crash-safe, see `snapshot`), apply committed entries (one batch
+//!    per run of entries, carrying the applied index; proposers answered after it is written),
+//!    persist new entries and hard state in ONE synced batch, then send `persisted_messages`;
+//!    advance; apply and send what the light ready carries;
 //! 4. answer ReadIndex waiters whose index is applied; compact the log when it is long.
 
 use std::collections::{BTreeMap, HashMap};

@@ -234,9 +234,8 @@ impl slog::Drain for TracingDrain {
         values: &slog::OwnedKVList,
     ) -> std::result::Result<(), slog::Never> {
         use slog::KV as _;
-        // raft-rs logs a record per message at debug level; formatting its key-values (entries
-        // printed as protobuf text) cost several percent of the driver's CPU when nobody
-        // listens, so check the level first.
+        // raft-rs logs records per message at debug level; formatting their key-values (entries
+        // printed as protobuf text) is wasted work when nobody listens, so check the level first.
         let level = match record.level() {
             slog::Level::Critical | slog::Level::Error => tracing::Level::ERROR,
             slog::Level::Warning => tracing::Level::WARN,

@@ -41,8 +41,6 @@ pub const PEER_QUEUE_LIMIT: usize = 8192;
 pub const MAX_MESSAGES_PER_ENVELOPE: usize = 1024;
 /// An envelope stops growing once its messages reach this size.
 pub const MAX_ENVELOPE_BYTES: usize = 16 << 20;
-/// Deadline of one envelope RPC.
-pub const RAFT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of one whole snapshot stream (1 TiB at 1.7 GiB/s; a slower link needs a longer one).
 pub const SNAPSHOT_RPC_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bytes of snapshot file per streamed piece.
@@ -61,7 +59,8 @@ pub const STREAM_ENVELOPES_IN_FLIGHT: usize = 256;
 pub const H2_STREAM_WINDOW_BYTES: u32 = 8 << 20;
 /// HTTP/2 flow-control window per connection between members.
 pub const H2_CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
-/// Interval of HTTP/2 keep-alive pings on member links.
+/// Interval of HTTP/2 keep-alive pings on member links. The envelope stream lives as long as
+/// the link, so it has no deadline of its own: an unanswered ping is what ends a dead one.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// A link whose ping is not answered within this is closed.
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
