@@ -18,7 +18,7 @@ use bitmountain_proto::v1 as pb;
 
 use crate::error::{MetaError, Result};
 use crate::service::MetaServer;
-use crate::state::{shard_health, Applied, ClusterMap, Command};
+use crate::state::{shard_health, Applied, ClusterMap, Command, KeyReader};
 use crate::types::{now_unix_ms, BundleId, BundleRecord, BundleState, DiskState, NodeState};
 
 /// Default: a node silent this long is declared down.

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{MetaError, Result};
 use crate::placement::{Candidate, PlacementMap};
 use crate::state::{
-    Applied, ApplyResult, Command, DiskSpec, ListFilter, MetaStateMachine, MetaStore,
+    Applied, ApplyResult, Command, DiskSpec, KeyReader, ListFilter, MetaStateMachine, MetaStore,
 };
 use crate::types::{
     labels_from_proto, labels_to_proto, now_unix_ms, BundleId, BundleRecord, BundleState, Code,

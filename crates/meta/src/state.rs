@@ -311,10 +311,48 @@ pub enum Applied {
 /// Response type of the state machine.
 pub type ApplyResult = Result<Applied>;
 
-/// The repair-queue key of a bundle's entry, from the value of its `repair_by_bundle` key.
-fn repair_queue_key(id: BundleId, healthy: &[u8]) -> Vec<u8> {
-    let healthy = healthy.try_into().map(u32::from_be_bytes).unwrap_or(0);
-    keys::repair(healthy, id)
+/// Typed single-key reads of the state machine over a source of raw values: the DB
+/// ([`MetaStore`]) or, while applying, the DB plus a round's unwritten writes (`Applier`).
+pub trait KeyReader {
+    /// The raw value stored under `key`.
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// The decoded value stored under `key`.
+    fn get<T: DeserializeOwned>(&self, key: &[u8], what: &str) -> Result<Option<T>> {
+        match self.get_raw(key)? {
+            Some(v) => Ok(Some(decode_value(&v, what)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A bundle record.
+    fn bundle(&self, id: BundleId) -> Result<Option<BundleRecord>> {
+        self.get(&keys::bundle(id), "bundle record")
+    }
+
+    /// The bundle an allocation request created, if it was applied.
+    fn request_bundle(&self, request_id: &str) -> Result<Option<BundleId>> {
+        self.get(&keys::request(request_id), "request record")
+    }
+
+    /// A bundle's repair entry, if queued.
+    fn repair_task(&self, id: BundleId) -> Result<Option<RepairTask>> {
+        let Some(healthy) = self.get_raw(&keys::repair_by_bundle(id))? else {
+            return Ok(None);
+        };
+        let healthy = healthy
+            .as_slice()
+            .try_into()
+            .map(u32::from_be_bytes)
+            .unwrap_or(0);
+        self.get(&keys::repair(healthy, id), "repair task")
+    }
+}
+
+impl KeyReader for MetaStore {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf()?, key).map_err(db_err)
+    }
 }
 
 fn decode_value<T: DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
@@ -423,23 +461,6 @@ impl MetaStore {
         }
     }
 
-    fn get<T: DeserializeOwned>(&self, key: &[u8], what: &str) -> Result<Option<T>> {
-        match self.db.get_cf(self.cf()?, key).map_err(db_err)? {
-            Some(v) => Ok(Some(decode_value(&v, what)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// A bundle record.
-    pub fn bundle(&self, id: BundleId) -> Result<Option<BundleRecord>> {
-        self.get(&keys::bundle(id), "bundle record")
-    }
-
-    /// The bundle an allocation request created, if it was applied.
-    pub fn request_bundle(&self, request_id: &str) -> Result<Option<BundleId>> {
-        self.get(&keys::request(request_id), "request record")
-    }
-
     fn scan(
         &self,
         prefix: &[u8],
@@ -541,18 +562,6 @@ impl MetaStore {
             Ok(())
         })?;
         Ok((out, next.unwrap_or_default()))
-    }
-
-    /// A bundle's repair entry, if queued.
-    pub fn repair_task(&self, id: BundleId) -> Result<Option<RepairTask>> {
-        let Some(healthy) = self.get_raw(&keys::repair_by_bundle(id))? else {
-            return Ok(None);
-        };
-        self.get(&repair_queue_key(id, &healthy), "repair task")
-    }
-
-    pub(crate) fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db.get_cf(self.cf()?, key).map_err(db_err)
     }
 
     /// How many shards the reverse map places on a disk (counted up to `limit`).
@@ -707,6 +716,16 @@ struct Applier<'a> {
     dirty_nodes: &'a mut BTreeSet<u64>,
 }
 
+impl KeyReader for Applier<'_> {
+    /// A single key as the earlier entries left it (this round's unwritten ones included).
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.unwritten.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.store.get_raw(key),
+        }
+    }
+}
+
 impl Applier<'_> {
     fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<()> {
         self.put_raw(key, &encode_value(v))
@@ -724,36 +743,6 @@ impl Applier<'_> {
         self.batch.delete_cf(cf, key);
         self.written.push((key.to_vec(), None));
         Ok(())
-    }
-
-    /// A single key as the earlier entries left it (this round's unwritten ones included).
-    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.unwritten.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => self.store.get_raw(key),
-        }
-    }
-
-    fn get<T: DeserializeOwned>(&self, key: &[u8], what: &str) -> Result<Option<T>> {
-        match self.get_raw(key)? {
-            Some(v) => Ok(Some(decode_value(&v, what)?)),
-            None => Ok(None),
-        }
-    }
-
-    fn find_bundle(&self, id: BundleId) -> Result<Option<BundleRecord>> {
-        self.get(&keys::bundle(id), "bundle record")
-    }
-
-    fn request_bundle(&self, request_id: &str) -> Result<Option<BundleId>> {
-        self.get(&keys::request(request_id), "request record")
-    }
-
-    fn repair_task(&self, id: BundleId) -> Result<Option<RepairTask>> {
-        let Some(healthy) = self.get_raw(&keys::repair_by_bundle(id))? else {
-            return Ok(None);
-        };
-        self.get(&repair_queue_key(id, &healthy), "repair task")
     }
 
     fn charge(&mut self, disk: u64, bytes: u64, add: bool) {
@@ -781,8 +770,8 @@ impl Applier<'_> {
         };
     }
 
-    fn bundle(&self, id: BundleId) -> Result<BundleRecord> {
-        self.find_bundle(id)?.ok_or(MetaError::UnknownBundle { id })
+    fn known_bundle(&self, id: BundleId) -> Result<BundleRecord> {
+        self.bundle(id)?.ok_or(MetaError::UnknownBundle { id })
     }
 
     fn apply(&mut self, cmd: Command) -> ApplyResult {
@@ -828,7 +817,7 @@ impl Applier<'_> {
             Command::QueueMoves { moves, now_ms } => {
                 let mut queued = 0;
                 for (id, shard, to_disk, generation) in moves {
-                    let Some(b) = self.find_bundle(id)? else {
+                    let Some(b) = self.bundle(id)? else {
                         continue;
                     };
                     let target_ok = self
@@ -863,7 +852,7 @@ impl Applier<'_> {
                 expires_ms,
             } => {
                 if let Some(existing) = self.request_bundle(&request_id)? {
-                    if let Some(b) = self.find_bundle(existing)? {
+                    if let Some(b) = self.bundle(existing)? {
                         return Ok(Applied::Bundle(b));
                     }
                 }
@@ -929,7 +918,7 @@ impl Applier<'_> {
                 missing_shards,
                 now_ms,
             } => {
-                let mut b = self.bundle(id)?;
+                let mut b = self.known_bundle(id)?;
                 match b.state {
                     BundleState::Sealed => {
                         if b.length == length && b.sha256 == sha256 {
@@ -1000,7 +989,7 @@ impl Applier<'_> {
                 }
                 Ok(Applied::Bundle(b))
             }
-            Command::Abort { id } => match self.find_bundle(id)? {
+            Command::Abort { id } => match self.bundle(id)? {
                 None => Ok(Applied::Done),
                 Some(b) if b.state == BundleState::Pending => {
                     self.remove_record(&b)?;
@@ -1014,7 +1003,7 @@ impl Applier<'_> {
             },
             Command::Expire { ids, now_ms } => {
                 for id in ids {
-                    if let Some(b) = self.find_bundle(id)? {
+                    if let Some(b) = self.bundle(id)? {
                         if b.state == BundleState::Pending && b.expires_unix_ms <= now_ms {
                             self.remove_record(&b)?;
                         }
@@ -1023,7 +1012,7 @@ impl Applier<'_> {
                 Ok(Applied::Done)
             }
             Command::Delete { id } => {
-                let mut b = self.bundle(id)?;
+                let mut b = self.known_bundle(id)?;
                 match b.state {
                     BundleState::Deleting => return Ok(Applied::Bundle(b)),
                     BundleState::Pending => {
@@ -1047,7 +1036,7 @@ impl Applier<'_> {
                 self.put(&keys::bundle(id), &b)?;
                 Ok(Applied::Bundle(b))
             }
-            Command::Purge { id } => match self.find_bundle(id)? {
+            Command::Purge { id } => match self.bundle(id)? {
                 // Already purged: a retried purge is a success.
                 None => Ok(Applied::Done),
                 Some(b) if b.state == BundleState::Deleting => {
@@ -1061,7 +1050,7 @@ impl Applier<'_> {
                 }),
             },
             Command::ReportDamage { id, shards, now_ms } => {
-                let b = self.bundle(id)?;
+                let b = self.known_bundle(id)?;
                 if b.state != BundleState::Sealed {
                     return Ok(Applied::Damage { queued: false });
                 }
@@ -1093,7 +1082,7 @@ impl Applier<'_> {
                 now_ms,
                 rewritten_shards,
             } => {
-                let mut b = self.bundle(id)?;
+                let mut b = self.known_bundle(id)?;
                 if b.placement_generation != expected_generation {
                     if b.placement_generation == expected_generation + 1 && b.placement == placement
                     {
@@ -1245,7 +1234,7 @@ impl Applier<'_> {
         }
         let mut queued = 0;
         for id in bundles {
-            let Some(b) = self.find_bundle(id)? else {
+            let Some(b) = self.bundle(id)? else {
                 continue;
             };
             let task = self.repair_task(id)?;
