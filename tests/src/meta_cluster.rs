@@ -53,11 +53,43 @@ pub struct MetaCluster {
     pub extra_args: Vec<String>,
 }
 
+/// How long a port handed to one test stays out of other tests' reach.
+const PORT_RESERVATION: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Claims `port` for this test process across all test processes on the machine. A free port
+/// is only free until its process binds it; tests run in parallel processes, and two of them
+/// picking the same port before either bound it made one test talk to the other's server.
+/// The claim is a file created exclusively; claims older than [`PORT_RESERVATION`] lapse.
+fn reserve_port(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("bitmountain-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let claim = dir.join(port.to_string());
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&claim)
+            .is_ok()
+    };
+    if create() {
+        return true;
+    }
+    let lapsed = std::fs::metadata(&claim)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > PORT_RESERVATION);
+    lapsed && std::fs::remove_file(&claim).is_ok() && create()
+}
+
 /// A free loopback port (bound then released; the process binds it right after).
 ///
 /// Chosen at random below the kernel's ephemeral range: a port from `bind(0)` comes from the
 /// range the kernel also gives outgoing connections their source ports from, so with many tests
 /// running at once another process's client socket could take it before the server binds it.
+/// Each pick is also claimed across test processes ([`reserve_port`]).
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -71,7 +103,7 @@ pub fn free_port() -> u16 {
                 .build_hasher()
                 .finish();
             let port = low + (random % u64::from(ephemeral_start - low)) as u16;
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            if reserve_port(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 return port;
             }
         }
