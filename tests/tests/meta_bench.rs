@@ -112,6 +112,29 @@ fn peak_rss_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmHWM:")
 }
 
+/// CPU time (user + system) a process has used so far, in clock ticks of `/proc` (100 per
+/// second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// CPU ticks of every running member and of this (load generator) process.
+fn cluster_cpu_ticks(cluster: &MetaCluster) -> (u64, u64) {
+    let members = cluster
+        .members
+        .values()
+        .filter_map(|m| m.pid())
+        .map(cpu_ticks)
+        .sum();
+    (members, cpu_ticks(std::process::id()))
+}
+
 fn du(path: &std::path::Path) -> u64 {
     let mut total = 0;
     if let Ok(rd) = std::fs::read_dir(path) {
@@ -135,8 +158,19 @@ async fn bench_throughput_and_failover() {
     // Warm up, then measure.
     load(client.clone(), 64, 2_000, "warm").await;
     let n = 30_000;
+    let cpu_before = cluster_cpu_ticks(&cluster);
     let (el, l) = load(client.clone(), 64, n, "bench").await;
+    let cpu_after = cluster_cpu_ticks(&cluster);
     let rate = l.len() as f64 / el.as_secs_f64();
+    // CPU per pair is steadier than pairs/s on a shared VM: it does not depend on what else
+    // got the cores.
+    let tick_us = 1e6 / 100.0;
+    println!(
+        "BENCH cpu per pair: members {:.0} us, load generator {:.0} us ({} pairs)",
+        (cpu_after.0 - cpu_before.0) as f64 * tick_us / l.len() as f64,
+        (cpu_after.1 - cpu_before.1) as f64 * tick_us / l.len() as f64,
+        l.len()
+    );
     println!(
         "BENCH throughput: 64 clients, {} alloc+commit pairs in {:.2}s = {:.0} pairs/s; p50 {:.2} ms, p99 {:.2} ms; target {TARGET_PAIRS_PER_SEC} pairs/s, ratio {:.2}",
         l.len(),

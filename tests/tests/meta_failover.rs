@@ -34,7 +34,13 @@ async fn alloc_commit(
         })
         .await
         .map_err(|e| e.to_string())?;
-    client
+    // Allocations of concurrent writers share log entries; each must get its own answer.
+    assert_eq!(
+        b.record.labels.get("req").map(String::as_str),
+        Some(req_id),
+        "allocation {req_id} was answered with another request's bundle"
+    );
+    let b = client
         .commit_bundle(
             b.record.id,
             &CommitRequest {
@@ -48,6 +54,11 @@ async fn alloc_commit(
         )
         .await
         .map_err(|e| e.to_string())?;
+    assert_eq!(
+        b.record.labels.get("req").map(String::as_str),
+        Some(req_id),
+        "commit {req_id} was answered with another request's bundle"
+    );
     Ok(b.record.id)
 }
 

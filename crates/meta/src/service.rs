@@ -126,7 +126,19 @@ impl MetaServer {
     }
 
     pub(crate) async fn propose(&self, cmd: Command) -> Result<Applied> {
-        match tokio::time::timeout(PROPOSE_TIMEOUT, self.inner.raft.propose(cmd.encode())).await {
+        let data = cmd.encode();
+        // Commands that scan ranges while applied write the earlier entries first, which a
+        // command inside a shared entry cannot do; the rest may share an entry.
+        let shared = cmd.may_share_entry();
+        let raft = &self.inner.raft;
+        let proposal = async move {
+            if shared {
+                raft.propose_shared(data).await
+            } else {
+                raft.propose(data).await
+            }
+        };
+        match tokio::time::timeout(PROPOSE_TIMEOUT, proposal).await {
             Ok(r) => r.map_err(crate::raft_error)?,
             Err(_) => Err(MetaError::Raft {
                 kind: "timeout".into(),

@@ -3,7 +3,8 @@
 //! Every change to Raft state happens on this thread, in this order per loop iteration:
 //!
 //! 1. receive: drain up to [`MAX_MSGS_PER_ROUND`] inbound messages (raft traffic, proposals,
-//!    reads, membership changes) — proposals that arrive together land in one Ready (batching);
+//!    reads, membership changes) — proposals that arrive together land in one Ready, and those
+//!    that may share an entry are proposed as one entry (`batch`);
 //! 2. tick when the tick interval has passed;
 //! 3. handle the Ready: send the leader's `messages` (safe before persisting), install a
 //!    snapshot (from its file, crash-safe, see `snapshot`), apply committed entries (one batch
@@ -25,6 +26,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
+use crate::batch::{SharedEntry, SHARED_ENTRY_CONTEXT_V1};
 use crate::engine::{
     encode_index_term, encode_members, Engine, Members, CF_APPLY, KEY_APPLY_STATE, KEY_MEMBERS,
 };
@@ -51,6 +53,8 @@ pub struct ApplyCtx<'a> {
     /// The entry before this one (what the stored applied index says once the batch so far
     /// is written).
     earlier: (u64, u64),
+    /// Position of the command in a shared entry (0 for an entry of its own).
+    position_in_entry: usize,
 }
 
 impl<'a> ApplyCtx<'a> {
@@ -70,13 +74,27 @@ impl<'a> ApplyCtx<'a> {
             batch,
             engine,
             earlier,
+            position_in_entry: 0,
         }
+    }
+
+    fn at_position(mut self, position_in_entry: usize) -> Self {
+        self.position_in_entry = position_in_entry;
+        self
     }
 
     /// Writes the earlier entries' part of the batch to the DB so reads of the DB see them.
     /// Call before adding anything of this entry to the batch, and after adding the state
     /// machine's own deferred writes (as in [`StateMachine::before_write`]).
+    ///
+    /// Only a command proposed on its own ([`crate::RaftHandle::propose`]) may call this: the
+    /// commands before it in a shared entry have no applied index of their own to store.
     pub fn write_earlier(&mut self) -> Result<()> {
+        assert!(
+            self.position_in_entry == 0,
+            "entry {}: a command that writes earlier entries was proposed in a shared entry",
+            self.index
+        );
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -122,6 +140,8 @@ pub(crate) enum Msg<R> {
     Raft(Box<Message>),
     Propose {
         data: Vec<u8>,
+        /// Whether the command may share an entry with others of the same round.
+        shared: bool,
         cb: oneshot::Sender<Result<R>>,
     },
     ConfChange {
@@ -148,21 +168,30 @@ impl<R: Send> Inbox for SyncSender<Msg<R>> {
 
 /// A proposer to answer once its round is written: who, and the state machine's or the
 /// membership change's result.
-type Answer<R> = (Pending<R>, Option<R>, Option<Result<ConfState>>);
+type Answer<R> = (Pending<R>, Vec<R>, Option<Result<ConfState>>);
 
 enum Pending<R> {
     Normal(oneshot::Sender<Result<R>>),
+    /// The proposers of a shared entry, in the order of its commands.
+    Shared(Vec<oneshot::Sender<Result<R>>>),
     Conf(oneshot::Sender<Result<ConfState>>),
 }
 
 impl<R> Pending<R> {
-    fn fail(self, e: RaftStoreError) {
+    /// Answers every proposer with the error `e` makes (errors are not `Clone`: they may carry
+    /// I/O errors).
+    fn fail(self, e: impl Fn() -> RaftStoreError) {
         match self {
             Pending::Normal(cb) => {
-                let _ = cb.send(Err(e));
+                let _ = cb.send(Err(e()));
+            }
+            Pending::Shared(cbs) => {
+                for cb in cbs {
+                    let _ = cb.send(Err(e()));
+                }
             }
             Pending::Conf(cb) => {
-                let _ = cb.send(Err(e));
+                let _ = cb.send(Err(e()));
             }
         }
     }
@@ -231,6 +260,9 @@ pub(crate) struct Driver<S: StateMachine> {
     /// Term of the entry at `applied`.
     applied_term: u64,
     pending: BTreeMap<u64, (u64, Pending<S::Response>)>,
+    /// Proposals of this round that share one entry, and who to answer.
+    shared: SharedEntry,
+    shared_cbs: Vec<oneshot::Sender<Result<S::Response>>>,
     reads_pending: HashMap<u64, oneshot::Sender<Result<()>>>,
     reads_waiting: Vec<(u64, oneshot::Sender<Result<()>>)>,
     next_read_ctx: u64,
@@ -268,6 +300,8 @@ impl<S: StateMachine> Driver<S> {
             applied,
             applied_term,
             pending: BTreeMap::new(),
+            shared: SharedEntry::default(),
+            shared_cbs: Vec::new(),
             reads_pending: HashMap::new(),
             reads_waiting: Vec::new(),
             next_read_ctx: 1,
@@ -295,6 +329,7 @@ impl<S: StateMachine> Driver<S> {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+            self.propose_shared();
             let now = Instant::now();
             if now >= next_tick {
                 self.raw.tick();
@@ -340,11 +375,21 @@ impl<S: StateMachine> Driver<S> {
                     tracing::debug!(error = %e, "raft step refused a message");
                 }
             }
-            Msg::Propose { data, cb } => {
+            Msg::Propose { data, shared, cb } => {
                 if !self.is_leader() {
                     let _ = cb.send(Err(self.not_leader()));
                     return;
                 }
+                if shared {
+                    if self.shared.is_full() {
+                        self.propose_shared();
+                    }
+                    self.shared.push(&data);
+                    self.shared_cbs.push(cb);
+                    return;
+                }
+                // Commands keep their arrival order in the log.
+                self.propose_shared();
                 match self.raw.propose(vec![], data) {
                     Ok(()) => {
                         let idx = self.raw.raft.raft_log.last_index();
@@ -361,6 +406,7 @@ impl<S: StateMachine> Driver<S> {
                     let _ = cb.send(Err(self.not_leader()));
                     return;
                 }
+                self.propose_shared();
                 let before = self.raw.raft.raft_log.last_index();
                 match self.raw.propose_conf_change(vec![], cc) {
                     Ok(()) => {
@@ -404,6 +450,33 @@ impl<S: StateMachine> Driver<S> {
                     SnapshotStatus::Failure
                 };
                 self.raw.report_snapshot(to, status);
+            }
+        }
+    }
+
+    /// Proposes the commands collected for a shared entry as one entry.
+    fn propose_shared(&mut self) {
+        if self.shared.is_empty() {
+            return;
+        }
+        let data = self.shared.take();
+        let cbs = std::mem::take(&mut self.shared_cbs);
+        if !self.is_leader() {
+            Pending::<S::Response>::Shared(cbs).fail(|| self.not_leader());
+            return;
+        }
+        match self.raw.propose(SHARED_ENTRY_CONTEXT_V1.to_vec(), data) {
+            Ok(()) => {
+                let idx = self.raw.raft.raft_log.last_index();
+                self.pending
+                    .insert(idx, (self.raw.raft.term, Pending::Shared(cbs)));
+            }
+            Err(e) => {
+                // raft-rs refuses a proposal only by dropping it (leader transfer under way,
+                // too much uncommitted); the proposers retry.
+                tracing::debug!(error = %e, commands = cbs.len(), "shared entry not proposed");
+                Pending::<S::Response>::Shared(cbs)
+                    .fail(|| RaftStoreError::Raft(raft::Error::ProposalDropped));
             }
         }
     }
@@ -495,20 +568,11 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn step_down(&mut self) {
-        let err = self.not_leader();
+        Pending::<S::Response>::Shared(std::mem::take(&mut self.shared_cbs))
+            .fail(|| self.not_leader());
+        self.shared.take();
         for (_, (_, p)) in std::mem::take(&mut self.pending) {
-            p.fail(match &err {
-                RaftStoreError::NotLeader {
-                    member_id,
-                    leader_id,
-                    leader_address,
-                } => RaftStoreError::NotLeader {
-                    member_id: *member_id,
-                    leader_id: *leader_id,
-                    leader_address: leader_address.clone(),
-                },
-                _ => RaftStoreError::Stopped,
-            });
+            p.fail(|| self.not_leader());
         }
         for (_, cb) in self.reads_pending.drain() {
             let _ = cb.send(Err(RaftStoreError::NotLeader {
@@ -561,12 +625,25 @@ impl<S: StateMachine> Driver<S> {
             if e.index <= self.applied {
                 continue;
             }
-            let mut response = None;
+            let mut responses = Vec::new();
             let mut conf = None;
             match e.get_entry_type() {
+                EntryType::EntryNormal if e.get_context() == SHARED_ENTRY_CONTEXT_V1 => {
+                    let commands = crate::batch::decode(e.index, e.get_data())?;
+                    for (position, command) in commands.into_iter().enumerate() {
+                        let ctx = ApplyCtx::new(
+                            e.index,
+                            e.term,
+                            &mut batch,
+                            &engine,
+                            (self.applied, self.applied_term),
+                        );
+                        responses.push(self.sm.apply(ctx.at_position(position), command));
+                    }
+                }
                 EntryType::EntryNormal => {
                     if !e.get_data().is_empty() {
-                        response = Some(self.sm.apply(
+                        responses.push(self.sm.apply(
                             ApplyCtx::new(
                                 e.index,
                                 e.term,
@@ -591,17 +668,17 @@ impl<S: StateMachine> Driver<S> {
                     break;
                 }
                 if let Some((term, p)) = self.pending.remove(&idx) {
-                    p.fail(RaftStoreError::ProposalDropped { index: idx, term });
+                    p.fail(|| RaftStoreError::ProposalDropped { index: idx, term });
                 }
             }
             if let Some((term, p)) = self.pending.remove(&e.index) {
                 if term != e.term {
-                    p.fail(RaftStoreError::ProposalDropped {
+                    p.fail(|| RaftStoreError::ProposalDropped {
                         index: e.index,
                         term,
                     });
                 } else {
-                    answers.push((p, response, conf));
+                    answers.push((p, responses, conf));
                 }
             }
         }
@@ -612,13 +689,22 @@ impl<S: StateMachine> Driver<S> {
         }
         for answer in answers {
             match answer {
-                (Pending::Normal(cb), Some(r), _) => {
-                    let _ = cb.send(Ok(r));
+                (Pending::Normal(cb), mut responses, _) if responses.len() == 1 => {
+                    if let Some(r) = responses.pop() {
+                        let _ = cb.send(Ok(r));
+                    }
+                }
+                (Pending::Shared(cbs), responses, _) => {
+                    // Same index and term: this is the entry this leader proposed.
+                    assert_eq!(cbs.len(), responses.len(), "shared entry answered in part");
+                    for (cb, r) in cbs.into_iter().zip(responses) {
+                        let _ = cb.send(Ok(r));
+                    }
                 }
                 (Pending::Conf(cb), _, Some(r)) => {
                     let _ = cb.send(r);
                 }
-                (p, _, _) => p.fail(RaftStoreError::BadMembership {
+                (p, _, _) => p.fail(|| RaftStoreError::BadMembership {
                     reason: "another membership change is still in progress; retry when it has been applied".into(),
                 }),
             }
@@ -778,5 +864,36 @@ pub(crate) fn try_send<R>(tx: &SyncSender<Msg<R>>, m: Msg<R>) -> Result<()> {
             limit: DRIVER_QUEUE_LIMIT,
         }),
         Err(TrySendError::Disconnected(_)) => Err(RaftStoreError::Stopped),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::engine::CF_SM;
+
+    #[test]
+    fn write_earlier_writes_the_round_so_far_with_the_entry_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(engine.cf(CF_SM).unwrap(), b"k", b"v");
+        let mut ctx = ApplyCtx::new(5, 2, &mut batch, &engine, (4, 2));
+        ctx.write_earlier().unwrap();
+        assert!(batch.is_empty());
+        assert_eq!(engine.apply_state().unwrap(), (4, 2));
+    }
+
+    #[test]
+    #[should_panic(expected = "proposed in a shared entry")]
+    fn write_earlier_inside_a_shared_entry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(engine.cf(CF_SM).unwrap(), b"k", b"v");
+        let mut ctx = ApplyCtx::new(5, 2, &mut batch, &engine, (4, 2)).at_position(1);
+        let _ = ctx.write_earlier();
     }
 }

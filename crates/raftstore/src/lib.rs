@@ -12,6 +12,7 @@
 //! The state machine is generic ([`StateMachine`]); the metadata group's lives in
 //! `bitmountain-meta`.
 
+mod batch;
 pub mod driver;
 pub mod engine;
 pub mod error;
@@ -27,6 +28,7 @@ use raft::prelude::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, Conf
 use raft::RawNode;
 use tokio::sync::oneshot;
 
+pub use batch::{MAX_COMMANDS_PER_ENTRY, MAX_SHARED_ENTRY_BYTES};
 pub use driver::{ApplyCtx, GroupStatus, StateMachine};
 pub use engine::{Engine, Members, RaftStorage, CF_SM};
 pub use error::{RaftStoreError, Result, ERROR_KIND_KEY, LEADER_KEY};
@@ -123,11 +125,24 @@ impl<R: Send + 'static> RaftHandle<R> {
         }
     }
 
-    /// Proposes a command; resolves once it is applied on this member (the leader) with the
-    /// state machine's response.
+    /// Proposes a command in an entry of its own; resolves once it is applied on this member
+    /// (the leader) with the state machine's response. For commands whose apply calls
+    /// [`ApplyCtx::write_earlier`].
     pub async fn propose(&self, data: Vec<u8>) -> Result<R> {
+        self.propose_inner(data, false).await
+    }
+
+    /// Proposes a command that may share one log entry with other such commands proposed in
+    /// the same driver round (fewer entries to persist, send and decode under load); it is
+    /// applied and answered on its own all the same. Its apply must not call
+    /// [`ApplyCtx::write_earlier`] (asserted).
+    pub async fn propose_shared(&self, data: Vec<u8>) -> Result<R> {
+        self.propose_inner(data, true).await
+    }
+
+    async fn propose_inner(&self, data: Vec<u8>, shared: bool) -> Result<R> {
         let (cb, rx) = oneshot::channel();
-        try_send(&self.tx, Msg::Propose { data, cb })?;
+        try_send(&self.tx, Msg::Propose { data, shared, cb })?;
         rx.await.map_err(|_| RaftStoreError::Stopped)?
     }
 
@@ -286,6 +301,8 @@ pub fn start<S: StateMachine>(
         pre_vote: true,
         read_only_option: raft::ReadOnlyOption::Safe,
         max_uncommitted_size: 256 << 20,
+        // Appends queued for one follower in one Ready travel as one message.
+        batch_append: true,
         ..Default::default()
     };
     raft_cfg.validate()?;
