@@ -288,6 +288,52 @@ async fn bad_requests_get_typed_errors() {
         assert!(!b.record.placement.contains(&failed));
     }
 
+    // A node taken down leaves 5 hosts for 6 shards: the next allocation is refused at once
+    // (the leader's shared placement map follows topology changes), and once the node is up
+    // again allocations succeed.
+    let status = client.cluster_status().await.unwrap();
+    let node = status
+        .nodes
+        .iter()
+        .find(|n| n.disks.iter().any(|d| d.disk_id == disks[2]))
+        .expect("node of a registered disk")
+        .node_id;
+    client
+        .set_node_state(node, bitmountain_meta_client::NodeState::Down)
+        .await
+        .unwrap();
+    let e = client
+        .allocate_bundle(&AllocateRequest {
+            request_id: "node-down".into(),
+            code: Some(CODE),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MetaError::Unplaceable {
+                shards: 6,
+                available: 5,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    client
+        .set_node_state(node, bitmountain_meta_client::NodeState::Up)
+        .await
+        .unwrap();
+    client
+        .allocate_bundle(&AllocateRequest {
+            request_id: "node-up".into(),
+            code: Some(CODE),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
     // Abort: gone; delete of a pending bundle is refused; expired allocations disappear.
     let p = client
         .allocate_bundle(&AllocateRequest {

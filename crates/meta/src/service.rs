@@ -40,6 +40,9 @@ pub const MAX_REQUEST_ID_BYTES: usize = 256;
 pub const EXPIRY_SCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// Most expired allocations dropped per proposal.
 pub const EXPIRY_BATCH: usize = 1000;
+/// Longest time allocations draw from one placement map before it is rebuilt with the
+/// latest free space (it is rebuilt at once when the topology changes).
+pub const PLACEMENT_REFRESH: Duration = Duration::from_secs(1);
 
 /// Settings of the metadata service.
 #[derive(Debug, Clone)]
@@ -89,6 +92,16 @@ pub(crate) struct Inner {
     pub(crate) cfg: MetaConfig,
     pub(crate) heartbeats: Mutex<HashMap<u64, Heartbeat>>,
     pub(crate) healing: crate::healing::Healing,
+    /// The placement map allocations draw from; see [`MetaServer::placement_map`].
+    placement: Mutex<Option<CachedPlacement>>,
+}
+
+/// A placement map and what it was built from.
+#[derive(Debug)]
+struct CachedPlacement {
+    topology_epoch: u64,
+    built: Instant,
+    map: Arc<PlacementMap>,
 }
 
 /// Implements `MetaService` and `MetaAdmin` on one member.
@@ -114,6 +127,7 @@ impl MetaServer {
                 cfg,
                 heartbeats: Mutex::new(HashMap::new()),
                 healing: crate::healing::Healing::default(),
+                placement: Mutex::new(None),
             }),
         }
     }
@@ -266,6 +280,43 @@ impl MetaServer {
 
     /// Chooses disks for a new bundle from the applied cluster map and heartbeat usage.
     fn place(&self, code: &Code, id: BundleId) -> Result<Vec<u64>> {
+        let seed = (id.0 as u64) ^ ((id.0 >> 64) as u64);
+        self.placement_map().place(code.total(), seed)
+    }
+
+    fn placement_slot(&self) -> std::sync::MutexGuard<'_, Option<CachedPlacement>> {
+        match self.inner.placement.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The placement map for the current topology. Building one walks every disk (thousands
+    /// in a large cluster), so allocations share it: it is rebuilt when the topology changes
+    /// (registration, disk or node state) and otherwise at most every [`PLACEMENT_REFRESH`],
+    /// to follow free space. The state machine still refuses any disk that is not ok.
+    fn placement_map(&self) -> Arc<PlacementMap> {
+        let epoch = self.inner.store.topology_epoch();
+        if let Some(c) = self.placement_slot().as_ref() {
+            if c.topology_epoch == epoch && c.built.elapsed() < PLACEMENT_REFRESH {
+                return Arc::clone(&c.map);
+            }
+        }
+        let map = Arc::new(self.build_placement_map());
+        *self.placement_slot() = Some(CachedPlacement {
+            topology_epoch: epoch,
+            built: Instant::now(),
+            map: Arc::clone(&map),
+        });
+        map
+    }
+
+    /// Forgets the shared placement map (an allocation drew a disk that is no longer ok).
+    fn forget_placement_map(&self) {
+        *self.placement_slot() = None;
+    }
+
+    fn build_placement_map(&self) -> PlacementMap {
         let map = self.inner.store.map();
         let hb = self.heartbeats();
         let level = self.inner.cfg.domain_level;
@@ -292,8 +343,7 @@ impl MetaServer {
                     .saturating_sub(reported.max(d.accounted_bytes)),
             });
         }
-        let seed = (id.0 as u64) ^ ((id.0 >> 64) as u64);
-        PlacementMap::new(&cands, level).place(code.total(), seed)
+        PlacementMap::new(&cands, level)
     }
 
     async fn allocate(&self, req: pb::AllocateBundleRequest) -> Result<BundleRecord> {
@@ -343,7 +393,10 @@ impl MetaServer {
                 expires_ms: now + ttl,
             };
             match self.propose(cmd).await {
-                Err(MetaError::PlacementStale { .. }) if attempt < 3 => attempt += 1,
+                Err(MetaError::PlacementStale { .. }) if attempt < 3 => {
+                    self.forget_placement_map();
+                    attempt += 1;
+                }
                 Ok(Applied::Bundle(b)) => return Ok(b),
                 Ok(other) => return Err(unexpected(other)),
                 Err(e) => return Err(e),

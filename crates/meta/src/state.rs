@@ -410,6 +410,9 @@ pub type DiskShard = (BundleId, u32);
 pub struct MetaStore {
     db: Arc<DB>,
     map: RwLock<ClusterMap>,
+    /// Bumped whenever nodes or disks are added or change state, or a snapshot replaces the
+    /// map: what decides where shards may go (capacity and use aside) has changed.
+    topology_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// A filter for listing bundles.
@@ -427,6 +430,7 @@ impl MetaStore {
         let s = Arc::new(Self {
             db,
             map: RwLock::new(ClusterMap::default()),
+            topology_epoch: std::sync::atomic::AtomicU64::new(0),
         });
         s.reload()?;
         Ok(s)
@@ -465,7 +469,21 @@ impl MetaStore {
             }
         }
         *self.write_map() = map;
+        self.bump_topology_epoch();
         Ok(())
+    }
+
+    /// See [`MetaStore::topology_epoch`].
+    fn bump_topology_epoch(&self) {
+        self.topology_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Changes whenever nodes or disks are added or change state (read it before reading the
+    /// map, so a map read after a change is never taken for the older epoch).
+    pub fn topology_epoch(&self) -> u64 {
+        self.topology_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn write_map(&self) -> RwLockWriteGuard<'_, ClusterMap> {
@@ -711,7 +729,8 @@ impl StateMachine for MetaStateMachine {
 
     fn apply(&mut self, mut ctx: ApplyCtx<'_>, command: &[u8]) -> ApplyResult {
         let cmd = Command::decode(command)?;
-        if !cmd.reads_only_single_keys() {
+        let reads_only_single_keys = cmd.reads_only_single_keys();
+        if !reads_only_single_keys {
             self.add_round_to(ctx.batch)?;
             ctx.write_earlier().map_err(crate::raft_error)?;
         }
@@ -724,6 +743,11 @@ impl StateMachine for MetaStateMachine {
             dirty_nodes: &mut self.dirty_nodes,
         };
         let result = a.apply(cmd);
+        if !reads_only_single_keys {
+            // Registration and disk or node state changes are the commands that change the
+            // topology (and the only ones that scan key ranges).
+            self.store.bump_topology_epoch();
+        }
         // This entry's writes become visible to the next entries only now: an entry never
         // reads its own writes (as when every entry was written on its own).
         let written = std::mem::take(&mut a.written);
