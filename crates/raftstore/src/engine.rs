@@ -119,6 +119,10 @@ pub(crate) fn decode_index_term(v: &[u8], what: &str) -> Result<(u64, u64)> {
     Ok((i, t))
 }
 
+/// Most bytes of write-ahead log kept before the column families pinning the oldest file are
+/// flushed: bounds what a restart replays.
+pub const MAX_TOTAL_WAL_BYTES: u64 = 128 << 20;
+
 /// The member's RocksDB with its column families.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -144,6 +148,12 @@ impl Engine {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(3);
+        // A WAL file is deleted only once every column family with writes in it has been
+        // flushed. `apply` and `raft` take small, constant-size writes every round and would
+        // not fill a memtable for a long time, so by default the WAL grows to 4 × the sum of
+        // all write buffers (1.5 GiB here), all of which a restart after a crash replays.
+        // Past this size RocksDB flushes the column families holding the oldest WAL back.
+        opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
         let mut sm_opts = Options::default();
         sm_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         // Applying an allocation looks up its request id, which is almost never there: bloom
