@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use bitmountain_meta_client::client::member_status;
-use bitmountain_meta_client::MetaClient;
+use bitmountain_meta_client::{AllocateRequest, Code, MetaClient};
 
 /// One member process.
 #[derive(Debug)]
@@ -336,6 +336,15 @@ impl Drop for MetaCluster {
 
 /// Registers `nodes` fake storage nodes with `disks` disks each (1 TiB), one host per node, so
 /// allocations can be placed without running storage nodes.
+/// An allocation request for `code`, everything else left at its default.
+pub fn allocation(request_id: &str, code: Code) -> AllocateRequest {
+    AllocateRequest {
+        request_id: request_id.into(),
+        code: Some(code),
+        ..Default::default()
+    }
+}
+
 pub async fn register_fake_nodes(client: &MetaClient, nodes: u64, disks: u64) -> Vec<u64> {
     let mut disk_ids = Vec::new();
     for n in 0..nodes {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bitmountain_meta_client::{AllocateRequest, BundleId, Code, CommitRequest, MetaError};
 use bitmountain_proto::v1 as pb;
-use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster};
+use bitmountain_tests::meta_cluster::{allocation, register_fake_nodes, MetaCluster};
 
 const CODE: Code = Code {
     data_shards: 4,
@@ -85,11 +85,7 @@ async fn bad_requests_get_typed_errors() {
         .unwrap_err();
     assert!(matches!(e, MetaError::InvalidCode { .. }), "{e:?}");
     let e = client
-        .allocate_bundle(&AllocateRequest {
-            request_id: String::new(),
-            code: Some(CODE),
-            ..Default::default()
-        })
+        .allocate_bundle(&allocation("", CODE))
         .await
         .unwrap_err();
     assert!(
@@ -104,11 +100,7 @@ async fn bad_requests_get_typed_errors() {
     );
 
     // Idempotent allocation: the same request id returns the same bundle.
-    let req = AllocateRequest {
-        request_id: "once".into(),
-        code: Some(CODE),
-        ..Default::default()
-    };
+    let req = allocation("once", CODE);
     let a = client.allocate_bundle(&req).await.unwrap();
     let b = client.allocate_bundle(&req).await.unwrap();
     assert_eq!(a.record.id, b.record.id);
@@ -278,11 +270,7 @@ async fn bad_requests_get_typed_errors() {
         .unwrap();
     for i in 0..30 {
         let b = client
-            .allocate_bundle(&AllocateRequest {
-                request_id: format!("after-fail-{i}"),
-                code: Some(CODE),
-                ..Default::default()
-            })
+            .allocate_bundle(&allocation(&format!("after-fail-{i}"), CODE))
             .await
             .unwrap();
         assert!(!b.record.placement.contains(&failed));
@@ -303,11 +291,7 @@ async fn bad_requests_get_typed_errors() {
         .await
         .unwrap();
     let e = client
-        .allocate_bundle(&AllocateRequest {
-            request_id: "node-down".into(),
-            code: Some(CODE),
-            ..Default::default()
-        })
+        .allocate_bundle(&allocation("node-down", CODE))
         .await
         .unwrap_err();
     assert!(
@@ -326,21 +310,13 @@ async fn bad_requests_get_typed_errors() {
         .await
         .unwrap();
     client
-        .allocate_bundle(&AllocateRequest {
-            request_id: "node-up".into(),
-            code: Some(CODE),
-            ..Default::default()
-        })
+        .allocate_bundle(&allocation("node-up", CODE))
         .await
         .unwrap();
 
     // Abort: gone; delete of a pending bundle is refused; expired allocations disappear.
     let p = client
-        .allocate_bundle(&AllocateRequest {
-            request_id: "to-abort".into(),
-            code: Some(CODE),
-            ..Default::default()
-        })
+        .allocate_bundle(&allocation("to-abort", CODE))
         .await
         .unwrap();
     let e = client.delete_bundle(p.record.id).await.unwrap_err();

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use bitmountain_meta_client::client::{member_status, set_partition};
-use bitmountain_meta_client::{AllocateRequest, Code, MetaClient, MetaError};
-use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster};
+use bitmountain_meta_client::{Code, MetaClient, MetaError};
+use bitmountain_tests::meta_cluster::{allocation, register_fake_nodes, MetaCluster};
 
 const CODE: Code = Code {
     data_shards: 2,
@@ -30,14 +30,6 @@ async fn heal(cluster: &MetaCluster, all: &[u64]) {
     }
 }
 
-fn alloc(req: &str) -> AllocateRequest {
-    AllocateRequest {
-        request_id: req.into(),
-        code: Some(CODE),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_minority_cannot_commit() {
     let cluster = MetaCluster::start(3, &[]);
@@ -52,7 +44,7 @@ async fn partitioned_minority_cannot_commit() {
         .unwrap()
         .with_timeout(Duration::from_secs(4));
     let err = only_old
-        .allocate_bundle(&alloc("minority-1"))
+        .allocate_bundle(&allocation("minority-1", CODE))
         .await
         .unwrap_err();
     println!("minority leader answered: {err}");
@@ -73,7 +65,7 @@ async fn partitioned_minority_cannot_commit() {
         .await;
     let maj_client = MetaClient::new(majority.iter().map(|i| cluster.addr(*i))).unwrap();
     let b = maj_client
-        .allocate_bundle(&alloc("majority-1"))
+        .allocate_bundle(&allocation("majority-1", CODE))
         .await
         .unwrap();
 
@@ -103,7 +95,7 @@ async fn partitioned_minority_cannot_commit() {
         .unwrap()
         .with_timeout(Duration::from_secs(10));
     let b2 = via_follower
-        .allocate_bundle(&alloc("via-follower"))
+        .allocate_bundle(&allocation("via-follower", CODE))
         .await
         .unwrap();
     assert_eq!(

@@ -374,25 +374,11 @@ fn encode_value<T: Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
-/// The first key after every key starting with `prefix` (none if the prefix is all `0xff`).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 /// Read options for an iterator that stops at `upper` (exclusive) instead of stepping over
 /// deleted keys beyond it until it finds a live one.
-fn bounded_to(upper: Option<Vec<u8>>) -> rocksdb::ReadOptions {
+fn bounded_to(upper: Vec<u8>) -> rocksdb::ReadOptions {
     let mut ro = rocksdb::ReadOptions::default();
-    if let Some(upper) = upper {
-        ro.set_iterate_upper_bound(upper);
-    }
+    ro.set_iterate_upper_bound(upper);
     ro
 }
 
@@ -518,7 +504,7 @@ impl MetaStore {
         };
         let mut it = self
             .db
-            .raw_iterator_cf_opt(cf, bounded_to(prefix_end(prefix)));
+            .raw_iterator_cf_opt(cf, bounded_to(keys::prefix_end(prefix)));
         it.seek(&start);
         let mut n = 0;
         let mut last = None;
@@ -625,7 +611,7 @@ impl MetaStore {
         // over one by one on every scan.
         let mut bound = vec![keys::EXPIRY];
         bound.extend_from_slice(&now_ms.saturating_add(1).to_be_bytes());
-        let mut it = self.db.raw_iterator_cf_opt(cf, bounded_to(Some(bound)));
+        let mut it = self.db.raw_iterator_cf_opt(cf, bounded_to(bound));
         it.seek([keys::EXPIRY]);
         while it.valid() && out.len() < limit {
             let Some(k) = it.key() else { break };
@@ -797,21 +783,17 @@ impl KeyReader for Applier<'_> {
 
 impl Applier<'_> {
     // Writes are collected per entry and reach the batch at the end of the round
-    // (`MetaStateMachine::add_round_to`); they return `Result` so that callers stay as they
-    // were when writes went to the batch directly.
-    fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<()> {
+    // (`MetaStateMachine::add_round_to`), so they cannot fail here.
+    fn put<T: Serialize>(&mut self, key: &[u8], v: &T) {
         self.written.push((key.to_vec(), Some(encode_value(v))));
-        Ok(())
     }
 
-    fn put_raw(&mut self, key: &[u8], v: &[u8]) -> Result<()> {
+    fn put_raw(&mut self, key: &[u8], v: &[u8]) {
         self.written.push((key.to_vec(), Some(v.to_vec())));
-        Ok(())
     }
 
-    fn del(&mut self, key: &[u8]) -> Result<()> {
+    fn del(&mut self, key: &[u8]) {
         self.written.push((key.to_vec(), None));
-        Ok(())
     }
 
     fn charge(&mut self, disk: u64, bytes: u64, add: bool) {
@@ -964,16 +946,16 @@ impl Applier<'_> {
                     accounted_shard_bytes: shard_bytes,
                 };
                 for (i, d) in placement.iter().enumerate() {
-                    self.put_raw(&keys::disk_bundle(*d, id), &(i as u32).to_be_bytes())?;
+                    self.put_raw(&keys::disk_bundle(*d, id), &(i as u32).to_be_bytes());
                     self.charge(*d, shard_bytes, true);
                 }
                 for (k, v) in &rec.labels {
-                    self.put_raw(&keys::label(k, v, id), &[])?;
+                    self.put_raw(&keys::label(k, v, id), &[]);
                 }
-                self.put_raw(&keys::state(BundleState::Pending.tag(), id), &[])?;
-                self.put_raw(&keys::expiry(expires_ms, id), &[])?;
-                self.put(&keys::request(&request_id), &id)?;
-                self.put(&keys::bundle(id), &rec)?;
+                self.put_raw(&keys::state(BundleState::Pending.tag(), id), &[]);
+                self.put_raw(&keys::expiry(expires_ms, id), &[]);
+                self.put(&keys::request(&request_id), &id);
+                self.put(&keys::bundle(id), &rec);
                 self.count(BundleState::Pending, true);
                 Ok(Applied::Bundle(rec))
             }
@@ -1039,9 +1021,9 @@ impl Applier<'_> {
                     self.charge(d, b.accounted_shard_bytes, false);
                     self.charge(d, new_shard, true);
                 }
-                self.del(&keys::state(BundleState::Pending.tag(), id))?;
-                self.del(&keys::expiry(b.expires_unix_ms, id))?;
-                self.put_raw(&keys::state(BundleState::Sealed.tag(), id), &[])?;
+                self.del(&keys::state(BundleState::Pending.tag(), id));
+                self.del(&keys::expiry(b.expires_unix_ms, id));
+                self.put_raw(&keys::state(BundleState::Sealed.tag(), id), &[]);
                 self.count(BundleState::Pending, false);
                 self.count(BundleState::Sealed, true);
                 b.state = BundleState::Sealed;
@@ -1052,7 +1034,7 @@ impl Applier<'_> {
                 b.file_count = file_count;
                 b.accounted_shard_bytes = new_shard;
                 b.expires_unix_ms = 0;
-                self.put(&keys::bundle(id), &b)?;
+                self.put(&keys::bundle(id), &b);
                 if !missing.is_empty() {
                     self.set_repair(&b, missing, BTreeMap::new(), now_ms)?;
                 }
@@ -1093,16 +1075,16 @@ impl Applier<'_> {
                     }
                     BundleState::Sealed => {}
                 }
-                self.del(&keys::state(BundleState::Sealed.tag(), id))?;
-                self.put_raw(&keys::state(BundleState::Deleting.tag(), id), &[])?;
+                self.del(&keys::state(BundleState::Sealed.tag(), id));
+                self.put_raw(&keys::state(BundleState::Deleting.tag(), id), &[]);
                 for (k, v) in b.labels.clone() {
-                    self.del(&keys::label(&k, &v, id))?;
+                    self.del(&keys::label(&k, &v, id));
                 }
                 self.count(BundleState::Sealed, false);
                 self.count(BundleState::Deleting, true);
                 self.unqueue_repair(id)?;
                 b.state = BundleState::Deleting;
-                self.put(&keys::bundle(id), &b)?;
+                self.put(&keys::bundle(id), &b);
                 Ok(Applied::Bundle(b))
             }
             Command::Purge { id } => match self.bundle(id)? {
@@ -1187,15 +1169,15 @@ impl Applier<'_> {
                 for (i, (old, new)) in b.placement.clone().iter().zip(&placement).enumerate() {
                     if old != new {
                         done.push(i as u32);
-                        self.del(&keys::disk_bundle(*old, id))?;
-                        self.put_raw(&keys::disk_bundle(*new, id), &(i as u32).to_be_bytes())?;
+                        self.del(&keys::disk_bundle(*old, id));
+                        self.put_raw(&keys::disk_bundle(*new, id), &(i as u32).to_be_bytes());
                         self.charge(*old, b.accounted_shard_bytes, false);
                         self.charge(*new, b.accounted_shard_bytes, true);
                     }
                 }
                 b.placement = placement;
                 b.placement_generation += 1;
-                self.put(&keys::bundle(id), &b)?;
+                self.put(&keys::bundle(id), &b);
                 done.sort_unstable();
                 done.dedup();
                 self.map.cluster.shards_repaired += done.len() as u64;
@@ -1282,11 +1264,11 @@ impl Applier<'_> {
         task.missing_shards = health.lost.iter().chain(&health.moving).copied().collect();
         task.missing_shards.sort_unstable();
         task.moving_shards = health.moving;
-        self.put(&keys::repair(task.healthy_shards, b.id), &task)?;
+        self.put(&keys::repair(task.healthy_shards, b.id), &task);
         self.put_raw(
             &keys::repair_by_bundle(b.id),
             &task.healthy_shards.to_be_bytes(),
-        )?;
+        );
         self.map.cluster.repairs += 1;
         Ok(true)
     }
@@ -1318,8 +1300,8 @@ impl Applier<'_> {
     fn unqueue_repair(&mut self, id: BundleId) -> Result<()> {
         if let Some(v) = self.get_raw(&keys::repair_by_bundle(id))? {
             let healthy = v.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(0);
-            self.del(&keys::repair(healthy, id))?;
-            self.del(&keys::repair_by_bundle(id))?;
+            self.del(&keys::repair(healthy, id));
+            self.del(&keys::repair_by_bundle(id));
             self.map.cluster.repairs = self.map.cluster.repairs.saturating_sub(1);
         }
         Ok(())
@@ -1333,16 +1315,16 @@ impl Applier<'_> {
             "a sealed bundle is deleted before its record is removed"
         );
         for d in &b.placement {
-            self.del(&keys::disk_bundle(*d, b.id))?;
+            self.del(&keys::disk_bundle(*d, b.id));
             self.charge(*d, b.accounted_shard_bytes, false);
         }
         for (k, v) in &b.labels {
-            self.del(&keys::label(k, v, b.id))?;
+            self.del(&keys::label(k, v, b.id));
         }
-        self.del(&keys::state(b.state.tag(), b.id))?;
-        self.del(&keys::expiry(b.expires_unix_ms, b.id))?;
-        self.del(&keys::request(&b.request_id))?;
-        self.del(&keys::bundle(b.id))?;
+        self.del(&keys::state(b.state.tag(), b.id));
+        self.del(&keys::expiry(b.expires_unix_ms, b.id));
+        self.del(&keys::request(&b.request_id));
+        self.del(&keys::bundle(b.id));
         self.count(b.state, false);
         Ok(())
     }
@@ -1404,7 +1386,7 @@ impl Applier<'_> {
             id
         };
         if !request_id.is_empty() {
-            self.put(&keys::request(&request_id), &id)?;
+            self.put(&keys::request(&request_id), &id);
         }
         let node = NodeRecord {
             id,
@@ -1558,10 +1540,10 @@ mod tests {
 
     #[test]
     fn prefix_end_is_the_first_key_after_the_prefix() {
-        assert_eq!(prefix_end(&[0x23, 0x01]), Some(vec![0x23, 0x02]));
-        assert_eq!(prefix_end(&[0x21, 0x00, 0xff]), Some(vec![0x21, 0x01]));
-        assert_eq!(prefix_end(&[0xff, 0xff]), None);
-        assert_eq!(prefix_end(&[]), None);
+        assert_eq!(keys::prefix_end(&[0x23, 0x01]), vec![0x23, 0x02]);
+        assert_eq!(keys::prefix_end(&[0x21, 0x00, 0xff]), vec![0x21, 0x01]);
+        // No state-machine key starts with 0xff, so this bound is above all of them.
+        assert_eq!(keys::prefix_end(&[0xff, 0xff]), vec![0xff; 17]);
     }
 
     fn map() -> ClusterMap {

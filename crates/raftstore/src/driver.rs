@@ -628,8 +628,14 @@ impl<S: StateMachine> Driver<S> {
             let mut responses = Vec::new();
             let mut conf = None;
             match e.get_entry_type() {
-                EntryType::EntryNormal if e.get_context() == SHARED_ENTRY_CONTEXT_V1 => {
-                    let commands = crate::batch::decode(e.index, e.get_data())?;
+                EntryType::EntryNormal => {
+                    let commands = if e.get_context() == SHARED_ENTRY_CONTEXT_V1 {
+                        crate::batch::decode(e.index, e.get_data())?
+                    } else if e.get_data().is_empty() {
+                        Vec::new() // a new leader's empty entry
+                    } else {
+                        vec![e.get_data()]
+                    };
                     for (position, command) in commands.into_iter().enumerate() {
                         let ctx = ApplyCtx::new(
                             e.index,
@@ -639,20 +645,6 @@ impl<S: StateMachine> Driver<S> {
                             (self.applied, self.applied_term),
                         );
                         responses.push(self.sm.apply(ctx.at_position(position), command));
-                    }
-                }
-                EntryType::EntryNormal => {
-                    if !e.get_data().is_empty() {
-                        responses.push(self.sm.apply(
-                            ApplyCtx::new(
-                                e.index,
-                                e.term,
-                                &mut batch,
-                                &engine,
-                                (self.applied, self.applied_term),
-                            ),
-                            e.get_data(),
-                        ));
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
