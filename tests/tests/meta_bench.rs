@@ -146,6 +146,35 @@ fn du(path: &std::path::Path) -> u64 {
     total
 }
 
+/// `pairs` pairs from `clients` concurrent callers sharing `client`; prints pairs/s, latency
+/// and CPU per pair, returns pairs/s.
+async fn measure(
+    cluster: &MetaCluster,
+    client: Arc<MetaClient>,
+    clients: usize,
+    pairs: u64,
+    label: &str,
+) -> f64 {
+    let cpu_before = cluster_cpu_ticks(cluster);
+    let (el, l) = load(client, clients, pairs, label).await;
+    let cpu_after = cluster_cpu_ticks(cluster);
+    let rate = l.len() as f64 / el.as_secs_f64();
+    // CPU per pair is steadier than pairs/s on a shared VM: it does not depend on what else
+    // got the cores.
+    let tick_us = 1e6 / 100.0;
+    println!(
+        "BENCH {label}: {clients} clients, {} alloc+commit pairs in {:.2}s = {:.0} pairs/s; p50 {:.2} ms, p99 {:.2} ms; CPU per pair: members {:.0} us, load generator {:.0} us",
+        l.len(),
+        el.as_secs_f64(),
+        rate,
+        pct(&l, 0.5).as_secs_f64() * 1e3,
+        pct(&l, 0.99).as_secs_f64() * 1e3,
+        (cpu_after.0 - cpu_before.0) as f64 * tick_us / l.len() as f64,
+        (cpu_after.1 - cpu_before.1) as f64 * tick_us / l.len() as f64,
+    );
+    rate
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark"]
 async fn bench_throughput_and_failover() {
@@ -155,30 +184,42 @@ async fn bench_throughput_and_failover() {
         .await;
     let client = Arc::new(cluster.client());
     register_fake_nodes(&client, 12, 4).await;
-    // Warm up, then measure.
+    // The baseline in the same run: one client without batching sends every allocation and
+    // commit as its own call. Runs alternate so drift of the VM's speed hits both alike.
+    let unbatched = Arc::new(cluster.client().with_batching(false));
     load(client.clone(), 64, 2_000, "warm").await;
-    let n = 30_000;
-    let cpu_before = cluster_cpu_ticks(&cluster);
-    let (el, l) = load(client.clone(), 64, n, "bench").await;
-    let cpu_after = cluster_cpu_ticks(&cluster);
-    let rate = l.len() as f64 / el.as_secs_f64();
-    // CPU per pair is steadier than pairs/s on a shared VM: it does not depend on what else
-    // got the cores.
-    let tick_us = 1e6 / 100.0;
+    // Latency without queueing: one caller at a time.
+    measure(&cluster, client.clone(), 1, 1_000, "one-client").await;
+    let mut rates = (Vec::new(), Vec::new());
+    for run in 0..2 {
+        rates.0.push(
+            measure(
+                &cluster,
+                unbatched.clone(),
+                64,
+                30_000,
+                &format!("unbatched-{run}"),
+            )
+            .await,
+        );
+        rates.1.push(
+            measure(
+                &cluster,
+                client.clone(),
+                64,
+                30_000,
+                &format!("batched-{run}"),
+            )
+            .await,
+        );
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
-        "BENCH cpu per pair: members {:.0} us, load generator {:.0} us ({} pairs)",
-        (cpu_after.0 - cpu_before.0) as f64 * tick_us / l.len() as f64,
-        (cpu_after.1 - cpu_before.1) as f64 * tick_us / l.len() as f64,
-        l.len()
-    );
-    println!(
-        "BENCH throughput: 64 clients, {} alloc+commit pairs in {:.2}s = {:.0} pairs/s; p50 {:.2} ms, p99 {:.2} ms; target {TARGET_PAIRS_PER_SEC} pairs/s, ratio {:.2}",
-        l.len(),
-        el.as_secs_f64(),
-        rate,
-        pct(&l, 0.5).as_secs_f64() * 1e3,
-        pct(&l, 0.99).as_secs_f64() * 1e3,
-        rate / TARGET_PAIRS_PER_SEC as f64
+        "BENCH batched {:.0} pairs/s against unbatched {:.0} pairs/s (same run): ratio {:.2}; target {TARGET_PAIRS_PER_SEC} pairs/s, ratio {:.2}",
+        mean(&rates.1),
+        mean(&rates.0),
+        mean(&rates.1) / mean(&rates.0),
+        mean(&rates.1) / TARGET_PAIRS_PER_SEC as f64
     );
 
     // Failover: kill -9 the leader while one client commits; time to the first ack after.

@@ -8,16 +8,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bitmountain_proto::v1 as pb;
+use bitmountain_proto::v1::batch_item::Item;
+use bitmountain_proto::v1::batch_result::Result as Answer;
 use bitmountain_proto::v1::meta_admin_client::MetaAdminClient;
 use bitmountain_proto::v1::meta_service_client::MetaServiceClient;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::error::{MetaError, Result};
+use crate::error::{item_status, MetaError, Result};
 use crate::types::{
     labels_from_proto, labels_to_proto, BundleId, BundleRecord, BundleState, Code, DiskState,
 };
@@ -30,6 +34,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(20);
 /// Longest retry pause.
 pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Most items in one `Batch` call; the server refuses more.
+pub const MAX_BATCH_ITEMS: usize = 512;
+/// `Batch` calls one client keeps in flight. While all are, new allocations and commits queue
+/// and leave together in the next one. Two measured best with 64 callers (docs/benchmarks.md):
+/// fewer slots make bigger batches, which cost the members less CPU per item, and one slot
+/// leaves the members idle while a batch travels.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 2;
+/// Allocations and commits that may wait for a batch; a caller beyond it is sent on its own.
+pub const MAX_QUEUED_ITEMS: usize = 4096;
 
 /// Where one shard of a bundle lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,12 +155,46 @@ struct State {
     channels: HashMap<String, Channel>,
 }
 
-/// A client of the metadata group. Cheap to share (`Arc`); safe for concurrent use.
+/// Where calls go: the members, the believed leader, one channel per member. Shared by the
+/// client and its batch sender.
 #[derive(Debug)]
-pub struct MetaClient {
+struct Transport {
     endpoints: Vec<String>,
     state: Mutex<State>,
     timeout: Duration,
+    batch_counters: BatchCounters,
+}
+
+/// Running totals of a client's batching.
+#[derive(Debug, Default)]
+struct BatchCounters {
+    queued: AtomicU64,
+    calls: AtomicU64,
+    sent: AtomicU64,
+}
+
+/// What a client's batching has done so far ([`MetaClient::batch_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Allocations and commits accepted into the batch queue.
+    pub queued: u64,
+    /// `Batch` calls sent (retries of one call not counted).
+    pub calls: u64,
+    /// Items those calls carried.
+    pub sent: u64,
+}
+
+/// A client of the metadata group. Cheap to share (`Arc`); safe for concurrent use.
+///
+/// Allocations and commits of concurrent callers leave together: while earlier batches are in
+/// flight, new ones queue and go out as one `Batch` call (see [`MAX_BATCHES_IN_FLIGHT`]). A
+/// caller alone is sent at once, so batching adds no wait; it only saves per-call work on both
+/// ends when many callers share one client.
+#[derive(Debug)]
+pub struct MetaClient {
+    transport: Arc<Transport>,
+    batching: bool,
+    batcher: OnceLock<mpsc::Sender<Queued>>,
 }
 
 fn strip(addr: &str) -> String {
@@ -176,61 +223,51 @@ impl MetaClient {
             });
         }
         Ok(Self {
-            endpoints,
-            state: Mutex::new(State::default()),
-            timeout: DEFAULT_CALL_TIMEOUT,
+            transport: Arc::new(Transport {
+                endpoints,
+                state: Mutex::new(State::default()),
+                timeout: DEFAULT_CALL_TIMEOUT,
+                batch_counters: BatchCounters::default(),
+            }),
+            batching: true,
+            batcher: OnceLock::new(),
         })
     }
 
     /// Sets the deadline of each call (retries included).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        Self {
+            transport: Arc::new(Transport {
+                endpoints: self.transport.endpoints.clone(),
+                state: Mutex::new(State::default()),
+                timeout,
+                batch_counters: BatchCounters::default(),
+            }),
+            batching: self.batching,
+            batcher: OnceLock::new(),
+        }
+    }
+
+    /// Whether concurrent allocations and commits share `Batch` calls (on by default; off
+    /// sends each as its own call, which the throughput benchmark compares against).
+    pub fn with_batching(mut self, batching: bool) -> Self {
+        self.batching = batching;
         self
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel> {
-        let mut st = self.lock();
-        if let Some(c) = st.channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let ep = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
-            MetaError::InvalidArgument {
-                field: "metadata address",
-                reason: format!("{addr:?}: {e}"),
-            }
-        })?;
-        let c = ep
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        st.channels.insert(addr.to_string(), c.clone());
-        Ok(c)
-    }
-
-    fn pick(&self) -> String {
-        let mut st = self.lock();
-        if let Some(l) = &st.leader {
-            return l.clone();
-        }
-        let i = st.next % self.endpoints.len();
-        st.next = st.next.wrapping_add(1);
-        self.endpoints[i].clone()
-    }
-
-    fn set_leader(&self, addr: Option<String>) {
-        self.lock().leader = addr;
     }
 
     /// The member this client currently sends to first.
     pub fn current_leader(&self) -> Option<String> {
-        self.lock().leader.clone()
+        self.transport.lock().leader.clone()
+    }
+
+    /// What batching has done so far.
+    pub fn batch_stats(&self) -> BatchStats {
+        let c = &self.transport.batch_counters;
+        BatchStats {
+            queued: c.queued.load(Ordering::Relaxed),
+            calls: c.calls.load(Ordering::Relaxed),
+            sent: c.sent.load(Ordering::Relaxed),
+        }
     }
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T>
@@ -238,70 +275,8 @@ impl MetaClient {
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let deadline = Instant::now() + self.timeout;
-        let mut backoff = MIN_BACKOFF;
-        let mut last;
-        let mut tried: Vec<String> = Vec::new();
-        loop {
-            let addr = self.pick();
-            if !tried.contains(&addr) {
-                tried.push(addr.clone());
-            }
-            let channel = self.channel(&addr)?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let res = tokio::time::timeout(remaining, f(channel)).await;
-            let (err, redirect) = match res {
-                Ok(Ok(r)) => {
-                    self.set_leader(Some(addr));
-                    return Ok(r.into_inner());
-                }
-                Ok(Err(status)) => {
-                    let e = MetaError::from_status(&addr, &status);
-                    let transport_failure = matches!(e, MetaError::Rpc { .. })
-                        && matches!(
-                            status.code(),
-                            tonic::Code::Unavailable
-                                | tonic::Code::Unknown
-                                | tonic::Code::Cancelled
-                        );
-                    match &e {
-                        MetaError::Raft { kind, leader, .. } if kind == "not_leader" => {
-                            let l = leader.as_deref().map(strip);
-                            let fresh = l.as_ref().is_some_and(|l| *l != addr);
-                            self.set_leader(l);
-                            (e, fresh)
-                        }
-                        _ if e.is_retryable() => (e, false),
-                        _ if transport_failure => {
-                            self.set_leader(None);
-                            (e, false)
-                        }
-                        _ => return Err(e),
-                    }
-                }
-                Err(_) => (
-                    MetaError::Rpc {
-                        endpoint: addr.clone(),
-                        kind: "timeout".into(),
-                        message: "no answer".into(),
-                    },
-                    false,
-                ),
-            };
-            last = err.to_string();
-            if Instant::now() >= deadline {
-                return Err(MetaError::NoMember {
-                    endpoints: tried.join(","),
-                    timeout_ms: self.timeout.as_millis() as u64,
-                    last,
-                });
-            }
-            if !redirect {
-                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
-                    .await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
+        let deadline = Instant::now() + self.transport.timeout;
+        self.transport.call_until(deadline, f).await
     }
 
     async fn svc<T, F, Fut>(&self, f: F) -> Result<T>
@@ -357,13 +332,10 @@ impl MetaClient {
             expected_length: req.expected_length,
             ttl_ms: req.ttl_ms,
         };
-        let resp = self
-            .svc(|mut c| {
-                let r = r.clone();
-                async move { c.allocate_bundle(r).await }
-            })
-            .await?;
-        Self::bundle(resp.bundle)
+        match self.submit(Item::Allocate(r)).await? {
+            Answer::Allocate(resp) => Self::bundle(resp.bundle),
+            other => Err(mismatched_answer("allocation", &other)),
+        }
     }
 
     /// Seals a pending bundle.
@@ -377,13 +349,70 @@ impl MetaClient {
             file_count: req.file_count,
             missing_shards: req.missing_shards.clone(),
         };
-        let resp = self
-            .svc(|mut c| {
-                let r = r.clone();
-                async move { c.commit_bundle(r).await }
+        match self.submit(Item::Commit(r)).await? {
+            Answer::Commit(resp) => Self::bundle(resp.bundle),
+            other => Err(mismatched_answer("commit", &other)),
+        }
+    }
+
+    /// Sends an allocation or commit: in a batch with other callers' when batching is on, on
+    /// its own otherwise, or when the batch could not carry it (queue full, the member lost
+    /// leadership while handling it, a member without `Batch`).
+    async fn submit(&self, item: Item) -> Result<Answer> {
+        let deadline = Instant::now() + self.transport.timeout;
+        if self.batching {
+            match self.batched(item.clone(), deadline).await {
+                Some(Ok(answer)) => return Ok(answer),
+                Some(Err(e)) if !e.is_retryable() && !is_unimplemented(&e) => return Err(e),
+                // Retryable: the unary path retries and follows redirects until the deadline.
+                Some(Err(_)) | None => {}
+            }
+        }
+        self.unary(item, deadline).await
+    }
+
+    /// Queues the item for the batch sender and waits for its answer; `None` when the queue
+    /// is full or the sender is gone (its runtime shut down).
+    async fn batched(&self, item: Item, deadline: Instant) -> Option<Result<Answer>> {
+        let sender = self.batcher.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(MAX_QUEUED_ITEMS);
+            tokio::spawn(send_batches(self.transport.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        sender
+            .try_send(Queued {
+                item,
+                deadline,
+                reply,
             })
-            .await?;
-        Self::bundle(resp.bundle)
+            .ok()?;
+        self.transport
+            .batch_counters
+            .queued
+            .fetch_add(1, Ordering::Relaxed);
+        answer.await.ok()
+    }
+
+    async fn unary(&self, item: Item, deadline: Instant) -> Result<Answer> {
+        match item {
+            Item::Allocate(r) => self
+                .transport
+                .call_until(deadline, |c| {
+                    let r = r.clone();
+                    async move { MetaServiceClient::new(c).allocate_bundle(r).await }
+                })
+                .await
+                .map(Answer::Allocate),
+            Item::Commit(r) => self
+                .transport
+                .call_until(deadline, |c| {
+                    let r = r.clone();
+                    async move { MetaServiceClient::new(c).commit_bundle(r).await }
+                })
+                .await
+                .map(Answer::Commit),
+        }
     }
 
     /// Drops a pending bundle (unknown ids are fine: it expired or was already aborted).
@@ -722,6 +751,231 @@ impl MetaClient {
             .await
         })
         .await
+    }
+}
+
+impl Transport {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel> {
+        let mut st = self.lock();
+        if let Some(c) = st.channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
+            MetaError::InvalidArgument {
+                field: "metadata address",
+                reason: format!("{addr:?}: {e}"),
+            }
+        })?;
+        let c = ep
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        st.channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn pick(&self) -> String {
+        let mut st = self.lock();
+        if let Some(l) = &st.leader {
+            return l.clone();
+        }
+        let i = st.next % self.endpoints.len();
+        st.next = st.next.wrapping_add(1);
+        self.endpoints[i].clone()
+    }
+
+    fn set_leader(&self, addr: Option<String>) {
+        self.lock().leader = addr;
+    }
+
+    async fn call_until<T, F, Fut>(&self, deadline: Instant, f: F) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut backoff = MIN_BACKOFF;
+        let mut last;
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let addr = self.pick();
+            if !tried.contains(&addr) {
+                tried.push(addr.clone());
+            }
+            let channel = self.channel(&addr)?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let res = tokio::time::timeout(remaining, f(channel)).await;
+            let (err, redirect) = match res {
+                Ok(Ok(r)) => {
+                    self.set_leader(Some(addr));
+                    return Ok(r.into_inner());
+                }
+                Ok(Err(status)) => {
+                    let e = MetaError::from_status(&addr, &status);
+                    let transport_failure = matches!(e, MetaError::Rpc { .. })
+                        && matches!(
+                            status.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::Unknown
+                                | tonic::Code::Cancelled
+                        );
+                    match &e {
+                        MetaError::Raft { kind, leader, .. } if kind == "not_leader" => {
+                            let l = leader.as_deref().map(strip);
+                            let fresh = l.as_ref().is_some_and(|l| *l != addr);
+                            self.set_leader(l);
+                            (e, fresh)
+                        }
+                        _ if e.is_retryable() => (e, false),
+                        _ if transport_failure => {
+                            self.set_leader(None);
+                            (e, false)
+                        }
+                        _ => return Err(e),
+                    }
+                }
+                Err(_) => (
+                    MetaError::Rpc {
+                        endpoint: addr.clone(),
+                        kind: "timeout".into(),
+                        message: "no answer".into(),
+                    },
+                    false,
+                ),
+            };
+            last = err.to_string();
+            if Instant::now() >= deadline {
+                return Err(MetaError::NoMember {
+                    endpoints: tried.join(","),
+                    timeout_ms: self.timeout.as_millis() as u64,
+                    last,
+                });
+            }
+            if !redirect {
+                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// An allocation or commit waiting for the batch sender.
+struct Queued {
+    item: Item,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Answer>>,
+}
+
+/// The batch sender of one client: takes what has queued whenever a slot of
+/// [`MAX_BATCHES_IN_FLIGHT`] is free and sends it as one `Batch` call. Ends when the client is
+/// dropped.
+async fn send_batches(transport: Arc<Transport>, mut queue: mpsc::Receiver<Queued>) {
+    let slots = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        // The slot is taken before the batch is collected, so what queues while every slot
+        // is busy leaves together.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_ITEMS {
+            match queue.try_recv() {
+                Ok(q) => batch.push(q),
+                Err(_) => break,
+            }
+        }
+        let transport = transport.clone();
+        tokio::spawn(async move {
+            send_batch(&transport, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// One `Batch` call; every item's caller gets its own answer or error.
+async fn send_batch(transport: &Transport, batch: Vec<Queued>) {
+    // Callers that gave up need no answer.
+    let batch: Vec<Queued> = batch.into_iter().filter(|q| !q.reply.is_closed()).collect();
+    let Some(deadline) = batch.iter().map(|q| q.deadline).min() else {
+        return;
+    };
+    let request = pb::BatchRequest {
+        items: batch
+            .iter()
+            .map(|q| pb::BatchItem {
+                item: Some(q.item.clone()),
+            })
+            .collect(),
+    };
+    let counters = &transport.batch_counters;
+    counters.calls.fetch_add(1, Ordering::Relaxed);
+    counters
+        .sent
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let answered = transport
+        .call_until(deadline, |c| {
+            let r = request.clone();
+            async move { MetaServiceClient::new(c).batch(r).await }
+        })
+        .await;
+    let results = match answered {
+        Ok(resp) if resp.results.len() == batch.len() => resp.results,
+        Ok(resp) => {
+            let e = MetaError::InvalidArgument {
+                field: "batch results",
+                reason: format!(
+                    "the member answered {} results for {} items",
+                    resp.results.len(),
+                    batch.len()
+                ),
+            };
+            for q in batch {
+                let _ = q.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        Err(e) => {
+            for q in batch {
+                let _ = q.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let endpoint = transport.lock().leader.clone().unwrap_or_default();
+    for (q, r) in batch.into_iter().zip(results) {
+        let answer = match r.result {
+            Some(Answer::Error(e)) => Err(MetaError::from_status(&endpoint, &item_status(&e))),
+            Some(a) => Ok(a),
+            None => Err(MetaError::InvalidArgument {
+                field: "batch result",
+                reason: "empty in the member's answer".into(),
+            }),
+        };
+        let _ = q.reply.send(answer);
+    }
+}
+
+/// A member too old to know the `Batch` call.
+fn is_unimplemented(e: &MetaError) -> bool {
+    matches!(e, MetaError::Rpc { kind, .. } if kind == "grpc_unimplemented")
+}
+
+fn mismatched_answer(what: &str, answer: &Answer) -> MetaError {
+    let got = match answer {
+        Answer::Allocate(_) => "an allocation",
+        Answer::Commit(_) => "a commit",
+        Answer::Error(_) => "an error",
+    };
+    MetaError::InvalidArgument {
+        field: "batch result",
+        reason: format!("the member answered {got} to a {what}"),
     }
 }
 

@@ -190,6 +190,10 @@ const FIELDS: &[&str] = &[
     "metadata address",
     "metadata addresses",
     "failure domain level",
+    "items",
+    "item",
+    "batch result",
+    "batch results",
 ];
 
 fn static_field(s: &str) -> &'static str {
@@ -367,4 +371,37 @@ impl From<MetaError> for tonic::Status {
         }
         status
     }
+}
+
+/// The metadata keys an item of a batch carries over from the status its error maps to.
+const ITEM_ERROR_KEYS: [&str; 3] = [ERROR_KIND_KEY, LEADER_KEY, DETAIL_KEY];
+
+/// One batch item's error, carrying what the unary call's status would have carried (code,
+/// message, error metadata), so the client decodes it the same way ([`item_status`]).
+pub fn item_error(e: MetaError) -> bitmountain_proto::v1::ItemError {
+    let status = tonic::Status::from(e);
+    let metadata = ITEM_ERROR_KEYS
+        .iter()
+        .filter_map(|key| {
+            let value = status.metadata().get(*key)?.to_str().ok()?;
+            Some((key.to_string(), value.to_string()))
+        })
+        .collect();
+    bitmountain_proto::v1::ItemError {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        metadata,
+    }
+}
+
+/// The status a batch item's error stands for: the inverse of [`item_error`]. Metadata keys
+/// other than the error keys are ignored.
+pub fn item_status(e: &bitmountain_proto::v1::ItemError) -> tonic::Status {
+    let mut status = tonic::Status::new(tonic::Code::from_i32(e.code), e.message.clone());
+    for key in ITEM_ERROR_KEYS {
+        if let Some(value) = e.metadata.get(key).and_then(|v| v.parse().ok()) {
+            status.metadata_mut().insert(key, value);
+        }
+    }
+    status
 }

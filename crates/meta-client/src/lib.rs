@@ -9,6 +9,6 @@ pub mod client;
 pub mod error;
 pub mod types;
 
-pub use client::{AllocateRequest, Bundle, CommitRequest, MetaClient, ShardLocation};
+pub use client::{AllocateRequest, BatchStats, Bundle, CommitRequest, MetaClient, ShardLocation};
 pub use error::{MetaError, Result};
 pub use types::{BundleId, BundleRecord, BundleState, Code, DiskState, DomainLevel, NodeState};

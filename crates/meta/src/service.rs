@@ -12,7 +12,8 @@ use bitmountain_proto::v1::meta_service_server::{MetaService, MetaServiceServer}
 use bitmountain_raftstore::{GroupStatus, Members, RaftConfig, RaftHandle};
 use tonic::{Request, Response, Status};
 
-use crate::error::{MetaError, Result};
+use crate::client::MAX_BATCH_ITEMS;
+use crate::error::{item_error, MetaError, Result};
 use crate::placement::{Candidate, PlacementMap};
 use crate::state::{
     Applied, ApplyResult, Command, DiskSpec, KeyReader, ListFilter, MetaStateMachine, MetaStore,
@@ -411,6 +412,65 @@ impl MetaServer {
         }
     }
 
+    async fn commit(&self, r: pb::CommitBundleRequest) -> Result<BundleRecord> {
+        let id = BundleId::from_proto(r.id.as_ref())?;
+        if r.sha256.len() != 32 {
+            return Err(MetaError::InvalidArgument {
+                field: "sha256",
+                reason: format!("must be 32 bytes, got {}", r.sha256.len()),
+            });
+        }
+        if r.index_offset
+            .checked_add(r.index_length)
+            .is_none_or(|end| end > r.length)
+        {
+            return Err(MetaError::InvalidArgument {
+                field: "index_offset",
+                reason: format!(
+                    "index [{}, +{}) lies outside the bundle's {} bytes",
+                    r.index_offset, r.index_length, r.length
+                ),
+            });
+        }
+        self.require_leader()?;
+        self.bundle_cmd(Command::Commit {
+            id,
+            length: r.length,
+            index_offset: r.index_offset,
+            index_length: r.index_length,
+            sha256: r.sha256,
+            file_count: r.file_count,
+            missing_shards: r.missing_shards,
+            now_ms: now_unix_ms(),
+        })
+        .await
+    }
+
+    /// One item of a batch, handled as its unary call would be.
+    async fn batch_item(&self, item: pb::BatchItem) -> pb::BatchResult {
+        use pb::batch_item::Item;
+        use pb::batch_result::Result as Answer;
+        let answer = match item.item {
+            Some(Item::Allocate(r)) => self.allocate(r).await.map(|b| {
+                Answer::Allocate(pb::AllocateBundleResponse {
+                    bundle: Some(self.to_proto(&b)),
+                })
+            }),
+            Some(Item::Commit(r)) => self.commit(r).await.map(|b| {
+                Answer::Commit(pb::CommitBundleResponse {
+                    bundle: Some(self.to_proto(&b)),
+                })
+            }),
+            None => Err(MetaError::InvalidArgument {
+                field: "item",
+                reason: "a batch item must hold an allocation or a commit".into(),
+            }),
+        };
+        pb::BatchResult {
+            result: Some(answer.unwrap_or_else(|e| Answer::Error(item_error(e)))),
+        }
+    }
+
     /// Proposes expiry of allocations past their deadline (leader only).
     async fn expire_once(&self) -> Result<usize> {
         if !self.inner.raft.status().is_leader() {
@@ -694,43 +754,31 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pb::CommitBundleRequest>,
     ) -> Rpc<pb::CommitBundleResponse> {
-        let r = req.into_inner();
-        let id = BundleId::from_proto(r.id.as_ref())?;
-        if r.sha256.len() != 32 {
+        let b = self.commit(req.into_inner()).await?;
+        ok(pb::CommitBundleResponse {
+            bundle: Some(self.to_proto(&b)),
+        })
+    }
+
+    async fn batch(&self, req: Request<pb::BatchRequest>) -> Rpc<pb::BatchResponse> {
+        let items = req.into_inner().items;
+        if items.len() > MAX_BATCH_ITEMS {
             return Err(MetaError::InvalidArgument {
-                field: "sha256",
-                reason: format!("must be 32 bytes, got {}", r.sha256.len()),
-            }
-            .into());
-        }
-        if r.index_offset
-            .checked_add(r.index_length)
-            .is_none_or(|end| end > r.length)
-        {
-            return Err(MetaError::InvalidArgument {
-                field: "index_offset",
+                field: "items",
                 reason: format!(
-                    "index [{}, +{}) lies outside the bundle's {} bytes",
-                    r.index_offset, r.index_length, r.length
+                    "{} items in one batch, at most {MAX_BATCH_ITEMS}: split the batch",
+                    items.len()
                 ),
             }
             .into());
         }
+        // A member that does not lead redirects the whole batch, like a unary call; an item
+        // that meets a lost leadership later gets `not_leader` on its own.
         self.require_leader()?;
-        let b = self
-            .bundle_cmd(Command::Commit {
-                id,
-                length: r.length,
-                index_offset: r.index_offset,
-                index_length: r.index_length,
-                sha256: r.sha256,
-                file_count: r.file_count,
-                missing_shards: r.missing_shards,
-                now_ms: now_unix_ms(),
-            })
-            .await?;
-        ok(pb::CommitBundleResponse {
-            bundle: Some(self.to_proto(&b)),
+        let results =
+            futures::future::join_all(items.into_iter().map(|item| self.batch_item(item)));
+        ok(pb::BatchResponse {
+            results: results.await,
         })
     }
 
