@@ -3,7 +3,8 @@
 //! Run with a release binary:
 //! `cargo build --release --bin bitmountain && BITMOUNTAIN_BIN=$CARGO_TARGET_DIR/release/bitmountain \
 //!  cargo test --release -p bitmountain-tests --test meta_bench -- --ignored --nocapture --test-threads 1`
-//! (`scripts/bench-meta` does this). `META_BENCH_RECORDS` sets the size of the record-count run.
+//! (`scripts/bench-meta` does this). `META_BENCH_RECORDS` sets the size of the record-count run,
+//! `META_BENCH_FAILOVER_ROUNDS` the number of leader kills (3).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -155,9 +156,22 @@ async fn measure(
     pairs: u64,
     label: &str,
 ) -> f64 {
+    let commit_before = client.cluster_status().await.unwrap().commit_index;
+    let batches_before = client.batch_stats();
     let cpu_before = cluster_cpu_ticks(cluster);
-    let (el, l) = load(client, clients, pairs, label).await;
+    let (el, l) = load(client.clone(), clients, pairs, label).await;
     let cpu_after = cluster_cpu_ticks(cluster);
+    let commit_after = client.cluster_status().await.unwrap().commit_index;
+    let batches_after = client.batch_stats();
+    // How the work was grouped: Raft log entries (a shared entry holds a round's proposals)
+    // and batch calls per pair.
+    println!(
+        "BENCH {label}: {:.3} log entries per pair, {:.3} batch calls per pair ({:.1} items per call)",
+        (commit_after - commit_before) as f64 / l.len() as f64,
+        (batches_after.calls - batches_before.calls) as f64 / l.len() as f64,
+        (batches_after.sent - batches_before.sent) as f64
+            / (batches_after.calls - batches_before.calls).max(1) as f64,
+    );
     let rate = l.len() as f64 / el.as_secs_f64();
     // CPU per pair is steadier than pairs/s on a shared VM: it does not depend on what else
     // got the cores.
@@ -223,7 +237,11 @@ async fn bench_throughput_and_failover() {
     );
 
     // Failover: kill -9 the leader while one client commits; time to the first ack after.
-    for round in 0..3 {
+    let rounds: u32 = std::env::var("META_BENCH_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for round in 0..rounds {
         let leader = cluster
             .wait_leader(&[1, 2, 3], Duration::from_secs(20))
             .await;
