@@ -359,14 +359,17 @@ impl MetaClient {
 
     /// Sends an allocation or commit: in a batch with other callers' when batching is on, on
     /// its own otherwise, or when the batch could not carry it (queue full, the member lost
-    /// leadership while handling it, a member without `Batch`).
+    /// leadership while handling the item, the call as a whole failed before this caller's
+    /// deadline, e.g. a member without `Batch` or a batch that joined an earlier caller's
+    /// shorter deadline).
     async fn submit(&self, item: Item) -> Result<Answer> {
         let deadline = Instant::now() + self.transport.timeout;
         if self.batching {
             match self.batched(item.clone(), deadline).await {
                 Some(Ok(answer)) => return Ok(answer),
-                Some(Err(e)) if !e.is_retryable() && !is_unimplemented(&e) => return Err(e),
-                // Retryable: the unary path retries and follows redirects until the deadline.
+                Some(Err(BatchFailure::Item(e))) if !e.is_retryable() => return Err(e),
+                Some(Err(BatchFailure::Call(e))) if Instant::now() >= deadline => return Err(e),
+                // The unary path retries and follows redirects until the deadline.
                 Some(Err(_)) | None => {}
             }
         }
@@ -375,7 +378,11 @@ impl MetaClient {
 
     /// Queues the item for the batch sender and waits for its answer; `None` when the queue
     /// is full or the sender is gone (its runtime shut down).
-    async fn batched(&self, item: Item, deadline: Instant) -> Option<Result<Answer>> {
+    async fn batched(
+        &self,
+        item: Item,
+        deadline: Instant,
+    ) -> Option<std::result::Result<Answer, BatchFailure>> {
         let sender = self.batcher.get_or_init(|| {
             let (tx, rx) = mpsc::channel(MAX_QUEUED_ITEMS);
             tokio::spawn(send_batches(self.transport.clone(), rx));
@@ -872,7 +879,15 @@ impl Transport {
 struct Queued {
     item: Item,
     deadline: Instant,
-    reply: oneshot::Sender<Result<Answer>>,
+    reply: oneshot::Sender<std::result::Result<Answer, BatchFailure>>,
+}
+
+/// Why a batched item got no answer.
+enum BatchFailure {
+    /// The member answered this item with an error.
+    Item(MetaError),
+    /// The `Batch` call as a whole failed (after its own retries until the batch's deadline).
+    Call(MetaError),
 }
 
 /// The batch sender of one client: takes what has queued whenever a slot of
@@ -939,13 +954,13 @@ async fn send_batch(transport: &Transport, batch: Vec<Queued>) {
                 ),
             };
             for q in batch {
-                let _ = q.reply.send(Err(e.clone()));
+                let _ = q.reply.send(Err(BatchFailure::Call(e.clone())));
             }
             return;
         }
         Err(e) => {
             for q in batch {
-                let _ = q.reply.send(Err(e.clone()));
+                let _ = q.reply.send(Err(BatchFailure::Call(e.clone())));
             }
             return;
         }
@@ -953,20 +968,18 @@ async fn send_batch(transport: &Transport, batch: Vec<Queued>) {
     let endpoint = transport.lock().leader.clone().unwrap_or_default();
     for (q, r) in batch.into_iter().zip(results) {
         let answer = match r.result {
-            Some(Answer::Error(e)) => Err(MetaError::from_status(&endpoint, &item_status(&e))),
+            Some(Answer::Error(e)) => Err(BatchFailure::Item(MetaError::from_status(
+                &endpoint,
+                &item_status(&e),
+            ))),
             Some(a) => Ok(a),
-            None => Err(MetaError::InvalidArgument {
+            None => Err(BatchFailure::Item(MetaError::InvalidArgument {
                 field: "batch result",
                 reason: "empty in the member's answer".into(),
-            }),
+            })),
         };
         let _ = q.reply.send(answer);
     }
-}
-
-/// A member too old to know the `Batch` call.
-fn is_unimplemented(e: &MetaError) -> bool {
-    matches!(e, MetaError::Rpc { kind, .. } if kind == "grpc_unimplemented")
 }
 
 fn mismatched_answer(what: &str, answer: &Answer) -> MetaError {

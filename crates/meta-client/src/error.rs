@@ -405,3 +405,37 @@ pub fn item_status(e: &bitmountain_proto::v1::ItemError) -> tonic::Status {
     }
     status
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch item's error decodes to what the unary call's status decodes to.
+    #[test]
+    fn item_errors_decode_like_unary_statuses() {
+        let cases = [
+            MetaError::UnknownBundle {
+                id: BundleId(0xabc),
+            },
+            MetaError::InvalidArgument {
+                field: "sha256",
+                reason: "must be 32 bytes, got 3".into(),
+            },
+            MetaError::Raft {
+                kind: "not_leader".into(),
+                leader: Some("127.0.0.1:7001".into()),
+                message: "member 2 is not the leader".into(),
+            },
+        ];
+        for e in cases {
+            let unary = MetaError::from_status("m", &tonic::Status::from(e.clone()));
+            let item = MetaError::from_status("m", &item_status(&item_error(e.clone())));
+            assert_eq!(format!("{unary:?}"), format!("{item:?}"));
+            assert_eq!(format!("{item:?}"), format!("{e:?}"));
+        }
+        // Keys other than the error keys are not carried back into a status.
+        let mut odd = item_error(MetaError::UnknownBundle { id: BundleId(1) });
+        odd.metadata.insert("x-other".into(), "1".into());
+        assert!(item_status(&odd).metadata().get("x-other").is_none());
+    }
+}
