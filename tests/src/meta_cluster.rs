@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use bitmountain_meta_client::client::member_status;
-use bitmountain_meta_client::{AllocateRequest, Code, MetaClient};
+use bitmountain_meta_client::{AllocateRequest, Code, CommitRequest, MetaClient};
 
 /// One member process.
 #[derive(Debug)]
@@ -334,8 +334,6 @@ impl Drop for MetaCluster {
     }
 }
 
-/// Registers `nodes` fake storage nodes with `disks` disks each (1 TiB), one host per node, so
-/// allocations can be placed without running storage nodes.
 /// An allocation request for `code`, everything else left at its default.
 pub fn allocation(request_id: &str, code: Code) -> AllocateRequest {
     AllocateRequest {
@@ -345,6 +343,21 @@ pub fn allocation(request_id: &str, code: Code) -> AllocateRequest {
     }
 }
 
+/// A valid commit of a 10,000-byte bundle holding `file_count` files (index in its last
+/// 1,000 bytes).
+pub fn commit_request(file_count: u64) -> CommitRequest {
+    CommitRequest {
+        length: 10_000,
+        index_offset: 9_000,
+        index_length: 1_000,
+        sha256: vec![1; 32],
+        file_count,
+        missing_shards: vec![],
+    }
+}
+
+/// Registers `nodes` fake storage nodes with `disks` disks each (1 TiB), one host per node, so
+/// allocations can be placed without running storage nodes.
 pub async fn register_fake_nodes(client: &MetaClient, nodes: u64, disks: u64) -> Vec<u64> {
     let mut disk_ids = Vec::new();
     for n in 0..nodes {

@@ -4,26 +4,17 @@
 
 use std::time::Duration;
 
-use bitmountain_meta_client::{AllocateRequest, BundleId, Code, CommitRequest, MetaError};
+use bitmountain_meta_client::{AllocateRequest, BundleId, Code, MetaError};
 use bitmountain_proto::v1 as pb;
-use bitmountain_tests::meta_cluster::{allocation, register_fake_nodes, MetaCluster};
+use bitmountain_tests::meta_cluster::{
+    allocation, commit_request, register_fake_nodes, MetaCluster,
+};
 
 const CODE: Code = Code {
     data_shards: 4,
     parity_shards: 2,
     cell_bytes: 1 << 20,
 };
-
-fn commit() -> CommitRequest {
-    CommitRequest {
-        length: 10_000,
-        index_offset: 9_000,
-        index_length: 1_000,
-        sha256: vec![1; 32],
-        file_count: 1,
-        missing_shards: vec![],
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_typed_errors() {
@@ -40,7 +31,10 @@ async fn bad_requests_get_typed_errors() {
         "{e:?}"
     );
     assert!(e.to_string().contains("allocate a new bundle"), "{e}");
-    let e = client.commit_bundle(ghost, &commit()).await.unwrap_err();
+    let e = client
+        .commit_bundle(ghost, &commit_request(1))
+        .await
+        .unwrap_err();
     assert!(matches!(e, MetaError::UnknownBundle { .. }), "{e:?}");
     let e = client.delete_bundle(ghost).await.unwrap_err();
     assert!(matches!(e, MetaError::UnknownBundle { .. }), "{e:?}");
@@ -109,7 +103,7 @@ async fn bad_requests_get_typed_errors() {
     assert_eq!(hosts.len(), 6, "two shards on one host");
 
     // Bad commits: checksum size, index outside the bundle, too many missing shards.
-    let mut c = commit();
+    let mut c = commit_request(1);
     c.sha256 = vec![1; 31];
     let e = client.commit_bundle(a.record.id, &c).await.unwrap_err();
     assert!(
@@ -122,7 +116,7 @@ async fn bad_requests_get_typed_errors() {
         ),
         "{e:?}"
     );
-    let mut c = commit();
+    let mut c = commit_request(1);
     c.index_offset = 9_500;
     let e = client.commit_bundle(a.record.id, &c).await.unwrap_err();
     assert!(
@@ -135,7 +129,7 @@ async fn bad_requests_get_typed_errors() {
         ),
         "{e:?}"
     );
-    let mut c = commit();
+    let mut c = commit_request(1);
     c.missing_shards = vec![0, 1];
     let e = client.commit_bundle(a.record.id, &c).await.unwrap_err();
     assert!(
@@ -151,7 +145,7 @@ async fn bad_requests_get_typed_errors() {
     );
 
     // A commit with one missing shard seals and queues a repair; a retried commit is idempotent.
-    let mut c = commit();
+    let mut c = commit_request(1);
     c.missing_shards = vec![3];
     let sealed = client.commit_bundle(a.record.id, &c).await.unwrap();
     assert_eq!(client.commit_bundle(a.record.id, &c).await.unwrap(), sealed);
@@ -159,7 +153,7 @@ async fn bad_requests_get_typed_errors() {
     assert_eq!(repairs.total, 1);
     assert_eq!(repairs.repairs[0].missing_shards, vec![3]);
     // A different commit of a sealed bundle is refused.
-    let mut c2 = commit();
+    let mut c2 = commit_request(1);
     c2.length = 20_000;
     let e = client.commit_bundle(a.record.id, &c2).await.unwrap_err();
     assert!(matches!(e, MetaError::WrongState { .. }), "{e:?}");
@@ -349,7 +343,7 @@ async fn bad_requests_get_typed_errors() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let e = client
-        .commit_bundle(short.record.id, &commit())
+        .commit_bundle(short.record.id, &commit_request(1))
         .await
         .unwrap_err();
     assert!(matches!(e, MetaError::UnknownBundle { .. }), "{e:?}");

@@ -14,7 +14,9 @@ use bitmountain_proto::v1 as pb;
 use bitmountain_proto::v1::batch_item::Item;
 use bitmountain_proto::v1::batch_result::Result as Answer;
 use bitmountain_proto::v1::meta_service_client::MetaServiceClient;
-use bitmountain_tests::meta_cluster::{allocation, register_fake_nodes, MetaCluster};
+use bitmountain_tests::meta_cluster::{
+    allocation, commit_request, register_fake_nodes, MetaCluster,
+};
 
 const CODE: Code = Code {
     data_shards: 4,
@@ -24,37 +26,18 @@ const CODE: Code = Code {
 
 fn allocate_item(request_id: &str, code: Code) -> pb::BatchItem {
     pb::BatchItem {
-        item: Some(Item::Allocate(pb::AllocateBundleRequest {
-            request_id: request_id.into(),
-            code: Some(code.to_proto()),
-            expected_length: 1 << 20,
-            ..Default::default()
-        })),
+        item: Some(Item::Allocate(allocation(request_id, code).to_proto())),
     }
+}
+
+/// Every commit here seals three files.
+fn commit() -> CommitRequest {
+    commit_request(3)
 }
 
 fn commit_item(id: BundleId) -> pb::BatchItem {
     pb::BatchItem {
-        item: Some(Item::Commit(pb::CommitBundleRequest {
-            id: Some(id.to_proto()),
-            length: 10_000,
-            index_offset: 9_000,
-            index_length: 1_000,
-            sha256: vec![7; 32],
-            file_count: 3,
-            missing_shards: vec![],
-        })),
-    }
-}
-
-fn commit() -> CommitRequest {
-    CommitRequest {
-        length: 10_000,
-        index_offset: 9_000,
-        index_length: 1_000,
-        sha256: vec![7; 32],
-        file_count: 3,
-        missing_shards: vec![],
+        item: Some(Item::Commit(commit().to_proto(id))),
     }
 }
 

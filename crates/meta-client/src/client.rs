@@ -150,6 +150,34 @@ pub struct CommitRequest {
     pub missing_shards: Vec<u32>,
 }
 
+impl AllocateRequest {
+    /// To the wire.
+    pub fn to_proto(&self) -> pb::AllocateBundleRequest {
+        pb::AllocateBundleRequest {
+            request_id: self.request_id.clone(),
+            code: self.code.map(|c| c.to_proto()),
+            labels: labels_to_proto(&self.labels),
+            expected_length: self.expected_length,
+            ttl_ms: self.ttl_ms,
+        }
+    }
+}
+
+impl CommitRequest {
+    /// To the wire, as the commit of bundle `id`.
+    pub fn to_proto(&self, id: BundleId) -> pb::CommitBundleRequest {
+        pb::CommitBundleRequest {
+            id: Some(id.to_proto()),
+            length: self.length,
+            index_offset: self.index_offset,
+            index_length: self.index_length,
+            sha256: self.sha256.clone(),
+            file_count: self.file_count,
+            missing_shards: self.missing_shards.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     leader: Option<String>,
@@ -225,12 +253,7 @@ impl MetaClient {
             });
         }
         Ok(Self {
-            transport: Arc::new(Transport {
-                endpoints,
-                state: Mutex::new(State::default()),
-                timeout: DEFAULT_CALL_TIMEOUT,
-                batch_counters: BatchCounters::default(),
-            }),
+            transport: Transport::new(endpoints, DEFAULT_CALL_TIMEOUT),
             batching: true,
             batcher: OnceLock::new(),
         })
@@ -239,12 +262,7 @@ impl MetaClient {
     /// Sets the deadline of each call (retries included).
     pub fn with_timeout(self, timeout: Duration) -> Self {
         Self {
-            transport: Arc::new(Transport {
-                endpoints: self.transport.endpoints.clone(),
-                state: Mutex::new(State::default()),
-                timeout,
-                batch_counters: BatchCounters::default(),
-            }),
+            transport: Transport::new(self.transport.endpoints.clone(), timeout),
             batching: self.batching,
             batcher: OnceLock::new(),
         }
@@ -327,14 +345,7 @@ impl MetaClient {
 
     /// Allocates a pending bundle and its placement.
     pub async fn allocate_bundle(&self, req: &AllocateRequest) -> Result<Bundle> {
-        let r = pb::AllocateBundleRequest {
-            request_id: req.request_id.clone(),
-            code: req.code.map(|c| c.to_proto()),
-            labels: labels_to_proto(&req.labels),
-            expected_length: req.expected_length,
-            ttl_ms: req.ttl_ms,
-        };
-        match self.submit(Item::Allocate(r)).await? {
+        match self.submit(Item::Allocate(req.to_proto())).await? {
             Answer::Allocate(resp) => Self::bundle(resp.bundle),
             other => Err(mismatched_answer("allocation", &other)),
         }
@@ -342,16 +353,7 @@ impl MetaClient {
 
     /// Seals a pending bundle.
     pub async fn commit_bundle(&self, id: BundleId, req: &CommitRequest) -> Result<Bundle> {
-        let r = pb::CommitBundleRequest {
-            id: Some(id.to_proto()),
-            length: req.length,
-            index_offset: req.index_offset,
-            index_length: req.index_length,
-            sha256: req.sha256.clone(),
-            file_count: req.file_count,
-            missing_shards: req.missing_shards.clone(),
-        };
-        match self.submit(Item::Commit(r)).await? {
+        match self.submit(Item::Commit(req.to_proto(id))).await? {
             Answer::Commit(resp) => Self::bundle(resp.bundle),
             other => Err(mismatched_answer("commit", &other)),
         }
@@ -764,6 +766,15 @@ impl MetaClient {
 }
 
 impl Transport {
+    fn new(endpoints: Vec<String>, timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            endpoints,
+            state: Mutex::new(State::default()),
+            timeout,
+            batch_counters: BatchCounters::default(),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         match self.state.lock() {
             Ok(g) => g,
@@ -918,55 +929,53 @@ async fn send_batches(transport: Arc<Transport>, mut queue: mpsc::Receiver<Queue
 
 /// One `Batch` call; every item's caller gets its own answer or error.
 async fn send_batch(transport: &Transport, batch: Vec<Queued>) {
-    // Callers that gave up need no answer.
-    let batch: Vec<Queued> = batch.into_iter().filter(|q| !q.reply.is_closed()).collect();
-    let Some(deadline) = batch.iter().map(|q| q.deadline).min() else {
+    // Callers that gave up need no answer. Each caller keeps its own copy of its item for a
+    // retry on its own, so the items move into the request.
+    let (items, waiting): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .filter(|q| !q.reply.is_closed())
+        .map(|q| (pb::BatchItem { item: Some(q.item) }, (q.deadline, q.reply)))
+        .unzip();
+    let Some(deadline) = waiting.iter().map(|(d, _)| *d).min() else {
         return;
-    };
-    let request = pb::BatchRequest {
-        items: batch
-            .iter()
-            .map(|q| pb::BatchItem {
-                item: Some(q.item.clone()),
-            })
-            .collect(),
     };
     let counters = &transport.batch_counters;
     counters.calls.fetch_add(1, Ordering::Relaxed);
     counters
         .sent
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        .fetch_add(items.len() as u64, Ordering::Relaxed);
+    let request = pb::BatchRequest { items };
     let answered = transport
         .call_until(deadline, |c| {
             let r = request.clone();
             async move { MetaServiceClient::new(c).batch(r).await }
         })
-        .await;
-    let results = match answered {
-        Ok(resp) if resp.results.len() == batch.len() => resp.results,
-        Ok(resp) => {
-            let e = MetaError::InvalidArgument {
-                field: "batch results",
-                reason: format!(
-                    "the member answered {} results for {} items",
-                    resp.results.len(),
-                    batch.len()
-                ),
-            };
-            for q in batch {
-                let _ = q.reply.send(Err(BatchFailure::Call(e.clone())));
+        .await
+        .and_then(|resp| {
+            if resp.results.len() == waiting.len() {
+                Ok(resp.results)
+            } else {
+                Err(MetaError::InvalidArgument {
+                    field: "batch results",
+                    reason: format!(
+                        "the member answered {} results for {} items",
+                        resp.results.len(),
+                        waiting.len()
+                    ),
+                })
             }
-            return;
-        }
+        });
+    let results = match answered {
+        Ok(results) => results,
         Err(e) => {
-            for q in batch {
-                let _ = q.reply.send(Err(BatchFailure::Call(e.clone())));
+            for (_, reply) in waiting {
+                let _ = reply.send(Err(BatchFailure::Call(e.clone())));
             }
             return;
         }
     };
     let endpoint = transport.lock().leader.clone().unwrap_or_default();
-    for (q, r) in batch.into_iter().zip(results) {
+    for ((_, reply), r) in waiting.into_iter().zip(results) {
         let answer = match r.result {
             Some(Answer::Error(e)) => Err(BatchFailure::Item(MetaError::from_status(
                 &endpoint,
@@ -978,7 +987,7 @@ async fn send_batch(transport: &Transport, batch: Vec<Queued>) {
                 reason: "empty in the member's answer".into(),
             })),
         };
-        let _ = q.reply.send(answer);
+        let _ = reply.send(answer);
     }
 }
 
