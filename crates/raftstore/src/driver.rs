@@ -7,10 +7,12 @@
 //!    that may share an entry are proposed as one entry (`batch`);
 //! 2. tick when the tick interval has passed;
 //! 3. handle the Ready: send the leader's `messages` (safe before persisting), install a
-//!    snapshot (from its file, crash-safe, see `snapshot`), apply committed entries (one batch
-//!    per run of entries, carrying the applied index; proposers answered after it is written),
-//!    persist new entries and hard state in ONE synced batch, then send `persisted_messages`;
-//!    advance; apply and send what the light ready carries;
+//!    snapshot (from its file, crash-safe, see `snapshot`), apply the committed entries into
+//!    one batch with the applied index (the leader writes it unsynced and answers their
+//!    proposers at once; a follower keeps it for the next write), persist new entries and hard
+//!    state in ONE synced write, then send `persisted_messages` with the light ready's
+//!    messages; advance; apply what the light ready commits with its commit index in one more
+//!    (unsynced) write;
 //! 4. answer ReadIndex waiters whose index is applied; compact the log when it is long.
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,7 +38,9 @@ use crate::{RaftConfig, RaftStorage};
 
 /// Most inbound messages handled before the next Ready.
 pub const MAX_MSGS_PER_ROUND: usize = 4096;
-/// Bound of the driver's inbound queue.
+/// Bound of the driver's inbound queue, in items: a proposal, a read, a report, or the messages
+/// of one envelope from a peer (which raft-rs's flow control bounds: at most
+/// `max_inflight_msgs` appends of `max_size_per_msg` unacknowledged per peer).
 pub const DRIVER_QUEUE_LIMIT: usize = 16 * 1024;
 
 /// What the state machine sees of one committed entry.
@@ -138,6 +142,8 @@ pub trait StateMachine: Send + 'static {
 
 pub(crate) enum Msg<R> {
     Raft(Box<Message>),
+    /// The messages of one envelope, in order.
+    RaftBatch(Vec<Message>),
     Propose {
         data: Vec<u8>,
         /// Whether the command may share an entry with others of the same round.
@@ -160,6 +166,9 @@ pub(crate) enum Msg<R> {
 impl<R: Send> Inbox for SyncSender<Msg<R>> {
     fn deliver(&self, m: Message) -> bool {
         self.try_send(Msg::Raft(Box::new(m))).is_ok()
+    }
+    fn deliver_all(&self, ms: Vec<Message>) -> bool {
+        self.try_send(Msg::RaftBatch(ms)).is_ok()
     }
     fn report(&self, r: Report) {
         let _ = self.try_send(Msg::Report(r));
@@ -368,11 +377,18 @@ impl<S: StateMachine> Driver<S> {
         self.raw.raft.state == StateRole::Leader
     }
 
+    fn step(&mut self, m: Message) {
+        if let Err(e) = self.raw.step(m) {
+            tracing::debug!(error = %e, "raft step refused a message");
+        }
+    }
+
     fn handle(&mut self, msg: Msg<S::Response>) {
         match msg {
-            Msg::Raft(m) => {
-                if let Err(e) = self.raw.step(*m) {
-                    tracing::debug!(error = %e, "raft step refused a message");
+            Msg::Raft(m) => self.step(*m),
+            Msg::RaftBatch(ms) => {
+                for m in ms {
+                    self.step(m);
                 }
             }
             Msg::Propose { data, shared, cb } => {
@@ -528,10 +544,18 @@ impl<S: StateMachine> Driver<S> {
                 self.reads_waiting.push((rs.index, cb));
             }
         }
-        let committed = ready.take_committed_entries();
-        self.apply_entries(committed)?;
-        // Persist entries and hard state together, synced, before persisted messages go out.
+        // The committed entries' state-machine changes and applied index go in one batch. On
+        // the leader it is written on its own (unsynced) and its proposers answered at once,
+        // before the fsync of the new entries below. A follower has no one waiting, so the
+        // same batch also takes the new entries and the hard state: one write and one fsync per
+        // round (with `skip_bcast_commit` a follower's round typically has both).
         let mut batch = WriteBatch::default();
+        let mut answers = self.apply_entries(ready.take_committed_entries(), &mut batch)?;
+        if self.is_leader() && !batch.is_empty() {
+            let engine = self.raw.store().engine().clone();
+            engine.write(std::mem::take(&mut batch), false)?;
+            self.answer(std::mem::take(&mut answers));
+        }
         let mut must_sync = ready.must_sync();
         if !ready.entries().is_empty() {
             self.raw
@@ -549,19 +573,25 @@ impl<S: StateMachine> Driver<S> {
             let entries = ready.take_entries();
             self.raw.mut_store().appended(&entries);
         }
-        if !ready.persisted_messages().is_empty() {
-            self.transport.send(ready.take_persisted_messages());
-        }
+        self.answer(answers);
+        // Persisted messages (votes, append responses) go out only now that the write is
+        // durable, together with the light ready's (one envelope per peer instead of two).
+        let mut out = ready.take_persisted_messages();
         let mut light = self.raw.advance(ready);
+        out.extend(light.take_messages());
+        self.transport.send(out);
+        // The light ready: a new commit index (kept with the applied index it allows; a lower
+        // stored commit index is safe, see `RaftStorage::load`) and what it commits.
+        let mut batch = WriteBatch::default();
         if let Some(commit) = light.commit_index() {
-            let mut batch = WriteBatch::default();
             self.raw.mut_store().set_commit(commit, &mut batch)?;
+        }
+        let answers = self.apply_entries(light.take_committed_entries(), &mut batch)?;
+        if !batch.is_empty() {
             let engine = self.raw.store().engine().clone();
             engine.write(batch, false)?;
         }
-        self.transport.send(light.take_messages());
-        let committed = light.take_committed_entries();
-        self.apply_entries(committed)?;
+        self.answer(answers);
         self.raw.advance_apply_to(self.applied);
         self.release_reads();
         Ok(())
@@ -609,18 +639,22 @@ impl<S: StateMachine> Driver<S> {
         self.members = members;
     }
 
-    /// Applies a run of committed entries as one round: one WriteBatch for all of them and the
-    /// applied index, written once; proposers are answered after that write, so whatever they
-    /// do next sees the state their answer describes.
-    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
+    /// Applies a run of committed entries as one round: their writes and the applied index go
+    /// into `batch`, which the caller writes once. The caller answers the proposers (the
+    /// returned answers) only after that write, so whatever they do next sees the state their
+    /// answer describes.
+    fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        batch: &mut WriteBatch,
+    ) -> Result<Vec<Answer<S::Response>>> {
+        let mut answers: Vec<Answer<S::Response>> = Vec::new();
         if entries.is_empty() {
-            return Ok(());
+            return Ok(answers);
         }
         let engine = self.raw.store().engine().clone();
         let apply_cf = engine.cf(CF_APPLY)?;
-        let mut batch = WriteBatch::default();
         let mut last = None;
-        let mut answers: Vec<Answer<S::Response>> = Vec::new();
         for e in entries {
             if e.index <= self.applied {
                 continue;
@@ -640,7 +674,7 @@ impl<S: StateMachine> Driver<S> {
                         let ctx = ApplyCtx::new(
                             e.index,
                             e.term,
-                            &mut batch,
+                            batch,
                             &engine,
                             (self.applied, self.applied_term),
                         );
@@ -648,7 +682,7 @@ impl<S: StateMachine> Driver<S> {
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    conf = Some(self.apply_conf_change(&e, &mut batch)?);
+                    conf = Some(self.apply_conf_change(&e, batch)?);
                 }
             }
             self.applied = e.index;
@@ -675,10 +709,14 @@ impl<S: StateMachine> Driver<S> {
             }
         }
         if let Some((index, term)) = last {
-            self.sm.before_write(&mut batch);
+            self.sm.before_write(batch);
             batch.put_cf(apply_cf, KEY_APPLY_STATE, encode_index_term(index, term));
-            engine.write(batch, false)?;
         }
+        Ok(answers)
+    }
+
+    /// Answers the proposers of applied entries (after the write that holds them).
+    fn answer(&mut self, answers: Vec<Answer<S::Response>>) {
         for answer in answers {
             match answer {
                 (Pending::Normal(cb), mut responses, _) if responses.len() == 1 => {
@@ -701,7 +739,6 @@ impl<S: StateMachine> Driver<S> {
                 }),
             }
         }
-        Ok(())
     }
 
     /// Applies a membership change entry; its conf state and addresses go into `batch`.

@@ -303,6 +303,12 @@ pub fn start<S: StateMachine>(
         max_uncommitted_size: 256 << 20,
         // Appends queued for one follower in one Ready travel as one message.
         batch_append: true,
+        // Followers learn a new commit index from the next append or heartbeat instead of an
+        // append of its own: one message, one driver round and one write fewer per entry on
+        // every follower (members' CPU per alloc+commit pair 12 % lower, docs/benchmarks.md).
+        // Only followers' stale reads see applies a little later; the leader answers proposers
+        // as before.
+        skip_bcast_commit: true,
         ..Default::default()
     };
     raft_cfg.validate()?;

@@ -1,15 +1,19 @@
 //! Raft messages between members over tonic gRPC.
 //!
-//! Outbound: one task per peer drains a bounded queue, packs what is queued into one
-//! `RaftEnvelope` (order preserved) and puts it on one long-lived client stream to that peer
-//! (an HTTP/2 stream, not a request per batch, and no wait for an answer per batch). A stream
-//! that ends or fills up is dropped with what it carried (Raft retransmits) and the peer is
-//! reported unreachable so its progress goes back to probing; the next batch opens a new one.
+//! Outbound: the driver packs each Ready's messages for a peer into one `RaftEnvelope` (order
+//! preserved) and puts it straight on one long-lived client stream to that peer (an HTTP/2
+//! stream, not a request per batch, and no wait for an answer per batch). No task sits between
+//! the driver and the stream: every hand-off between threads costs a wake-up, and on a small
+//! machine those wake-ups were a large part of what a log entry costs. A stream that ends or
+//! fills up is dropped with what it carried (Raft retransmits) and the peer is reported
+//! unreachable so its progress goes back to probing; the next Ready opens a new one, but not
+//! within [`SEND_RETRY_BACKOFF`] of the last failure.
 //! Snapshot messages go on their own streaming RPC: the file the message describes is read and
 //! sent in [`SNAPSHOT_CHUNK_BYTES`] pieces, at most [`SNAPSHOT_CHUNKS_IN_FLIGHT`] of them queued;
 //! the outcome is reported back to Raft as finished or failed.
-//! Inbound: the `RaftTransport` service reads each envelope off the stream and hands its
-//! messages to the driver's queue without blocking (a full queue drops; Raft retransmits). A
+//! Inbound: the `RaftTransport` service reads each envelope off the stream and hands all its
+//! messages to the driver's queue as one item, without blocking (a full queue drops the
+//! envelope; Raft retransmits). A
 //! snapshot stream is written to a file, synced, checked against its descriptor and only then
 //! handed to the driver; one stream is received at a time.
 //!
@@ -20,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bitmountain_proto::v1::raft_transport_client::RaftTransportClient;
 use bitmountain_proto::v1::raft_transport_server::RaftTransport;
@@ -35,8 +39,6 @@ use crate::engine::Members;
 use crate::error::RaftStoreError;
 use crate::snapshot::{self, Descriptor, Side};
 
-/// Bound of each peer's outbound queue.
-pub const PEER_QUEUE_LIMIT: usize = 8192;
 /// Most messages packed in one envelope.
 pub const MAX_MESSAGES_PER_ENVELOPE: usize = 1024;
 /// An envelope stops growing once its messages reach this size.
@@ -50,9 +52,11 @@ pub const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
 /// Largest gRPC message members accept from each other: a full envelope plus one oversized
 /// entry (raft-rs sends at least one entry per append, whatever its size).
 pub const MAX_RAFT_RPC_BYTES: usize = 256 << 20;
-/// Pause after a stream to a peer ended before the next one is opened.
+/// Pause after a stream to a peer ended before the next one is opened; messages for the peer
+/// meanwhile are dropped (Raft retransmits), so a peer that refuses is not redialled in a spin.
 pub const SEND_RETRY_BACKOFF: Duration = Duration::from_millis(50);
-/// Envelopes queued on a peer's stream before it counts as stuck.
+/// Envelopes queued on a peer's stream before it counts as stuck (the bound of what the
+/// transport holds for one peer).
 pub const STREAM_ENVELOPES_IN_FLIGHT: usize = 256;
 /// HTTP/2 flow-control window per stream between members (the default 64 KiB would stall a
 /// stream of appends on window updates).
@@ -82,7 +86,25 @@ pub enum Report {
 /// Where inbound messages and reports go (the driver's queue).
 pub(crate) trait Inbox: Send + Sync {
     fn deliver(&self, m: Message) -> bool;
+    /// Delivers an envelope's messages as one item (one wake-up of the driver); false if they
+    /// were dropped.
+    fn deliver_all(&self, ms: Vec<Message>) -> bool {
+        ms.into_iter().all(|m| self.deliver(m))
+    }
     fn report(&self, r: Report);
+}
+
+/// The envelope stream to one peer.
+struct Link {
+    addr: String,
+    tx: mpsc::Sender<RaftEnvelope>,
+}
+
+/// What the transport keeps per peer: its stream, if one is open, and when the last one ended.
+#[derive(Default)]
+struct PeerLink {
+    link: Option<Link>,
+    failed_at: Option<Instant>,
 }
 
 /// The member's transport: outbound queues and the inbound service state.
@@ -91,7 +113,8 @@ pub struct Transport {
     address: String,
     members: RwLock<Members>,
     learned: RwLock<Members>,
-    peers: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
+    /// Only the driver thread sends, so this lock is never contended.
+    links: Mutex<HashMap<u64, PeerLink>>,
     blocked: RwLock<HashSet<u64>>,
     fault_injection: bool,
     inbox: OnceLock<Arc<dyn Inbox>>,
@@ -125,7 +148,7 @@ impl Transport {
             address,
             members: RwLock::new(members),
             learned: RwLock::new(Members::new()),
-            peers: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
             blocked: RwLock::new(HashSet::new()),
             fault_injection,
             inbox: OnceLock::new(),
@@ -177,8 +200,11 @@ impl Transport {
         }
     }
 
-    /// Queues messages for their peers; never blocks.
+    /// Sends a Ready's messages: one envelope per peer (more if they exceed the envelope
+    /// limits), put on the peer's stream without blocking. Called by the driver thread.
     pub(crate) fn send(self: &Arc<Self>, msgs: Vec<Message>) {
+        // A Ready addresses a handful of peers; keep each peer's messages in their order.
+        let mut by_peer: Vec<(u64, Vec<Message>)> = Vec::new();
         for m in msgs {
             let to = m.to;
             if to == self.id || self.is_blocked(to) {
@@ -188,28 +214,107 @@ impl Transport {
                 self.send_snapshot(m);
                 continue;
             }
-            let tx = self.peer(to);
-            if tx.try_send(m).is_err() {
+            match by_peer.iter_mut().find(|(id, _)| *id == to) {
+                Some((_, queued)) => queued.push(m),
+                None => by_peer.push((to, vec![m])),
+            }
+        }
+        for (to, msgs) in by_peer {
+            self.send_to(to, &msgs);
+        }
+    }
+
+    fn send_to(self: &Arc<Self>, to: u64, msgs: &[Message]) {
+        let Some(addr) = self.addr_of(to) else {
+            tracing::debug!(to, "no address for member; dropping raft messages");
+            self.report(Report::Unreachable(to));
+            return;
+        };
+        let mut links = match self.links.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let peer = links.entry(to).or_default();
+        for envelope in self.envelopes(to, msgs) {
+            let Some(tx) = self.link_for(to, &addr, peer) else {
                 self.report(Report::Unreachable(to));
+                continue;
+            };
+            match tx.try_send(envelope) {
+                Ok(()) => {}
+                Err(e) => {
+                    // Full: the peer is not reading; drop this envelope (Raft retransmits) and
+                    // rebuild the stream in case the connection under it is stuck. Closed: the
+                    // stream ended.
+                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                        tracing::debug!(
+                            to,
+                            "raft stream full; dropping an envelope and reconnecting"
+                        );
+                    }
+                    peer.link = None;
+                    peer.failed_at = Some(Instant::now());
+                    self.report(Report::Unreachable(to));
+                }
             }
         }
     }
 
-    fn peer(self: &Arc<Self>, to: u64) -> mpsc::Sender<Message> {
-        let mut peers = match self.peers.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(tx) = peers.get(&to) {
-            if !tx.is_closed() {
-                return tx.clone();
+    /// The open stream to `to` at `addr`, opening one unless the last failed moments ago.
+    fn link_for(
+        self: &Arc<Self>,
+        to: u64,
+        addr: &str,
+        peer: &mut PeerLink,
+    ) -> Option<mpsc::Sender<RaftEnvelope>> {
+        if let Some(link) = &peer.link {
+            if link.addr == addr && !link.tx.is_closed() {
+                return Some(link.tx.clone());
             }
+            if link.addr == addr {
+                // The stream ended by itself.
+                peer.failed_at = Some(Instant::now());
+            }
+            peer.link = None;
         }
-        let (tx, rx) = mpsc::channel(PEER_QUEUE_LIMIT);
-        peers.insert(to, tx.clone());
-        let me = Arc::clone(self);
-        self.rt.spawn(async move { me.peer_loop(to, rx).await });
-        tx
+        if peer
+            .failed_at
+            .is_some_and(|t| t.elapsed() < SEND_RETRY_BACKOFF)
+        {
+            return None;
+        }
+        let tx = self.open_link(to, addr)?;
+        peer.link = Some(Link {
+            addr: addr.to_string(),
+            tx: tx.clone(),
+        });
+        Some(tx)
+    }
+
+    /// Packs `msgs` into envelopes within [`MAX_MESSAGES_PER_ENVELOPE`] and
+    /// [`MAX_ENVELOPE_BYTES`] (an envelope holds at least one message, whatever its size).
+    fn envelopes(&self, to: u64, msgs: &[Message]) -> Vec<RaftEnvelope> {
+        let mut out = Vec::new();
+        let mut current = self.envelope(to, &[]);
+        let mut bytes = 0;
+        for m in msgs {
+            let Ok(encoded) = m.write_to_bytes() else {
+                continue;
+            };
+            if !current.messages.is_empty()
+                && (current.messages.len() >= MAX_MESSAGES_PER_ENVELOPE
+                    || bytes + encoded.len() > MAX_ENVELOPE_BYTES)
+            {
+                out.push(std::mem::replace(&mut current, self.envelope(to, &[])));
+                bytes = 0;
+            }
+            bytes += encoded.len();
+            current.messages.push(encoded);
+        }
+        if !current.messages.is_empty() {
+            out.push(current);
+        }
+        out
     }
 
     fn envelope(&self, to: u64, msgs: &[Message]) -> RaftEnvelope {
@@ -245,9 +350,11 @@ impl Transport {
     }
 
     /// Opens a long-lived envelope stream to `addr`. When the stream ends or fails, the task
-    /// reports the peer unreachable and the returned sender closes, so the next batch opens a
+    /// reports the peer unreachable and the returned sender closes, so the next Ready opens a
     /// new one.
     fn open_link(self: &Arc<Self>, to: u64, addr: &str) -> Option<mpsc::Sender<RaftEnvelope>> {
+        // The driver thread is not a runtime thread; the lazy channel spawns its worker on ours.
+        let _runtime = self.rt.enter();
         let mut client = Self::client(addr)?;
         let (tx, rx) = mpsc::channel(STREAM_ENVELOPES_IN_FLIGHT);
         let me = Arc::clone(self);
@@ -263,59 +370,6 @@ impl Transport {
             }
         });
         Some(tx)
-    }
-
-    async fn peer_loop(self: Arc<Self>, to: u64, mut rx: mpsc::Receiver<Message>) {
-        let mut link: Option<(String, mpsc::Sender<RaftEnvelope>)> = None;
-        while let Some(first) = rx.recv().await {
-            let mut bytes = first.compute_size() as usize;
-            let mut batch = vec![first];
-            while batch.len() < MAX_MESSAGES_PER_ENVELOPE && bytes < MAX_ENVELOPE_BYTES {
-                match rx.try_recv() {
-                    Ok(m) => {
-                        bytes += m.compute_size() as usize;
-                        batch.push(m);
-                    }
-                    Err(_) => break,
-                }
-            }
-            if self.is_blocked(to) {
-                continue;
-            }
-            let Some(addr) = self.addr_of(to) else {
-                tracing::debug!(to, "no address for member; dropping raft messages");
-                self.report(Report::Unreachable(to));
-                continue;
-            };
-            if link
-                .as_ref()
-                .is_none_or(|(a, tx)| *a != addr || tx.is_closed())
-            {
-                if link.take().is_some() {
-                    // The previous stream ended; do not spin on a peer that refuses.
-                    tokio::time::sleep(SEND_RETRY_BACKOFF).await;
-                }
-                link = self.open_link(to, &addr).map(|tx| (addr.clone(), tx));
-            }
-            let Some((_, tx)) = link.as_ref() else {
-                self.report(Report::Unreachable(to));
-                continue;
-            };
-            match tx.try_send(self.envelope(to, &batch)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    // The peer is not reading: drop this batch (Raft retransmits) and rebuild
-                    // the stream in case the connection under it is stuck.
-                    tracing::debug!(to, "raft stream full; dropping a batch and reconnecting");
-                    link = None;
-                    self.report(Report::Unreachable(to));
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    link = None;
-                    self.report(Report::Unreachable(to));
-                }
-            }
-        }
     }
 
     fn send_snapshot(self: &Arc<Self>, m: Message) {
@@ -548,6 +602,7 @@ impl Transport {
 
     fn receive(&self, env: RaftEnvelope) -> Result<(), tonic::Status> {
         let inbox = self.accept_envelope(&env)?;
+        let mut msgs = Vec::with_capacity(env.messages.len());
         for bytes in &env.messages {
             let m = Message::parse_from_bytes(bytes).map_err(|e| {
                 tonic::Status::invalid_argument(format!("undecodable raft message: {e}"))
@@ -558,14 +613,15 @@ impl Transport {
                     "snapshots travel on the StreamSnapshot RPC, not in an envelope",
                 ));
             }
-            // A full driver queue drops the message but keeps the stream: Raft retransmits.
-            if !inbox.deliver(m) {
-                tracing::debug!(
-                    member = self.id,
-                    from = env.from_id,
-                    "raft driver queue is full; message dropped"
-                );
-            }
+            msgs.push(m);
+        }
+        // A full driver queue drops the envelope but keeps the stream: Raft retransmits.
+        if !msgs.is_empty() && !inbox.deliver_all(msgs) {
+            tracing::debug!(
+                member = self.id,
+                from = env.from_id,
+                "raft driver queue is full; envelope dropped"
+            );
         }
         Ok(())
     }
@@ -671,6 +727,65 @@ mod tests {
             });
         }
         out
+    }
+
+    #[tokio::test]
+    async fn envelopes_keep_order_within_their_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Transport::new(
+            1,
+            "127.0.0.1:1".into(),
+            Members::new(),
+            false,
+            tokio::runtime::Handle::current(),
+            dir.path().to_path_buf(),
+        );
+        let append = |index: u64, data_bytes: usize| {
+            let mut m = Message::default();
+            m.set_msg_type(MessageType::MsgAppend);
+            m.to = 2;
+            m.index = index;
+            let mut e = raft::prelude::Entry::default();
+            e.set_data(vec![7u8; data_bytes].into());
+            m.set_entries(vec![e].into());
+            m
+        };
+        let indexes = |envs: &[RaftEnvelope]| -> Vec<Vec<u64>> {
+            envs.iter()
+                .map(|env| {
+                    env.messages
+                        .iter()
+                        .map(|b| Message::parse_from_bytes(b).unwrap().index)
+                        .collect()
+                })
+                .collect()
+        };
+
+        // By count: 2,500 small messages make envelopes of 1,024, 1,024 and 452, in order.
+        let small: Vec<Message> = (0..2_500).map(|i| append(i, 10)).collect();
+        let envs = t.envelopes(2, &small);
+        let got = indexes(&envs);
+        assert_eq!(
+            got.iter().map(Vec::len).collect::<Vec<_>>(),
+            [MAX_MESSAGES_PER_ENVELOPE, MAX_MESSAGES_PER_ENVELOPE, 452]
+        );
+        assert_eq!(got.concat(), (0..2_500).collect::<Vec<u64>>());
+        assert!(envs.iter().all(|e| e.to_id == 2 && e.from_id == 1));
+
+        // By size: 6 MiB messages go two to an envelope; one larger than the limit travels
+        // alone rather than not at all.
+        let big: Vec<Message> = vec![
+            append(1, 6 << 20),
+            append(2, 6 << 20),
+            append(3, 6 << 20),
+            append(4, MAX_ENVELOPE_BYTES + 1),
+            append(5, 10),
+        ];
+        assert_eq!(
+            indexes(&t.envelopes(2, &big)),
+            [vec![1, 2], vec![3], vec![4], vec![5]]
+        );
+        assert!(t.envelopes(2, &[]).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
