@@ -13,9 +13,8 @@
 //! the outcome is reported back to Raft as finished or failed.
 //! Inbound: the `RaftTransport` service reads each envelope off the stream and hands all its
 //! messages to the driver's queue as one item, without blocking (a full queue drops the
-//! envelope; Raft retransmits). A
-//! snapshot stream is written to a file, synced, checked against its descriptor and only then
-//! handed to the driver; one stream is received at a time.
+//! envelope; Raft retransmits). A snapshot stream is written to a file, synced, checked against
+//! its descriptor and only then handed to the driver; one stream is received at a time.
 //!
 //! Test-only fault injection: a member started with fault injection enabled can be told to drop
 //! all Raft traffic to and from chosen peers, which cuts it off as a real partition would.
@@ -107,7 +106,7 @@ struct PeerLink {
     failed_at: Option<Instant>,
 }
 
-/// The member's transport: outbound queues and the inbound service state.
+/// The member's transport: outbound streams and the inbound service state.
 pub struct Transport {
     id: u64,
     address: String,
