@@ -334,6 +334,13 @@ impl Drop for MetaCluster {
     }
 }
 
+/// The RS(4,2) code with 1 MiB cells that most metadata tests allocate with.
+pub const RS_4_2: Code = Code {
+    data_shards: 4,
+    parity_shards: 2,
+    cell_bytes: 1 << 20,
+};
+
 /// An allocation request for `code`, everything else left at its default.
 pub fn allocation(request_id: &str, code: Code) -> AllocateRequest {
     AllocateRequest {

@@ -7,13 +7,7 @@ use std::time::Duration;
 use bitmountain_meta_client::{AllocateRequest, BundleId, Code, MetaError};
 use bitmountain_proto::v1 as pb;
 use bitmountain_tests::meta_cluster::{
-    allocation, commit_request, register_fake_nodes, MetaCluster,
-};
-
-const CODE: Code = Code {
-    data_shards: 4,
-    parity_shards: 2,
-    cell_bytes: 1 << 20,
+    allocation, commit_request, register_fake_nodes, MetaCluster, RS_4_2,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +73,7 @@ async fn bad_requests_get_typed_errors() {
         .unwrap_err();
     assert!(matches!(e, MetaError::InvalidCode { .. }), "{e:?}");
     let e = client
-        .allocate_bundle(&allocation("", CODE))
+        .allocate_bundle(&allocation("", RS_4_2))
         .await
         .unwrap_err();
     assert!(
@@ -94,7 +88,7 @@ async fn bad_requests_get_typed_errors() {
     );
 
     // Idempotent allocation: the same request id returns the same bundle.
-    let req = allocation("once", CODE);
+    let req = allocation("once", RS_4_2);
     let a = client.allocate_bundle(&req).await.unwrap();
     let b = client.allocate_bundle(&req).await.unwrap();
     assert_eq!(a.record.id, b.record.id);
@@ -264,7 +258,7 @@ async fn bad_requests_get_typed_errors() {
         .unwrap();
     for i in 0..30 {
         let b = client
-            .allocate_bundle(&allocation(&format!("after-fail-{i}"), CODE))
+            .allocate_bundle(&allocation(&format!("after-fail-{i}"), RS_4_2))
             .await
             .unwrap();
         assert!(!b.record.placement.contains(&failed));
@@ -285,7 +279,7 @@ async fn bad_requests_get_typed_errors() {
         .await
         .unwrap();
     let e = client
-        .allocate_bundle(&allocation("node-down", CODE))
+        .allocate_bundle(&allocation("node-down", RS_4_2))
         .await
         .unwrap_err();
     assert!(
@@ -304,13 +298,13 @@ async fn bad_requests_get_typed_errors() {
         .await
         .unwrap();
     client
-        .allocate_bundle(&allocation("node-up", CODE))
+        .allocate_bundle(&allocation("node-up", RS_4_2))
         .await
         .unwrap();
 
     // Abort: gone; delete of a pending bundle is refused; expired allocations disappear.
     let p = client
-        .allocate_bundle(&allocation("to-abort", CODE))
+        .allocate_bundle(&allocation("to-abort", RS_4_2))
         .await
         .unwrap();
     let e = client.delete_bundle(p.record.id).await.unwrap_err();
@@ -323,7 +317,7 @@ async fn bad_requests_get_typed_errors() {
     let short = client
         .allocate_bundle(&AllocateRequest {
             request_id: "short".into(),
-            code: Some(CODE),
+            code: Some(RS_4_2),
             ttl_ms: 300,
             ..Default::default()
         })

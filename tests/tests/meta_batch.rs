@@ -15,13 +15,7 @@ use bitmountain_proto::v1::batch_item::Item;
 use bitmountain_proto::v1::batch_result::Result as Answer;
 use bitmountain_proto::v1::meta_service_client::MetaServiceClient;
 use bitmountain_tests::meta_cluster::{
-    allocation, commit_request, register_fake_nodes, MetaCluster,
-};
-
-const CODE: Code = Code {
-    data_shards: 4,
-    parity_shards: 2,
-    cell_bytes: 1 << 20,
+    allocation, commit_request, register_fake_nodes, MetaCluster, RS_4_2,
 };
 
 fn allocate_item(request_id: &str, code: Code) -> pb::BatchItem {
@@ -80,14 +74,14 @@ async fn every_item_of_a_batch_gets_its_own_answer() {
         cell_bytes: 1 << 20,
     };
     let items = vec![
-        allocate_item("batch-a", CODE),
+        allocate_item("batch-a", RS_4_2),
         // The same request id twice in one batch: one allocation, answered twice.
-        allocate_item("batch-a", CODE),
-        allocate_item("", CODE),
+        allocate_item("batch-a", RS_4_2),
+        allocate_item("", RS_4_2),
         commit_item(ghost),
         pb::BatchItem { item: None },
         allocate_item("batch-too-wide", too_wide),
-        allocate_item("batch-b", CODE),
+        allocate_item("batch-b", RS_4_2),
     ];
     let results = raw
         .batch(pb::BatchRequest { items })
@@ -149,7 +143,7 @@ async fn every_item_of_a_batch_gets_its_own_answer() {
     // Past the limit, the whole batch is refused and nothing is allocated.
     let before = client.cluster_status().await.unwrap().bundles.unwrap();
     let items = (0..=MAX_BATCH_ITEMS)
-        .map(|i| allocate_item(&format!("over-{i}"), CODE))
+        .map(|i| allocate_item(&format!("over-{i}"), RS_4_2))
         .collect();
     let status = raw.batch(pb::BatchRequest { items }).await.unwrap_err();
     let e = MetaError::from_status("leader", &status);
@@ -173,7 +167,7 @@ async fn a_follower_redirects_a_whole_batch() {
     let status = raw_client(&cluster.addr(follower))
         .await
         .batch(pb::BatchRequest {
-            items: vec![allocate_item("via-follower", CODE)],
+            items: vec![allocate_item("via-follower", RS_4_2)],
         })
         .await
         .unwrap_err();
@@ -189,7 +183,7 @@ async fn a_follower_redirects_a_whole_batch() {
     // A client that starts at the follower is redirected and its batch lands.
     let via_follower = bitmountain_meta_client::MetaClient::new([cluster.addr(follower)]).unwrap();
     let b = via_follower
-        .allocate_bundle(&allocation("via-follower", CODE))
+        .allocate_bundle(&allocation("via-follower", RS_4_2))
         .await
         .unwrap();
     assert_eq!(b.record.state, BundleState::Pending);
@@ -223,7 +217,7 @@ async fn callers_sharing_a_client_are_sent_together() {
             let client = client.clone();
             tokio::spawn(async move {
                 client
-                    .allocate_bundle(&allocation(&format!("shared-{i}"), CODE))
+                    .allocate_bundle(&allocation(&format!("shared-{i}"), RS_4_2))
                     .await
             })
         })

@@ -12,23 +12,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bitmountain_meta_client::{AllocateRequest, Code, CommitRequest, MetaClient};
-use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster};
+use bitmountain_meta_client::{AllocateRequest, CommitRequest, MetaClient};
+use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster, RS_4_2};
 
 /// The throughput target for 3 members and 64 clients.
 const TARGET_PAIRS_PER_SEC: u64 = 5_000;
-
-const CODE: Code = Code {
-    data_shards: 4,
-    parity_shards: 2,
-    cell_bytes: 1 << 20,
-};
 
 async fn pair(client: &MetaClient, req: String) -> bool {
     let Ok(b) = client
         .allocate_bundle(&AllocateRequest {
             request_id: req,
-            code: Some(CODE),
+            code: Some(RS_4_2),
             expected_length: 64 << 20,
             ..Default::default()
         })

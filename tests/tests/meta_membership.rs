@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bitmountain_meta_client::client::member_status;
-use bitmountain_meta_client::{AllocateRequest, BundleState, Code, MetaClient};
-use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster};
+use bitmountain_meta_client::{AllocateRequest, BundleState, MetaClient};
+use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster, RS_4_2};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn add_and_remove_members_while_writing() {
@@ -19,11 +19,7 @@ async fn add_and_remove_members_while_writing() {
         .await;
     let client = Arc::new(cluster.client());
     register_fake_nodes(&client, 6, 1).await;
-    let code = Code {
-        data_shards: 4,
-        parity_shards: 2,
-        cell_bytes: 1 << 20,
-    };
+    let code = RS_4_2;
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<BTreeMap<String, bitmountain_meta_client::BundleId>>> = Arc::default();

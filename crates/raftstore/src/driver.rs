@@ -552,8 +552,7 @@ impl<S: StateMachine> Driver<S> {
         let mut batch = WriteBatch::default();
         let mut answers = self.apply_entries(ready.take_committed_entries(), &mut batch)?;
         if self.is_leader() && !batch.is_empty() {
-            let engine = self.raw.store().engine().clone();
-            engine.write(std::mem::take(&mut batch), false)?;
+            self.write(std::mem::take(&mut batch), false)?;
             self.answer(std::mem::take(&mut answers));
         }
         let mut must_sync = ready.must_sync();
@@ -568,8 +567,7 @@ impl<S: StateMachine> Driver<S> {
             self.raw.mut_store().set_hard_state(&hs, &mut batch)?;
         }
         if !batch.is_empty() {
-            let engine = self.raw.store().engine().clone();
-            engine.write(batch, must_sync)?;
+            self.write(batch, must_sync)?;
             let entries = ready.take_entries();
             self.raw.mut_store().appended(&entries);
         }
@@ -588,13 +586,17 @@ impl<S: StateMachine> Driver<S> {
         }
         let answers = self.apply_entries(light.take_committed_entries(), &mut batch)?;
         if !batch.is_empty() {
-            let engine = self.raw.store().engine().clone();
-            engine.write(batch, false)?;
+            self.write(batch, false)?;
         }
         self.answer(answers);
         self.raw.advance_apply_to(self.applied);
         self.release_reads();
         Ok(())
+    }
+
+    /// Writes `batch` to the member's DB; `sync` fsyncs the WAL.
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        self.raw.store().engine().write(batch, sync)
     }
 
     fn step_down(&mut self) {
