@@ -14,6 +14,14 @@ pub const CLUSTER: &[u8] = &[0x01];
 pub const NODE: u8 = 0x10;
 /// `0x11 | disk id` → disk record.
 pub const DISK: u8 = 0x11;
+/// `0x12 | chunk u64` → bytes placed on the disks with ids `chunk × DISK_USAGE_CHUNK ..
+/// (chunk + 1) × DISK_USAGE_CHUNK`: `VALUE_V1`, then per disk `disk id u64 | bytes u64`.
+/// Overrides `accounted_bytes` of those disk records, which are rewritten only when the disk
+/// itself changes (a round of allocations then writes one small binary value per chunk it
+/// touched instead of a JSON record per disk).
+pub const DISK_USAGE: u8 = 0x12;
+/// Disk ids per `DISK_USAGE` value.
+pub const DISK_USAGE_CHUNK: u64 = 64;
 /// `0x20 | bundle id` → bundle record.
 pub const BUNDLE: u8 = 0x20;
 /// `0x21 | disk id | bundle id` → shard index (`u32`): the disk → bundles reverse map.
@@ -48,6 +56,10 @@ pub fn node(id: u64) -> Vec<u8> {
 /// Disk key.
 pub fn disk(id: u64) -> Vec<u8> {
     with(DISK, &[&id.to_be_bytes()])
+}
+/// Disk usage key of the chunk holding `disk_id`.
+pub fn disk_usage(chunk: u64) -> Vec<u8> {
+    with(DISK_USAGE, &[&chunk.to_be_bytes()])
 }
 /// Bundle key.
 pub fn bundle(id: BundleId) -> Vec<u8> {

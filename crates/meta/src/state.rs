@@ -368,6 +368,27 @@ fn decode_value<T: DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
     }
 }
 
+/// The `(disk id, placed bytes)` pairs of a `keys::DISK_USAGE` value.
+fn decode_disk_usage(v: &[u8]) -> Result<Vec<(u64, u64)>> {
+    let corrupt = |why: &str| MetaError::Corrupt {
+        what: format!("disk usage value: {why}"),
+    };
+    let Some((&keys::VALUE_V1, rest)) = v.split_first() else {
+        return Err(corrupt("unknown value version"));
+    };
+    if rest.len() % 16 != 0 {
+        return Err(corrupt("length is not a whole number of 16-byte pairs"));
+    }
+    Ok(rest
+        .chunks_exact(16)
+        .map(|p| {
+            let (id, bytes) = p.split_at(8);
+            let word = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or_default());
+            (word(id), word(bytes))
+        })
+        .collect())
+}
+
 fn encode_value<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![keys::VALUE_V1];
     out.extend(serde_json::to_vec(v).unwrap_or_default());
@@ -451,6 +472,23 @@ impl MetaStore {
                 } else {
                     let d: DiskRecord = decode_value(&v, "disk record")?;
                     map.disks.insert(d.id, d);
+                }
+            }
+        }
+        // Placed bytes written since a disk record was: they override its `accounted_bytes`
+        // (a store written before the usage keys existed has none, and keeps the records').
+        let it = self.db.iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(&[keys::DISK_USAGE], rocksdb::Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item.map_err(db_err)?;
+            if k.first() != Some(&keys::DISK_USAGE) {
+                break;
+            }
+            for (id, bytes) in decode_disk_usage(&v)? {
+                if let Some(d) = map.disks.get_mut(&id) {
+                    d.accounted_bytes = bytes;
                 }
             }
         }
@@ -638,7 +676,10 @@ impl MetaStore {
 /// in `unwritten`, and the hot commands (allocate, commit, ...) read through it; commands
 /// that scan key ranges (disk and node state changes, registration) first have the earlier
 /// writes written out. Disk, node and cluster records changed by a round are written once,
-/// at its end: the in-memory cluster map is their source of truth meanwhile.
+/// at its end: the in-memory cluster map is their source of truth meanwhile. Placed bytes,
+/// which every allocation and commit changes on all its disks, go into one binary value per
+/// chunk of disk ids (`keys::DISK_USAGE`) rather than into the JSON disk records, which a
+/// round then rewrites only when a disk itself changed.
 ///
 /// `unwritten` is ordered, and goes into the batch in key order: RocksDB's memtable
 /// (a skip list) finds each insert's place starting from the previous one, so keys that
@@ -650,6 +691,8 @@ pub struct MetaStateMachine {
     store: Arc<MetaStore>,
     unwritten: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     dirty_disks: BTreeSet<u64>,
+    /// Chunks (`keys::DISK_USAGE`) whose disks' placed bytes changed this round.
+    dirty_usage: BTreeSet<u64>,
     dirty_nodes: BTreeSet<u64>,
 }
 
@@ -660,6 +703,7 @@ impl MetaStateMachine {
             store,
             unwritten: BTreeMap::new(),
             dirty_disks: BTreeSet::new(),
+            dirty_usage: BTreeSet::new(),
             dirty_nodes: BTreeSet::new(),
         }
     }
@@ -678,8 +722,25 @@ impl MetaStateMachine {
         batch.put_cf(cf, keys::CLUSTER, encode_value(&map.cluster));
         for id in std::mem::take(&mut self.dirty_disks) {
             if let Some(d) = map.disks.get(&id) {
-                batch.put_cf(cf, keys::disk(id), encode_value(d));
+                // Placed bytes live in the disk's usage chunk (written below, with the value
+                // the round ends with), so the record does not depend on where in a round it
+                // was written.
+                let record = DiskRecord {
+                    accounted_bytes: 0,
+                    ..d.clone()
+                };
+                batch.put_cf(cf, keys::disk(id), encode_value(&record));
+                self.dirty_usage.insert(id / keys::DISK_USAGE_CHUNK);
             }
+        }
+        for chunk in std::mem::take(&mut self.dirty_usage) {
+            let first = chunk * keys::DISK_USAGE_CHUNK;
+            let mut value = vec![keys::VALUE_V1];
+            for (id, d) in map.disks.range(first..first + keys::DISK_USAGE_CHUNK) {
+                value.extend_from_slice(&id.to_be_bytes());
+                value.extend_from_slice(&d.accounted_bytes.to_be_bytes());
+            }
+            batch.put_cf(cf, keys::disk_usage(chunk), value);
         }
         for id in std::mem::take(&mut self.dirty_nodes) {
             if let Some(n) = map.nodes.get(&id) {
@@ -726,6 +787,7 @@ impl StateMachine for MetaStateMachine {
             unwritten: &self.unwritten,
             written: Vec::new(),
             dirty_disks: &mut self.dirty_disks,
+            dirty_usage: &mut self.dirty_usage,
             dirty_nodes: &mut self.dirty_nodes,
         };
         let result = a.apply(cmd);
@@ -753,6 +815,7 @@ impl StateMachine for MetaStateMachine {
     fn restored(&mut self) {
         self.unwritten.clear();
         self.dirty_disks.clear();
+        self.dirty_usage.clear();
         self.dirty_nodes.clear();
         if let Err(e) = self.store.reload() {
             tracing::error!(error = %e, "reloading the cluster map after a snapshot failed");
@@ -768,6 +831,7 @@ struct Applier<'a> {
     /// This entry's writes, in order.
     written: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     dirty_disks: &'a mut BTreeSet<u64>,
+    dirty_usage: &'a mut BTreeSet<u64>,
     dirty_nodes: &'a mut BTreeSet<u64>,
 }
 
@@ -803,7 +867,7 @@ impl Applier<'_> {
             } else {
                 d.accounted_bytes.saturating_sub(bytes)
             };
-            self.dirty_disks.insert(disk);
+            self.dirty_usage.insert(disk / keys::DISK_USAGE_CHUNK);
         }
     }
 
@@ -1725,6 +1789,11 @@ mod tests {
         let disks: Vec<u64> = store.map().disks.keys().copied().collect();
         assert_eq!(disks.len(), 6);
         apply(&mut sm, history(&disks), &mut answers);
+        // What a restart reads back: the disks' placed bytes come from the usage keys, which
+        // rounds of allocations write instead of the disk records.
+        let reloaded = MetaStore::load(engine.db().clone()).unwrap();
+        assert_eq!(reloaded.map().disks, store.map().disks);
+        assert!(store.map().disks.values().any(|d| d.accounted_bytes > 0));
         let cf = store.cf().unwrap();
         let kvs = engine
             .db()
@@ -1735,6 +1804,20 @@ mod tests {
             })
             .collect();
         (answers, kvs)
+    }
+
+    #[test]
+    fn disk_usage_values_decode_or_say_what_is_wrong() {
+        let mut v = vec![keys::VALUE_V1];
+        for (id, bytes) in [(3u64, 7u64), (64, 1 << 40)] {
+            v.extend_from_slice(&id.to_be_bytes());
+            v.extend_from_slice(&bytes.to_be_bytes());
+        }
+        assert_eq!(decode_disk_usage(&v).unwrap(), vec![(3, 7), (64, 1 << 40)]);
+        let short = decode_disk_usage(&v[..20]).unwrap_err().to_string();
+        assert!(short.contains("16-byte pairs"), "{short}");
+        let version = decode_disk_usage(&[9]).unwrap_err().to_string();
+        assert!(version.contains("unknown value version"), "{version}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
+use crate::entry_cache::EntryCache;
 use crate::error::{RaftStoreError, Result};
 use crate::snapshot;
 
@@ -334,6 +335,8 @@ pub struct RaftStorage {
     truncated_term: u64,
     last_index: u64,
     last_term: u64,
+    /// The newest entries, so applying them and answering term queries need no reads.
+    cache: EntryCache,
     snap: Mutex<SnapGen>,
 }
 
@@ -373,6 +376,7 @@ impl RaftStorage {
             truncated_term,
             last_index: truncated_index,
             last_term: truncated_term,
+            cache: EntryCache::default(),
             snap: Mutex::new(SnapGen::Idle),
         };
         // The last entry, if any beyond the truncation point.
@@ -432,12 +436,13 @@ impl RaftStorage {
         Ok(())
     }
 
-    /// Updates the cache after a batch from [`Self::append_to_batch`] was written.
+    /// Updates the cached state after a batch from [`Self::append_to_batch`] was written.
     pub fn appended(&mut self, entries: &[Entry]) {
         if let Some(last) = entries.last() {
             self.last_index = last.index;
             self.last_term = last.term;
         }
+        self.cache.append(entries);
     }
 
     /// Adds the hard state to `batch` and caches it.
@@ -484,6 +489,7 @@ impl RaftStorage {
         self.engine.write(b, true)?;
         self.truncated_index = index;
         self.truncated_term = term;
+        self.cache.compact_to(index);
         Ok(())
     }
 
@@ -505,6 +511,7 @@ impl RaftStorage {
         self.truncated_term = term;
         self.last_index = index;
         self.last_term = term;
+        self.cache.clear();
         if let Ok(mut g) = self.snap.lock() {
             *g = SnapGen::Idle;
         }
@@ -619,8 +626,11 @@ impl raft::Storage for RaftStorage {
         if high > self.last_index + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        self.read_entries(low, high, max_size.into())
-            .map_err(store_err)
+        let max_size = max_size.into();
+        if let Some(cached) = self.cache.slice(low, high, max_size) {
+            return Ok(cached);
+        }
+        self.read_entries(low, high, max_size).map_err(store_err)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
@@ -635,6 +645,9 @@ impl raft::Storage for RaftStorage {
         }
         if idx == self.last_index {
             return Ok(self.last_term);
+        }
+        if let Some(term) = self.cache.term(idx) {
+            return Ok(term);
         }
         let v = self
             .engine

@@ -15,6 +15,7 @@
 mod batch;
 pub mod driver;
 pub mod engine;
+pub mod entry_cache;
 pub mod error;
 mod snapshot;
 pub mod transport;
