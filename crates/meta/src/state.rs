@@ -736,7 +736,10 @@ impl MetaStateMachine {
         for chunk in std::mem::take(&mut self.dirty_usage) {
             let first = chunk * keys::DISK_USAGE_CHUNK;
             let mut value = vec![keys::VALUE_V1];
-            for (id, d) in map.disks.range(first..first + keys::DISK_USAGE_CHUNK) {
+            // Inclusive and saturating: the chunk of the highest possible id has no end
+            // beyond `u64::MAX` (ids are assigned one by one, but the range must not overflow).
+            let last = first.saturating_add(keys::DISK_USAGE_CHUNK - 1);
+            for (id, d) in map.disks.range(first..=last) {
                 value.extend_from_slice(&id.to_be_bytes());
                 value.extend_from_slice(&d.accounted_bytes.to_be_bytes());
             }
