@@ -57,7 +57,11 @@ pub fn node(id: u64) -> Vec<u8> {
 pub fn disk(id: u64) -> Vec<u8> {
     with(DISK, &[&id.to_be_bytes()])
 }
-/// Disk usage key of the chunk holding `disk_id`.
+/// The `DISK_USAGE` chunk holding `disk_id`.
+pub fn disk_usage_chunk(disk_id: u64) -> u64 {
+    disk_id / DISK_USAGE_CHUNK
+}
+/// Disk usage key of a chunk.
 pub fn disk_usage(chunk: u64) -> Vec<u8> {
     with(DISK_USAGE, &[&chunk.to_be_bytes()])
 }

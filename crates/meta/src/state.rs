@@ -456,42 +456,26 @@ impl MetaStore {
         if let Some(v) = self.db.get_cf(cf, keys::CLUSTER).map_err(db_err)? {
             map.cluster = decode_value(&v, "cluster record")?;
         }
-        for (prefix, is_node) in [(keys::NODE, true), (keys::DISK, false)] {
-            let it = self.db.iterator_cf(
-                cf,
-                rocksdb::IteratorMode::From(&[prefix], rocksdb::Direction::Forward),
-            );
-            for item in it {
-                let (k, v) = item.map_err(db_err)?;
-                if k.first() != Some(&prefix) {
-                    break;
-                }
-                if is_node {
-                    let n: NodeRecord = decode_value(&v, "node record")?;
-                    map.nodes.insert(n.id, n);
-                } else {
-                    let d: DiskRecord = decode_value(&v, "disk record")?;
-                    map.disks.insert(d.id, d);
-                }
-            }
-        }
+        self.scan(&[keys::NODE], &[], usize::MAX, |_, v| {
+            let n: NodeRecord = decode_value(v, "node record")?;
+            map.nodes.insert(n.id, n);
+            Ok(())
+        })?;
+        self.scan(&[keys::DISK], &[], usize::MAX, |_, v| {
+            let d: DiskRecord = decode_value(v, "disk record")?;
+            map.disks.insert(d.id, d);
+            Ok(())
+        })?;
         // Placed bytes written since a disk record was: they override its `accounted_bytes`
         // (a store written before the usage keys existed has none, and keeps the records').
-        let it = self.db.iterator_cf(
-            cf,
-            rocksdb::IteratorMode::From(&[keys::DISK_USAGE], rocksdb::Direction::Forward),
-        );
-        for item in it {
-            let (k, v) = item.map_err(db_err)?;
-            if k.first() != Some(&keys::DISK_USAGE) {
-                break;
-            }
-            for (id, bytes) in decode_disk_usage(&v)? {
+        self.scan(&[keys::DISK_USAGE], &[], usize::MAX, |_, v| {
+            for (id, bytes) in decode_disk_usage(v)? {
                 if let Some(d) = map.disks.get_mut(&id) {
                     d.accounted_bytes = bytes;
                 }
             }
-        }
+            Ok(())
+        })?;
         *self.write_map() = map;
         self.bump_topology_epoch();
         Ok(())
@@ -730,7 +714,7 @@ impl MetaStateMachine {
                     ..d.clone()
                 };
                 batch.put_cf(cf, keys::disk(id), encode_value(&record));
-                self.dirty_usage.insert(id / keys::DISK_USAGE_CHUNK);
+                self.dirty_usage.insert(keys::disk_usage_chunk(id));
             }
         }
         for chunk in std::mem::take(&mut self.dirty_usage) {
@@ -870,7 +854,7 @@ impl Applier<'_> {
             } else {
                 d.accounted_bytes.saturating_sub(bytes)
             };
-            self.dirty_usage.insert(disk / keys::DISK_USAGE_CHUNK);
+            self.dirty_usage.insert(keys::disk_usage_chunk(disk));
         }
     }
 
