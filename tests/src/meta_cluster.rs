@@ -114,16 +114,6 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
-/// Test timing: 50 ms ticks, election timeout 0.5–1 s.
-pub const FAST_TIMING: &[&str] = &[
-    "--tick-ms",
-    "50",
-    "--election-ticks",
-    "10",
-    "--heartbeat-ticks",
-    "2",
-];
-
 /// A grace no test outlasts: storage nodes are declared down only where a test asks for it.
 pub const NO_FAILURE_DETECTION: &[&str] = &["--node-down-grace-ms", "86400000"];
 
@@ -134,17 +124,12 @@ impl MetaCluster {
         let mut c = Self {
             dir,
             members: BTreeMap::new(),
-            // Callers that set their own timing (e.g. benchmarks at default timing) replace it.
-            // Fake nodes never heartbeat: unless a test sets its own grace, nodes are never
-            // declared down by silence (self-healing tests set a short one).
-            extra_args: FAST_TIMING
+            // Members run at the binary's default Raft timing, the one the failover target
+            // is stated for. Fake nodes never heartbeat: unless a test sets its own grace,
+            // nodes are never declared down by silence (self-healing tests set a short one).
+            extra_args: NO_FAILURE_DETECTION
                 .iter()
-                .filter(|_| !extra_args.contains(&"--tick-ms"))
-                .chain(
-                    NO_FAILURE_DETECTION
-                        .iter()
-                        .filter(|_| !extra_args.contains(&"--node-down-grace-ms")),
-                )
+                .filter(|_| !extra_args.contains(&"--node-down-grace-ms"))
                 .chain(extra_args)
                 .map(|s| s.to_string())
                 .collect(),

@@ -186,7 +186,7 @@ async fn measure(
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark"]
 async fn bench_throughput_and_failover() {
-    let mut cluster = MetaCluster::start(3, &["--tick-ms", "100"]);
+    let mut cluster = MetaCluster::start(3, &[]);
     cluster
         .wait_leader(&[1, 2, 3], Duration::from_secs(20))
         .await;
@@ -290,7 +290,7 @@ async fn bench_many_records() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let mut cluster = MetaCluster::start(3, &["--tick-ms", "100"]);
+    let mut cluster = MetaCluster::start(3, &[]);
     cluster
         .wait_leader(&[1, 2, 3], Duration::from_secs(20))
         .await;

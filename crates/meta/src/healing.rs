@@ -89,7 +89,7 @@ impl MetaServer {
     /// come back, disks their node reports failed are failed. Each decision is a Raft command.
     async fn detect_once(&self) -> Result<()> {
         let healing = &self.inner.healing;
-        if !self.inner.raft.status().is_leader() {
+        if !self.inner.raft.is_leader() {
             *lock(&healing.leader_since) = None;
             lock(&healing.leases).clear();
             return Ok(());

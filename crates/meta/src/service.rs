@@ -192,7 +192,7 @@ impl MetaServer {
     }
 
     pub(crate) fn require_leader(&self) -> Result<()> {
-        if self.inner.raft.status().is_leader() {
+        if self.inner.raft.is_leader() {
             Ok(())
         } else {
             Err(crate::raft_error(self.inner.raft.not_leader()))
@@ -473,7 +473,7 @@ impl MetaServer {
 
     /// Proposes expiry of allocations past their deadline (leader only).
     async fn expire_once(&self) -> Result<usize> {
-        if !self.inner.raft.status().is_leader() {
+        if !self.inner.raft.is_leader() {
             return Ok(0);
         }
         let now = now_unix_ms();

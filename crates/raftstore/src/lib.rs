@@ -39,6 +39,19 @@ pub use transport::{RaftService, Transport};
 
 use driver::{try_send, Driver, Msg, DRIVER_QUEUE_LIMIT};
 
+/// Default tick interval. With [`DEFAULT_ELECTION_TICKS`] it sets how long followers wait for a
+/// dead leader: 50 ms × 12–24 ticks = 0.6–1.2 s, so even an election that needs a second try
+/// (two followers standing in the same tick split their votes) ends well inside the 3 s
+/// failover budget (with 1–2 s timeouts a second try took it to 3.5 s, docs/benchmarks.md).
+pub const DEFAULT_TICK_MS: u64 = 50;
+/// Default election timeout in ticks (randomized in [n, 2n)).
+pub const DEFAULT_ELECTION_TICKS: usize = 12;
+/// Default heartbeat interval in ticks (100 ms: six heartbeats per shortest election timeout,
+/// so one or two late ones never start an election).
+pub const DEFAULT_HEARTBEAT_TICKS: usize = 2;
+/// Default log compaction threshold (applied entries kept in the log).
+pub const DEFAULT_COMPACT_LOG_ENTRIES: u64 = 20_000;
+
 /// Tunables of a replica.
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
@@ -63,15 +76,15 @@ pub struct RaftConfig {
 }
 
 impl RaftConfig {
-    /// Defaults: 100 ms ticks, 1–2 s election timeout, 300 ms heartbeats.
+    /// Defaults: 50 ms ticks, 0.6–1.2 s election timeout, 100 ms heartbeats.
     pub fn new(id: u64, address: String) -> Self {
         Self {
             id,
             address,
-            tick_ms: 100,
-            election_ticks: 10,
-            heartbeat_ticks: 3,
-            compact_log_entries: 20_000,
+            tick_ms: DEFAULT_TICK_MS,
+            election_ticks: DEFAULT_ELECTION_TICKS,
+            heartbeat_ticks: DEFAULT_HEARTBEAT_TICKS,
+            compact_log_entries: DEFAULT_COMPACT_LOG_ENTRIES,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             fault_injection: false,
@@ -114,6 +127,12 @@ impl<R: Send + 'static> RaftHandle<R> {
     /// Latest status published by the driver.
     pub fn status(&self) -> GroupStatus {
         self.status.read().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Whether this member led at the driver's last round: [`Self::status`] without copying
+    /// it (every allocation and commit asks).
+    pub fn is_leader(&self) -> bool {
+        self.status.read().map(|g| g.is_leader()).unwrap_or(false)
     }
 
     /// The `NotLeader` error this member would answer with now.

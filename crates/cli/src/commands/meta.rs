@@ -42,16 +42,16 @@ pub struct MetaArgs {
     #[arg(long, default_value_t = bitmountain_meta::healing::DEFAULT_REPAIR_LEASE_MS)]
     repair_lease_ms: u64,
     /// Raft tick interval.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = bitmountain_raftstore::DEFAULT_TICK_MS)]
     tick_ms: u64,
     /// Election timeout in ticks (randomized between N and 2N).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = bitmountain_raftstore::DEFAULT_ELECTION_TICKS)]
     election_ticks: usize,
     /// Heartbeat interval in ticks.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = bitmountain_raftstore::DEFAULT_HEARTBEAT_TICKS)]
     heartbeat_ticks: usize,
     /// Compact the Raft log when it holds more applied entries than this.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = bitmountain_raftstore::DEFAULT_COMPACT_LOG_ENTRIES)]
     compact_log_entries: u64,
     /// Test only: accept partition commands (MetaAdmin.SetPartition).
     #[arg(long, hide = true)]
