@@ -61,10 +61,14 @@ fn code_for(nodes: usize) -> String {
     format!("{k}+{m}")
 }
 
-/// A free loopback address, kept in `dev.json` for later starts. Chosen below the kernel's
-/// ephemeral port range, where no outgoing connection takes a port as its source port between
-/// now and the node binding it (or on a later start).
-fn free_loopback_addr() -> anyhow::Result<String> {
+/// A free loopback address not in `taken`, kept in `dev.json` for later starts. Chosen below
+/// the kernel's ephemeral port range, where no outgoing connection takes a port as its source
+/// port between now and the node binding it (or on a later start). The probe's listener is
+/// closed before the next one, so `taken` (compared by port: the first node may listen on
+/// another interface) keeps one start from handing a port out twice.
+fn free_loopback_addr(taken: &[String]) -> anyhow::Result<String> {
+    let port_of = |addr: &str| addr.rsplit_once(':').map(|(_, p)| p.to_string());
+    let is_taken = |addr: &str| taken.iter().any(|t| port_of(t) == port_of(addr));
     use std::hash::{BuildHasher, Hasher};
     let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -80,11 +84,23 @@ fn free_loopback_addr() -> anyhow::Result<String> {
             .finish();
         let port = low + (random % u64::from(ephemeral_start - low)) as u16;
         if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            return Ok(l.local_addr()?.to_string());
+            let addr = l.local_addr()?.to_string();
+            if !is_taken(&addr) {
+                return Ok(addr);
+            }
         }
     }
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.to_string())
+    // The kernel's own choice, from its ephemeral range.
+    for _ in 0..64 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+        let addr = l.local_addr()?.to_string();
+        if !is_taken(&addr) {
+            return Ok(addr);
+        }
+    }
+    anyhow::bail!(
+        "no free loopback port found for the dev cluster; free some ports and start again"
+    )
 }
 
 fn load_or_create_state(dir: &Path, args: &DevArgs) -> anyhow::Result<DevState> {
@@ -124,12 +140,13 @@ fn load_or_create_state(dir: &Path, args: &DevArgs) -> anyhow::Result<DevState> 
     }
     let mut node_addresses = vec![args.listen.to_string()];
     for _ in 1..args.nodes {
-        node_addresses.push(free_loopback_addr()?);
+        node_addresses.push(free_loopback_addr(&node_addresses)?);
     }
+    let meta_address = free_loopback_addr(&node_addresses)?;
     let state = DevState {
         format: DEV_STATE_FORMAT.into(),
         version: DEV_STATE_VERSION,
-        meta_address: free_loopback_addr()?,
+        meta_address,
         node_addresses,
         disks_per_node: args.disks_per_node,
         code: code_for(args.nodes),
