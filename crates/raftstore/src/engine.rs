@@ -22,12 +22,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
-use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
-use crate::entry_cache::EntryCache;
+use crate::entry_cache::{push_within, EntryCache};
 use crate::error::{RaftStoreError, Result};
 use crate::snapshot;
 
@@ -535,11 +534,9 @@ impl RaftStorage {
                 });
             }
             let e: Entry = pb_parse(v, "log entry")?;
-            size += e.compute_size() as u64;
-            if !out.is_empty() && max_size.is_some_and(|m| size > m) {
+            if !push_within(&mut out, &mut size, e, max_size) {
                 break;
             }
-            out.push(e);
             expect += 1;
             it.next();
         }

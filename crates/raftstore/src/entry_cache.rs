@@ -32,6 +32,24 @@ pub struct EntryCache {
     bytes: u64,
 }
 
+/// Adds `e` to `out` unless that takes the encoded entries past `max_bytes` (`size` is their
+/// running total); the first entry is always added. raft-rs's rule for size-limited reads of
+/// the log, shared by the cache and the RocksDB read so both cut a range alike. Returns
+/// whether `e` was added.
+pub(crate) fn push_within(
+    out: &mut Vec<Entry>,
+    size: &mut u64,
+    e: Entry,
+    max_bytes: Option<u64>,
+) -> bool {
+    *size += u64::from(e.compute_size());
+    if !out.is_empty() && max_bytes.is_some_and(|m| *size > m) {
+        return false;
+    }
+    out.push(e);
+    true
+}
+
 fn cost(e: &Entry) -> u64 {
     (e.data.len() + e.context.len()) as u64 + ENTRY_OVERHEAD_BYTES
 }
@@ -109,11 +127,9 @@ impl EntryCache {
         let mut out = Vec::with_capacity(end - start + 1);
         let mut size = 0u64;
         for e in self.entries.range(start..=end) {
-            size += u64::from(e.compute_size());
-            if !out.is_empty() && max_bytes.is_some_and(|m| size > m) {
+            if !push_within(&mut out, &mut size, e.clone(), max_bytes) {
                 break;
             }
-            out.push(e.clone());
         }
         Some(out)
     }
