@@ -1,12 +1,19 @@
 //! Every key prefix of the state machine (column family `sm`), in one place.
 //!
 //! Integers are big-endian so keys sort numerically; bundle ids are 16 big-endian bytes so
-//! bundles sort by creation time. Values are a version byte (`VALUE_V1`) followed by JSON.
+//! bundles sort by creation time. Values are a version byte followed by JSON (`VALUE_V1`) or, for
+//! bundle records, request values and hot commands in newer groups, protobuf (`VALUE_V2`).
 
 use crate::types::BundleId;
 
-/// Version byte of every value.
+/// Version byte of JSON values (all values but the ones below in groups of value format 2).
 pub const VALUE_V1: u8 = 1;
+/// Version byte of protobuf values (`proto/state.proto`): bundle records, allocation request
+/// values and the allocate and commit commands in the Raft log, in groups whose
+/// `ClusterRecord::value_format` is 2 (`crate::codec`).
+pub const VALUE_V2: u8 = 2;
+/// The value format a new group writes.
+pub const VALUE_FORMAT_NEWEST: u8 = VALUE_V2;
 
 /// `0x01` → cluster record (id, id counters, bundle counts by state, repair count).
 pub const CLUSTER: &[u8] = &[0x01];

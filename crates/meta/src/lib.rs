@@ -10,11 +10,12 @@
 //! - [`types`], [`client`], [`error`]: re-exported from `bitmountain-meta-client` (no RocksDB),
 //!   which storage nodes use on their own.
 //! - [`keys`]: every key prefix of the state machine, in one place.
-//! - [`state`]: commands, apply, reads.
+//! - [`state`]: commands, apply, reads; `codec`: the protobuf value format (version 2).
 //! - [`placement`]: k+m disks on distinct failure domains, weighted by free space.
 //! - [`service`]: the gRPC services and the member process ([`service::serve`]).
 //! - [`healing`]: the leader's failure detector, repair leases, repair status, rebalance.
 
+mod codec;
 pub mod healing;
 pub mod keys;
 pub mod placement;

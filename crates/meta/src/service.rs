@@ -141,7 +141,7 @@ impl MetaServer {
     }
 
     pub(crate) async fn propose(&self, cmd: Command) -> Result<Applied> {
-        let data = cmd.encode();
+        let data = cmd.encode(self.inner.store.value_format());
         // Commands that scan ranges while applied write the earlier entries first, which a
         // command inside a shared entry cannot do; the rest may share an entry.
         let shared = cmd.may_share_entry();

@@ -45,6 +45,13 @@ pub struct ClusterRecord {
     /// Their bytes.
     #[serde(default)]
     pub bytes_repaired: u64,
+    /// The value format every member writes bundle records, request values and the allocate
+    /// and commit commands in (`keys::VALUE_V1` JSON or `keys::VALUE_V2` protobuf, see
+    /// `crate::codec`). A group created by a binary that knows version 2 starts with it; a
+    /// group created before keeps version 1 (0 in records written then), so that no member
+    /// of a group meets a value it cannot read.
+    #[serde(default)]
+    pub value_format: u8,
 }
 
 /// What a bundle's shards need, judged from the cluster map and its repair entry.
@@ -261,16 +268,22 @@ pub enum Command {
 }
 
 impl Command {
-    /// Version byte + JSON.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = vec![keys::VALUE_V1];
-        // Serializing these plain types cannot fail.
-        v.extend(serde_json::to_vec(self).unwrap_or_default());
-        v
+    /// Version byte and the command in the group's `value_format`: protobuf for allocate and
+    /// commit in version 2, JSON otherwise.
+    pub fn encode(&self, value_format: u8) -> Vec<u8> {
+        if value_format >= keys::VALUE_V2 {
+            if let Some(v) = crate::codec::encode_command(self) {
+                return v;
+            }
+        }
+        encode_value(self)
     }
 
     fn decode(b: &[u8]) -> Result<Self> {
-        decode_value(b, "command")
+        match b.split_first() {
+            Some((&keys::VALUE_V2, body)) => crate::codec::decode_command(body),
+            _ => decode_value(b, "command"),
+        }
     }
 }
 
@@ -327,12 +340,16 @@ pub trait KeyReader {
 
     /// A bundle record.
     fn bundle(&self, id: BundleId) -> Result<Option<BundleRecord>> {
-        self.get(&keys::bundle(id), "bundle record")
+        self.get_raw(&keys::bundle(id))?
+            .map(|v| crate::codec::decode_bundle(&v))
+            .transpose()
     }
 
     /// The bundle an allocation request created, if it was applied.
     fn request_bundle(&self, request_id: &str) -> Result<Option<BundleId>> {
-        self.get(&keys::request(request_id), "request record")
+        self.get_raw(&keys::request(request_id))?
+            .map(|v| crate::codec::decode_request_bundle(&v))
+            .transpose()
     }
 
     /// A bundle's repair entry, if queued.
@@ -355,7 +372,7 @@ impl KeyReader for MetaStore {
     }
 }
 
-fn decode_value<T: DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
+pub(crate) fn decode_value<T: DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
     match b.split_first() {
         Some((&keys::VALUE_V1, rest)) => {
             serde_json::from_slice(rest).map_err(|e| MetaError::Corrupt {
@@ -389,7 +406,7 @@ fn decode_disk_usage(v: &[u8]) -> Result<Vec<(u64, u64)>> {
         .collect())
 }
 
-fn encode_value<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode_value<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![keys::VALUE_V1];
     out.extend(serde_json::to_vec(v).unwrap_or_default());
     out
@@ -447,6 +464,11 @@ impl MetaStore {
         self.db.cf_handle(CF_SM).ok_or_else(|| MetaError::Corrupt {
             what: "column family sm missing".into(),
         })
+    }
+
+    /// The value format the group writes (`ClusterRecord::value_format`).
+    pub fn value_format(&self) -> u8 {
+        self.map().cluster.value_format
     }
 
     /// Re-reads the cluster map (after a snapshot replaced the column family).
@@ -565,7 +587,7 @@ impl MetaStore {
         };
         let next = if filter.label.is_none() && filter.state.is_none() {
             self.scan(&prefix, token, limit, |_, v| {
-                out.push(decode_value::<BundleRecord>(v, "bundle record")?);
+                out.push(crate::codec::decode_bundle(v)?);
                 Ok(())
             })?
         } else {
@@ -762,7 +784,18 @@ impl StateMachine for MetaStateMachine {
     type Response = ApplyResult;
 
     fn apply(&mut self, mut ctx: ApplyCtx<'_>, command: &[u8]) -> ApplyResult {
-        let cmd = Command::decode(command)?;
+        let cmd = match Command::decode(command) {
+            Ok(cmd) => cmd,
+            // Every member must apply every committed entry: one that skipped it would hold
+            // a different state from then on. A command this binary cannot read was written
+            // by a newer one (or the log is damaged), so the member stops instead.
+            Err(e) => panic!(
+                "committed log entry {} holds a command this member cannot apply ({e}); \
+                 stopping rather than diverge from the group: upgrade bitmountain on this \
+                 member (or restore it from a snapshot of a healthy one)",
+                ctx.index
+            ),
+        };
         let reads_only_single_keys = cmd.reads_only_single_keys();
         if !reads_only_single_keys {
             self.add_round_to(ctx.batch)?;
@@ -837,6 +870,11 @@ impl Applier<'_> {
     // (`MetaStateMachine::add_round_to`), so they cannot fail here.
     fn put<T: Serialize>(&mut self, key: &[u8], v: &T) {
         self.written.push((key.to_vec(), Some(encode_value(v))));
+    }
+
+    fn put_bundle(&mut self, b: &BundleRecord) {
+        let v = crate::codec::encode_bundle(b, self.map.cluster.value_format);
+        self.written.push((keys::bundle(b.id), Some(v)));
     }
 
     fn put_raw(&mut self, key: &[u8], v: &[u8]) {
@@ -1005,8 +1043,10 @@ impl Applier<'_> {
                 }
                 self.put_raw(&keys::state(BundleState::Pending.tag(), id), &[]);
                 self.put_raw(&keys::expiry(expires_ms, id), &[]);
-                self.put(&keys::request(&request_id), &id);
-                self.put(&keys::bundle(id), &rec);
+                let request_value =
+                    crate::codec::encode_request_bundle(id, self.map.cluster.value_format);
+                self.put_raw(&keys::request(&request_id), &request_value);
+                self.put_bundle(&rec);
                 self.count(BundleState::Pending, true);
                 Ok(Applied::Bundle(rec))
             }
@@ -1085,7 +1125,7 @@ impl Applier<'_> {
                 b.file_count = file_count;
                 b.accounted_shard_bytes = new_shard;
                 b.expires_unix_ms = 0;
-                self.put(&keys::bundle(id), &b);
+                self.put_bundle(&b);
                 if !missing.is_empty() {
                     self.set_repair(&b, missing, BTreeMap::new(), now_ms)?;
                 }
@@ -1135,7 +1175,7 @@ impl Applier<'_> {
                 self.count(BundleState::Deleting, true);
                 self.unqueue_repair(id)?;
                 b.state = BundleState::Deleting;
-                self.put(&keys::bundle(id), &b);
+                self.put_bundle(&b);
                 Ok(Applied::Bundle(b))
             }
             Command::Purge { id } => match self.bundle(id)? {
@@ -1228,7 +1268,7 @@ impl Applier<'_> {
                 }
                 b.placement = placement;
                 b.placement_generation += 1;
-                self.put(&keys::bundle(id), &b);
+                self.put_bundle(&b);
                 done.sort_unstable();
                 done.dedup();
                 self.map.cluster.shards_repaired += done.len() as u64;
@@ -1393,7 +1433,10 @@ impl Applier<'_> {
         cluster_id_candidate: String,
     ) -> ApplyResult {
         if self.map.cluster.cluster_id.is_empty() {
+            // The group's first registration: it writes the newest value format from here on
+            // (every member applies this same entry, so all switch at the same index).
             self.map.cluster.cluster_id = cluster_id_candidate;
+            self.map.cluster.value_format = keys::VALUE_FORMAT_NEWEST;
         }
         let prior: Option<u64> = if request_id.is_empty() {
             None
@@ -1750,7 +1793,10 @@ mod tests {
                     for c in chunk {
                         index += 1;
                         let ctx = ApplyCtx::new(index, 1, &mut batch, &engine, (index - 1, 1));
-                        answers.push(format!("{:?}", sm.apply(ctx, &c.encode())));
+                        answers.push(format!(
+                            "{:?}",
+                            sm.apply(ctx, &c.encode(keys::VALUE_FORMAT_NEWEST))
+                        ));
                     }
                     sm.before_write(&mut batch);
                     engine.write(batch, false).unwrap();
@@ -1791,6 +1837,97 @@ mod tests {
             })
             .collect();
         (answers, kvs)
+    }
+
+    #[test]
+    #[should_panic(expected = "upgrade bitmountain on this member")]
+    fn a_committed_command_this_member_cannot_read_stops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = bitmountain_raftstore::Engine::open(dir.path()).unwrap();
+        let store = MetaStore::load(engine.db().clone()).unwrap();
+        let mut sm = MetaStateMachine::new(store);
+        let mut batch = WriteBatch::default();
+        let ctx = ApplyCtx::new(11, 1, &mut batch, &engine, (10, 1));
+        // Version 3 does not exist (yet): what a newer binary might write.
+        let _ = sm.apply(ctx, &[3, 0x0a, 0x00]);
+    }
+
+    #[test]
+    fn groups_write_the_value_format_their_cluster_record_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = bitmountain_raftstore::Engine::open(dir.path()).unwrap();
+        let store = MetaStore::load(engine.db().clone()).unwrap();
+        let mut sm = MetaStateMachine::new(store.clone());
+        let mut index = 10;
+        let mut apply = |sm: &mut MetaStateMachine, c: Command| {
+            let mut batch = WriteBatch::default();
+            index += 1;
+            let ctx = ApplyCtx::new(index, 1, &mut batch, &engine, (index - 1, 1));
+            let r = sm.apply(ctx, &c.encode(store.value_format()));
+            sm.before_write(&mut batch);
+            engine.write(batch, false).unwrap();
+            r.unwrap()
+        };
+        // No cluster record before the first registration: version 1 (as in a record
+        // written before the field existed).
+        assert_eq!(store.value_format(), 0);
+        let disks: Vec<u64> = (1..=4)
+            .map(|n| {
+                let cmd = Command::RegisterNode {
+                    request_id: format!("n{n}"),
+                    node_id: 0,
+                    address: format!("127.0.0.1:{n}"),
+                    zone: String::new(),
+                    rack: String::new(),
+                    host: format!("h{n}"),
+                    disks: vec![DiskSpec {
+                        disk_id: 0,
+                        path: "/d".into(),
+                        capacity_bytes: 1 << 40,
+                    }],
+                    cluster_id_candidate: "c".into(),
+                };
+                match apply(&mut sm, cmd) {
+                    Applied::Node { disks, .. } => disks[0].id,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        // The first registration switched the group to version 2.
+        assert_eq!(store.value_format(), keys::VALUE_V2);
+        let code = Code {
+            data_shards: 2,
+            parity_shards: 2,
+            ..Code::DEFAULT
+        };
+        let id = BundleId(77);
+        apply(
+            &mut sm,
+            Command::Allocate {
+                request_id: "r".into(),
+                id,
+                code,
+                labels: BTreeMap::new(),
+                expected_length: 10,
+                placement: disks.clone(),
+                now_ms: 1,
+                expires_ms: 1_000,
+            },
+        );
+        let raw = store.get_raw(&keys::bundle(id)).unwrap().unwrap();
+        assert_eq!(raw[0], keys::VALUE_V2);
+        let raw = store.get_raw(&keys::request("r")).unwrap().unwrap();
+        assert_eq!(raw[0], keys::VALUE_V2);
+        assert_eq!(store.request_bundle("r").unwrap(), Some(id));
+        // A record still in version 1 (written before the switch) reads back as well.
+        let mut old = store.bundle(id).unwrap().unwrap();
+        old.file_count = 5;
+        let cf = store.cf().unwrap();
+        store
+            .db
+            .put_cf(cf, keys::bundle(id), encode_value(&old))
+            .unwrap();
+        assert_eq!(store.bundle(id).unwrap().unwrap(), old);
     }
 
     #[test]

@@ -23,6 +23,15 @@ pub mod archive {
     }
 }
 
+/// Values the metadata group stores and replicates in format version 2 (`proto/state.proto`).
+/// Not an API: only `bitmountain-meta`'s codec uses them.
+pub mod state {
+    /// Version 1 of the package (value format version 2, see `docs/formats.md`).
+    pub mod v1 {
+        tonic::include_proto!("bitmountain.state.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/bitmountain_descriptor.bin"));

@@ -364,7 +364,15 @@ pub fn start<S: StateMachine>(
     );
     std::thread::Builder::new()
         .name(format!("raft-driver-{id}"))
-        .spawn(move || driver.run())
+        .spawn(move || {
+            // A panic in the driver is an invariant violated (or a committed entry this
+            // member cannot apply): the whole member stops, loudly, instead of serving on
+            // without a Raft loop.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run())).is_err() {
+                eprintln!("fatal: the raft driver of member {id} panicked; stopping the member");
+                std::process::exit(70);
+            }
+        })
         .map_err(|source| RaftStoreError::Io {
             path: "raft driver thread".into(),
             source,
