@@ -1,4 +1,5 @@
-//! The operator commands against real members: `status --json`, `member transfer-leader`.
+//! The operator commands against real members: `status --json`, `member transfer-leader`,
+//! `member set-value-format`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -66,4 +67,71 @@ async fn status_and_transfer_leader_commands() {
     .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no metadata member answered"));
+}
+
+/// Runs `bitmountain member set-value-format` against `addr`; returns the process output.
+async fn set_value_format(addr: String, value_format: &str) -> std::process::Output {
+    let value_format = value_format.to_string();
+    tokio::task::spawn_blocking(move || {
+        bitmountain_tests::run(&[
+            "member",
+            "set-value-format",
+            "--cluster",
+            &addr,
+            &value_format,
+        ])
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn value_format_switch_checks_every_member() {
+    let mut cluster = MetaCluster::start(3, &[]);
+    let leader = cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    // The first registration puts a new group on the newest format.
+    bitmountain_tests::meta_cluster::register_fake_nodes(&cluster.client(), 6, 1).await;
+    let addr = cluster.addr(leader);
+    let status = {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            bitmountain_tests::run_ok(&["status", "--cluster", &addr, "--json"])
+        })
+        .await
+        .unwrap()
+    };
+    let v: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    assert_eq!(v["value_format"].as_u64(), Some(2), "{v}");
+    for m in v["members"].as_array().unwrap() {
+        assert_eq!(m["newest_value_format"].as_u64(), Some(2), "{m}");
+    }
+
+    // The current format: every member confirms, nothing changes.
+    let out = set_value_format(addr.clone(), "2").await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("value format: 2"));
+
+    // Formats the group cannot take, each with the reason.
+    let out = set_value_format(addr.clone(), "3").await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reads value formats 1 to 2"), "{err}");
+    let out = set_value_format(addr.clone(), "1").await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("never goes back"), "{err}");
+
+    // A member that does not answer blocks the switch, by name.
+    let down = if leader == 3 { 2 } else { 3 };
+    cluster.kill(down);
+    let out = set_value_format(addr.clone(), "2").await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("member {down} at {}", cluster.addr(down)))
+            && err.contains("did not answer"),
+        "{err}"
+    );
 }

@@ -752,6 +752,16 @@ impl MetaClient {
             .await
     }
 
+    /// Switches the group to `value_format` once every member reads it.
+    pub async fn set_value_format(&self, value_format: u32) -> Result<u32> {
+        self.admin(|mut c| async move {
+            c.set_value_format(pb::SetValueFormatRequest { value_format })
+                .await
+        })
+        .await
+        .map(|r| r.value_format)
+    }
+
     /// Hands leadership to `to`.
     pub async fn transfer_leader(&self, to: u64) -> Result<pb::TransferLeaderResponse> {
         self.admin(|mut c| async move {

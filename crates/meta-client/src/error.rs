@@ -135,6 +135,14 @@ pub enum MetaError {
         id: u64,
         shards: u64,
     },
+    /// The group cannot switch to the value format asked for.
+    #[error("cannot switch the metadata group to value format {requested}: {reason}")]
+    ValueFormatRefused {
+        /// Format asked for.
+        requested: u32,
+        /// Why, naming the members in the way.
+        reason: String,
+    },
     #[error("{message}")]
     Raft {
         /// Kind (as on the wire).
@@ -241,6 +249,7 @@ impl MetaError {
             MetaError::PlacementStale { .. } => "placement_stale",
             MetaError::TooManyMissingShards { .. } => "too_many_missing_shards",
             MetaError::StillHoldsShards { .. } => "still_holds_shards",
+            MetaError::ValueFormatRefused { .. } => "value_format_refused",
             MetaError::Raft { kind, .. } => kind,
             MetaError::Corrupt { .. } => "corrupt",
             MetaError::Rpc { kind, .. } => kind,
@@ -272,7 +281,8 @@ impl MetaError {
             | MetaError::DiskOwnedByOtherNode { .. }
             | MetaError::AllocationExpired { .. }
             | MetaError::TooManyMissingShards { .. }
-            | MetaError::StillHoldsShards { .. } => C::FailedPrecondition,
+            | MetaError::StillHoldsShards { .. }
+            | MetaError::ValueFormatRefused { .. } => C::FailedPrecondition,
             MetaError::MalformedPlacement { .. }
             | MetaError::InvalidCode { .. }
             | MetaError::InvalidArgument { .. } => C::InvalidArgument,

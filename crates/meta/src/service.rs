@@ -41,6 +41,9 @@ pub const MAX_REQUEST_ID_BYTES: usize = 256;
 pub const EXPIRY_SCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// Most expired allocations dropped per proposal.
 pub const EXPIRY_BATCH: usize = 1000;
+/// How long a switch of value format waits for each other member to say which formats it
+/// reads.
+pub const MEMBER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest time allocations draw from one placement map before it is rebuilt with the
 /// latest free space (it is rebuilt at once when the topology changes).
 pub const PLACEMENT_REFRESH: Duration = Duration::from_secs(1);
@@ -561,7 +564,58 @@ impl MetaServer {
             }),
             repairs_queued: map.cluster.repairs,
             role: st.role.to_string(),
+            value_format: u32::from(map.cluster.value_format.max(crate::keys::VALUE_V1)),
+            newest_value_format: u32::from(crate::keys::VALUE_FORMAT_NEWEST),
         }
+    }
+
+    /// Switches the group to `requested` once every other member confirms its binary reads
+    /// it; asking for the current format re-checks the members and changes nothing.
+    async fn switch_value_format(&self, requested: u32) -> Result<u32> {
+        self.require_leader()?;
+        let refuse = |reason: String| MetaError::ValueFormatRefused { requested, reason };
+        let newest = u32::from(crate::keys::VALUE_FORMAT_NEWEST);
+        if requested == 0 || requested > newest {
+            return Err(refuse(format!(
+                "this member reads value formats 1 to {newest}"
+            )));
+        }
+        let current = u32::from(self.inner.store.value_format().max(crate::keys::VALUE_V1));
+        if requested < current {
+            return Err(refuse(format!(
+                "the group already writes format {current}; a group never goes back to an older \
+                 format"
+            )));
+        }
+        // A member that cannot read a committed command stops, so every member must confirm
+        // before any of them writes the new format.
+        let st = self.inner.raft.status();
+        let mut behind = Vec::new();
+        for (id, address) in st.members.iter().filter(|(id, _)| **id != st.id) {
+            match crate::client::member_status(address, MEMBER_CHECK_TIMEOUT).await {
+                // Binaries from before value formats answer 0: they read JSON only.
+                Ok(s) if s.newest_value_format.max(1) >= requested => {}
+                Ok(s) => behind.push(format!(
+                    "member {id} at {address} reads formats up to {} (upgrade its binary first)",
+                    s.newest_value_format.max(1)
+                )),
+                Err(e) => behind.push(format!(
+                    "member {id} at {address} did not answer ({e}); start it, or remove it from \
+                     the group"
+                )),
+            }
+        }
+        if !behind.is_empty() {
+            return Err(refuse(behind.join("; ")));
+        }
+        if requested > current {
+            let value_format = u8::try_from(requested).unwrap_or(crate::keys::VALUE_V1);
+            self.propose(Command::SetValueFormat { value_format })
+                .await?;
+        }
+        Ok(u32::from(
+            self.inner.store.value_format().max(crate::keys::VALUE_V1),
+        ))
     }
 }
 
@@ -1150,6 +1204,16 @@ impl MetaAdmin for MetaServer {
         ok(pb::TransferLeaderResponse {
             leader_id: raft.status().leader_id,
         })
+    }
+
+    async fn set_value_format(
+        &self,
+        req: Request<pb::SetValueFormatRequest>,
+    ) -> Rpc<pb::SetValueFormatResponse> {
+        let value_format = self
+            .switch_value_format(req.into_inner().value_format)
+            .await?;
+        ok(pb::SetValueFormatResponse { value_format })
     }
 
     async fn set_partition(

@@ -251,6 +251,12 @@ pub enum Command {
         /// Leader's clock.
         now_ms: u64,
     },
+    /// Write bundle records and allocate/commit commands in `value_format` from this entry on
+    /// (the leader proposes it only once every member confirmed it reads that format).
+    SetValueFormat {
+        /// `keys::VALUE_V1` or `keys::VALUE_V2`; never older than the current one.
+        value_format: u8,
+    },
     /// Compare-and-set a bundle's placement.
     UpdatePlacement {
         /// Bundle.
@@ -945,6 +951,21 @@ impl Applier<'_> {
                 state,
                 now_ms,
             } => self.set_node_state(node_id, state, now_ms),
+            Command::SetValueFormat { value_format } => {
+                let current = self.map.cluster.value_format.max(keys::VALUE_V1);
+                if value_format < current || value_format > keys::VALUE_FORMAT_NEWEST {
+                    return Err(MetaError::ValueFormatRefused {
+                        requested: value_format.into(),
+                        reason: format!(
+                            "the group writes format {current} and this member reads formats up \
+                             to {}; a group never goes back to an older format",
+                            keys::VALUE_FORMAT_NEWEST
+                        ),
+                    });
+                }
+                self.map.cluster.value_format = value_format;
+                Ok(Applied::Done)
+            }
             Command::SetRepairSettings { settings } => {
                 let current = &mut self.map.cluster.repair_settings;
                 if settings.max_repairs_per_node != 0 {
@@ -1839,35 +1860,59 @@ mod tests {
         (answers, kvs)
     }
 
+    /// A state machine on a fresh store that applies one entry per round, as the leader
+    /// encodes it (in the store's current value format).
+    struct OneByOne {
+        _dir: tempfile::TempDir,
+        engine: bitmountain_raftstore::Engine,
+        store: Arc<MetaStore>,
+        sm: MetaStateMachine,
+        index: u64,
+    }
+
+    impl OneByOne {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = bitmountain_raftstore::Engine::open(dir.path()).unwrap();
+            let store = MetaStore::load(engine.db().clone()).unwrap();
+            let sm = MetaStateMachine::new(store.clone());
+            Self {
+                _dir: dir,
+                engine,
+                store,
+                sm,
+                index: 10,
+            }
+        }
+
+        fn apply_bytes(&mut self, command: &[u8]) -> ApplyResult {
+            let mut batch = WriteBatch::default();
+            self.index += 1;
+            let earlier = (self.index - 1, 1);
+            let ctx = ApplyCtx::new(self.index, 1, &mut batch, &self.engine, earlier);
+            let r = self.sm.apply(ctx, command);
+            self.sm.before_write(&mut batch);
+            self.engine.write(batch, false).unwrap();
+            r
+        }
+
+        fn apply(&mut self, c: &Command) -> ApplyResult {
+            let bytes = c.encode(self.store.value_format());
+            self.apply_bytes(&bytes)
+        }
+    }
+
     #[test]
     #[should_panic(expected = "upgrade bitmountain on this member")]
     fn a_committed_command_this_member_cannot_read_stops_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = bitmountain_raftstore::Engine::open(dir.path()).unwrap();
-        let store = MetaStore::load(engine.db().clone()).unwrap();
-        let mut sm = MetaStateMachine::new(store);
-        let mut batch = WriteBatch::default();
-        let ctx = ApplyCtx::new(11, 1, &mut batch, &engine, (10, 1));
         // Version 3 does not exist (yet): what a newer binary might write.
-        let _ = sm.apply(ctx, &[3, 0x0a, 0x00]);
+        let _ = OneByOne::new().apply_bytes(&[3, 0x0a, 0x00]);
     }
 
     #[test]
     fn groups_write_the_value_format_their_cluster_record_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = bitmountain_raftstore::Engine::open(dir.path()).unwrap();
-        let store = MetaStore::load(engine.db().clone()).unwrap();
-        let mut sm = MetaStateMachine::new(store.clone());
-        let mut index = 10;
-        let mut apply = |sm: &mut MetaStateMachine, c: Command| {
-            let mut batch = WriteBatch::default();
-            index += 1;
-            let ctx = ApplyCtx::new(index, 1, &mut batch, &engine, (index - 1, 1));
-            let r = sm.apply(ctx, &c.encode(store.value_format()));
-            sm.before_write(&mut batch);
-            engine.write(batch, false).unwrap();
-            r.unwrap()
-        };
+        let mut one = OneByOne::new();
+        let store = one.store.clone();
         // No cluster record before the first registration: version 1 (as in a record
         // written before the field existed).
         assert_eq!(store.value_format(), 0);
@@ -1887,7 +1932,7 @@ mod tests {
                     }],
                     cluster_id_candidate: "c".into(),
                 };
-                match apply(&mut sm, cmd) {
+                match one.apply(&cmd).unwrap() {
                     Applied::Node { disks, .. } => disks[0].id,
                     other => panic!("{other:?}"),
                 }
@@ -1901,19 +1946,17 @@ mod tests {
             ..Code::DEFAULT
         };
         let id = BundleId(77);
-        apply(
-            &mut sm,
-            Command::Allocate {
-                request_id: "r".into(),
-                id,
-                code,
-                labels: BTreeMap::new(),
-                expected_length: 10,
-                placement: disks.clone(),
-                now_ms: 1,
-                expires_ms: 1_000,
-            },
-        );
+        one.apply(&Command::Allocate {
+            request_id: "r".into(),
+            id,
+            code,
+            labels: BTreeMap::new(),
+            expected_length: 10,
+            placement: disks.clone(),
+            now_ms: 1,
+            expires_ms: 1_000,
+        })
+        .unwrap();
         let raw = store.get_raw(&keys::bundle(id)).unwrap().unwrap();
         assert_eq!(raw[0], keys::VALUE_V2);
         let raw = store.get_raw(&keys::request("r")).unwrap().unwrap();
@@ -1928,6 +1971,28 @@ mod tests {
             .put_cf(cf, keys::bundle(id), encode_value(&old))
             .unwrap();
         assert_eq!(store.bundle(id).unwrap().unwrap(), old);
+    }
+
+    #[test]
+    fn a_group_switches_to_a_newer_value_format_and_never_back() {
+        let mut one = OneByOne::new();
+        let store = one.store.clone();
+        let mut apply = |value_format: u8| one.apply(&Command::SetValueFormat { value_format });
+        assert_eq!(store.value_format(), 0);
+        assert!(apply(keys::VALUE_V1).is_ok());
+        assert!(apply(keys::VALUE_V2).is_ok());
+        assert_eq!(store.value_format(), keys::VALUE_V2);
+        for refused in [keys::VALUE_V1, keys::VALUE_FORMAT_NEWEST + 1] {
+            let e = apply(refused).unwrap_err();
+            assert!(
+                matches!(e, MetaError::ValueFormatRefused { requested, .. } if requested == u32::from(refused)),
+                "{e}"
+            );
+        }
+        assert_eq!(store.value_format(), keys::VALUE_V2);
+        // The switch is in the stored cluster record, not only in memory.
+        store.reload().unwrap();
+        assert_eq!(store.value_format(), keys::VALUE_V2);
     }
 
     #[test]

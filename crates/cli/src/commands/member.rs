@@ -32,6 +32,15 @@ pub enum MemberCommand {
         /// Member id.
         id: u64,
     },
+    /// Switch the group to a newer value format (docs/formats.md, "Value format 2") once every
+    /// member's binary reads it: upgrade all members first. Asking for the current format
+    /// only checks the members.
+    SetValueFormat {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Value format (2: protobuf bundle records and commands).
+        value_format: u32,
+    },
     /// Hand leadership to another voter.
     TransferLeader {
         #[command(flatten)]
@@ -76,6 +85,17 @@ pub fn run(command: MemberCommand) -> anyhow::Result<()> {
                 .block_on(client.remove_member(id))
                 .with_context(|| format!("removing member {id}"))?;
             print_members(&r.members);
+        }
+        MemberCommand::SetValueFormat {
+            cluster,
+            value_format,
+        } => {
+            let client = MetaClient::new([cluster.cluster])?
+                .with_timeout(std::time::Duration::from_secs(30));
+            let now = rt
+                .block_on(client.set_value_format(value_format))
+                .with_context(|| format!("switching to value format {value_format}"))?;
+            println!("value format: {now}");
         }
         MemberCommand::TransferLeader { cluster, to } => {
             let client = MetaClient::new([cluster.cluster])?

@@ -28,6 +28,8 @@ struct MemberView {
     term: Option<u64>,
     commit_index: Option<u64>,
     applied_index: Option<u64>,
+    /// The newest value format the member's binary reads.
+    newest_value_format: Option<u32>,
     error: Option<String>,
 }
 
@@ -72,6 +74,8 @@ struct StatusView {
     bundles_sealed: u64,
     bundles_deleting: u64,
     repairs_queued: u64,
+    /// The value format the group writes (1 JSON, 2 protobuf).
+    value_format: u32,
 }
 
 fn name<T: std::fmt::Debug>(v: T) -> String {
@@ -112,6 +116,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
                     term: Some(o.term),
                     commit_index: Some(o.commit_index),
                     applied_index: Some(o.applied_index),
+                    newest_value_format: Some(o.newest_value_format.max(1)),
                     error: None,
                 },
                 Err(e) => MemberView {
@@ -123,6 +128,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
                     term: None,
                     commit_index: None,
                     applied_index: None,
+                    newest_value_format: None,
                     error: Some(e.to_string()),
                 },
             });
@@ -142,6 +148,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             bundles_sealed: counts.sealed,
             bundles_deleting: counts.deleting,
             repairs_queued: st.repairs_queued,
+            value_format: st.value_format.max(1),
         })
     })?;
     if args.json {
@@ -210,6 +217,7 @@ fn print_human(v: &StatusView) {
             v.leader_id, v.leader_address, v.term, v.commit_index, v.applied_index
         );
     }
+    println!("format    values in format {}", v.value_format);
     println!();
     println!(
         "{:>4}  {:<22} {:<8} {:<14} {:>6} {:>10} {:>10}",
