@@ -564,7 +564,7 @@ impl MetaServer {
             }),
             repairs_queued: map.cluster.repairs,
             role: st.role.to_string(),
-            value_format: u32::from(map.cluster.value_format.max(crate::keys::VALUE_V1)),
+            value_format: u32::from(map.cluster.value_format()),
             newest_value_format: u32::from(crate::keys::VALUE_FORMAT_NEWEST),
         }
     }
@@ -573,20 +573,8 @@ impl MetaServer {
     /// it; asking for the current format re-checks the members and changes nothing.
     async fn switch_value_format(&self, requested: u32) -> Result<u32> {
         self.require_leader()?;
-        let refuse = |reason: String| MetaError::ValueFormatRefused { requested, reason };
-        let newest = u32::from(crate::keys::VALUE_FORMAT_NEWEST);
-        if requested == 0 || requested > newest {
-            return Err(refuse(format!(
-                "this member reads value formats 1 to {newest}"
-            )));
-        }
-        let current = u32::from(self.inner.store.value_format().max(crate::keys::VALUE_V1));
-        if requested < current {
-            return Err(refuse(format!(
-                "the group already writes format {current}; a group never goes back to an older \
-                 format"
-            )));
-        }
+        let current = self.inner.store.value_format();
+        let value_format = crate::state::value_format_switch(current, requested)?;
         // A member that cannot read a committed command stops, so every member must confirm
         // before any of them writes the new format.
         let st = self.inner.raft.status();
@@ -606,16 +594,16 @@ impl MetaServer {
             }
         }
         if !behind.is_empty() {
-            return Err(refuse(behind.join("; ")));
+            return Err(MetaError::ValueFormatRefused {
+                requested,
+                reason: behind.join("; "),
+            });
         }
-        if requested > current {
-            let value_format = u8::try_from(requested).unwrap_or(crate::keys::VALUE_V1);
+        if value_format > current {
             self.propose(Command::SetValueFormat { value_format })
                 .await?;
         }
-        Ok(u32::from(
-            self.inner.store.value_format().max(crate::keys::VALUE_V1),
-        ))
+        Ok(u32::from(self.inner.store.value_format()))
     }
 }
 

@@ -54,6 +54,33 @@ pub struct ClusterRecord {
     pub value_format: u8,
 }
 
+impl ClusterRecord {
+    /// The value format the group writes: a record from before the field existed (0) means
+    /// version 1.
+    pub fn value_format(&self) -> u8 {
+        self.value_format.max(keys::VALUE_V1)
+    }
+}
+
+/// The format a switch from `current` to `requested` leaves the group in, or why it is
+/// refused: the leader checks before it asks the members, and every member again when it
+/// applies the switch.
+pub(crate) fn value_format_switch(current: u8, requested: u32) -> Result<u8> {
+    let refuse = |reason: String| MetaError::ValueFormatRefused { requested, reason };
+    let newest = keys::VALUE_FORMAT_NEWEST;
+    let format = u8::try_from(requested)
+        .ok()
+        .filter(|f| (keys::VALUE_V1..=newest).contains(f))
+        .ok_or_else(|| refuse(format!("this member reads value formats 1 to {newest}")))?;
+    if format < current {
+        return Err(refuse(format!(
+            "the group already writes format {current}; a group never goes back to an older \
+             format"
+        )));
+    }
+    Ok(format)
+}
+
 /// What a bundle's shards need, judged from the cluster map and its repair entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardHealth {
@@ -474,7 +501,7 @@ impl MetaStore {
 
     /// The value format the group writes (`ClusterRecord::value_format`).
     pub fn value_format(&self) -> u8 {
-        self.map().cluster.value_format
+        self.map().cluster.value_format()
     }
 
     /// Re-reads the cluster map (after a snapshot replaced the column family).
@@ -879,7 +906,7 @@ impl Applier<'_> {
     }
 
     fn put_bundle(&mut self, b: &BundleRecord) {
-        let v = crate::codec::encode_bundle(b, self.map.cluster.value_format);
+        let v = crate::codec::encode_bundle(b, self.map.cluster.value_format());
         self.written.push((keys::bundle(b.id), Some(v)));
     }
 
@@ -952,18 +979,8 @@ impl Applier<'_> {
                 now_ms,
             } => self.set_node_state(node_id, state, now_ms),
             Command::SetValueFormat { value_format } => {
-                let current = self.map.cluster.value_format.max(keys::VALUE_V1);
-                if value_format < current || value_format > keys::VALUE_FORMAT_NEWEST {
-                    return Err(MetaError::ValueFormatRefused {
-                        requested: value_format.into(),
-                        reason: format!(
-                            "the group writes format {current} and this member reads formats up \
-                             to {}; a group never goes back to an older format",
-                            keys::VALUE_FORMAT_NEWEST
-                        ),
-                    });
-                }
-                self.map.cluster.value_format = value_format;
+                self.map.cluster.value_format =
+                    value_format_switch(self.map.cluster.value_format(), value_format.into())?;
                 Ok(Applied::Done)
             }
             Command::SetRepairSettings { settings } => {
@@ -1065,7 +1082,7 @@ impl Applier<'_> {
                 self.put_raw(&keys::state(BundleState::Pending.tag(), id), &[]);
                 self.put_raw(&keys::expiry(expires_ms, id), &[]);
                 let request_value =
-                    crate::codec::encode_request_bundle(id, self.map.cluster.value_format);
+                    crate::codec::encode_request_bundle(id, self.map.cluster.value_format());
                 self.put_raw(&keys::request(&request_id), &request_value);
                 self.put_bundle(&rec);
                 self.count(BundleState::Pending, true);
@@ -1915,7 +1932,7 @@ mod tests {
         let store = one.store.clone();
         // No cluster record before the first registration: version 1 (as in a record
         // written before the field existed).
-        assert_eq!(store.value_format(), 0);
+        assert_eq!(store.value_format(), keys::VALUE_V1);
         let disks: Vec<u64> = (1..=4)
             .map(|n| {
                 let cmd = Command::RegisterNode {
@@ -1978,7 +1995,7 @@ mod tests {
         let mut one = OneByOne::new();
         let store = one.store.clone();
         let mut apply = |value_format: u8| one.apply(&Command::SetValueFormat { value_format });
-        assert_eq!(store.value_format(), 0);
+        assert_eq!(store.value_format(), keys::VALUE_V1);
         assert!(apply(keys::VALUE_V1).is_ok());
         assert!(apply(keys::VALUE_V2).is_ok());
         assert_eq!(store.value_format(), keys::VALUE_V2);
