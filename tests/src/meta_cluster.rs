@@ -311,12 +311,41 @@ impl MetaCluster {
 }
 
 impl Drop for MetaCluster {
+    /// Kills every member, then checks each one's stored state with `bitmountain meta check`
+    /// (unless the test already failed): a violated invariant fails the test.
     fn drop(&mut self) {
         let ids: Vec<u64> = self.members.keys().copied().collect();
         for id in ids {
             self.kill(id);
         }
+        if std::thread::panicking() {
+            return;
+        }
+        for m in self.members.values() {
+            check_member_data(&m.data);
+        }
     }
+}
+
+/// Runs `bitmountain meta check` on a stopped member's data directory (if it holds any) and
+/// fails the test on a violated invariant.
+pub fn check_member_data(data: &std::path::Path) {
+    if !data.join("db").join("CURRENT").is_file() {
+        return;
+    }
+    let out = crate::bitmountain()
+        .args(["meta", "check", "--data"])
+        .arg(data)
+        .output()
+        .expect("spawn bitmountain meta check");
+    assert!(
+        out.status.success(),
+        "bitmountain meta check --data {} failed ({}):\n{}{}",
+        data.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The RS(4,2) code with 1 MiB cells that most metadata tests allocate with.

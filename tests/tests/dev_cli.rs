@@ -153,4 +153,6 @@ fn dev_cluster_put_ls_get_status_and_restart() {
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
     drop(dev);
+    // The embedded member's state holds together (`bitmountain meta check`).
+    bitmountain_tests::meta_cluster::check_member_data(&data.join("meta"));
 }

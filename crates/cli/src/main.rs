@@ -59,7 +59,7 @@ enum Command {
     /// Estimate the probability of data loss for an erasure code or replication.
     Durability(commands::durability::DurabilityArgs),
     /// Run a member of the metadata group (raft-rs on RocksDB).
-    Meta(commands::meta::MetaArgs),
+    Meta(commands::meta::MetaCli),
     /// Change the metadata group's membership or leadership.
     #[command(subcommand)]
     Member(commands::member::MemberCommand),

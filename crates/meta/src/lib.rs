@@ -1,25 +1,36 @@
 //! The metadata group of Bit Mountain: the replicated state machine (cluster map, bundle
 //! records, disk → bundles reverse map, label and state indexes, repair queue), placement,
-//! the `MetaService`/`MetaAdmin` gRPC server, and [`MetaClient`] with leader redirect and retry.
+//! the `MetaService`/`MetaAdmin` gRPC server, and self-healing on the leader.
 //!
 //! Replication is `bitmountain-raftstore` (raft-rs on RocksDB). Every command carries what its
 //! application needs (ids, time, placement), decided by the leader before proposing, so every
-//! member applies it to the same state. Heartbeats are leader soft state; only decisions go
-//! through Raft.
+//! member applies it to the same state. Heartbeats and repair leases are leader soft state;
+//! only decisions go through Raft.
 //!
-//! - [`types`], [`client`], [`error`]: re-exported from `bitmountain-meta-client` (no RocksDB),
-//!   which storage nodes use on their own.
-//! - [`keys`]: every key prefix of the state machine, in one place.
-//! - [`state`]: commands, apply, reads; `codec`: the protobuf value format (version 2).
+//! Where code goes (the checklists are in ARCHITECTURE.md, "Where code goes"):
+//! - [`command`]: every replicated command ([`Command`]), what applying one answers
+//!   ([`Applied`]), and the dispatch to the file that applies it.
+//! - [`state`]: the state machine: `state/apply/` (one file per family of commands: bundles,
+//!   placement, repair, topology), the store and its reads, the round's write buffer, the
+//!   invariant checker.
+//! - [`codec`]: the stored value formats, one file each; [`keys`]: every key prefix.
+//! - [`rules`]: the only place that decides shard health, whether a copy is gone, whether a
+//!   disk may take shards and whether a placement keeps failure domains distinct.
 //! - [`placement`]: k+m disks on distinct failure domains, weighted by free space.
-//! - [`service`]: the gRPC services and the member process ([`service::serve`]).
-//! - [`healing`]: the leader's failure detector, repair leases, repair status, rebalance.
+//! - [`server`]: the gRPC services (thin handlers), the leader-side validation and proposal
+//!   of each command family, wire conversions, and [`serve`] (what `bitmountain meta` runs).
+//! - [`healing`]: the failure detector, repair claims and leases, repair status, rebalance;
+//!   planning there is pure and unit-tested.
+//! - [`types`], [`client`], [`error`]: re-exported from `bitmountain-meta-client` (no
+//!   RocksDB), which storage nodes use on their own.
 
-mod codec;
+pub(crate) mod codec;
+pub mod command;
 pub mod healing;
 pub mod keys;
 pub mod placement;
-pub mod service;
+pub mod rules;
+pub mod server;
 pub mod state;
 
 pub use bitmountain_meta_client::{client, error, types};
@@ -30,6 +41,8 @@ pub fn raft_error(e: bitmountain_raftstore::RaftStoreError) -> MetaError {
 }
 
 pub use client::{AllocateRequest, Bundle, CommitRequest, MetaClient, ShardLocation};
+pub use command::{Applied, Command};
 pub use error::{MetaError, Result};
-pub use service::{serve, MemberOptions, MetaConfig};
+pub use server::{serve, MemberOptions, MetaConfig, MetaServer};
+pub use state::{check, CheckReport, MetaStore};
 pub use types::{BundleId, BundleRecord, BundleState, Code, DiskState, DomainLevel, NodeState};

@@ -132,6 +132,12 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Whether `dir` holds a member's DB (offline tools refuse other directories instead of
+    /// creating an empty DB in them).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join("db").join("CURRENT").is_file()
+    }
+
     /// Opens (creating if missing) the DB under `dir`, and finishes a snapshot install that a
     /// crash interrupted.
     pub fn open(dir: &Path) -> Result<Self> {

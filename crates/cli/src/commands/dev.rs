@@ -195,7 +195,7 @@ async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
         meta: MetaConfig {
             default_code,
             domain_level: DomainLevel::Host,
-            allocation_ttl_ms: bitmountain_meta::service::DEFAULT_ALLOCATION_TTL_MS,
+            allocation_ttl_ms: bitmountain_meta::server::DEFAULT_ALLOCATION_TTL_MS,
             heartbeat_interval_ms: bitmountain_node::limits::HEARTBEAT_INTERVAL_MS,
             ..MetaConfig::default()
         },

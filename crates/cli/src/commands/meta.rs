@@ -1,4 +1,5 @@
-//! `bitmountain meta`: run a member of the metadata group.
+//! `bitmountain meta`: run a member of the metadata group, or check a stopped member's data
+//! (`meta check --data DIR`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,17 +8,45 @@ use anyhow::Context as _;
 use bitmountain_meta::{Code, DomainLevel, MemberOptions, MetaConfig};
 use bitmountain_raftstore::{Members, RaftConfig};
 
+/// `bitmountain meta ...`: run a member, or (with a subcommand) work on a stopped one's data.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct MetaCli {
+    #[command(subcommand)]
+    pub action: Option<MetaAction>,
+    #[command(flatten)]
+    pub run: MetaArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MetaAction {
+    /// Check that a stopped member's state holds together: bundle counts, the disk → bundles,
+    /// label, state and expiry indexes, the repair queue against shard health, placed bytes.
+    /// Names every violation and exits non-zero if there is one.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The member's data directory (the member must be stopped).
+    #[arg(long)]
+    data: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct MetaArgs {
     /// Member id (non-zero). Required on the first start; later read from --data.
     #[arg(long)]
     id: Option<u64>,
     /// Data directory (RocksDB: Raft log, Raft state and the state machine).
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required = true)]
+    data: Option<PathBuf>,
     /// Address to serve gRPC on (members, nodes and clients all use it).
-    #[arg(long)]
-    listen: SocketAddr,
+    #[arg(long, required = true)]
+    listen: Option<SocketAddr>,
     /// Address others reach this member at, if not --listen (e.g. when listening on 0.0.0.0).
     #[arg(long)]
     advertise: Option<String>,
@@ -33,7 +62,7 @@ pub struct MetaArgs {
     #[arg(long, default_value = "host")]
     failure_domain: String,
     /// Lifetime of a pending allocation.
-    #[arg(long, default_value_t = bitmountain_meta::service::DEFAULT_ALLOCATION_TTL_MS)]
+    #[arg(long, default_value_t = bitmountain_meta::server::DEFAULT_ALLOCATION_TTL_MS)]
     allocation_ttl_ms: u64,
     /// A storage node silent this long is declared down and its shards are rebuilt elsewhere.
     #[arg(long, default_value_t = bitmountain_meta::healing::DEFAULT_NODE_DOWN_GRACE_MS)]
@@ -80,7 +109,59 @@ fn parse_bootstrap(list: &[String]) -> anyhow::Result<Option<Members>> {
     Ok(Some(members))
 }
 
-pub fn run(args: MetaArgs) -> anyhow::Result<()> {
+pub fn run(cli: MetaCli) -> anyhow::Result<()> {
+    match cli.action {
+        Some(MetaAction::Check(args)) => check(args),
+        None => serve(cli.run),
+    }
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let (report, applied) = bitmountain_meta::state::check::check_data_dir(&args.data)
+        .with_context(|| {
+            format!(
+                "checking the member data in {} (the member must be stopped)",
+                args.data.display()
+            )
+        })?;
+    if args.json {
+        let json = serde_json::json!({
+            "data": args.data,
+            "applied_index": applied,
+            "bundles": report.bundles,
+            "violation_count": report.violation_count,
+            "violations": report.violations,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!(
+            "{}: applied index {applied}, {} bundles checked, {} violations",
+            args.data.display(),
+            report.bundles,
+            report.violation_count
+        );
+        for v in &report.violations {
+            println!("  {v}");
+        }
+        let unnamed = report.violation_count - report.violations.len() as u64;
+        if unnamed > 0 {
+            println!("  ... and {unnamed} more");
+        }
+    }
+    anyhow::ensure!(
+        report.is_clean(),
+        "{} invariant violations in {}",
+        report.violation_count,
+        args.data.display()
+    );
+    Ok(())
+}
+
+fn serve(args: MetaArgs) -> anyhow::Result<()> {
+    // clap requires both unless a subcommand is given.
+    let (Some(data_dir), Some(listen)) = (args.data, args.listen) else {
+        anyhow::bail!("--data and --listen are required to run a member");
+    };
     let bootstrap = parse_bootstrap(&args.bootstrap)?;
     let default_code: Code = args.default_code.parse()?;
     let domain_level: DomainLevel = args.failure_domain.parse()?;
@@ -92,8 +173,8 @@ pub fn run(args: MetaArgs) -> anyhow::Result<()> {
     raft.fault_injection = args.enable_fault_injection;
     let opts = MemberOptions {
         id: args.id,
-        data_dir: args.data,
-        listen: args.listen,
+        data_dir,
+        listen,
         advertise: args.advertise,
         bootstrap,
         raft,

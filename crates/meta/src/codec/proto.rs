@@ -14,16 +14,11 @@ use std::collections::BTreeMap;
 use bitmountain_proto::state::v1 as st;
 use prost::Message as _;
 
-use crate::error::{MetaError, Result};
+use super::corrupt;
+use crate::command::{Allocate, Command, Commit};
+use crate::error::Result;
 use crate::keys;
-use crate::state::Command;
 use crate::types::{BundleId, BundleRecord, BundleState, Code};
-
-fn corrupt(what: &str, why: impl std::fmt::Display) -> MetaError {
-    MetaError::Corrupt {
-        what: format!("{what}: {why}"),
-    }
-}
 
 fn id_from(b: &[u8], what: &str) -> Result<BundleId> {
     let arr: [u8; 16] = b
@@ -65,15 +60,17 @@ fn state_from(tag: u32, what: &str) -> Result<BundleState> {
 fn with_version(message: &impl prost::Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + message.encoded_len());
     out.push(keys::VALUE_V2);
-    // Encoding into a Vec with enough capacity cannot fail.
-    message.encode(&mut out).unwrap_or_default();
+    // A Vec grows as needed, so encoding into one cannot run out of room.
+    if let Err(e) = message.encode(&mut out) {
+        panic!("protobuf encoding into a Vec failed: {e}");
+    }
     out
 }
 
 /// A bundle record as stored by a group writing `value_format`.
 pub(crate) fn encode_bundle(b: &BundleRecord, value_format: u8) -> Vec<u8> {
     if value_format < keys::VALUE_V2 {
-        return crate::state::encode_value(b);
+        return super::json::encode_value(b);
     }
     with_version(&st::StoredBundle {
         id: b.id.to_bytes().to_vec(),
@@ -100,7 +97,7 @@ pub(crate) fn encode_bundle(b: &BundleRecord, value_format: u8) -> Vec<u8> {
 pub(crate) fn decode_bundle(v: &[u8]) -> Result<BundleRecord> {
     const WHAT: &str = "bundle record";
     let Some((&keys::VALUE_V2, body)) = v.split_first() else {
-        return crate::state::decode_value(v, WHAT);
+        return super::json::decode_value(v, WHAT);
     };
     let s = st::StoredBundle::decode(body).map_err(|e| corrupt(WHAT, e))?;
     Ok(BundleRecord {
@@ -129,7 +126,7 @@ pub(crate) fn decode_bundle(v: &[u8]) -> Result<BundleRecord> {
 /// The value of an allocation's request key: the bundle id it created.
 pub(crate) fn encode_request_bundle(id: BundleId, value_format: u8) -> Vec<u8> {
     if value_format < keys::VALUE_V2 {
-        return crate::state::encode_value(&id);
+        return super::json::encode_value(&id);
     }
     let mut out = Vec::with_capacity(17);
     out.push(keys::VALUE_V2);
@@ -142,52 +139,34 @@ pub(crate) fn decode_request_bundle(v: &[u8]) -> Result<BundleId> {
     const WHAT: &str = "request record";
     match v.split_first() {
         Some((&keys::VALUE_V2, id)) => id_from(id, WHAT),
-        _ => crate::state::decode_value(v, WHAT),
+        _ => super::json::decode_value(v, WHAT),
     }
 }
 
 /// `cmd` in version 2 if it is one of the commands that version covers (allocate, commit).
 pub(crate) fn encode_command(cmd: &Command) -> Option<Vec<u8>> {
     let command = match cmd {
-        Command::Allocate {
-            request_id,
-            id,
-            code,
-            labels,
-            expected_length,
-            placement,
-            now_ms,
-            expires_ms,
-        } => st::stored_command::Command::Allocate(st::StoredAllocate {
-            request_id: request_id.clone(),
-            id: id.to_bytes().to_vec(),
-            data_shards: code.data_shards,
-            parity_shards: code.parity_shards,
-            cell_bytes: code.cell_bytes,
-            labels: labels_to(labels),
-            expected_length: *expected_length,
-            placement: placement.clone(),
-            now_ms: *now_ms,
-            expires_ms: *expires_ms,
+        Command::Allocate(a) => st::stored_command::Command::Allocate(st::StoredAllocate {
+            request_id: a.request_id.clone(),
+            id: a.id.to_bytes().to_vec(),
+            data_shards: a.code.data_shards,
+            parity_shards: a.code.parity_shards,
+            cell_bytes: a.code.cell_bytes,
+            labels: labels_to(&a.labels),
+            expected_length: a.expected_length,
+            placement: a.placement.clone(),
+            now_ms: a.now_ms,
+            expires_ms: a.expires_ms,
         }),
-        Command::Commit {
-            id,
-            length,
-            index_offset,
-            index_length,
-            sha256,
-            file_count,
-            missing_shards,
-            now_ms,
-        } => st::stored_command::Command::Commit(st::StoredCommit {
-            id: id.to_bytes().to_vec(),
-            length: *length,
-            index_offset: *index_offset,
-            index_length: *index_length,
-            sha256: sha256.clone(),
-            file_count: *file_count,
-            missing_shards: missing_shards.clone(),
-            now_ms: *now_ms,
+        Command::Commit(c) => st::stored_command::Command::Commit(st::StoredCommit {
+            id: c.id.to_bytes().to_vec(),
+            length: c.length,
+            index_offset: c.index_offset,
+            index_length: c.index_length,
+            sha256: c.sha256.clone(),
+            file_count: c.file_count,
+            missing_shards: c.missing_shards.clone(),
+            now_ms: c.now_ms,
         }),
         _ => return None,
     };
@@ -201,7 +180,7 @@ pub(crate) fn decode_command(body: &[u8]) -> Result<Command> {
     const WHAT: &str = "command";
     let s = st::StoredCommand::decode(body).map_err(|e| corrupt(WHAT, e))?;
     match s.command {
-        Some(st::stored_command::Command::Allocate(a)) => Ok(Command::Allocate {
+        Some(st::stored_command::Command::Allocate(a)) => Ok(Command::Allocate(Allocate {
             request_id: a.request_id,
             id: id_from(&a.id, WHAT)?,
             code: Code {
@@ -214,8 +193,8 @@ pub(crate) fn decode_command(body: &[u8]) -> Result<Command> {
             placement: a.placement,
             now_ms: a.now_ms,
             expires_ms: a.expires_ms,
-        }),
-        Some(st::stored_command::Command::Commit(c)) => Ok(Command::Commit {
+        })),
+        Some(st::stored_command::Command::Commit(c)) => Ok(Command::Commit(Commit {
             id: id_from(&c.id, WHAT)?,
             length: c.length,
             index_offset: c.index_offset,
@@ -224,7 +203,7 @@ pub(crate) fn decode_command(body: &[u8]) -> Result<Command> {
             file_count: c.file_count,
             missing_shards: c.missing_shards,
             now_ms: c.now_ms,
-        }),
+        })),
         // A command a newer member wrote in a variant this binary does not know.
         None => Err(corrupt(
             WHAT,
@@ -288,7 +267,7 @@ mod tests {
     #[test]
     fn allocate_and_commit_round_trip_and_other_commands_stay_json() {
         let b = record();
-        let allocate = Command::Allocate {
+        let allocate = Command::Allocate(Allocate {
             request_id: "req-9".into(),
             id: b.id,
             code: b.code,
@@ -297,8 +276,8 @@ mod tests {
             placement: b.placement.clone(),
             now_ms: 5,
             expires_ms: 6,
-        };
-        let commit = Command::Commit {
+        });
+        let commit = Command::Commit(Commit {
             id: b.id,
             length: 1,
             index_offset: 2,
@@ -307,7 +286,7 @@ mod tests {
             file_count: 4,
             missing_shards: vec![2, 9],
             now_ms: 7,
-        };
+        });
         for cmd in [allocate, commit] {
             let v = encode_command(&cmd).unwrap();
             assert_eq!(v[0], keys::VALUE_V2);

@@ -1,0 +1,300 @@
+//! The replicated commands: what a log entry carries ([`Command`]), what applying one answers
+//! ([`Applied`]), and the dispatch of each command to the file that applies it
+//! (`state/apply/`, one file per family).
+//!
+//! Every field an apply needs (time, generated ids, the chosen placement) is decided by the
+//! leader before proposing, so apply is deterministic and every member reaches the same state.
+//! Adding a command: ARCHITECTURE.md, "Where code goes".
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::keys;
+use crate::state::apply::Applier;
+use crate::types::{
+    BundleId, BundleRecord, Code, DiskRecord, DiskState, NodeRecord, NodeState, RepairSettings,
+};
+
+/// A disk in a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    /// 0 for a new disk.
+    pub disk_id: u64,
+    /// Directory.
+    pub path: String,
+    /// Capacity.
+    pub capacity_bytes: u64,
+}
+
+/// A replicated command (what a log entry carries). Every field an apply needs — time,
+/// generated ids, the chosen placement — is decided by the leader before proposing, so apply
+/// is deterministic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Command {
+    /// Add or update a node and its disks.
+    RegisterNode(RegisterNode),
+    /// Operator or failure-detector decision on a disk.
+    SetDiskState {
+        /// Disk.
+        disk_id: u64,
+        /// New state.
+        state: DiskState,
+        /// Leader's clock.
+        now_ms: u64,
+    },
+    /// Decision on a node (operator, or the leader's failure detector).
+    SetNodeState {
+        /// Node.
+        node_id: u64,
+        /// New state.
+        state: NodeState,
+        /// Leader's clock.
+        #[serde(default)]
+        now_ms: u64,
+    },
+    /// New repair throttles.
+    SetRepairSettings {
+        /// Settings (a zero `max_repairs_per_node` keeps the current value).
+        settings: RepairSettings,
+    },
+    /// Moves planned by a rebalance: each applies only if the bundle's placement generation is
+    /// still the one it was planned against.
+    QueueMoves {
+        /// (bundle, shard, target disk, generation).
+        moves: Vec<(BundleId, u32, u64, u64)>,
+        /// Leader's clock.
+        now_ms: u64,
+    },
+    /// Create a pending bundle.
+    Allocate(Allocate),
+    /// Seal a pending bundle.
+    Commit(Commit),
+    /// Drop a pending bundle.
+    Abort {
+        /// Bundle.
+        id: BundleId,
+    },
+    /// Drop pending bundles whose allocation expired.
+    Expire {
+        /// Bundles.
+        ids: Vec<BundleId>,
+        /// Leader's clock.
+        now_ms: u64,
+    },
+    /// Mark a sealed bundle deleting.
+    Delete {
+        /// Bundle.
+        id: BundleId,
+    },
+    /// Remove a deleted bundle's record once its shards are gone.
+    Purge {
+        /// Bundle.
+        id: BundleId,
+    },
+    /// Shards of a sealed bundle found missing or corrupt by a reader or scrubber: queue (or
+    /// widen) its repair.
+    ReportDamage {
+        /// Bundle.
+        id: BundleId,
+        /// Damaged shard indexes.
+        shards: Vec<u32>,
+        /// Leader's clock.
+        now_ms: u64,
+    },
+    /// Write bundle records and allocate/commit commands in `value_format` from this entry on
+    /// (the leader proposes it only once every member confirmed it reads that format).
+    SetValueFormat {
+        /// `keys::VALUE_V1` or `keys::VALUE_V2`; never older than the current one.
+        value_format: u8,
+    },
+    /// Compare-and-set a bundle's placement.
+    UpdatePlacement {
+        /// Bundle.
+        id: BundleId,
+        /// Expected generation.
+        expected_generation: u64,
+        /// New placement.
+        placement: Vec<u64>,
+        /// Leader's clock.
+        now_ms: u64,
+        /// Shards rewritten in place (their disk stays).
+        #[serde(default)]
+        rewritten_shards: Vec<u32>,
+    },
+}
+
+/// [`Command::RegisterNode`]: a node and its disks, new or again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterNode {
+    /// Idempotency key.
+    pub request_id: String,
+    /// 0 for a new node.
+    pub node_id: u64,
+    /// Address.
+    pub address: String,
+    /// Zone.
+    pub zone: String,
+    /// Rack.
+    pub rack: String,
+    /// Host ("" → `node-<id>`).
+    pub host: String,
+    /// Disks.
+    pub disks: Vec<DiskSpec>,
+    /// Cluster id to adopt if none is set yet.
+    pub cluster_id_candidate: String,
+}
+
+/// [`Command::Allocate`]: a new pending bundle on disks the leader chose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocate {
+    /// Idempotency key.
+    pub request_id: String,
+    /// New id.
+    pub id: BundleId,
+    /// Code.
+    pub code: Code,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Estimate for accounting.
+    pub expected_length: u64,
+    /// Disks by shard index.
+    pub placement: Vec<u64>,
+    /// Leader's clock.
+    pub now_ms: u64,
+    /// Expiry.
+    pub expires_ms: u64,
+}
+
+/// [`Command::Commit`]: a pending bundle sealed with what the upload wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Bundle.
+    pub id: BundleId,
+    /// Length.
+    pub length: u64,
+    /// Index offset.
+    pub index_offset: u64,
+    /// Index length.
+    pub index_length: u64,
+    /// SHA-256.
+    pub sha256: Vec<u8>,
+    /// Files.
+    pub file_count: u64,
+    /// Shards not durable (queued for repair).
+    pub missing_shards: Vec<u32>,
+    /// Leader's clock.
+    pub now_ms: u64,
+}
+
+/// What an applied command returns to the proposer.
+#[derive(Debug, Clone)]
+pub enum Applied {
+    /// Registration result.
+    Node {
+        /// Node.
+        node: NodeRecord,
+        /// Its disks, in request order.
+        disks: Vec<DiskRecord>,
+        /// Cluster id.
+        cluster_id: String,
+    },
+    /// A bundle after the command.
+    Bundle(BundleRecord),
+    /// A disk after the command.
+    Disk {
+        /// Disk.
+        disk: DiskRecord,
+        /// Repairs queued.
+        repairs_queued: u64,
+    },
+    /// A node after the command.
+    NodeUpdated(NodeRecord),
+    /// Moves queued by a rebalance.
+    MovesQueued(u64),
+    /// Whether a damage report queued a repair.
+    Damage {
+        /// Queued (false: nothing new to repair).
+        queued: bool,
+    },
+    /// Nothing to return.
+    Done,
+}
+
+/// Response type of the state machine.
+pub type ApplyResult = Result<Applied>;
+
+impl Command {
+    /// Version byte and the command in the group's `value_format`: protobuf for allocate and
+    /// commit in version 2, JSON otherwise.
+    pub fn encode(&self, value_format: u8) -> Vec<u8> {
+        if value_format >= keys::VALUE_V2 {
+            if let Some(v) = crate::codec::proto::encode_command(self) {
+                return v;
+            }
+        }
+        crate::codec::encode_value(self)
+    }
+
+    /// A command of either version.
+    pub(crate) fn decode(b: &[u8]) -> Result<Self> {
+        match b.split_first() {
+            Some((&keys::VALUE_V2, body)) => crate::codec::proto::decode_command(body),
+            _ => crate::codec::decode_value(b, "command"),
+        }
+    }
+
+    /// Whether this command may share a log entry with others
+    /// ([`bitmountain_raftstore::RaftHandle::propose_shared`]): those that scan key ranges
+    /// while applied write out the earlier entries first, which needs an entry of their own.
+    pub fn may_share_entry(&self) -> bool {
+        self.reads_only_single_keys()
+    }
+
+    /// Whether applying this command reads only single keys (which a round's unwritten writes
+    /// can answer) and never scans a key range of the DB. The others are also the commands
+    /// that change the topology.
+    pub(crate) fn reads_only_single_keys(&self) -> bool {
+        !matches!(
+            self,
+            Command::RegisterNode { .. }
+                | Command::SetDiskState { .. }
+                | Command::SetNodeState { .. }
+        )
+    }
+
+    /// Applies the command through the family file that owns it (`state/apply/`).
+    pub(crate) fn apply(self, a: &mut Applier<'_>) -> ApplyResult {
+        match self {
+            Command::RegisterNode(r) => a.register(r),
+            Command::SetDiskState {
+                disk_id,
+                state,
+                now_ms,
+            } => a.set_disk_state(disk_id, state, now_ms),
+            Command::SetNodeState {
+                node_id,
+                state,
+                now_ms,
+            } => a.set_node_state(node_id, state, now_ms),
+            Command::SetValueFormat { value_format } => a.set_value_format(value_format),
+            Command::SetRepairSettings { settings } => a.set_repair_settings(settings),
+            Command::QueueMoves { moves, now_ms } => a.queue_moves(moves, now_ms),
+            Command::Allocate(c) => a.allocate(c),
+            Command::Commit(c) => a.commit(c),
+            Command::Abort { id } => a.abort(id),
+            Command::Expire { ids, now_ms } => a.expire(ids, now_ms),
+            Command::Delete { id } => a.delete(id),
+            Command::Purge { id } => a.purge(id),
+            Command::ReportDamage { id, shards, now_ms } => a.report_damage(id, shards, now_ms),
+            Command::UpdatePlacement {
+                id,
+                expected_generation,
+                placement,
+                now_ms,
+                rewritten_shards,
+            } => a.update_placement(id, expected_generation, placement, now_ms, rewritten_shards),
+        }
+    }
+}

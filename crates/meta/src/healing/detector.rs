@@ -1,0 +1,96 @@
+//! The leader's failure detector: heartbeats turned into decisions. A node silent past its
+//! grace goes down, a down node heard again comes back, a disk its node reports failed is
+//! failed; each decision is a Raft command (whose apply requeues the shards concerned).
+
+use std::time::{Duration, Instant};
+
+use super::{lock, DETECTOR_INTERVAL_MS};
+use crate::command::Command;
+use crate::error::Result;
+use crate::server::MetaServer;
+use crate::types::{now_unix_ms, DiskState, NodeState};
+
+/// Runs the failure detector for as long as the member runs (acting only while leader).
+pub async fn failure_detector(server: MetaServer) {
+    let mut tick = tokio::time::interval(Duration::from_millis(DETECTOR_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = server.detect_once().await {
+            tracing::debug!(error = %e, "failure detector");
+        }
+    }
+}
+
+impl MetaServer {
+    /// One look at the heartbeats: nodes silent past their grace go down, nodes heard again
+    /// come back, disks their node reports failed are failed. Each decision is a Raft command.
+    async fn detect_once(&self) -> Result<()> {
+        let healing = &self.inner.healing;
+        if !self.inner.raft.is_leader() {
+            *lock(&healing.leader_since) = None;
+            lock(&healing.leases).clear();
+            return Ok(());
+        }
+        let since = *lock(&healing.leader_since).get_or_insert_with(Instant::now);
+        let grace = Duration::from_millis(self.inner.cfg.node_down_grace_ms);
+        let mut node_decisions = Vec::new();
+        let mut disk_decisions = Vec::new();
+        {
+            let map = self.inner.store.map();
+            let hb = self.heartbeats();
+            for n in map.nodes.values() {
+                let heard = hb.get(&n.id).and_then(|h| h.at);
+                // A new leader has heard nobody yet: silence counts from its election.
+                let silent_for = heard.unwrap_or(since).max(since).elapsed();
+                match n.state {
+                    // A draining node that dies is down too: its shards cannot be copied any
+                    // more and are rebuilt instead (the drain is restarted by the operator
+                    // once it is back).
+                    NodeState::Up | NodeState::Draining if silent_for > grace => {
+                        node_decisions.push((n.id, NodeState::Down, silent_for))
+                    }
+                    NodeState::Down if heard.is_some_and(|at| at.elapsed() < grace) => {
+                        node_decisions.push((n.id, NodeState::Up, silent_for))
+                    }
+                    _ => {}
+                }
+                if let Some(h) = hb.get(&n.id) {
+                    for disk in &h.failed {
+                        let state = map.disks.get(disk).map(|d| d.state);
+                        if matches!(state, Some(DiskState::Ok | DiskState::Draining)) {
+                            disk_decisions.push(*disk);
+                        }
+                    }
+                }
+            }
+        }
+        for (node_id, state, silent_for) in node_decisions {
+            tracing::warn!(
+                node = node_id,
+                ?state,
+                silent_ms = silent_for.as_millis() as u64,
+                "failure detector: node state changes"
+            );
+            self.propose(Command::SetNodeState {
+                node_id,
+                state,
+                now_ms: now_unix_ms(),
+            })
+            .await?;
+        }
+        for disk_id in disk_decisions {
+            tracing::warn!(
+                disk = disk_id,
+                "failure detector: its node reports the disk failed"
+            );
+            self.propose(Command::SetDiskState {
+                disk_id,
+                state: DiskState::Failed,
+                now_ms: now_unix_ms(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! What `bitmountain repair status` shows: the queue by healthy shards, the repairs running
+//! (leases), the rate over the last minute and the time left at that rate.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bitmountain_proto::v1 as pb;
+
+use super::{lock, RATE_WINDOW_MS, STATUS_SCAN_TASKS};
+use crate::error::Result;
+use crate::server::MetaServer;
+
+impl MetaServer {
+    /// Bytes per second of repairs finished over the last window.
+    fn repair_rate(&self) -> f64 {
+        let mut finished = lock(&self.inner.healing.finished);
+        let window = Duration::from_millis(RATE_WINDOW_MS);
+        while finished
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > window)
+        {
+            finished.pop_front();
+        }
+        let Some((first, _)) = finished.front() else {
+            return 0.0;
+        };
+        let bytes: u64 = finished.iter().map(|(_, b)| *b).sum();
+        let span = first.elapsed().as_secs_f64().max(1.0);
+        bytes as f64 / span
+    }
+
+    /// What `bitmountain repair status` shows.
+    pub(crate) fn repair_status_now(&self) -> Result<pb::RepairStatusResponse> {
+        let cluster = self.inner.store.map().cluster.clone();
+        let mut levels: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut queued_bytes = 0u64;
+        let mut token = Vec::new();
+        let mut scanned = 0;
+        let truncated = loop {
+            let (tasks, next) = self.inner.store.list_repairs(&token, 1000)?;
+            scanned += tasks.len();
+            for t in &tasks {
+                *levels.entry(t.healthy_shards).or_default() += 1;
+                queued_bytes = queued_bytes
+                    .saturating_add(t.shard_bytes.saturating_mul(t.missing_shards.len() as u64));
+            }
+            if next.is_empty() {
+                break false;
+            }
+            if scanned >= STATUS_SCAN_TASKS {
+                break true;
+            }
+            token = next;
+        };
+        let now = Instant::now();
+        let running_repairs: Vec<pb::RunningRepair> = lock(&self.inner.healing.leases)
+            .iter()
+            .filter(|(_, l)| l.until > now)
+            .map(|((id, s), l)| pb::RunningRepair {
+                bundle_id: Some(id.to_proto()),
+                shard_index: *s,
+                node_id: l.node_id,
+                running_ms: l.since.elapsed().as_millis() as u64,
+            })
+            .collect();
+        let rate = self.repair_rate();
+        let eta_ms = if queued_bytes > 0 && rate > 0.0 {
+            (queued_bytes as f64 / rate * 1000.0) as u64
+        } else {
+            0
+        };
+        Ok(pb::RepairStatusResponse {
+            queued: cluster.repairs,
+            running: running_repairs.len() as u64,
+            shards_repaired: cluster.shards_repaired,
+            bytes_repaired: cluster.bytes_repaired,
+            bytes_per_sec: rate,
+            queued_bytes,
+            eta_ms,
+            levels: levels
+                .into_iter()
+                .map(|(healthy_shards, bundles)| pb::RedundancyLevel {
+                    healthy_shards,
+                    bundles,
+                })
+                .collect(),
+            settings: Some(cluster.repair_settings.to_proto()),
+            running_repairs,
+            sealed_bundles: cluster.sealed,
+            truncated,
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! The member process: open the store, start the replica, the background workers and the
+//! gRPC server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bitmountain_proto::v1 as pb;
+use bitmountain_proto::v1::meta_admin_server::MetaAdminServer;
+use bitmountain_proto::v1::meta_service_server::MetaServiceServer;
+use bitmountain_raftstore::{Members, RaftConfig};
+
+use super::admin::Diagnostics;
+use super::{MetaConfig, MetaServer, EXPIRY_SCAN_INTERVAL};
+use crate::error::{MetaError, Result};
+use crate::state::{MetaStateMachine, MetaStore};
+
+/// How to run a member.
+#[derive(Debug, Clone)]
+pub struct MemberOptions {
+    /// Member id (required on first start).
+    pub id: Option<u64>,
+    /// Data directory.
+    pub data_dir: std::path::PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Address other members and clients use (default: `listen`).
+    pub advertise: Option<String>,
+    /// Initial members of a new group.
+    pub bootstrap: Option<Members>,
+    /// Raft tunables (id and address are filled in).
+    pub raft: RaftConfig,
+    /// Service settings.
+    pub meta: MetaConfig,
+}
+
+/// Runs a member until `shutdown` resolves or the server fails.
+pub async fn serve(
+    opts: MemberOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let advertise = opts
+        .advertise
+        .clone()
+        .unwrap_or_else(|| opts.listen.to_string());
+    let data_dir = opts.data_dir.clone();
+    let bootstrap = opts.bootstrap.clone();
+    let (engine, id) = tokio::task::spawn_blocking(move || {
+        bitmountain_raftstore::prepare(&data_dir, opts.id, bootstrap.as_ref())
+    })
+    .await
+    .map_err(|e| MetaError::Corrupt {
+        what: format!("startup task: {e}"),
+    })?
+    .map_err(crate::raft_error)?;
+    let started = Instant::now();
+    let store = MetaStore::load(engine.db().clone())?;
+    let mut rcfg = opts.raft.clone();
+    rcfg.id = id;
+    rcfg.address = advertise.clone();
+    let (raft, raft_service) = bitmountain_raftstore::start(
+        engine,
+        rcfg,
+        MetaStateMachine::new(Arc::clone(&store)),
+        tokio::runtime::Handle::current(),
+    )
+    .map_err(crate::raft_error)?;
+    let server = MetaServer::new(raft, store, opts.meta.clone());
+    tracing::info!(member = id, listen = %opts.listen, advertise = %advertise, load_ms = started.elapsed().as_millis() as u64, "metadata member starting");
+    tokio::spawn(crate::healing::detector::failure_detector(server.clone()));
+    let expiry = server.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRY_SCAN_INTERVAL);
+        loop {
+            tick.tick().await;
+            if let Err(e) = expiry.expire_once().await {
+                tracing::debug!(error = %e, "expiry scan");
+            }
+        }
+    });
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(
+            bitmountain_raftstore::transport::H2_STREAM_WINDOW_BYTES,
+        ))
+        .initial_connection_window_size(Some(
+            bitmountain_raftstore::transport::H2_CONNECTION_WINDOW_BYTES,
+        ))
+        .add_service(MetaServiceServer::new(server.clone()))
+        .add_service(MetaAdminServer::new(server))
+        .add_service(raft_service.into_server())
+        .add_service(pb::diagnostics_server::DiagnosticsServer::new(Diagnostics))
+        .serve_with_shutdown(opts.listen, shutdown)
+        .await
+        .map_err(|e| MetaError::Raft {
+            kind: "internal".into(),
+            leader: None,
+            message: format!(
+                "gRPC server on {}: {e} (is the address in use?)",
+                opts.listen
+            ),
+        })
+}

@@ -1,0 +1,240 @@
+//! The bundle lifecycle: allocate (pending), commit (sealed), abort and expire (gone), delete
+//! (deleting, invisible to readers), purge (gone once its shards are).
+
+use std::collections::BTreeMap;
+
+use super::{no_such_shard, Applier};
+use crate::codec;
+use crate::command::{Allocate, Applied, ApplyResult, Commit};
+use crate::error::{MetaError, Result};
+use crate::keys;
+use crate::rules;
+use crate::state::KeyReader;
+use crate::types::{BundleId, BundleRecord, BundleState};
+
+impl Applier<'_> {
+    pub(crate) fn allocate(&mut self, c: Allocate) -> ApplyResult {
+        if let Some(existing) = self.request_bundle(&c.request_id)? {
+            if let Some(b) = self.bundle(existing)? {
+                return Ok(Applied::Bundle(b));
+            }
+        }
+        let id = c.id;
+        if c.placement.len() != c.code.total() {
+            return Err(MetaError::MalformedPlacement {
+                id,
+                reason: format!("{} disks for {} shards", c.placement.len(), c.code.total()),
+            });
+        }
+        for d in &c.placement {
+            let disk = self
+                .map
+                .disks
+                .get(d)
+                .ok_or(MetaError::UnknownDisk { id: *d })?;
+            if !rules::disk_takes_shards(disk) {
+                return Err(MetaError::PlacementStale {
+                    id,
+                    disk_id: *d,
+                    state: disk.state,
+                });
+            }
+        }
+        let shard_bytes = c.code.shard_bytes(c.expected_length);
+        let rec = BundleRecord {
+            id,
+            state: BundleState::Pending,
+            code: c.code,
+            length: 0,
+            index_offset: 0,
+            index_length: 0,
+            sha256: Vec::new(),
+            file_count: 0,
+            labels: c.labels,
+            created_unix_ms: c.now_ms,
+            expires_unix_ms: c.expires_ms,
+            placement: c.placement,
+            placement_generation: 1,
+            request_id: c.request_id,
+            accounted_shard_bytes: shard_bytes,
+        };
+        for (i, d) in rec.placement.iter().enumerate() {
+            self.put_raw(
+                &keys::disk_bundle(*d, id),
+                &codec::binary::encode_u32(i as u32),
+            );
+            self.charge(*d, shard_bytes, true);
+        }
+        for (k, v) in &rec.labels {
+            self.put_raw(&keys::label(k, v, id), &[]);
+        }
+        self.put_raw(&keys::state(BundleState::Pending.tag(), id), &[]);
+        self.put_raw(&keys::expiry(rec.expires_unix_ms, id), &[]);
+        let request_value = codec::encode_request_bundle(id, self.map.cluster.value_format());
+        self.put_raw(&keys::request(&rec.request_id), &request_value);
+        self.put_bundle(&rec);
+        self.count(BundleState::Pending, true);
+        Ok(Applied::Bundle(rec))
+    }
+
+    pub(crate) fn commit(&mut self, c: Commit) -> ApplyResult {
+        let id = c.id;
+        let mut b = self.known_bundle(id)?;
+        match b.state {
+            BundleState::Sealed => {
+                if b.length == c.length && b.sha256 == c.sha256 {
+                    return Ok(Applied::Bundle(b));
+                }
+                return Err(MetaError::WrongState {
+                    id,
+                    state: b.state,
+                    hint: "already committed with a different length or checksum".into(),
+                });
+            }
+            BundleState::Deleting => {
+                return Err(MetaError::WrongState {
+                    id,
+                    state: b.state,
+                    hint: "the bundle was deleted".into(),
+                })
+            }
+            BundleState::Pending => {}
+        }
+        if c.now_ms > b.expires_unix_ms {
+            return Err(MetaError::AllocationExpired {
+                id,
+                expires_unix_ms: b.expires_unix_ms,
+            });
+        }
+        let mut missing: Vec<u32> = c.missing_shards;
+        missing.sort_unstable();
+        missing.dedup();
+        if let Some(bad) = missing.iter().find(|s| **s as usize >= b.code.total()) {
+            return Err(no_such_shard("missing_shards", *bad, &b));
+        }
+        let tolerated = b.code.parity_shards.saturating_sub(1) as usize;
+        if missing.len() > tolerated {
+            return Err(MetaError::TooManyMissingShards {
+                id,
+                missing: missing.len(),
+                tolerated,
+            });
+        }
+        let new_shard = b.code.shard_bytes(c.length);
+        for d in b.placement.clone() {
+            self.charge(d, b.accounted_shard_bytes, false);
+            self.charge(d, new_shard, true);
+        }
+        self.del(&keys::state(BundleState::Pending.tag(), id));
+        self.del(&keys::expiry(b.expires_unix_ms, id));
+        self.put_raw(&keys::state(BundleState::Sealed.tag(), id), &[]);
+        self.count(BundleState::Pending, false);
+        self.count(BundleState::Sealed, true);
+        b.state = BundleState::Sealed;
+        b.length = c.length;
+        b.index_offset = c.index_offset;
+        b.index_length = c.index_length;
+        b.sha256 = c.sha256;
+        b.file_count = c.file_count;
+        b.accounted_shard_bytes = new_shard;
+        b.expires_unix_ms = 0;
+        self.put_bundle(&b);
+        // Shards the upload could not write, and shards whose disk failed or whose node went
+        // down while the bundle was pending (the requeue of that change skipped the pending
+        // bundle), are queued now.
+        if !missing.is_empty() || !rules::shard_health(&self.map, &b, None).is_empty() {
+            self.set_repair(&b, missing, BTreeMap::new(), c.now_ms)?;
+        }
+        Ok(Applied::Bundle(b))
+    }
+
+    pub(crate) fn abort(&mut self, id: BundleId) -> ApplyResult {
+        match self.bundle(id)? {
+            None => Ok(Applied::Done),
+            Some(b) if b.state == BundleState::Pending => {
+                self.remove_record(&b)?;
+                Ok(Applied::Done)
+            }
+            Some(b) => Err(MetaError::WrongState {
+                id,
+                state: b.state,
+                hint: "only a pending bundle can be aborted; delete it instead".into(),
+            }),
+        }
+    }
+
+    pub(crate) fn expire(&mut self, ids: Vec<BundleId>, now_ms: u64) -> ApplyResult {
+        for id in ids {
+            if let Some(b) = self.bundle(id)? {
+                if b.state == BundleState::Pending && b.expires_unix_ms <= now_ms {
+                    self.remove_record(&b)?;
+                }
+            }
+        }
+        Ok(Applied::Done)
+    }
+
+    pub(crate) fn delete(&mut self, id: BundleId) -> ApplyResult {
+        let mut b = self.known_bundle(id)?;
+        match b.state {
+            BundleState::Deleting => return Ok(Applied::Bundle(b)),
+            BundleState::Pending => {
+                return Err(MetaError::WrongState {
+                    id,
+                    state: b.state,
+                    hint: "a pending bundle is aborted, not deleted".into(),
+                })
+            }
+            BundleState::Sealed => {}
+        }
+        self.del(&keys::state(BundleState::Sealed.tag(), id));
+        self.put_raw(&keys::state(BundleState::Deleting.tag(), id), &[]);
+        for (k, v) in b.labels.clone() {
+            self.del(&keys::label(&k, &v, id));
+        }
+        self.count(BundleState::Sealed, false);
+        self.count(BundleState::Deleting, true);
+        self.unqueue_repair(id)?;
+        b.state = BundleState::Deleting;
+        self.put_bundle(&b);
+        Ok(Applied::Bundle(b))
+    }
+
+    pub(crate) fn purge(&mut self, id: BundleId) -> ApplyResult {
+        match self.bundle(id)? {
+            // Already purged: a retried purge is a success.
+            None => Ok(Applied::Done),
+            Some(b) if b.state == BundleState::Deleting => {
+                self.remove_record(&b)?;
+                Ok(Applied::Done)
+            }
+            Some(b) => Err(MetaError::WrongState {
+                id,
+                state: b.state,
+                hint: "only a deleted bundle is purged; delete it first".into(),
+            }),
+        }
+    }
+
+    /// Removes every key of a pending (aborted, expired) or deleted (purged) bundle and gives
+    /// its disks their placed bytes back.
+    fn remove_record(&mut self, b: &BundleRecord) -> Result<()> {
+        assert!(
+            b.state != BundleState::Sealed,
+            "a sealed bundle is deleted before its record is removed"
+        );
+        for d in &b.placement {
+            self.del(&keys::disk_bundle(*d, b.id));
+            self.charge(*d, b.accounted_shard_bytes, false);
+        }
+        for (k, v) in &b.labels {
+            self.del(&keys::label(k, v, b.id));
+        }
+        self.del(&keys::state(b.state.tag(), b.id));
+        self.del(&keys::expiry(b.expires_unix_ms, b.id));
+        self.del(&keys::request(&b.request_id));
+        self.del(&keys::bundle(b.id));
+        self.count(b.state, false);
+        Ok(())
+    }
+}

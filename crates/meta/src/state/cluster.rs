@@ -1,0 +1,84 @@
+//! The cluster map: the cluster record (identity, id counters, counts, settings, the value
+//! format) and the nodes and disks. Small, replicated, and also held in memory by
+//! [`super::MetaStore`], which the apply path updates in the same step that writes it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MetaError, Result};
+use crate::keys;
+use crate::types::{DiskRecord, NodeRecord, RepairSettings};
+
+/// Cluster-wide record: identity, id counters, counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// Cluster id (set by the first registration), written to every disk identity file.
+    pub cluster_id: String,
+    /// Next node id to assign.
+    pub next_node_id: u64,
+    /// Next disk id to assign.
+    pub next_disk_id: u64,
+    /// Pending bundles.
+    pub pending: u64,
+    /// Sealed bundles.
+    pub sealed: u64,
+    /// Deleting bundles.
+    pub deleting: u64,
+    /// Queued repairs.
+    pub repairs: u64,
+    /// Repair throttles in force.
+    #[serde(default)]
+    pub repair_settings: RepairSettings,
+    /// Shards rebuilt or moved since the cluster was created.
+    #[serde(default)]
+    pub shards_repaired: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub bytes_repaired: u64,
+    /// The value format every member writes bundle records, request values and the allocate
+    /// and commit commands in (`keys::VALUE_V1` JSON or `keys::VALUE_V2` protobuf, see
+    /// `crate::codec`). A group created by a binary that knows version 2 starts with it; a
+    /// group created before keeps version 1 (0 in records written then), so that no member
+    /// of a group meets a value it cannot read.
+    #[serde(default)]
+    pub value_format: u8,
+}
+
+impl ClusterRecord {
+    /// The value format the group writes: a record from before the field existed (0) means
+    /// version 1.
+    pub fn value_format(&self) -> u8 {
+        self.value_format.max(keys::VALUE_V1)
+    }
+}
+
+/// The format a switch from `current` to `requested` leaves the group in, or why it is
+/// refused: the leader checks before it asks the members, and every member again when it
+/// applies the switch.
+pub(crate) fn value_format_switch(current: u8, requested: u32) -> Result<u8> {
+    let refuse = |reason: String| MetaError::ValueFormatRefused { requested, reason };
+    let newest = keys::VALUE_FORMAT_NEWEST;
+    let format = u8::try_from(requested)
+        .ok()
+        .filter(|f| (keys::VALUE_V1..=newest).contains(f))
+        .ok_or_else(|| refuse(format!("this member reads value formats 1 to {newest}")))?;
+    if format < current {
+        return Err(refuse(format!(
+            "the group already writes format {current}; a group never goes back to an older \
+             format"
+        )));
+    }
+    Ok(format)
+}
+
+/// The in-memory cluster map.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMap {
+    /// Cluster record.
+    pub cluster: ClusterRecord,
+    /// Nodes by id.
+    pub nodes: BTreeMap<u64, NodeRecord>,
+    /// Disks by id.
+    pub disks: BTreeMap<u64, DiskRecord>,
+}

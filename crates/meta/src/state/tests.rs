@@ -1,0 +1,410 @@
+//! State-machine tests: histories applied in rounds of any size reach the same state, the
+//! value format is replicated state, undecodable entries stop the member; the invariant
+//! checker runs after every round.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bitmountain_raftstore::rocksdb::{self, WriteBatch};
+use bitmountain_raftstore::{ApplyCtx, StateMachine};
+
+use super::*;
+use crate::codec;
+use crate::command::{Allocate, Applied, ApplyResult, Command, Commit, DiskSpec, RegisterNode};
+use crate::error::MetaError;
+use crate::keys;
+use crate::types::{BundleId, BundleState, Code, DiskState};
+
+/// The registration of node `n` with one new 1 TiB disk.
+fn register(n: u64) -> Command {
+    Command::RegisterNode(RegisterNode {
+        request_id: format!("n{n}"),
+        node_id: 0,
+        address: format!("127.0.0.1:{n}"),
+        zone: String::new(),
+        rack: String::new(),
+        host: format!("host-{n}"),
+        disks: vec![DiskSpec {
+            disk_id: 0,
+            path: "/d".into(),
+            capacity_bytes: 1 << 40,
+        }],
+        cluster_id_candidate: "c".into(),
+    })
+}
+
+/// Applies the invariant checker to the store; every violation fails the test.
+fn assert_invariants(store: &MetaStore) {
+    let report = check(store).unwrap();
+    assert!(
+        report.is_clean(),
+        "invariants broken: {:#?}",
+        report.violations
+    );
+}
+
+#[test]
+fn prefix_end_is_the_first_key_after_the_prefix() {
+    assert_eq!(keys::prefix_end(&[0x23, 0x01]), vec![0x23, 0x02]);
+    assert_eq!(keys::prefix_end(&[0x21, 0x00, 0xff]), vec![0x21, 0x01]);
+    // No state-machine key starts with 0xff, so this bound is above all of them.
+    assert_eq!(keys::prefix_end(&[0xff, 0xff]), vec![0xff; 17]);
+}
+
+/// The commands of a short history: registrations, allocations (one retried), commits (one
+/// with a missing shard, one repeated), an abort, and a disk failure in the middle.
+fn history(disks: &[u64]) -> Vec<Command> {
+    let code = Code {
+        data_shards: 2,
+        parity_shards: 2,
+        ..Code::DEFAULT
+    };
+    let alloc = |i: u64, request: &str| {
+        Command::Allocate(Allocate {
+            request_id: request.into(),
+            id: BundleId(1_000 + i as u128),
+            code,
+            labels: BTreeMap::from([("book".to_string(), format!("b{}", i % 3))]),
+            expected_length: 4 << 20,
+            placement: (0..4).map(|k| disks[((i + k) % 6) as usize]).collect(),
+            now_ms: 10 + i,
+            expires_ms: 1_000_000,
+        })
+    };
+    let commit = |i: u64, missing: Vec<u32>| {
+        Command::Commit(Commit {
+            id: BundleId(1_000 + i as u128),
+            length: 3 << 20,
+            index_offset: 100,
+            index_length: 100,
+            sha256: vec![i as u8; 32],
+            file_count: 10,
+            missing_shards: missing,
+            now_ms: 500,
+        })
+    };
+    let mut h = Vec::new();
+    for i in 0..8 {
+        h.push(alloc(i, &format!("a{i}")));
+    }
+    // A retried allocation: answered with the first one's bundle, whatever id it carries.
+    h.push(alloc(20, "a3"));
+    h.push(commit(0, vec![]));
+    h.push(commit(1, vec![1]));
+    h.push(commit(2, vec![]));
+    h.push(Command::SetDiskState {
+        disk_id: disks[5],
+        state: DiskState::Failed,
+        now_ms: 600,
+    });
+    h.push(commit(3, vec![]));
+    h.push(commit(3, vec![]));
+    h.push(Command::Abort {
+        id: BundleId(1_006),
+    });
+    h.push(alloc(9, "a9"));
+    h.push(commit(9, vec![]));
+    h
+}
+
+/// Every key-value of a column family, in key order.
+type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Applies `cmds` in rounds of `round` entries, as the driver does; returns every answer
+/// and every key-value of the state machine.
+fn run_in_rounds(round: usize) -> (Vec<String>, KeyValues) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = bitmountain_raftstore::Engine::open(dir.path()).unwrap();
+    let store = MetaStore::load(engine.db().clone()).unwrap();
+    let mut sm = MetaStateMachine::new(store.clone());
+    let mut index = 10;
+    let mut answers = Vec::new();
+    let mut apply = |sm: &mut MetaStateMachine, cmds: Vec<Command>, answers: &mut Vec<String>| {
+        for chunk in cmds.chunks(round) {
+            let mut batch = WriteBatch::default();
+            for c in chunk {
+                index += 1;
+                let ctx = ApplyCtx::new(index, 1, &mut batch, &engine, (index - 1, 1));
+                answers.push(format!(
+                    "{:?}",
+                    sm.apply(ctx, &c.encode(keys::VALUE_FORMAT_NEWEST))
+                ));
+            }
+            sm.before_write(&mut batch);
+            engine.write(batch, false).unwrap();
+            assert_invariants(&store);
+        }
+    };
+    let register: Vec<Command> = (1..=6).map(register).collect();
+    apply(&mut sm, register, &mut answers);
+    let disks: Vec<u64> = store.map().disks.keys().copied().collect();
+    assert_eq!(disks.len(), 6);
+    apply(&mut sm, history(&disks), &mut answers);
+    // What a restart reads back: the disks' placed bytes come from the usage keys, which
+    // rounds of allocations write instead of the disk records.
+    let reloaded = MetaStore::load(engine.db().clone()).unwrap();
+    assert_eq!(reloaded.map().disks, store.map().disks);
+    assert!(store.map().disks.values().any(|d| d.accounted_bytes > 0));
+    let cf = store.cf().unwrap();
+    let kvs = engine
+        .db()
+        .iterator_cf(cf, rocksdb::IteratorMode::Start)
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect();
+    (answers, kvs)
+}
+
+/// A state machine on a fresh store that applies one entry per round, as the leader
+/// encodes it (in the store's current value format).
+struct OneByOne {
+    _dir: tempfile::TempDir,
+    engine: bitmountain_raftstore::Engine,
+    store: Arc<MetaStore>,
+    sm: MetaStateMachine,
+    index: u64,
+}
+
+impl OneByOne {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = bitmountain_raftstore::Engine::open(dir.path()).unwrap();
+        let store = MetaStore::load(engine.db().clone()).unwrap();
+        let sm = MetaStateMachine::new(store.clone());
+        Self {
+            _dir: dir,
+            engine,
+            store,
+            sm,
+            index: 10,
+        }
+    }
+
+    fn apply_bytes(&mut self, command: &[u8]) -> ApplyResult {
+        let mut batch = WriteBatch::default();
+        self.index += 1;
+        let earlier = (self.index - 1, 1);
+        let ctx = ApplyCtx::new(self.index, 1, &mut batch, &self.engine, earlier);
+        let r = self.sm.apply(ctx, command);
+        self.sm.before_write(&mut batch);
+        self.engine.write(batch, false).unwrap();
+        assert_invariants(&self.store);
+        r
+    }
+
+    fn apply(&mut self, c: &Command) -> ApplyResult {
+        let bytes = c.encode(self.store.value_format());
+        self.apply_bytes(&bytes)
+    }
+}
+
+#[test]
+#[should_panic(expected = "upgrade bitmountain on this member")]
+fn a_committed_command_this_member_cannot_read_stops_it() {
+    // Version 3 does not exist (yet): what a newer binary might write.
+    let _ = OneByOne::new().apply_bytes(&[3, 0x0a, 0x00]);
+}
+
+#[test]
+fn groups_write_the_value_format_their_cluster_record_names() {
+    let mut one = OneByOne::new();
+    let store = one.store.clone();
+    // No cluster record before the first registration: version 1 (as in a record
+    // written before the field existed).
+    assert_eq!(store.value_format(), keys::VALUE_V1);
+    let disks: Vec<u64> = (1..=4)
+        .map(|n| {
+            let cmd = register(n);
+            match one.apply(&cmd).unwrap() {
+                Applied::Node { disks, .. } => disks[0].id,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    // The first registration switched the group to version 2.
+    assert_eq!(store.value_format(), keys::VALUE_V2);
+    let code = Code {
+        data_shards: 2,
+        parity_shards: 2,
+        ..Code::DEFAULT
+    };
+    let id = BundleId(77);
+    one.apply(&Command::Allocate(Allocate {
+        request_id: "r".into(),
+        id,
+        code,
+        labels: BTreeMap::new(),
+        expected_length: 10,
+        placement: disks.clone(),
+        now_ms: 1,
+        expires_ms: 1_000,
+    }))
+    .unwrap();
+    let raw = store.get_raw(&keys::bundle(id)).unwrap().unwrap();
+    assert_eq!(raw[0], keys::VALUE_V2);
+    let raw = store.get_raw(&keys::request("r")).unwrap().unwrap();
+    assert_eq!(raw[0], keys::VALUE_V2);
+    assert_eq!(store.request_bundle("r").unwrap(), Some(id));
+    // A record still in version 1 (written before the switch) reads back as well.
+    let mut old = store.bundle(id).unwrap().unwrap();
+    old.file_count = 5;
+    let cf = store.cf().unwrap();
+    store
+        .db()
+        .put_cf(cf, keys::bundle(id), codec::encode_value(&old))
+        .unwrap();
+    assert_eq!(store.bundle(id).unwrap().unwrap(), old);
+}
+
+#[test]
+fn a_group_switches_to_a_newer_value_format_and_never_back() {
+    let mut one = OneByOne::new();
+    let store = one.store.clone();
+    let mut apply = |value_format: u8| one.apply(&Command::SetValueFormat { value_format });
+    assert_eq!(store.value_format(), keys::VALUE_V1);
+    assert!(apply(keys::VALUE_V1).is_ok());
+    assert!(apply(keys::VALUE_V2).is_ok());
+    assert_eq!(store.value_format(), keys::VALUE_V2);
+    for refused in [keys::VALUE_V1, keys::VALUE_FORMAT_NEWEST + 1] {
+        let e = apply(refused).unwrap_err();
+        assert!(
+            matches!(e, MetaError::ValueFormatRefused { requested, .. } if requested == u32::from(refused)),
+            "{e}"
+        );
+    }
+    assert_eq!(store.value_format(), keys::VALUE_V2);
+    // The switch is in the stored cluster record, not only in memory.
+    store.reload().unwrap();
+    assert_eq!(store.value_format(), keys::VALUE_V2);
+}
+
+#[test]
+fn rounds_of_any_size_reach_the_same_state() {
+    let (answers, state) = run_in_rounds(1);
+    // The history did what it says: the retry got bundle 3, the abort removed bundle 6.
+    assert!(answers[6 + 8].contains("1003"), "{}", answers[6 + 8]);
+    assert!(state
+        .iter()
+        .any(|(k, _)| k.as_slice() == keys::bundle(BundleId(1_000)).as_slice()));
+    assert!(!state
+        .iter()
+        .any(|(k, _)| k.as_slice() == keys::bundle(BundleId(1_006)).as_slice()));
+    assert!(!state
+        .iter()
+        .any(|(k, _)| k.as_slice() == keys::bundle(BundleId(1_020)).as_slice()));
+    // A commit moved bundle 3 from the pending index to the sealed one (a delete and a put
+    // of the round's sorted writes).
+    let has = |key: Vec<u8>| state.iter().any(|(k, _)| *k == key);
+    assert!(!has(keys::state(
+        BundleState::Pending.tag(),
+        BundleId(1_003)
+    )));
+    assert!(has(keys::state(BundleState::Sealed.tag(), BundleId(1_003))));
+    for round in [2, 3, 7, 100] {
+        let (a, s) = run_in_rounds(round);
+        assert_eq!(a, answers, "answers differ with rounds of {round}");
+        assert!(s == state, "state differs with rounds of {round}");
+    }
+}
+
+/// The checker is not a formality: each kind of damage to a good state is named.
+#[test]
+fn the_checker_names_each_broken_invariant() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = bitmountain_raftstore::Engine::open(dir.path()).unwrap();
+    let store = MetaStore::load(engine.db().clone()).unwrap();
+    let mut sm = MetaStateMachine::new(store.clone());
+    let mut index = 10;
+    let mut apply = |cmd: Command| {
+        let mut batch = WriteBatch::default();
+        index += 1;
+        let ctx = ApplyCtx::new(index, 1, &mut batch, &engine, (index - 1, 1));
+        let r = sm.apply(ctx, &cmd.encode(store.value_format()));
+        sm.before_write(&mut batch);
+        engine.write(batch, false).unwrap();
+        r.unwrap()
+    };
+    for n in 1..=4 {
+        apply(register(n));
+    }
+    let disks: Vec<u64> = store.map().disks.keys().copied().collect();
+    let id = BundleId(1);
+    apply(Command::Allocate(Allocate {
+        request_id: "r".into(),
+        id,
+        code: Code {
+            data_shards: 2,
+            parity_shards: 2,
+            ..Code::DEFAULT
+        },
+        labels: BTreeMap::from([("k".to_string(), "v".to_string())]),
+        expected_length: 1 << 20,
+        placement: disks.clone(),
+        now_ms: 1,
+        expires_ms: 1_000_000,
+    }));
+    // A disk that fails while the bundle is pending: its commit queues the repair.
+    apply(Command::SetDiskState {
+        disk_id: disks[3],
+        state: DiskState::Failed,
+        now_ms: 2,
+    });
+    apply(Command::Commit(Commit {
+        id,
+        length: 1 << 20,
+        index_offset: 0,
+        index_length: 10,
+        sha256: vec![1; 32],
+        file_count: 1,
+        missing_shards: vec![],
+        now_ms: 3,
+    }));
+    assert!(store.repair_task(id).unwrap().is_some());
+    assert_invariants(&store);
+
+    let cf = store.cf().unwrap();
+    let db = store.db();
+    let expect = |needle: &str| {
+        let report = check(&store).unwrap();
+        assert!(
+            report.violations.iter().any(|v| v.contains(needle)),
+            "no violation naming {needle:?}: {:#?}",
+            report.violations
+        );
+    };
+    // An index key gone.
+    db.delete_cf(cf, keys::label("k", "v", id)).unwrap();
+    expect("missing");
+    db.put_cf(cf, keys::label("k", "v", id), []).unwrap();
+    // An index key no record implies.
+    db.put_cf(cf, keys::label("k", "other", id), []).unwrap();
+    expect("does not imply it");
+    db.delete_cf(cf, keys::label("k", "other", id)).unwrap();
+    // The repair entry gone.
+    db.delete_cf(cf, keys::repair_by_bundle(id)).unwrap();
+    expect("no repair entry");
+    assert_eq!(
+        check(&store).unwrap().violation_count,
+        2,
+        "the queue count too"
+    );
+    let task = store.list_repairs(&[], 10).unwrap().0.remove(0);
+    db.put_cf(
+        cf,
+        keys::repair_by_bundle(id),
+        task.healthy_shards.to_be_bytes(),
+    )
+    .unwrap();
+    assert_invariants(&store);
+    // A counter off by one, and placed bytes that do not add up.
+    {
+        let mut map = store.write_map();
+        map.cluster.sealed += 1;
+        map.disks.get_mut(&disks[0]).unwrap().accounted_bytes += 1;
+    }
+    expect("Sealed bundles");
+    expect("placed bytes recorded");
+}
