@@ -106,14 +106,9 @@ pub fn run(args: MetaArgs) -> anyhow::Result<()> {
             repair_lease_ms: args.repair_lease_ms,
         },
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("meta")
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async move {
-        let shutdown = super::node::shutdown_signal();
-        bitmountain_meta::serve(opts, shutdown).await
-    })?;
+    super::common::daemon_runtime("meta")?.block_on(bitmountain_meta::serve(
+        opts,
+        super::common::shutdown_signal(),
+    ))?;
     Ok(())
 }
