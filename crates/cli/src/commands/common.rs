@@ -1,6 +1,7 @@
 //! What the commands share: the `--cluster` argument, the async runtimes, the shutdown signal of
 //! the daemons, and standard output (JSON, and noticing that its reader went away).
 
+use std::future::Future;
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -56,6 +57,16 @@ impl ClusterArgs {
     pub async fn meta_client(&self) -> anyhow::Result<MetaClient> {
         let address = self.metadata_address().await?;
         Ok(MetaClient::new([address])?.with_timeout(Duration::from_secs(30)))
+    }
+
+    /// Runs an operator command's requests: `ask` gets a client of the metadata group, on a
+    /// client runtime.
+    pub fn ask_meta<T, F, Fut>(&self, ask: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(MetaClient) -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        client_runtime()?.block_on(async { ask(self.meta_client().await?).await })
     }
 }
 

@@ -9,6 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context};
+use bitmountain_bundle::BundleReader;
 use bitmountain_erasure::{shard_file_name, write_shard_files, BundleId, Code, IndexLocation};
 
 use super::bundle::pack_dir;
@@ -54,15 +55,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let tree = work.join("book");
     let bundle_path = work.join("book.bundle");
     let shards = work.join("shards");
-    for stale in [&tree, &shards] {
-        if stale.exists() {
-            std::fs::remove_dir_all(stale)
-                .with_context(|| format!("clearing {}", stale.display()))?;
-        }
-    }
-    if bundle_path.exists() {
-        std::fs::remove_file(&bundle_path)?;
-    }
+    clear_earlier_run(&tree, &bundle_path, &shards)?;
 
     let mut out = common::stdout();
     writeln!(
@@ -121,19 +114,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     )?;
 
     let reader = ShardedBundle::open_dir(&shards)?;
-    let mut identical = 0;
-    for (path, len) in &originals {
-        let mut bytes = Vec::with_capacity(*len as usize);
-        reader
-            .copy_file(path, &mut bytes)
-            .with_context(|| format!("reading {path} back from the shards"))?;
-        let original = std::fs::read(tree.join(path))?;
-        ensure!(
-            bytes == original,
-            "{path} came back different from the original"
-        );
-        identical += 1;
-    }
+    let identical = read_back(&reader, &tree, &originals)?;
     writeln!(out,
         "5. read all {identical} files back out of the surviving shards: every byte identical (SHA-256 checked)"
     )?;
@@ -173,6 +154,41 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         writeln!(out, "(the demo's files were in a temporary directory and are removed now; pass --dir to keep them)")?;
     }
     Ok(())
+}
+
+/// Removes what an earlier run left behind (a `--dir` may be used again).
+fn clear_earlier_run(tree: &Path, bundle_path: &Path, shards: &Path) -> anyhow::Result<()> {
+    for stale in [tree, shards] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)
+                .with_context(|| format!("clearing {}", stale.display()))?;
+        }
+    }
+    if bundle_path.exists() {
+        std::fs::remove_file(bundle_path)?;
+    }
+    Ok(())
+}
+
+/// Reads every file back out of the shards and checks it against the original in `tree`;
+/// returns how many came back identical (all of them, or an error).
+fn read_back(
+    reader: &BundleReader<ShardedBundle>,
+    tree: &Path,
+    originals: &[(String, u64)],
+) -> anyhow::Result<usize> {
+    for (path, len) in originals {
+        let mut bytes = Vec::with_capacity(*len as usize);
+        reader
+            .copy_file(path, &mut bytes)
+            .with_context(|| format!("reading {path} back from the shards"))?;
+        let original = std::fs::read(tree.join(path))?;
+        ensure!(
+            bytes == original,
+            "{path} came back different from the original"
+        );
+    }
+    Ok(originals.len())
 }
 
 /// Writes `files` pages of varied sizes, some empty, some spanning several cells, with nested

@@ -28,12 +28,8 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<()> {
         DiskCommand::Ok(target) => (target, DiskState::Ok),
     };
     let id = target.id;
-    let r = common::client_runtime()?.block_on(async {
-        target
-            .cluster
-            .meta_client()
-            .await?
-            .set_disk_state(id, state)
+    let r = target.cluster.ask_meta(|meta| async move {
+        meta.set_disk_state(id, state)
             .await
             .with_context(|| format!("setting disk {id} {state:?}"))
     })?;

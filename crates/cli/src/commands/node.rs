@@ -132,12 +132,8 @@ fn set_state(action: NodeAction) -> anyhow::Result<()> {
         NodeAction::Up(target) => (target, NodeState::Up),
     };
     let id = target.id;
-    common::client_runtime()?.block_on(async {
-        target
-            .cluster
-            .meta_client()
-            .await?
-            .set_node_state(id, state)
+    target.cluster.ask_meta(|meta| async move {
+        meta.set_node_state(id, state)
             .await
             .with_context(|| format!("setting node {id} {state:?}"))
     })?;

@@ -35,14 +35,10 @@ fn bundle_id(m: &pb::PlannedMove) -> String {
 }
 
 pub fn run(args: RebalanceArgs) -> anyhow::Result<()> {
-    let r = common::client_runtime()?.block_on(async {
-        let client = args.cluster.meta_client().await?;
-        anyhow::Ok(
-            client
-                .rebalance(args.max_bytes.unwrap_or(0), args.dry_run)
-                .await?,
-        )
-    })?;
+    let (max_bytes, dry_run) = (args.max_bytes.unwrap_or(0), args.dry_run);
+    let r = args
+        .cluster
+        .ask_meta(|meta| async move { Ok(meta.rebalance(max_bytes, dry_run).await?) })?;
     if args.json {
         let moves: Vec<_> = r
             .moves

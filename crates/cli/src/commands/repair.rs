@@ -152,9 +152,7 @@ fn print_repair_status(v: &RepairStatusView, out: &mut impl Write) -> io::Result
 pub fn run(cmd: RepairCommand) -> anyhow::Result<()> {
     match cmd {
         RepairCommand::Status { cluster, json } => {
-            let r = common::client_runtime()?.block_on(async {
-                anyhow::Ok(cluster.meta_client().await?.repair_status().await?)
-            })?;
+            let r = cluster.ask_meta(|meta| async move { Ok(meta.repair_status().await?) })?;
             let view = repair_view(&r);
             if json {
                 return common::print_json(&view);
@@ -171,16 +169,15 @@ pub fn run(cmd: RepairCommand) -> anyhow::Result<()> {
             resume,
         } => {
             anyhow::ensure!(max_per_node != Some(0), "--max-per-node must be at least 1");
-            let now = common::client_runtime()?.block_on(async {
-                let client = cluster.meta_client().await?;
+            let now = cluster.ask_meta(|meta| async move {
                 let current =
-                    RepairSettings::from_proto(client.repair_status().await?.settings.as_ref());
+                    RepairSettings::from_proto(meta.repair_status().await?.settings.as_ref());
                 let wanted = RepairSettings {
                     max_repairs_per_node: max_per_node.unwrap_or(current.max_repairs_per_node),
                     bytes_per_sec: bytes_per_sec.unwrap_or(current.bytes_per_sec),
                     paused: (current.paused || pause) && !resume,
                 };
-                anyhow::Ok(client.set_repair_settings(wanted).await?)
+                Ok(meta.set_repair_settings(wanted).await?)
             })?;
             if json {
                 return common::print_json(&now);
