@@ -73,6 +73,7 @@ impl ClusterArgs {
 /// A disk's or a node's id, for the commands that change its state.
 #[derive(Debug, clap::Args)]
 pub struct TargetArgs {
+    /// The id `bitmountain status` shows.
     pub id: u64,
     #[command(flatten)]
     pub cluster: ClusterArgs,
