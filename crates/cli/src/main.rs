@@ -3,8 +3,9 @@
 //! `status`), operator commands, and the offline tools that work on bundle and shard files with
 //! nothing but this binary (disaster recovery needs them).
 //!
-//! Each command group lives in its own module under `commands/`; this file only parses arguments
-//! and dispatches. Errors are `anyhow` here and nowhere below.
+//! Each command group lives in its own module under `commands/`, named as the command; this file
+//! only parses arguments, dispatches, and reports errors. Errors are `anyhow` here and nowhere
+//! below.
 
 mod commands;
 
@@ -42,14 +43,14 @@ enum Command {
     Node(commands::node::NodeCli),
     /// Mark a disk failed, drain it, remove it, or mark it healthy again.
     #[command(subcommand)]
-    Disk(commands::heal::DiskCommand),
+    Disk(commands::disk::DiskCommand),
     /// Repair progress (`repair status`) and throttles (`repair throttle`).
     #[command(subcommand)]
-    Repair(commands::heal::RepairCommand),
+    Repair(commands::repair::RepairCommand),
     /// Start a scrub pass now on every node (or one).
-    Scrub(commands::heal::ScrubArgs),
+    Scrub(commands::scrub::ScrubArgs),
     /// Move shards onto new or emptier disks, within a byte budget.
-    Rebalance(commands::heal::RebalanceArgs),
+    Rebalance(commands::rebalance::RebalanceArgs),
     /// Offline tools for bundle files (MIME multipart/mixed with an index).
     #[command(subcommand)]
     Bundle(commands::bundle::BundleCommand),
@@ -87,10 +88,10 @@ fn main() -> std::process::ExitCode {
         Command::Export(args) => commands::archive::export(args),
         Command::Rm(args) => commands::archive::rm(args),
         Command::Node(args) => commands::node::run(args),
-        Command::Disk(cmd) => commands::heal::disk(cmd),
-        Command::Repair(cmd) => commands::heal::repair(cmd),
-        Command::Scrub(args) => commands::heal::scrub(args),
-        Command::Rebalance(args) => commands::heal::rebalance(args),
+        Command::Disk(cmd) => commands::disk::run(cmd),
+        Command::Repair(cmd) => commands::repair::run(cmd),
+        Command::Scrub(args) => commands::scrub::run(args),
+        Command::Rebalance(args) => commands::rebalance::run(args),
         Command::Bundle(cmd) => commands::bundle::run(cmd),
         Command::Shard(cmd) => commands::shard::run(cmd),
         Command::Durability(args) => commands::durability::run(args),
@@ -101,6 +102,9 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of our output went away (`bitmountain ls | head -1`): it has what it
+        // wanted, and an error message would only be noise.
+        Err(_) if commands::common::stdout_closed() => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE

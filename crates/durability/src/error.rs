@@ -24,8 +24,6 @@ pub enum DurabilityError {
          the same number of disks in this model"
     )]
     UnevenNodes { disks: u32, disks_per_node: u32 },
-    #[error("{what} {value}: must be a number with an optional unit, e.g. 16TB, 16TiB, 200MB")]
-    BadSize { what: &'static str, value: String },
     #[error("{what} is {value}: it must be greater than zero")]
     NotPositive { what: &'static str, value: String },
     #[error(

@@ -9,26 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use bitmountain_client::{ArchiveClient, Code, PutOptions};
+use bitmountain_client::{Code, PutOptions};
+use indicatif::{ProgressBar, ProgressStyle};
 
+use super::common::{self, ClusterArgs};
 use super::fsutil::AtomicFile;
-
-/// Default node address: where `bitmountain dev` serves the public API.
-pub const DEFAULT_CLUSTER: &str = "127.0.0.1:7700";
-
-/// How to reach the cluster.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClusterArg {
-    /// Any storage node (host:port; a comma-separated list to fail over).
-    #[arg(long, env = "BITMOUNTAIN_CLUSTER", default_value = DEFAULT_CLUSTER)]
-    pub cluster: String,
-}
-
-impl ClusterArg {
-    fn client(&self) -> anyhow::Result<ArchiveClient> {
-        Ok(ArchiveClient::new([self.cluster.as_str()])?)
-    }
-}
+use super::units;
 
 #[derive(Debug, clap::Args)]
 pub struct PutArgs {
@@ -41,7 +27,7 @@ pub struct PutArgs {
     #[arg(long)]
     code: Option<String>,
     #[command(flatten)]
-    cluster: ClusterArg,
+    cluster: ClusterArgs,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -61,7 +47,7 @@ pub struct GetArgs {
     #[arg(long)]
     length: Option<u64>,
     #[command(flatten)]
-    cluster: ClusterArg,
+    cluster: ClusterArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,7 +55,7 @@ pub struct CatArgs {
     /// BUNDLE_ID/PATH of the file.
     file: String,
     #[command(flatten)]
-    cluster: ClusterArg,
+    cluster: ClusterArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,7 +66,7 @@ pub struct LsArgs {
     #[arg(long)]
     label: Option<String>,
     #[command(flatten)]
-    cluster: ClusterArg,
+    cluster: ClusterArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -94,7 +80,7 @@ pub struct ExportArgs {
     #[arg(short, long)]
     output: Option<PathBuf>,
     #[command(flatten)]
-    cluster: ClusterArg,
+    cluster: ClusterArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,18 +88,10 @@ pub struct RmArgs {
     /// Bundle id.
     bundle: String,
     #[command(flatten)]
-    cluster: ClusterArg,
+    cluster: ClusterArgs,
     /// Print the deleted bundle's record as JSON.
     #[arg(long)]
     json: bool,
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
 }
 
 fn parse_label(text: &str) -> anyhow::Result<(String, String)> {
@@ -134,18 +112,11 @@ fn split_file(text: &str) -> anyhow::Result<(&str, &str)> {
     }
 }
 
-fn human_bytes(bytes: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
+/// How often the progress bar reads the upload's byte counter.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Prints a progress line to stderr while `done` runs (only on a terminal).
+/// Shows the upload's progress on stderr until `stop` is set, when stderr is a terminal (a
+/// script's log gets the summary line alone).
 fn progress_bar(
     total: u64,
     sent: Arc<AtomicU64>,
@@ -155,25 +126,16 @@ fn progress_bar(
         if !std::io::stderr().is_terminal() {
             return;
         }
-        let start = Instant::now();
+        let style = ProgressStyle::with_template(
+            "{bytes} / {total_bytes}  {binary_bytes_per_sec}  ETA {eta}  {wide_bar}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let bar = ProgressBar::new(total).with_style(style);
         while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
-            let done = sent.load(Ordering::Relaxed);
-            let secs = start.elapsed().as_secs_f64().max(0.001);
-            let rate = done as f64 / secs;
-            let eta = if rate > 0.0 && total > done {
-                format!("{:.0} s", (total - done) as f64 / rate)
-            } else {
-                "-".into()
-            };
-            eprint!(
-                "\r{} / {}  {}/s  ETA {eta}        ",
-                human_bytes(done as f64),
-                human_bytes(total as f64),
-                human_bytes(rate)
-            );
+            bar.set_position(sent.load(Ordering::Relaxed));
+            std::thread::sleep(PROGRESS_INTERVAL);
         }
-        eprintln!();
+        bar.finish_and_clear();
     })
 }
 
@@ -199,28 +161,28 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
         code,
         progress: Some(Arc::clone(&sent)),
     };
-    let client = args.cluster.client()?;
+    let client = args.cluster.archive_client()?;
     let stop = Arc::new(AtomicBool::new(false));
     let bar = progress_bar(total, sent, Arc::clone(&stop));
     let started = Instant::now();
-    let result = runtime()?.block_on(client.put_dir(&args.dir, &options));
+    let result = common::client_runtime()?.block_on(client.put_dir(&args.dir, &options));
     stop.store(true, Ordering::Relaxed);
     let _ = bar.join();
     let result = result.with_context(|| format!("uploading {}", args.dir.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-        return Ok(());
+        return common::print_json(&result);
     }
-    let secs = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
     eprintln!(
-        "stored {} files, {} ({} bundle bytes) as {} in {secs:.1} s ({}/s){}",
+        "stored {} files, {} ({} as a bundle) as {} in {} ({}){}",
         result.file_count,
-        human_bytes(total as f64),
-        result.length_bytes,
+        units::bytes(total),
+        units::bytes(result.length_bytes),
         result
             .code
             .map_or("the default code".to_string(), |c| c.to_string()),
-        human_bytes(total as f64 / secs.max(0.001)),
+        units::duration(elapsed),
+        units::bytes_per_sec(total as f64 / elapsed.as_secs_f64().max(0.001)),
         if result.missing_shards.is_empty() {
             String::new()
         } else {
@@ -230,17 +192,17 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
             )
         }
     );
-    println!("{}", result.bundle_id);
+    writeln!(common::stdout(), "{}", result.bundle_id)?;
     Ok(())
 }
 
 pub fn get(args: GetArgs) -> anyhow::Result<()> {
     let (id, path) = split_file(&args.file)?;
-    let client = args.cluster.client()?;
-    let rt = runtime()?;
+    let client = args.cluster.archive_client()?;
+    let rt = common::client_runtime()?;
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));
     if to_stdout {
-        let mut out = std::io::stdout();
+        let mut out = common::stdout();
         rt.block_on(client.get_file(id, path, args.offset, args.length, &mut out))?;
         return out.flush().context("writing to stdout");
     }
@@ -258,29 +220,30 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
 
 pub fn cat(args: CatArgs) -> anyhow::Result<()> {
     let (id, path) = split_file(&args.file)?;
-    let client = args.cluster.client()?;
-    let mut out = std::io::stdout();
-    runtime()?
+    let client = args.cluster.archive_client()?;
+    let mut out = common::stdout();
+    common::client_runtime()?
         .block_on(client.get_file(id, path, 0, None, &mut out))
         .with_context(|| format!("reading {id}/{path}"))?;
     out.flush().context("writing to stdout")
 }
 
 pub fn ls(args: LsArgs) -> anyhow::Result<()> {
-    let client = args.cluster.client()?;
-    let rt = runtime()?;
+    let client = args.cluster.archive_client()?;
+    let rt = common::client_runtime()?;
     if let Some(id) = &args.bundle {
         let files = rt.block_on(client.index(id))?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&*files)?);
-            return Ok(());
+            return common::print_json(&*files);
         }
-        let mut out = std::io::stdout().lock();
+        let mut out = common::stdout();
         for f in files.iter() {
             writeln!(
                 out,
-                "{:>14}  {:<28} {}",
-                f.size_bytes, f.content_type, f.path
+                "{:>10}  {:<28} {}",
+                units::bytes(f.size_bytes),
+                f.content_type,
+                f.path
             )?;
         }
         return Ok(());
@@ -289,18 +252,17 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
     let bundles =
         rt.block_on(client.list_all(label.as_ref().map(|(k, v)| (k.as_str(), v.as_str()))))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&bundles)?);
-        return Ok(());
+        return common::print_json(&bundles);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = common::stdout();
     for b in &bundles {
         let labels: Vec<String> = b.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         writeln!(
             out,
-            "{}  {:>8} files  {:>14} B  {:<9} {}",
+            "{}  {:>8} files  {:>10}  {:<9} {}",
             b.bundle_id,
             b.file_count,
-            b.length_bytes,
+            units::bytes(b.length_bytes),
             b.code.map_or(String::new(), |c| c.to_string()),
             labels.join(",")
         )?;
@@ -309,11 +271,11 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let client = args.cluster.client()?;
-    let rt = runtime()?;
+    let client = args.cluster.archive_client()?;
+    let rt = common::client_runtime()?;
     match &args.output {
         None => {
-            let mut out = std::io::stdout();
+            let mut out = common::stdout();
             rt.block_on(client.export(&args.bundle, &mut out))?;
             out.flush().context("writing to stdout")
         }
@@ -323,17 +285,17 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
                 .block_on(client.export(&args.bundle, file.file_mut()))
                 .with_context(|| format!("exporting {}", args.bundle))?;
             file.commit()?;
-            eprintln!("wrote {} ({bytes} bytes)", target.display());
+            eprintln!("wrote {} ({})", target.display(), units::bytes(bytes));
             Ok(())
         }
     }
 }
 
 pub fn rm(args: RmArgs) -> anyhow::Result<()> {
-    let client = args.cluster.client()?;
-    let bundle = runtime()?.block_on(client.delete(&args.bundle))?;
+    let client = args.cluster.archive_client()?;
+    let bundle = common::client_runtime()?.block_on(client.delete(&args.bundle))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&bundle)?);
+        common::print_json(&bundle)?;
     } else {
         eprintln!("deleted {} ({} files)", bundle.bundle_id, bundle.file_count);
     }

@@ -12,6 +12,7 @@ use bitmountain_bundle::{
 };
 use serde::Serialize;
 
+use super::common;
 use super::fsutil::{self, AtomicFile};
 
 /// Output buffer for bundle and file writes.
@@ -69,7 +70,7 @@ pub fn run(command: BundleCommand) -> anyhow::Result<()> {
             let to_stdout = output.as_os_str() == "-";
             let summary = if to_stdout {
                 let files = fsutil::walk_files(&dir)?;
-                write_bundle(&files, std::io::stdout().lock())?
+                write_bundle(&files, common::stdout())?
             } else {
                 pack_dir(&dir, &output)?
             };
@@ -79,9 +80,10 @@ pub fn run(command: BundleCommand) -> anyhow::Result<()> {
                     summary.file_count, summary.content_bytes, summary.bundle_bytes
                 );
             } else if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                common::print_json(&summary)?;
             } else {
-                println!(
+                writeln!(
+                    common::stdout(),
                     "packed {} files ({} bytes of content) into {} ({} bytes, index at {}+{})",
                     summary.file_count,
                     summary.content_bytes,
@@ -89,7 +91,7 @@ pub fn run(command: BundleCommand) -> anyhow::Result<()> {
                     summary.bundle_bytes,
                     summary.index_offset,
                     summary.index_length
-                );
+                )?;
             }
             Ok(())
         }
@@ -104,8 +106,7 @@ pub fn run(command: BundleCommand) -> anyhow::Result<()> {
             length,
         } => {
             let reader = open_bundle(&file)?;
-            let stdout = std::io::stdout();
-            let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, stdout.lock());
+            let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, common::stdout());
             match (offset, length) {
                 (Some(offset), Some(length)) => {
                     reader.read_range(&path, offset, length, &mut out)?
@@ -121,7 +122,11 @@ pub fn run(command: BundleCommand) -> anyhow::Result<()> {
         BundleCommand::Unpack { file, output } => {
             let reader = open_bundle(&file)?;
             let count = unpack(&reader, &output)?;
-            println!("unpacked {count} files into {}", output.display());
+            writeln!(
+                common::stdout(),
+                "unpacked {count} files into {}",
+                output.display()
+            )?;
             Ok(())
         }
     }
@@ -189,8 +194,6 @@ struct ListedFile<'a> {
 
 /// Prints an index as a table or as JSON (shared with `shard cat`/`ls`-style tools).
 pub fn print_listing(entries: &[IndexEntry], json: bool) -> anyhow::Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
     if json {
         let listed: Vec<ListedFile<'_>> = entries
             .iter()
@@ -202,12 +205,11 @@ pub fn print_listing(entries: &[IndexEntry], json: bool) -> anyhow::Result<()> {
                 sha256: hex::encode(e.sha256),
             })
             .collect();
-        serde_json::to_writer_pretty(&mut out, &listed)?;
-        writeln!(out)?;
-    } else {
-        for e in entries {
-            writeln!(out, "{:>14}  {:<28}  {}", e.length, e.content_type, e.path)?;
-        }
+        return common::print_json(&listed);
+    }
+    let mut out = BufWriter::new(common::stdout());
+    for e in entries {
+        writeln!(out, "{:>14}  {:<28}  {}", e.length, e.content_type, e.path)?;
     }
     out.flush()?;
     Ok(())
@@ -237,18 +239,20 @@ fn verify(path: &Path, json: bool) -> anyhow::Result<()> {
             .collect(),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&output)?);
+        common::print_json(&output)?;
     } else {
+        let mut out = common::stdout();
         for problem in &output.problems {
-            println!("CORRUPT {problem}");
+            writeln!(out, "CORRUPT {problem}")?;
         }
-        println!(
+        writeln!(
+            out,
             "{}: {} files, {} bytes checked, {} corrupt",
             path.display(),
             output.files_checked,
             output.bytes_checked,
             output.problems.len()
-        );
+        )?;
     }
     if !output.ok {
         bail!(

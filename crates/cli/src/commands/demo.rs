@@ -9,9 +9,11 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context};
+use bitmountain_bundle::BundleReader;
 use bitmountain_erasure::{shard_file_name, write_shard_files, BundleId, Code, IndexLocation};
 
 use super::bundle::pack_dir;
+use super::common;
 use super::sharded_bundle::ShardedBundle;
 
 #[derive(Debug, clap::Args)]
@@ -53,31 +55,25 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let tree = work.join("book");
     let bundle_path = work.join("book.bundle");
     let shards = work.join("shards");
-    for stale in [&tree, &shards] {
-        if stale.exists() {
-            std::fs::remove_dir_all(stale)
-                .with_context(|| format!("clearing {}", stale.display()))?;
-        }
-    }
-    if bundle_path.exists() {
-        std::fs::remove_file(&bundle_path)?;
-    }
+    clear_earlier_run(&tree, &bundle_path, &shards)?;
 
-    println!(
+    let mut out = common::stdout();
+    writeln!(
+        out,
         "1. writing a sample book of {} pages to {}",
         args.files,
         tree.display()
-    );
+    )?;
     let originals = write_sample_tree(&tree, args.files)?;
     let total_bytes: u64 = originals.iter().map(|(_, len)| len).sum();
 
     let packed = pack_dir(&tree, &bundle_path)?;
-    println!(
+    writeln!(out,
         "2. packed {} files ({total_bytes} bytes) into one bundle: {} ({} bytes, a MIME multipart/mixed message)",
         packed.file_count,
         bundle_path.display(),
         packed.bundle_bytes
-    );
+    )?;
 
     let code = Code::with_sizes(args.data, args.parity, args.cell_bytes, 64 * 1024)?;
     let bundle_id = BundleId(rand_id());
@@ -97,44 +93,33 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
-    println!(
+    writeln!(out,
         "3. erasure-coded it RS({},{}) into {} shard files in {} ({shard_bytes} bytes, {:.2}× the bundle)",
         args.data,
         args.parity,
         paths.len(),
         shards.display(),
         shard_bytes as f64 / packed.bundle_bytes.max(1) as f64
-    );
+    )?;
 
     let deleted = shards.join(shard_file_name(bundle_id, 1));
     std::fs::remove_file(&deleted)?;
     let corrupted = shards.join(shard_file_name(bundle_id, 2));
     flip_bytes(&corrupted)?;
-    println!(
+    writeln!(
+        out,
         "4. destroyed two shards: deleted {}, flipped bytes in {}",
         file_name(&deleted),
         file_name(&corrupted)
-    );
+    )?;
 
     let reader = ShardedBundle::open_dir(&shards)?;
-    let mut identical = 0;
-    for (path, len) in &originals {
-        let mut bytes = Vec::with_capacity(*len as usize);
-        reader
-            .copy_file(path, &mut bytes)
-            .with_context(|| format!("reading {path} back from the shards"))?;
-        let original = std::fs::read(tree.join(path))?;
-        ensure!(
-            bytes == original,
-            "{path} came back different from the original"
-        );
-        identical += 1;
-    }
-    println!(
+    let identical = read_back(&reader, &tree, &originals)?;
+    writeln!(out,
         "5. read all {identical} files back out of the surviving shards: every byte identical (SHA-256 checked)"
-    );
+    )?;
     for line in reader.source().damage_report() {
-        println!("   found and worked around: {line}");
+        writeln!(out, "   found and worked around: {line}")?;
     }
 
     // Now go past what the code tolerates: with shards 0 and 3 deleted too, m + 1 whole
@@ -154,21 +139,56 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             args.parity + 1,
             paths.len()
         ),
-        Err(err) => println!(
+        Err(err) => writeln!(out,
             "6. with {} of {} shards deleted the bundle is beyond repair, and the error says so:\n   {err:#}",
             args.parity + 1,
             paths.len()
-        ),
+        )?,
     }
-    println!(
+    writeln!(out,
         "\nNext: `bitmountain bundle ls {}` lists the bundle; `bitmountain shard verify {}` shows each shard's health.",
         bundle_path.display(),
         shards.display()
-    );
+    )?;
     if args.dir.is_none() {
-        println!("(the demo's files were in a temporary directory and are removed now; pass --dir to keep them)");
+        writeln!(out, "(the demo's files were in a temporary directory and are removed now; pass --dir to keep them)")?;
     }
     Ok(())
+}
+
+/// Removes what an earlier run left behind (a `--dir` may be used again).
+fn clear_earlier_run(tree: &Path, bundle_path: &Path, shards: &Path) -> anyhow::Result<()> {
+    for stale in [tree, shards] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)
+                .with_context(|| format!("clearing {}", stale.display()))?;
+        }
+    }
+    if bundle_path.exists() {
+        std::fs::remove_file(bundle_path)?;
+    }
+    Ok(())
+}
+
+/// Reads every file back out of the shards and checks it against the original in `tree`;
+/// returns how many came back identical (all of them, or an error).
+fn read_back(
+    reader: &BundleReader<ShardedBundle>,
+    tree: &Path,
+    originals: &[(String, u64)],
+) -> anyhow::Result<usize> {
+    for (path, len) in originals {
+        let mut bytes = Vec::with_capacity(*len as usize);
+        reader
+            .copy_file(path, &mut bytes)
+            .with_context(|| format!("reading {path} back from the shards"))?;
+        let original = std::fs::read(tree.join(path))?;
+        ensure!(
+            bytes == original,
+            "{path} came back different from the original"
+        );
+    }
+    Ok(originals.len())
 }
 
 /// Writes `files` pages of varied sizes, some empty, some spanning several cells, with nested

@@ -18,6 +18,8 @@ const DEV_STATE_FORMAT: &str = "bitmountain-dev";
 const DEV_STATE_VERSION: u32 = 1;
 /// How long to wait for every node to register before reporting failure.
 const READY_TIMEOUT_MS: u64 = 60_000;
+/// How often start-up asks whether the next node has registered.
+const READY_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -31,7 +33,7 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 2)]
     disks_per_node: usize,
     /// Address of the first node's public API (the others take free ports).
-    #[arg(long, default_value = super::archive::DEFAULT_CLUSTER)]
+    #[arg(long, default_value = super::common::DEFAULT_CLUSTER)]
     listen: SocketAddr,
 }
 
@@ -162,13 +164,10 @@ fn load_or_create_state(dir: &Path, args: &DevArgs) -> anyhow::Result<DevState> 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let dir = args.data.clone().unwrap_or_else(default_data_dir);
     let state = load_or_create_state(&dir, &args)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("dev")
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(run_cluster(dir, state))
+    super::common::daemon_runtime("dev")?.block_on(run_cluster(dir, state))
 }
+
+type Tasks = tokio::task::JoinSet<anyhow::Result<()>>;
 
 async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
@@ -178,29 +177,8 @@ async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
             let _ = rx.recv().await;
         }
     };
-    let meta_listen: SocketAddr = state
-        .meta_address
-        .parse()
-        .with_context(|| format!("dev.json: bad metadata address {:?}", state.meta_address))?;
-    let mut members = Members::new();
-    members.insert(1, state.meta_address.clone());
-    let default_code: Code = state.code.parse()?;
-    let meta_opts = MemberOptions {
-        id: Some(1),
-        data_dir: dir.join("meta"),
-        listen: meta_listen,
-        advertise: None,
-        bootstrap: Some(members),
-        raft: RaftConfig::new(0, String::new()),
-        meta: MetaConfig {
-            default_code,
-            domain_level: DomainLevel::Host,
-            allocation_ttl_ms: bitmountain_meta::server::DEFAULT_ALLOCATION_TTL_MS,
-            heartbeat_interval_ms: bitmountain_node::limits::HEARTBEAT_INTERVAL_MS,
-            ..MetaConfig::default()
-        },
-    };
-    let mut tasks = tokio::task::JoinSet::new();
+    let meta_opts = meta_options(&dir, &state)?;
+    let mut tasks = Tasks::new();
     {
         let shutdown = stopped(&stop_tx);
         tasks.spawn(async move {
@@ -209,38 +187,110 @@ async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("metadata member: {e}"))
         });
     }
+    let first = state.node_addresses[0].clone();
+    // The metadata group numbers nodes in the order they first register. Starting each node
+    // once the one before it is registered makes `node-N` node N in `bitmountain status`. On
+    // later starts every node is registered already and keeps its id, so none waits.
     for (i, address) in state.node_addresses.iter().enumerate() {
-        let node_dir = dir.join(format!("node-{}", i + 1));
-        let disks = (1..=state.disks_per_node)
-            .map(|d| node_dir.join(format!("disk-{d}")))
-            .collect();
-        let listen: SocketAddr = address
-            .parse()
-            .with_context(|| format!("dev.json: bad node address {address:?}"))?;
-        let cfg = bitmountain_node::NodeConfig::new(
-            node_dir.join("state"),
-            disks,
-            listen,
-            vec![state.meta_address.clone()],
-        );
+        let number = i + 1;
+        let cfg = node_config(&dir, &state, number, address)?;
         let shutdown = stopped(&stop_tx);
-        let name = format!("node {} ({address})", i + 1);
+        let name = format!("node {number} ({address})");
         tasks.spawn(async move {
             bitmountain_node::run(cfg, shutdown)
                 .await
                 .map_err(|e| anyhow::anyhow!("{name}: {e}"))
         });
-    }
-
-    let first = state.node_addresses[0].clone();
-    let ready = wait_ready(&first, state.node_addresses.len());
-    tokio::select! {
-        r = ready => r?,
-        Some(done) = tasks.join_next() => {
+        if let Err(e) = unless_stopped(wait_ready(&first, number), &mut tasks).await {
             let _ = stop_tx.send(());
-            return Err(done.map_err(|e| anyhow::anyhow!("{e}"))?.err().unwrap_or_else(|| anyhow::anyhow!("a cluster member stopped during start-up")));
+            return Err(e);
         }
     }
+    // Whoever started us may have stopped reading stdout; the cluster keeps running regardless.
+    let mut out = std::io::stdout();
+    let _ = std::io::Write::write_all(&mut out, banner(&dir, &state).as_bytes());
+    let _ = std::io::Write::flush(&mut out);
+
+    let result = tokio::select! {
+        _ = super::common::shutdown_signal() => Ok(()),
+        Some(done) = tasks.join_next() => {
+            match done {
+                Ok(Ok(())) => Err(anyhow::anyhow!("a cluster member stopped")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("a cluster member failed: {e}")),
+            }
+        }
+    };
+    let _ = stop_tx.send(());
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    result
+}
+
+/// The dev cluster's one metadata member: member 1, on the address `dev.json` keeps.
+fn meta_options(dir: &Path, state: &DevState) -> anyhow::Result<MemberOptions> {
+    let listen: SocketAddr = state
+        .meta_address
+        .parse()
+        .with_context(|| format!("dev.json: bad metadata address {:?}", state.meta_address))?;
+    let mut members = Members::new();
+    members.insert(1, state.meta_address.clone());
+    Ok(MemberOptions {
+        id: Some(1),
+        data_dir: dir.join("meta"),
+        listen,
+        advertise: None,
+        bootstrap: Some(members),
+        raft: RaftConfig::new(0, String::new()),
+        meta: MetaConfig {
+            default_code: state.code.parse::<Code>()?,
+            domain_level: DomainLevel::Host,
+            allocation_ttl_ms: bitmountain_meta::server::DEFAULT_ALLOCATION_TTL_MS,
+            heartbeat_interval_ms: bitmountain_node::limits::HEARTBEAT_INTERVAL_MS,
+            ..MetaConfig::default()
+        },
+    })
+}
+
+/// Node `number` (from 1): its state and disks under `DATA/node-N/`.
+fn node_config(
+    dir: &Path,
+    state: &DevState,
+    number: usize,
+    address: &str,
+) -> anyhow::Result<bitmountain_node::NodeConfig> {
+    let node_dir = dir.join(format!("node-{number}"));
+    let disks = (1..=state.disks_per_node)
+        .map(|d| node_dir.join(format!("disk-{d}")))
+        .collect();
+    let listen: SocketAddr = address
+        .parse()
+        .with_context(|| format!("dev.json: bad node address {address:?}"))?;
+    Ok(bitmountain_node::NodeConfig::new(
+        node_dir.join("state"),
+        disks,
+        listen,
+        vec![state.meta_address.clone()],
+    ))
+}
+
+/// Waits for `ready`, unless a cluster member stops first: then that member's error.
+async fn unless_stopped(
+    ready: impl std::future::Future<Output = anyhow::Result<()>>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        r = ready => r,
+        Some(done) = tasks.join_next() => Err(match done {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => anyhow::anyhow!("a cluster member stopped during start-up"),
+            Err(e) => anyhow::anyhow!("{e}"),
+        }),
+    }
+}
+
+fn banner(dir: &Path, state: &DevState) -> String {
+    let first = &state.node_addresses[0];
     let mut banner = format!(
         "Bit Mountain dev cluster is up: {} nodes × {} disks, code RS({}), data in {}\n",
         state.node_addresses.len(),
@@ -264,28 +314,10 @@ async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
     banner.push_str(&format!(
         "(commands use --cluster {first} by default; Ctrl-C stops the cluster, the data stays)\n"
     ));
-    // Whoever started us may have stopped reading stdout; the cluster keeps running regardless.
-    let mut out = std::io::stdout();
-    let _ = std::io::Write::write_all(&mut out, banner.as_bytes());
-    let _ = std::io::Write::flush(&mut out);
-
-    let result = tokio::select! {
-        _ = super::node::shutdown_signal() => Ok(()),
-        Some(done) = tasks.join_next() => {
-            match done {
-                Ok(Ok(())) => Err(anyhow::anyhow!("a cluster member stopped")),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(anyhow::anyhow!("a cluster member failed: {e}")),
-            }
-        }
-    };
-    let _ = stop_tx.send(());
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
-    result
+    banner
 }
 
-/// Waits until every node has registered and the first one answers the public API.
+/// Waits until `nodes` nodes have registered and the first one answers the public API.
 async fn wait_ready(first_node: &str, nodes: usize) -> anyhow::Result<()> {
     let client = bitmountain_client::ArchiveClient::new([first_node])?;
     let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
@@ -298,6 +330,6 @@ async fn wait_ready(first_node: &str, nodes: usize) -> anyhow::Result<()> {
         if Instant::now() > deadline {
             bail!("the dev cluster did not come up within {READY_TIMEOUT_MS} ms: {last}");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(READY_POLL).await;
     }
 }

@@ -2,15 +2,19 @@
 //! by the analytic Markov model and by a seeded Monte Carlo simulation, for one scheme or for the
 //! five-scheme comparison (`--compare`), as a table, `--json`, or an SVG plot (`--svg`).
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use bitmountain_durability::sim::PlacementMode;
-use bitmountain_durability::units::{format_bytes, format_sci, format_secs, nines, parse_bytes};
+use bitmountain_durability::units::{format_sci, nines};
 use bitmountain_durability::{
     analyze, compare, simulate, svg_plot, Analytic, ClusterParams, Estimate, RepairModel, Scheme,
     SimConfig, SimResult,
 };
+
+use super::common;
+use super::units::{decimal_bytes, duration_secs, parse_size};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SimRepairArg {
@@ -111,10 +115,6 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     Ok(value * scale)
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
-    parse_bytes("size", text).map_err(|e| e.to_string())
-}
-
 fn parse_code(text: &str) -> Result<Scheme, String> {
     Scheme::parse_code(text).map_err(|e| e.to_string())
 }
@@ -180,14 +180,14 @@ pub fn run(args: DurabilityArgs) -> anyhow::Result<()> {
     if args.compare {
         let rows = compare(&params, args.years, sim_config.as_ref())?;
         if args.json {
-            let out =
-                serde_json::json!({ "params": params, "simulation": sim_config, "rows": rows });
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        } else {
-            print_header(&params, &args);
-            print_comparison(&rows, args.years);
-            print_sim_note(sim_config.as_ref());
+            return common::print_json(
+                &serde_json::json!({ "params": params, "simulation": sim_config, "rows": rows }),
+            );
         }
+        let out = &mut common::stdout();
+        print_header(&params, &args, out)?;
+        print_comparison(&rows, args.years, out)?;
+        print_sim_note(sim_config.as_ref(), out)?;
         return Ok(());
     }
     let analytic = analyze(&params, args.years);
@@ -196,34 +196,38 @@ pub fn run(args: DurabilityArgs) -> anyhow::Result<()> {
         .map(|config| simulate(&params, config))
         .transpose()?;
     if args.json {
-        let out = serde_json::json!({
+        return common::print_json(&serde_json::json!({
             "params": params,
             "simulation_config": sim_config,
             "analytic": analytic,
             "simulation": simulation,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        print_header(&params, &args);
-        print_single(&params, &analytic, simulation.as_ref());
-        print_sim_note(sim_config.as_ref());
+        }));
     }
+    let out = &mut common::stdout();
+    print_header(&params, &args, out)?;
+    print_single(&params, &analytic, simulation.as_ref(), out)?;
+    print_sim_note(sim_config.as_ref(), out)?;
     Ok(())
 }
 
-fn print_header(params: &ClusterParams, args: &DurabilityArgs) {
-    println!(
+fn print_header(
+    params: &ClusterParams,
+    args: &DurabilityArgs,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    writeln!(out,
         "{} disks x {} ({:.0}% full), AFR {}%, repair traffic {}/s per disk, {} detection, {} bundles",
         params.disks,
-        format_bytes(params.disk_bytes as f64),
+        decimal_bytes(params.disk_bytes as f64),
         params.fill_fraction * 100.0,
         format_sci(params.disk_afr * 100.0),
-        format_bytes(params.repair_bytes_per_sec),
-        format_secs(params.detect_secs),
-        format_bytes(params.bundle_bytes as f64),
-    );
+        decimal_bytes(params.repair_bytes_per_sec),
+        duration_secs(params.detect_secs),
+        decimal_bytes(params.bundle_bytes as f64),
+    )?;
     if params.disks_per_node > 1 || params.node_afr > 0.0 || params.rack_afr > 0.0 {
-        println!(
+        writeln!(
+            out,
             "{} nodes of {} disks ({} racks of {} nodes); node losses {}/node-year, rack losses \
              {}/rack-year (simulation only)",
             params.nodes(),
@@ -232,12 +236,12 @@ fn print_header(params: &ClusterParams, args: &DurabilityArgs) {
             params.nodes_per_rack,
             format_sci(params.node_afr),
             format_sci(params.rack_afr),
-        );
+        )?;
     }
     if let Some(svg) = &args.svg {
-        println!("plot written to {}", svg.display());
+        writeln!(out, "plot written to {}", svg.display())?;
     }
-    println!();
+    writeln!(out)
 }
 
 fn prob(p: f64) -> String {
@@ -265,40 +269,53 @@ fn mttdl_estimate(e: &Estimate) -> String {
     }
 }
 
-fn print_single(params: &ClusterParams, a: &Analytic, sim: Option<&SimResult>) {
+fn print_single(
+    params: &ClusterParams,
+    a: &Analytic,
+    sim: Option<&SimResult>,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let scheme = params.scheme;
     let set = scheme.tolerated() + 1;
-    println!("{scheme}: survives any {} lost shards", scheme.tolerated());
-    println!(
+    writeln!(
+        out,
+        "{scheme}: survives any {} lost shards",
+        scheme.tolerated()
+    )?;
+    writeln!(
+        out,
         "  storage overhead        {:.2}x raw/usable ({} usable in {} of raw disk in use)",
         a.overhead,
-        format_bytes(a.usable_bytes),
-        format_bytes(params.raw_bytes() * params.fill_fraction)
-    );
-    println!(
+        decimal_bytes(a.usable_bytes),
+        decimal_bytes(params.raw_bytes() * params.fill_fraction)
+    )?;
+    writeln!(
+        out,
         "  rebuild of one disk     {} ({} detection + {} x {} of traffic over {:.0} disks)",
-        format_secs(a.rebuild_secs),
-        format_secs(params.detect_secs),
+        duration_secs(a.rebuild_secs),
+        duration_secs(params.detect_secs),
         scheme.repair_traffic_factor(),
-        format_bytes(params.bytes_per_disk()),
+        decimal_bytes(params.bytes_per_disk()),
         a.rebuild_disks
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  placement               {} bundles on random sets of {} disks; {} of {} possible \
          {set}-disk sets share a bundle",
         format_sci(a.bundles),
         scheme.width(),
         format_sci(a.coverage.covered_sets),
         format_sci(a.coverage.candidate_sets)
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  independent groups      {} (covered {set}-disk sets / C({}, {set})); MTTDL of one \
          group {} years",
         format_sci(a.coverage.independent_groups),
         scheme.width(),
         format_sci(a.group_mttdl_years)
-    );
-    println!();
+    )?;
+    writeln!(out)?;
     let header_sim = sim
         .map(|s| {
             format!(
@@ -307,7 +324,7 @@ fn print_single(params: &ClusterParams, a: &Analytic, sim: Option<&SimResult>) {
             )
         })
         .unwrap_or_else(|| "simulation (skipped: --trials 0)".to_string());
-    println!("  {:<24}{:<24}{}", "", "analytic (Markov)", header_sim);
+    writeln!(out, "  {:<24}{:<24}{}", "", "analytic (Markov)", header_sim)?;
     let rows: [(String, String, String); 4] = [
         (
             "P(loss) in 1 year".to_string(),
@@ -327,16 +344,17 @@ fn print_single(params: &ClusterParams, a: &Analytic, sim: Option<&SimResult>) {
         ),
         (
             "bytes lost per year".to_string(),
-            format_bytes(a.bytes_lost_per_year),
-            sim.map(|s| format_bytes(s.bytes_lost_per_year))
+            decimal_bytes(a.bytes_lost_per_year),
+            sim.map(|s| decimal_bytes(s.bytes_lost_per_year))
                 .unwrap_or_default(),
         ),
     ];
     for (label, analytic, simulated) in rows {
-        println!("  {label:<24}{analytic:<24}{simulated}");
+        writeln!(out, "  {label:<24}{analytic:<24}{simulated}")?;
     }
     if let Some(s) = sim {
-        println!(
+        writeln!(
+            out,
             "  (simulation: {} loss events; {} disk, {} node, {} rack failures; at most {} disks \
              down at once; placement {})",
             s.loss_events,
@@ -348,14 +366,19 @@ fn print_single(params: &ClusterParams, a: &Analytic, sim: Option<&SimResult>) {
                 PlacementMode::Explicit { bundles } => format!("explicit, {bundles} bundles"),
                 PlacementMode::Sampled { .. } => "sampled".to_string(),
             }
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_comparison(rows: &[bitmountain_durability::ComparisonRow], years: f64) {
+fn print_comparison(
+    rows: &[bitmountain_durability::ComparisonRow],
+    years: f64,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let with_sim = rows.iter().any(|r| r.simulation.is_some());
     let mut header = format!(
-        "| {:<9} | {:>8} | {:>10} | {:>9} | {:>9} | {:>11} | {:>9} | {:>9} | {:>10} |",
+        "| {:<9} | {:>8} | {:>10} | {:>10} | {:>9} | {:>11} | {:>9} | {:>9} | {:>10} |",
         "scheme",
         "overhead",
         "usable",
@@ -372,41 +395,43 @@ fn print_comparison(rows: &[bitmountain_durability::ComparisonRow], years: f64) 
             format!("simulated P({years} yr) [95% CI]")
         ));
     }
-    println!("{header}");
+    writeln!(out, "{header}")?;
     let separator: String = header
         .chars()
         .map(|c| if c == '|' { '|' } else { '-' })
         .collect();
-    println!("{separator}");
+    writeln!(out, "{separator}")?;
     for row in rows {
         let a = &row.analytic;
         let mut line = format!(
-            "| {:<9} | {:>7.2}x | {:>10} | {:>9} | {:>9} | {:>11} | {:>9} | {:>9} | {:>10} |",
+            "| {:<9} | {:>7.2}x | {:>10} | {:>10} | {:>9} | {:>11} | {:>9} | {:>9} | {:>10} |",
             a.scheme,
             a.overhead,
-            format_bytes(a.usable_bytes),
-            format_secs(a.rebuild_secs),
+            decimal_bytes(a.usable_bytes),
+            duration_secs(a.rebuild_secs),
             format!("{:.2e}", a.coverage.independent_groups),
             format!("{:.2e}", a.mttdl_years),
             prob(a.p_loss_1y),
             prob(a.p_loss_horizon),
-            format_bytes(a.bytes_lost_per_year),
+            decimal_bytes(a.bytes_lost_per_year),
         );
         if let Some(s) = &row.simulation {
             line.push_str(&format!(" {:>32} |", estimate(&s.p_loss_horizon)));
         }
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
+    Ok(())
 }
 
-fn print_sim_note(config: Option<&SimConfig>) {
+fn print_sim_note(config: Option<&SimConfig>, out: &mut impl Write) -> io::Result<()> {
     if let Some(c) = config {
-        println!();
-        println!(
+        writeln!(out)?;
+        writeln!(out,
             "Simulation repair model: {}. A simulated probability of 0 means no loss in {} trials: \
              the interval's upper end is what the simulation can vouch for.",
             c.repair.describe(),
             c.trials
-        );
+        )?;
     }
+    Ok(())
 }

@@ -1,7 +1,11 @@
 //! `bitmountain member ...`: change the metadata group's membership or leadership.
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use bitmountain_meta::MetaClient;
+
+use super::common;
 
 #[derive(Debug, clap::Args)]
 pub struct ClusterArg {
@@ -50,21 +54,16 @@ pub enum MemberCommand {
     },
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-fn print_members(members: &[bitmountain_proto::v1::MemberInfo]) {
+fn print_members(members: &[bitmountain_proto::v1::MemberInfo]) -> std::io::Result<()> {
+    let mut out = common::stdout();
     for m in members {
-        println!("{:>4}  {:<24} {}", m.id, m.address, m.role);
+        writeln!(out, "{:>4}  {:<24} {}", m.id, m.address, m.role)?;
     }
+    Ok(())
 }
 
 pub fn run(command: MemberCommand) -> anyhow::Result<()> {
-    let rt = runtime()?;
+    let rt = common::client_runtime()?;
     match command {
         MemberCommand::Add {
             cluster,
@@ -77,14 +76,14 @@ pub fn run(command: MemberCommand) -> anyhow::Result<()> {
             let r = rt
                 .block_on(client.add_member(id, &address, learner))
                 .with_context(|| format!("adding member {id} at {address}"))?;
-            print_members(&r.members);
+            print_members(&r.members)?;
         }
         MemberCommand::Remove { cluster, id } => {
             let client = MetaClient::new([cluster.cluster])?;
             let r = rt
                 .block_on(client.remove_member(id))
                 .with_context(|| format!("removing member {id}"))?;
-            print_members(&r.members);
+            print_members(&r.members)?;
         }
         MemberCommand::SetValueFormat {
             cluster,
@@ -95,7 +94,7 @@ pub fn run(command: MemberCommand) -> anyhow::Result<()> {
             let now = rt
                 .block_on(client.set_value_format(value_format))
                 .with_context(|| format!("switching to value format {value_format}"))?;
-            println!("value format: {now}");
+            writeln!(common::stdout(), "value format: {now}")?;
         }
         MemberCommand::TransferLeader { cluster, to } => {
             let client = MetaClient::new([cluster.cluster])?
@@ -103,7 +102,7 @@ pub fn run(command: MemberCommand) -> anyhow::Result<()> {
             let r = rt
                 .block_on(client.transfer_leader(to))
                 .with_context(|| format!("transferring leadership to member {to}"))?;
-            println!("leader: member {}", r.leader_id);
+            writeln!(common::stdout(), "leader: member {}", r.leader_id)?;
         }
     }
     Ok(())

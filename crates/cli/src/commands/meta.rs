@@ -1,6 +1,7 @@
 //! `bitmountain meta`: run a member of the metadata group, or check a stopped member's data
 //! (`meta check --data DIR`).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -125,27 +126,28 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
             )
         })?;
     if args.json {
-        let json = serde_json::json!({
+        super::common::print_json(&serde_json::json!({
             "data": args.data,
             "applied_index": applied,
             "bundles": report.bundles,
             "violation_count": report.violation_count,
             "violations": report.violations,
-        });
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        }))?;
     } else {
-        println!(
+        let mut out = super::common::stdout();
+        writeln!(
+            out,
             "{}: applied index {applied}, {} bundles checked, {} violations",
             args.data.display(),
             report.bundles,
             report.violation_count
-        );
+        )?;
         for v in &report.violations {
-            println!("  {v}");
+            writeln!(out, "  {v}")?;
         }
         let unnamed = report.violation_count - report.violations.len() as u64;
         if unnamed > 0 {
-            println!("  ... and {unnamed} more");
+            writeln!(out, "  ... and {unnamed} more")?;
         }
     }
     anyhow::ensure!(
@@ -187,14 +189,9 @@ fn serve(args: MetaArgs) -> anyhow::Result<()> {
             repair_lease_ms: args.repair_lease_ms,
         },
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("meta")
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async move {
-        let shutdown = super::node::shutdown_signal();
-        bitmountain_meta::serve(opts, shutdown).await
-    })?;
+    super::common::daemon_runtime("meta")?.block_on(bitmountain_meta::serve(
+        opts,
+        super::common::shutdown_signal(),
+    ))?;
     Ok(())
 }

@@ -1,15 +1,20 @@
-//! One module per command group.
+//! One module per command group, named as the command; `common` and `units` serve them all.
 
 pub mod archive;
 pub mod bundle;
+pub mod common;
 pub mod demo;
 pub mod dev;
+pub mod disk;
 pub mod durability;
 pub mod fsutil;
-pub mod heal;
 pub mod member;
 pub mod meta;
 pub mod node;
+pub mod rebalance;
+pub mod repair;
+pub mod scrub;
 pub mod shard;
 pub mod sharded_bundle;
 pub mod status;
+pub mod units;

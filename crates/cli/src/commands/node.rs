@@ -1,20 +1,35 @@
-//! `bitmountain node`: run a storage node.
+//! `bitmountain node`: run a storage node (`node --data DIR ...`), or change a node's state
+//! (`node drain|remove|up ID`) through the metadata group.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bitmountain_meta::types::NodeState;
 use bitmountain_node::NodeConfig;
+
+use super::common::{self, TargetArgs};
 
 /// `bitmountain node ...`: run a storage node, or (with a subcommand) change a node's state.
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct NodeCli {
     #[command(subcommand)]
-    pub action: Option<super::heal::NodeAction>,
+    pub action: Option<NodeAction>,
     #[command(flatten)]
     pub run: NodeArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeAction {
+    /// Move every shard off the node's disks; then `node remove` succeeds.
+    Drain(TargetArgs),
+    /// Remove an empty node from the cluster (refused while it holds shards).
+    Remove(TargetArgs),
+    /// Mark a node up (stops a drain).
+    Up(TargetArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,29 +115,36 @@ impl NodeArgs {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending::<()>().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
-}
-
 pub fn run(cli: NodeCli) -> anyhow::Result<()> {
     if let Some(action) = cli.action {
-        return super::heal::node(action);
+        return set_state(action);
     }
     let cfg = cli.run.config()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("node")
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(bitmountain_node::run(cfg, shutdown_signal()))?;
+    common::daemon_runtime("node")?
+        .block_on(bitmountain_node::run(cfg, common::shutdown_signal()))?;
+    Ok(())
+}
+
+fn set_state(action: NodeAction) -> anyhow::Result<()> {
+    let (target, state) = match action {
+        NodeAction::Drain(target) => (target, NodeState::Draining),
+        NodeAction::Remove(target) => (target, NodeState::Removed),
+        NodeAction::Up(target) => (target, NodeState::Up),
+    };
+    let id = target.id;
+    target.cluster.ask_meta(|meta| async move {
+        meta.set_node_state(id, state)
+            .await
+            .with_context(|| format!("setting node {id} {state:?}"))
+    })?;
+    let name = format!("{state:?}").to_lowercase();
+    if target.json {
+        return common::print_json(&serde_json::json!({ "node_id": id, "state": name }));
+    }
+    let mut out = common::stdout();
+    writeln!(out, "node {id} is now {name}")?;
+    if state == NodeState::Draining {
+        writeln!(out, "watch `bitmountain repair status`; once `bitmountain status` shows its disks empty, run `bitmountain node remove {id}`")?;
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ use bitmountain_erasure::{
     Candidate, Code, ErasureError, FileShardSource, IndexLocation,
 };
 
+use super::common;
 use super::fsutil::AtomicFile;
 
 #[derive(Debug, clap::Subcommand)]
@@ -103,10 +104,8 @@ pub fn run(command: ShardCommand) -> anyhow::Result<()> {
 }
 
 fn cat(args: CatArgs) -> anyhow::Result<()> {
-    use std::io::Write;
     let reader = super::sharded_bundle::ShardedBundle::open_dir(&args.dir)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut out = BufWriter::with_capacity(1 << 20, common::stdout());
     reader.copy_file(&args.path, &mut out).with_context(|| {
         format!(
             "reading {:?} from the shards in {}",
@@ -189,13 +188,15 @@ fn encode_stdin(args: &EncodeArgs, code: Code, bundle_id: BundleId) -> anyhow::R
         }
     };
     let (info, _sinks) = writer.finish(index).context("finishing the shard files")?;
-    println!("bundle {}", info.bundle_id);
-    println!(
+    let mut out = common::stdout();
+    writeln!(out, "bundle {}", info.bundle_id)?;
+    writeln!(
+        out,
         "length {} B, sha256 {}",
         info.bundle_len,
         hex::encode(info.sha256)
-    );
-    println!("index {}+{}", info.index.offset, info.index.len);
+    )?;
+    writeln!(out, "index {}+{}", info.index.offset, info.index.len)?;
     Ok(())
 }
 
@@ -242,22 +243,25 @@ fn encode(args: EncodeArgs) -> anyhow::Result<()> {
                 args.out_dir.display()
             )
         })?;
-    println!("bundle {}", info.bundle_id);
-    println!(
+    let mut out = common::stdout();
+    writeln!(out, "bundle {}", info.bundle_id)?;
+    writeln!(
+        out,
         "code RS({},{}) cell {} B chunk {} B",
         code.data_shards(),
         code.parity_shards(),
         code.cell_bytes(),
         code.chunk_bytes()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "length {} B, sha256 {}",
         info.bundle_len,
         hex::encode(info.sha256)
-    );
-    println!("index {}+{}", info.index.offset, info.index.len);
+    )?;
+    writeln!(out, "index {}+{}", info.index.offset, info.index.len)?;
     for path in paths {
-        println!("{}", path.display());
+        writeln!(out, "{}", path.display())?;
     }
     Ok(())
 }
@@ -516,13 +520,14 @@ fn decode(args: DecodeArgs) -> anyhow::Result<()> {
             lost.len()
         );
     }
-    println!(
+    writeln!(
+        common::stdout(),
         "bundle {}: {} bytes, sha256 {} verified, written to {}",
         info.bundle_id,
         info.bundle_len,
         hex::encode(info.sha256),
         args.out.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -574,12 +579,14 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             "shards": shards,
             "rejected_files": rejected,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        common::print_json(&doc)?;
     } else {
-        println!(
+        let mut out = common::stdout();
+        writeln!(
+            out,
             "bundle {} {} length {} B",
             info.bundle_id, info.code, info.bundle_len
-        );
+        )?;
         for s in &report.slots {
             let file = s
                 .file
@@ -593,16 +600,17 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             if let Some(detail) = &s.detail {
                 line.push_str(&format!("  ({detail})"));
             }
-            println!("{line}");
+            writeln!(out, "{line}")?;
         }
         for (path, reason) in &report.rejected {
-            println!("ignored {}: {reason}", path.display());
+            writeln!(out, "ignored {}: {reason}", path.display())?;
         }
-        println!(
+        writeln!(
+            out,
             "{state}: {healthy} of {} shards healthy, {} needed",
             info.code.total_shards(),
             info.code.data_shards()
-        );
+        )?;
     }
     if !recoverable {
         bail!(

@@ -1,6 +1,7 @@
 //! `bitmountain status`: the metadata group and the cluster map as the members see them. The
 //! address may be a storage node (it names the metadata leader) or a metadata member.
 
+use std::io::{self, Write};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -8,11 +9,13 @@ use bitmountain_meta::client::member_status;
 use bitmountain_proto::v1 as pb;
 use serde::Serialize;
 
+use super::common::{self, ClusterArgs};
+use super::units;
+
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// Any storage node or metadata member (host:port).
-    #[arg(long, env = "BITMOUNTAIN_CLUSTER", default_value = super::archive::DEFAULT_CLUSTER)]
-    cluster: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -83,12 +86,8 @@ fn name<T: std::fmt::Debug>(v: T) -> String {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let view = rt.block_on(async {
-        let meta_address = metadata_address(&args.cluster).await?;
+    let view = common::client_runtime()?.block_on(async {
+        let meta_address = args.cluster.metadata_address().await?;
         let first = member_status(&meta_address, Duration::from_secs(5))
             .await
             .with_context(|| format!("asking metadata member {meta_address} for status"))?;
@@ -152,27 +151,10 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         })
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
-        return Ok(());
+        return common::print_json(&view);
     }
-    print_human(&view);
+    print_human(&view, &mut common::stdout())?;
     Ok(())
-}
-
-/// The metadata member to ask: `addr` itself if it is one, else the leader a storage node names.
-pub(crate) async fn metadata_address(addr: &str) -> anyhow::Result<String> {
-    let client = bitmountain_client::ArchiveClient::new([addr])?;
-    match client.status().await {
-        Ok(s) if !s.meta_leader_address.is_empty() => Ok(s.meta_leader_address),
-        Ok(_) => anyhow::bail!(
-            "node {addr} knows no metadata leader (election in progress or no quorum); try again or ask a metadata member directly"
-        ),
-        // Not a storage node (a metadata member answers its own status), or nothing answers:
-        // the metadata status call reports that.
-        Err(e) if e.kind() == Some("grpc_unimplemented") => Ok(addr.to_owned()),
-        Err(bitmountain_client::ClientError::Unreachable { .. }) => Ok(addr.to_owned()),
-        Err(e) => Err(anyhow::anyhow!(e).context(format!("asking {addr} for the cluster status"))),
-    }
 }
 
 fn node_view(n: &pb::NodeInfo) -> NodeView {
@@ -202,80 +184,106 @@ fn node_view(n: &pb::NodeInfo) -> NodeView {
     }
 }
 
-fn print_human(v: &StatusView) {
+fn print_human(v: &StatusView, out: &mut impl Write) -> io::Result<()> {
     let cid = if v.cluster_id.is_empty() {
         "(no node registered yet)"
     } else {
         &v.cluster_id
     };
-    println!("cluster   {cid}");
+    writeln!(out, "cluster   {cid}")?;
     if v.leader_id == 0 {
-        println!("leader    none known (election in progress or no quorum)");
+        writeln!(
+            out,
+            "leader    none known (election in progress or no quorum)"
+        )?;
     } else {
-        println!(
+        writeln!(
+            out,
             "leader    member {} at {}  term {}  commit {}  applied {}",
             v.leader_id, v.leader_address, v.term, v.commit_index, v.applied_index
-        );
+        )?;
     }
-    println!("format    values in format {}", v.value_format);
-    println!();
-    println!(
+    writeln!(out, "format    values in format {}", v.value_format)?;
+    writeln!(out)?;
+    print_members(&v.members, out)?;
+    writeln!(out)?;
+    print_nodes(&v.nodes, out)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "bundles   pending {}  sealed {}  deleting {}    repairs queued {}",
+        v.bundles_pending, v.bundles_sealed, v.bundles_deleting, v.repairs_queued
+    )
+}
+
+fn print_members(members: &[MemberView], out: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        out,
         "{:>4}  {:<22} {:<8} {:<14} {:>6} {:>10} {:>10}",
         "ID", "ADDRESS", "ROLE", "STATE", "TERM", "COMMIT", "APPLIED"
-    );
+    )?;
     let opt = |x: Option<u64>| x.map_or("-".to_string(), |v| v.to_string());
-    for m in &v.members {
-        println!(
+    for m in members {
+        writeln!(
+            out,
             "{:>4}  {:<22} {:<8} {:<14} {:>6} {:>10} {:>10}",
             m.id,
             m.address,
             m.role,
-            m.state.clone().unwrap_or_else(|| "unreachable".into()),
+            m.state.as_deref().unwrap_or("unreachable"),
             opt(m.term),
             opt(m.commit_index),
             opt(m.applied_index)
-        );
+        )?;
     }
-    println!();
-    let disks = v.nodes.iter().flat_map(|n| &n.disks);
+    Ok(())
+}
+
+fn print_nodes(nodes: &[NodeView], out: &mut impl Write) -> io::Result<()> {
+    let disks = nodes.iter().flat_map(|n| &n.disks);
     let capacity: u64 = disks.clone().map(|d| d.capacity_bytes).sum();
     let placed: u64 = disks.clone().map(|d| d.accounted_bytes).sum();
-    println!(
-        "nodes     {}    disks {}    capacity {} B    shard bytes placed {} B",
-        v.nodes.len(),
+    writeln!(
+        out,
+        "nodes     {}    disks {}    capacity {}    shard bytes placed {}",
+        nodes.len(),
         disks.count(),
-        capacity,
-        placed
-    );
-    for n in &v.nodes {
+        units::bytes(capacity),
+        units::bytes(placed)
+    )?;
+    let now_ms = bitmountain_meta::types::now_unix_ms();
+    let ago = |ms: u64| units::duration(Duration::from_millis(ms));
+    for n in nodes {
         let hb = n
             .last_heartbeat_age_ms
             .map_or("no heartbeat seen by this leader".to_string(), |a| {
-                format!("heartbeat {a} ms ago")
+                format!("heartbeat {} ago", ago(a))
             });
-        println!(
+        writeln!(
+            out,
             "  node {:<4} {:<22} {:<8} {}/{}/{}  {hb}",
             n.id, n.address, n.state, n.zone, n.rack, n.host
-        );
-        let now_ms = bitmountain_meta::types::now_unix_ms();
+        )?;
         for d in &n.disks {
             let scrub = match d.last_scrub_unix_ms {
                 Some(at) => format!(
-                    "verified {} s ago ({} damaged)",
-                    now_ms.saturating_sub(at) / 1000,
+                    "verified {} ago ({} damaged)",
+                    ago(now_ms.saturating_sub(at)),
                     d.last_scrub_damaged_shards
                 ),
                 None => "not scrubbed yet".into(),
             };
-            println!(
-                "    disk {:<4} {:<8} {:>16} B capacity {:>16} B used {:>16} B placed  {}  {scrub}",
-                d.id, d.state, d.capacity_bytes, d.used_bytes, d.accounted_bytes, d.path
-            );
+            writeln!(
+                out,
+                "    disk {:<4} {:<8} {:>10} capacity {:>10} used {:>10} placed  {}  {scrub}",
+                d.id,
+                d.state,
+                units::bytes(d.capacity_bytes),
+                units::bytes(d.used_bytes),
+                units::bytes(d.accounted_bytes),
+                d.path
+            )?;
         }
     }
-    println!();
-    println!(
-        "bundles   pending {}  sealed {}  deleting {}    repairs queued {}",
-        v.bundles_pending, v.bundles_sealed, v.bundles_deleting, v.repairs_queued
-    );
+    Ok(())
 }
