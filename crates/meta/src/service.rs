@@ -159,7 +159,7 @@ impl MetaServer {
         match tokio::time::timeout(PROPOSE_TIMEOUT, proposal).await {
             Ok(r) => r.map_err(crate::raft_error)?,
             Err(_) => Err(MetaError::Raft {
-                kind: "timeout".into(),
+                kind: crate::error::ErrorKind::Timeout,
                 leader: None,
                 message: format!(
                     "proposal not applied within {} ms (is a quorum of members up?)",
@@ -174,7 +174,7 @@ impl MetaServer {
         if stale_ok {
             if self.inner.raft.status().installing_snapshot {
                 return Err(MetaError::Raft {
-                    kind: "installing_snapshot".into(),
+                    kind: crate::error::ErrorKind::InstallingSnapshot,
                     leader: None,
                     message: "this member is installing a snapshot and its state is incomplete; read from another member or without stale reads".into(),
                 });
@@ -184,7 +184,7 @@ impl MetaServer {
         match tokio::time::timeout(READ_INDEX_TIMEOUT, self.inner.raft.read_index()).await {
             Ok(r) => r.map_err(crate::raft_error),
             Err(_) => Err(MetaError::Raft {
-                kind: "timeout".into(),
+                kind: crate::error::ErrorKind::Timeout,
                 leader: None,
                 message: format!(
                     "read index not confirmed within {} ms (this member may be partitioned from the quorum)",
@@ -353,7 +353,7 @@ impl MetaServer {
     async fn allocate(&self, req: pb::AllocateBundleRequest) -> Result<BundleRecord> {
         if req.request_id.is_empty() || req.request_id.len() > MAX_REQUEST_ID_BYTES {
             return Err(MetaError::InvalidArgument {
-                field: "request_id",
+                field: crate::error::Field::RequestId,
                 reason: format!("required, 1..={MAX_REQUEST_ID_BYTES} bytes (a UUID per upload)"),
             });
         }
@@ -366,7 +366,7 @@ impl MetaServer {
         let labels = labels_from_proto(&req.labels)?;
         if req.ttl_ms > MAX_ALLOCATION_TTL_MS {
             return Err(MetaError::InvalidArgument {
-                field: "ttl_ms",
+                field: crate::error::Field::TtlMs,
                 reason: format!("at most {MAX_ALLOCATION_TTL_MS} ms"),
             });
         }
@@ -419,7 +419,7 @@ impl MetaServer {
         let id = BundleId::from_proto(r.id.as_ref())?;
         if r.sha256.len() != 32 {
             return Err(MetaError::InvalidArgument {
-                field: "sha256",
+                field: crate::error::Field::Sha256,
                 reason: format!("must be 32 bytes, got {}", r.sha256.len()),
             });
         }
@@ -428,7 +428,7 @@ impl MetaServer {
             .is_none_or(|end| end > r.length)
         {
             return Err(MetaError::InvalidArgument {
-                field: "index_offset",
+                field: crate::error::Field::IndexOffset,
                 reason: format!(
                     "index [{}, +{}) lies outside the bundle's {} bytes",
                     r.index_offset, r.index_length, r.length
@@ -465,7 +465,7 @@ impl MetaServer {
                 })
             }),
             None => Err(MetaError::InvalidArgument {
-                field: "item",
+                field: crate::error::Field::Item,
                 reason: "a batch item must hold an allocation or a commit".into(),
             }),
         };
@@ -628,14 +628,14 @@ impl MetaService for MetaServer {
         let r = req.into_inner();
         if r.address.is_empty() {
             return Err(MetaError::InvalidArgument {
-                field: "address",
+                field: crate::error::Field::Address,
                 reason: "a node must say where it can be reached".into(),
             }
             .into());
         }
         if r.request_id.len() > MAX_REQUEST_ID_BYTES {
             return Err(MetaError::InvalidArgument {
-                field: "request_id",
+                field: crate::error::Field::RequestId,
                 reason: format!("at most {MAX_REQUEST_ID_BYTES} bytes"),
             }
             .into());
@@ -734,7 +734,7 @@ impl MetaService for MetaServer {
     ) -> Rpc<pb::SetDiskStateResponse> {
         let r = req.into_inner();
         let state = DiskState::from_proto(r.state()).ok_or(MetaError::InvalidArgument {
-            field: "state",
+            field: crate::error::Field::State,
             reason: "required".into(),
         })?;
         self.require_leader()?;
@@ -763,7 +763,7 @@ impl MetaService for MetaServer {
     ) -> Rpc<pb::SetNodeStateResponse> {
         let r = req.into_inner();
         let state = NodeState::from_proto(r.state()).ok_or(MetaError::InvalidArgument {
-            field: "state",
+            field: crate::error::Field::State,
             reason: "required".into(),
         })?;
         self.require_leader()?;
@@ -806,7 +806,7 @@ impl MetaService for MetaServer {
         let items = req.into_inner().items;
         if items.len() > MAX_BATCH_ITEMS {
             return Err(MetaError::InvalidArgument {
-                field: "items",
+                field: crate::error::Field::Items,
                 reason: format!(
                     "{} items in one batch, at most {MAX_BATCH_ITEMS}: split the batch",
                     items.len()
@@ -1072,7 +1072,7 @@ impl MetaAdmin for MetaServer {
         let r = req.into_inner();
         if r.id == 0 || r.address.is_empty() {
             return Err(MetaError::InvalidArgument {
-                field: "member",
+                field: crate::error::Field::Member,
                 reason: "a non-zero id and an address are required".into(),
             }
             .into());
@@ -1082,7 +1082,7 @@ impl MetaAdmin for MetaServer {
         let st = raft.status();
         if st.voters.contains(&r.id) {
             return Err(MetaError::Raft {
-                kind: "bad_membership".into(),
+                kind: crate::error::ErrorKind::BadMembership,
                 leader: None,
                 message: format!("member {} is already a voter", r.id),
             }
@@ -1111,7 +1111,7 @@ impl MetaAdmin for MetaServer {
                 }
                 if Instant::now() >= deadline {
                     return Err(MetaError::Raft {
-                        kind: "timeout".into(),
+                        kind: crate::error::ErrorKind::Timeout,
                         leader: None,
                         message: format!(
                             "member {} (learner) did not catch up within {} ms (matched {matched} of {}): is it running at {}? it stays a learner; retry `member add` to promote it",
@@ -1153,7 +1153,7 @@ impl MetaAdmin for MetaServer {
         }
         if st.voters.len() == 1 && st.voters.contains(&r.id) {
             return Err(MetaError::Raft {
-                kind: "bad_membership".into(),
+                kind: crate::error::ErrorKind::BadMembership,
                 leader: None,
                 message: "cannot remove the last voter".into(),
             }
@@ -1306,7 +1306,7 @@ pub async fn serve(
         .serve_with_shutdown(opts.listen, shutdown)
         .await
         .map_err(|e| MetaError::Raft {
-            kind: "internal".into(),
+            kind: crate::error::ErrorKind::Internal,
             leader: None,
             message: format!(
                 "gRPC server on {}: {e} (is the address in use?)",

@@ -1130,7 +1130,7 @@ impl Applier<'_> {
                 missing.dedup();
                 if let Some(bad) = missing.iter().find(|s| **s as usize >= b.code.total()) {
                     return Err(MetaError::InvalidArgument {
-                        field: "missing_shards",
+                        field: crate::error::Field::MissingShards,
                         reason: format!(
                             "shard {bad} does not exist in a {}-shard bundle",
                             b.code.total()
@@ -1236,7 +1236,7 @@ impl Applier<'_> {
                 }
                 if let Some(bad) = shards.iter().find(|s| **s as usize >= b.code.total()) {
                     return Err(MetaError::InvalidArgument {
-                        field: "shard_indexes",
+                        field: crate::error::Field::ShardIndexes,
                         reason: format!(
                             "shard {bad} does not exist in a {}-shard bundle",
                             b.code.total()
@@ -1287,7 +1287,7 @@ impl Applier<'_> {
                     .find(|s| **s as usize >= b.code.total())
                 {
                     return Err(MetaError::InvalidArgument {
-                        field: "rewritten_shards",
+                        field: crate::error::Field::RewrittenShards,
                         reason: format!(
                             "shard {bad} does not exist in a {}-shard bundle",
                             b.code.total()

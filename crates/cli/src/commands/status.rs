@@ -162,6 +162,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
 /// The metadata member to ask: `addr` itself if it is one, else the leader a storage node names.
 pub(crate) async fn metadata_address(addr: &str) -> anyhow::Result<String> {
     let client = bitmountain_client::ArchiveClient::new([addr])?;
+    let unimplemented = bitmountain_proto::ErrorKind::Grpc(tonic::Code::Unimplemented);
     match client.status().await {
         Ok(s) if !s.meta_leader_address.is_empty() => Ok(s.meta_leader_address),
         Ok(_) => anyhow::bail!(
@@ -169,7 +170,7 @@ pub(crate) async fn metadata_address(addr: &str) -> anyhow::Result<String> {
         ),
         // Not a storage node (a metadata member answers its own status), or nothing answers:
         // the metadata status call reports that.
-        Err(e) if e.kind() == Some("grpc_unimplemented") => Ok(addr.to_owned()),
+        Err(e) if e.kind() == Some(unimplemented.as_str()) => Ok(addr.to_owned()),
         Err(bitmountain_client::ClientError::Unreachable { .. }) => Ok(addr.to_owned()),
         Err(e) => Err(anyhow::anyhow!(e).context(format!("asking {addr} for the cluster status"))),
     }
