@@ -59,10 +59,7 @@ pub fn run_ok(args: &[&str]) -> Vec<u8> {
 
 /// The `x-bitmountain-error` kind of a status a node or member sent ("" when absent).
 pub fn error_kind(status: &tonic::Status) -> String {
-    status
-        .metadata()
-        .get("x-bitmountain-error")
-        .and_then(|v| v.to_str().ok())
+    bitmountain_proto::error_kind::kind_header(status)
         .unwrap_or("")
         .to_string()
 }

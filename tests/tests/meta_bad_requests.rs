@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use bitmountain_meta_client::error::Field;
 use bitmountain_meta_client::{AllocateRequest, BundleId, Code, MetaError};
 use bitmountain_proto::v1 as pb;
 use bitmountain_tests::meta_cluster::{
@@ -80,7 +81,7 @@ async fn bad_requests_get_typed_errors() {
         matches!(
             e,
             MetaError::InvalidArgument {
-                field: "request_id",
+                field: Field::RequestId,
                 ..
             }
         ),
@@ -104,7 +105,7 @@ async fn bad_requests_get_typed_errors() {
         matches!(
             e,
             MetaError::InvalidArgument {
-                field: "sha256",
+                field: Field::Sha256,
                 ..
             }
         ),
@@ -117,7 +118,7 @@ async fn bad_requests_get_typed_errors() {
         matches!(
             e,
             MetaError::InvalidArgument {
-                field: "index_offset",
+                field: Field::IndexOffset,
                 ..
             }
         ),

@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Metadata key carrying a node's machine-readable error kind.
-pub const ERROR_KIND_HEADER: &str = "x-bitmountain-error";
+use bitmountain_proto::error_kind::{kind_header, ErrorKind};
 
 /// What went wrong, with what a person can act on.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +38,8 @@ pub enum ClientError {
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 impl ClientError {
-    /// The stable kind of a node's error, if this is one.
+    /// The stable kind of a node's error, if this is one: an [`ErrorKind`]'s name, or one of a
+    /// newer node this client does not know.
     pub fn kind(&self) -> Option<&str> {
         match self {
             ClientError::Node { kind, .. } => Some(kind),
@@ -50,20 +50,18 @@ impl ClientError {
     /// From a status, telling a node's answer (it carries our error-kind header) from a
     /// transport failure (refused, reset, timed out before any answer).
     pub(crate) fn from_status(node: &str, status: &tonic::Status) -> (Self, bool) {
-        let kind = status
-            .metadata()
-            .get(ERROR_KIND_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let kind = kind_header(status);
         let transport = kind.is_none()
             && matches!(
                 status.code(),
                 tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
             );
-        let kind = kind.unwrap_or_else(|| format!("grpc_{:?}", status.code()).to_lowercase());
         (
             ClientError::Node {
-                kind,
+                // The text as sent (it may name a kind of a newer node), else the code's name.
+                kind: kind
+                    .unwrap_or(ErrorKind::Grpc(status.code()).as_str())
+                    .to_owned(),
                 code: status.code(),
                 message: status.message().to_owned(),
                 node: node.to_owned(),

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::error::{item_status, MetaError, Result};
+use crate::error::{item_status, ErrorKind, Field, MetaError, Result};
 use crate::types::{
     labels_from_proto, labels_to_proto, BundleId, BundleRecord, BundleState, Code, DiskState,
 };
@@ -73,7 +73,7 @@ impl Bundle {
     pub fn from_proto(b: pb::BundleRecord) -> Result<Self> {
         let id = BundleId::from_proto(b.id.as_ref())?;
         let state = BundleState::from_proto(b.state()).ok_or(MetaError::InvalidArgument {
-            field: "bundle state",
+            field: Field::BundleState,
             reason: "unspecified".into(),
         })?;
         let code = b
@@ -81,7 +81,7 @@ impl Bundle {
             .as_ref()
             .map(Code::from_proto)
             .ok_or(MetaError::InvalidArgument {
-                field: "code",
+                field: Field::Code,
                 reason: "missing".into(),
             })?;
         let mut locations: Vec<ShardLocation> = b
@@ -248,7 +248,7 @@ impl MetaClient {
             .collect();
         if endpoints.is_empty() {
             return Err(MetaError::InvalidArgument {
-                field: "metadata addresses",
+                field: Field::MetadataAddresses,
                 reason: "give at least one member address (host:port)".into(),
             });
         }
@@ -317,7 +317,7 @@ impl MetaClient {
 
     fn bundle(b: Option<pb::BundleRecord>) -> Result<Bundle> {
         Bundle::from_proto(b.ok_or(MetaError::InvalidArgument {
-            field: "bundle",
+            field: Field::Bundle,
             reason: "missing in response".into(),
         })?)
     }
@@ -799,7 +799,7 @@ impl Transport {
         }
         let ep = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
             MetaError::InvalidArgument {
-                field: "metadata address",
+                field: Field::MetadataAddress,
                 reason: format!("{addr:?}: {e}"),
             }
         })?;
@@ -856,11 +856,24 @@ impl Transport {
                                 | tonic::Code::Cancelled
                         );
                     match &e {
-                        MetaError::Raft { kind, leader, .. } if kind == "not_leader" => {
+                        MetaError::Raft {
+                            kind: ErrorKind::NotLeader,
+                            leader,
+                            ..
+                        } => {
                             let l = leader.as_deref().map(strip);
                             let fresh = l.as_ref().is_some_and(|l| *l != addr);
                             self.set_leader(l);
                             (e, fresh)
+                        }
+                        // This member cannot serve reads until its snapshot is in; move on to
+                        // another one (as for a transport failure).
+                        MetaError::Raft {
+                            kind: ErrorKind::InstallingSnapshot,
+                            ..
+                        } => {
+                            self.set_leader(None);
+                            (e, false)
                         }
                         _ if e.is_retryable() => (e, false),
                         _ if transport_failure => {
@@ -873,7 +886,7 @@ impl Transport {
                 Err(_) => (
                     MetaError::Rpc {
                         endpoint: addr.clone(),
-                        kind: "timeout".into(),
+                        kind: ErrorKind::Timeout.as_str().into(),
                         message: "no answer".into(),
                     },
                     false,
@@ -966,7 +979,7 @@ async fn send_batch(transport: &Transport, batch: Vec<Queued>) {
                 Ok(resp.results)
             } else {
                 Err(MetaError::InvalidArgument {
-                    field: "batch results",
+                    field: Field::BatchResults,
                     reason: format!(
                         "the member answered {} results for {} items",
                         resp.results.len(),
@@ -993,7 +1006,7 @@ async fn send_batch(transport: &Transport, batch: Vec<Queued>) {
             ))),
             Some(a) => Ok(a),
             None => Err(BatchFailure::Item(MetaError::InvalidArgument {
-                field: "batch result",
+                field: Field::BatchResult,
                 reason: "empty in the member's answer".into(),
             })),
         };
@@ -1008,7 +1021,7 @@ fn mismatched_answer(what: &str, answer: &Answer) -> MetaError {
         Answer::Error(_) => "an error",
     };
     MetaError::InvalidArgument {
-        field: "batch result",
+        field: Field::BatchResult,
         reason: format!("the member answered {got} to a {what}"),
     }
 }
@@ -1019,7 +1032,7 @@ pub async fn set_partition(addr: &str, blocked: &[u64]) -> Result<()> {
     let addr = strip(addr);
     let ch = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| MetaError::InvalidArgument {
-            field: "address",
+            field: Field::Address,
             reason: e.to_string(),
         })?
         .connect_timeout(CONNECT_TIMEOUT)

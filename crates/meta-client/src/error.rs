@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// gRPC metadata key carrying the machine-readable error kind.
-pub const ERROR_KIND_KEY: &str = "x-bitmountain-error";
-/// gRPC metadata key carrying the leader's address on `not_leader`.
-pub const LEADER_KEY: &str = "x-bitmountain-leader";
+use bitmountain_proto::error_kind::{
+    kind_header, leader_header, set_kind_header, set_leader_header,
+};
+pub use bitmountain_proto::error_kind::{ErrorKind, DETAIL_KEY, ERROR_KIND_KEY, LEADER_KEY};
 
 use crate::types::{BundleId, BundleState, DiskState};
 
@@ -82,8 +82,7 @@ pub enum MetaError {
     #[error("invalid {field}: {reason}")]
     InvalidArgument {
         /// Field.
-        #[serde(skip_deserializing, default)]
-        field: &'static str,
+        field: Field,
         /// Why.
         reason: String,
     },
@@ -143,10 +142,15 @@ pub enum MetaError {
         /// Why, naming the members in the way.
         reason: String,
     },
+    /// An error that carries a kind, a message and maybe a leader but no typed details: the
+    /// replica's (not leader, overloaded, timeout, installing a snapshot, ...). A client also
+    /// decodes a known kind whose status came without typed details into it. Never sent as JSON
+    /// detail: the kind header, leader header and message are all it has.
     #[error("{message}")]
+    #[serde(skip)]
     Raft {
-        /// Kind (as on the wire).
-        kind: String,
+        /// Kind.
+        kind: ErrorKind,
         /// Leader's address on `not_leader`.
         leader: Option<String>,
         /// Message.
@@ -163,7 +167,8 @@ pub enum MetaError {
     Rpc {
         /// Member address.
         endpoint: String,
-        /// Error kind from `x-bitmountain-error`, or the gRPC code.
+        /// The text of `x-bitmountain-error` (a kind this binary does not know, from a newer
+        /// member), or `grpc_<code>` when the status had none ([`ErrorKind::Grpc`]).
         kind: String,
         /// Message.
         message: String,
@@ -180,197 +185,184 @@ pub enum MetaError {
     },
 }
 
-/// Field names that travel in `InvalidArgument` (kept static so the variant stays cheap).
-const FIELDS: &[&str] = &[
-    "bundle id",
-    "request_id",
-    "label",
-    "ttl_ms",
-    "sha256",
-    "index_offset",
-    "missing_shards",
-    "address",
-    "state",
-    "member",
-    "code",
-    "bundle",
-    "bundle state",
-    "metadata address",
-    "metadata addresses",
-    "failure domain level",
-    "items",
-    "item",
-    "batch result",
-    "batch results",
-];
+/// Declares [`Field`] from one table, so the variants, their names and [`Field::ALL`] cannot
+/// disagree.
+macro_rules! fields {
+    ($( $variant:ident = $name:literal, )*) => {
+        /// The request field an `InvalidArgument` names. Travels as its name (in the message and
+        /// the JSON detail), so a client decodes the same field back.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Field {
+            $( #[doc = concat!("`", $name, "`")] $variant, )*
+        }
 
-fn static_field(s: &str) -> &'static str {
-    FIELDS.iter().find(|f| **f == s).copied().unwrap_or("field")
+        impl Field {
+            /// Every field.
+            pub const ALL: &'static [Field] = &[$( Field::$variant, )*];
+
+            /// The name, as in messages and on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( Field::$variant => $name, )*
+                }
+            }
+        }
+    };
 }
 
-impl MetaError {
-    /// From a status produced by another layer (e.g. the Raft replica), keeping its kind and
-    /// leader hint.
-    pub fn from_raft_status(status: &tonic::Status) -> Self {
-        let kind = status
-            .metadata()
-            .get(ERROR_KIND_KEY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("internal")
-            .to_string();
-        let leader = status
-            .metadata()
-            .get(LEADER_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        MetaError::Raft {
-            kind,
-            leader,
-            message: status.message().to_string(),
-        }
+fields! {
+    BundleId = "bundle id",
+    RequestId = "request_id",
+    Label = "label",
+    TtlMs = "ttl_ms",
+    Sha256 = "sha256",
+    IndexOffset = "index_offset",
+    MissingShards = "missing_shards",
+    ShardIndexes = "shard_indexes",
+    RewrittenShards = "rewritten_shards",
+    Address = "address",
+    State = "state",
+    Member = "member",
+    Code = "code",
+    Bundle = "bundle",
+    BundleState = "bundle state",
+    MetadataAddress = "metadata address",
+    MetadataAddresses = "metadata addresses",
+    FailureDomainLevel = "failure domain level",
+    Items = "items",
+    Item = "item",
+    BatchResult = "batch result",
+    BatchResults = "batch results",
+    DataDir = "data",
+    // A name this binary does not know (from a newer member), shown as the word it stands for.
+    Unknown = "field",
+}
+
+impl Field {
+    /// The field named `name`, if this binary knows it.
+    pub fn parse(name: &str) -> Option<Self> {
+        Field::ALL.iter().copied().find(|f| f.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Lets callers and tests compare a field with its name (`field == "request_id"`).
+impl PartialEq<&str> for Field {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for Field {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    /// A name this binary does not know decodes as [`Field::Unknown`] rather than losing the
+    /// whole error's details.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(Field::parse(&name).unwrap_or(Field::Unknown))
     }
 }
 
 impl MetaError {
     /// The stable machine-readable kind carried in `x-bitmountain-error`.
-    pub fn kind(&self) -> &str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            MetaError::UnknownBundle { .. } => "unknown_bundle",
-            MetaError::UnknownNode { .. } => "unknown_node",
-            MetaError::UnknownDisk { .. } => "unknown_disk",
-            MetaError::DiskOwnedByOtherNode { .. } => "disk_owned_by_other_node",
-            MetaError::WrongGeneration { .. } => "wrong_generation",
-            MetaError::MalformedPlacement { .. } => "malformed_placement",
-            MetaError::Unplaceable { .. } => "unplaceable",
-            MetaError::InvalidCode { .. } => "invalid_code",
-            MetaError::InvalidArgument { .. } => "invalid_argument",
-            MetaError::WrongState { .. } => "wrong_state",
-            MetaError::AllocationExpired { .. } => "allocation_expired",
-            MetaError::PlacementStale { .. } => "placement_stale",
-            MetaError::TooManyMissingShards { .. } => "too_many_missing_shards",
-            MetaError::StillHoldsShards { .. } => "still_holds_shards",
-            MetaError::ValueFormatRefused { .. } => "value_format_refused",
-            MetaError::Raft { kind, .. } => kind,
-            MetaError::Corrupt { .. } => "corrupt",
+            MetaError::UnknownBundle { .. } => ErrorKind::UnknownBundle,
+            MetaError::UnknownNode { .. } => ErrorKind::UnknownNode,
+            MetaError::UnknownDisk { .. } => ErrorKind::UnknownDisk,
+            MetaError::DiskOwnedByOtherNode { .. } => ErrorKind::DiskOwnedByOtherNode,
+            MetaError::WrongGeneration { .. } => ErrorKind::WrongGeneration,
+            MetaError::MalformedPlacement { .. } => ErrorKind::MalformedPlacement,
+            MetaError::Unplaceable { .. } => ErrorKind::Unplaceable,
+            MetaError::InvalidCode { .. } => ErrorKind::InvalidCode,
+            MetaError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            MetaError::WrongState { .. } => ErrorKind::WrongState,
+            MetaError::AllocationExpired { .. } => ErrorKind::AllocationExpired,
+            MetaError::PlacementStale { .. } => ErrorKind::PlacementStale,
+            MetaError::TooManyMissingShards { .. } => ErrorKind::TooManyMissingShards,
+            MetaError::StillHoldsShards { .. } => ErrorKind::StillHoldsShards,
+            MetaError::ValueFormatRefused { .. } => ErrorKind::ValueFormatRefused,
+            MetaError::Raft { kind, .. } => *kind,
+            MetaError::Corrupt { .. } => ErrorKind::Corrupt,
+            // A kind this binary does not know is, to it, an unknown gRPC error.
+            MetaError::Rpc { kind, .. } => {
+                ErrorKind::parse(kind).unwrap_or(ErrorKind::Grpc(tonic::Code::Unknown))
+            }
+            MetaError::NoMember { .. } => ErrorKind::NoMember,
+        }
+    }
+
+    /// The kind's name as sent in `x-bitmountain-error`: for `Rpc`, the text it came with, so a
+    /// node relaying it sends on what it received.
+    pub fn kind_name(&self) -> &str {
+        match self {
             MetaError::Rpc { kind, .. } => kind,
-            MetaError::NoMember { .. } => "no_member",
+            e => e.kind().as_str(),
         }
     }
 
     /// Whether the request may succeed if retried (on the leader, later).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind(),
-            "not_leader"
-                | "proposal_dropped"
-                | "overloaded"
-                | "stopped"
-                | "timeout"
-                | "placement_stale"
-        )
+        self.kind().is_retryable()
     }
 
-    fn code(&self) -> tonic::Code {
-        use tonic::Code as C;
+    /// The gRPC code of this error's status.
+    pub fn code(&self) -> tonic::Code {
         match self {
-            MetaError::UnknownBundle { .. }
-            | MetaError::UnknownNode { .. }
-            | MetaError::UnknownDisk { .. } => C::NotFound,
-            MetaError::WrongGeneration { .. }
-            | MetaError::WrongState { .. }
-            | MetaError::DiskOwnedByOtherNode { .. }
-            | MetaError::AllocationExpired { .. }
-            | MetaError::TooManyMissingShards { .. }
-            | MetaError::StillHoldsShards { .. }
-            | MetaError::ValueFormatRefused { .. } => C::FailedPrecondition,
-            MetaError::MalformedPlacement { .. }
-            | MetaError::InvalidCode { .. }
-            | MetaError::InvalidArgument { .. } => C::InvalidArgument,
-            MetaError::Unplaceable { .. } => C::ResourceExhausted,
-            MetaError::PlacementStale { .. } => C::Aborted,
-            MetaError::Raft { kind, .. } => match kind.as_str() {
-                "not_leader" | "proposal_dropped" | "stopped" | "installing_snapshot" => {
-                    C::Unavailable
-                }
-                "overloaded" => C::ResourceExhausted,
-                "timeout" => C::DeadlineExceeded,
-                "unknown_member" => C::NotFound,
-                "bad_membership" => C::FailedPrecondition,
-                "fault_injection_disabled" => C::PermissionDenied,
-                _ => C::Internal,
-            },
-            MetaError::Corrupt { .. } => C::DataLoss,
-            MetaError::Rpc { .. } | MetaError::NoMember { .. } => C::Unavailable,
+            // Whatever the member said, this client got no usable answer from it.
+            MetaError::Rpc { .. } => tonic::Code::Unavailable,
+            e => e.kind().code(),
         }
     }
 
     /// Decodes a status a member answered with (client side).
     pub fn from_status(endpoint: &str, status: &tonic::Status) -> Self {
-        let kind = status
-            .metadata()
-            .get(ERROR_KIND_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("grpc_{:?}", status.code()).to_lowercase());
-        let leader = status
-            .metadata()
-            .get(LEADER_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         if let Some(json) = status
             .metadata()
             .get(DETAIL_KEY)
             .and_then(|v| v.to_str().ok())
         {
-            if let Ok(mut e) = serde_json::from_str::<MetaError>(json) {
-                if let MetaError::InvalidArgument { field, .. } = &mut e {
-                    let name = serde_json::from_str::<serde_json::Value>(json)
-                        .ok()
-                        .and_then(|v| v["InvalidArgument"]["field"].as_str().map(static_field));
-                    *field = name.unwrap_or("field");
-                }
+            if let Ok(e) = serde_json::from_str::<MetaError>(json) {
                 return e;
             }
         }
-        match kind.as_str() {
-            "not_leader"
-            | "proposal_dropped"
-            | "overloaded"
-            | "stopped"
-            | "timeout"
-            | "unknown_member"
-            | "bad_membership"
-            | "fault_injection_disabled" => MetaError::Raft {
-                kind,
-                leader,
-                message: status.message().to_string(),
-            },
-            _ => MetaError::Rpc {
+        let message = status.message().to_string();
+        match ErrorKind::of_status(status) {
+            Some(ErrorKind::Grpc(_)) | None => MetaError::Rpc {
                 endpoint: endpoint.to_string(),
+                kind: kind_header(status)
+                    .unwrap_or(ErrorKind::Grpc(status.code()).as_str())
+                    .to_string(),
+                message,
+            },
+            Some(kind) => MetaError::Raft {
                 kind,
-                message: status.message().to_string(),
+                leader: leader_header(status).map(str::to_string),
+                message,
             },
         }
     }
 }
 
-/// gRPC metadata key carrying the typed error as JSON, so the Rust client gets the variant
-/// (with its ids) back.
-pub const DETAIL_KEY: &str = "x-bitmountain-error-detail";
-
 impl From<MetaError> for tonic::Status {
     fn from(e: MetaError) -> Self {
         let mut status = tonic::Status::new(e.code(), e.to_string());
-        if let Ok(v) = e.kind().parse() {
-            status.metadata_mut().insert(ERROR_KIND_KEY, v);
-        }
+        set_kind_header(&mut status, e.kind_name());
         if let MetaError::Raft {
             leader: Some(addr), ..
         } = &e
         {
-            if let Ok(v) = addr.parse() {
-                status.metadata_mut().insert(LEADER_KEY, v);
-            }
+            set_leader_header(&mut status, addr);
         }
         if !matches!(e, MetaError::Raft { .. } | MetaError::Rpc { .. }) {
             if let Ok(json) = serde_json::to_string(&e) {
@@ -428,11 +420,11 @@ mod tests {
                 id: BundleId(0xabc),
             },
             MetaError::InvalidArgument {
-                field: "sha256",
+                field: Field::Sha256,
                 reason: "must be 32 bytes, got 3".into(),
             },
             MetaError::Raft {
-                kind: "not_leader".into(),
+                kind: ErrorKind::NotLeader,
                 leader: Some("127.0.0.1:7001".into()),
                 message: "member 2 is not the leader".into(),
             },
@@ -447,5 +439,106 @@ mod tests {
         let mut odd = item_error(MetaError::UnknownBundle { id: BundleId(1) });
         odd.metadata.insert("x-other".into(), "1".into());
         assert!(item_status(&odd).metadata().get("x-other").is_none());
+    }
+
+    /// Every field decodes back to itself, from the JSON detail, with the same message.
+    #[test]
+    fn every_field_round_trips_through_a_status() {
+        for &field in Field::ALL {
+            let e = MetaError::InvalidArgument {
+                field,
+                reason: "why".into(),
+            };
+            let status = tonic::Status::from(e.clone());
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert_eq!(status.message(), format!("invalid {}: why", field.as_str()));
+            match MetaError::from_status("m", &status) {
+                MetaError::InvalidArgument {
+                    field: back,
+                    reason,
+                } => {
+                    assert_eq!(back, field);
+                    assert_eq!(reason, "why");
+                }
+                other => panic!("{field:?} decoded as {other:?}"),
+            }
+            assert_eq!(Field::parse(field.as_str()), Some(field));
+        }
+    }
+
+    /// The JSON detail is what it was when the field was a string, and a field this binary
+    /// does not know keeps the rest of the error.
+    #[test]
+    fn field_detail_json_is_the_name() {
+        let e = MetaError::InvalidArgument {
+            field: Field::RequestId,
+            reason: "r".into(),
+        };
+        let json = serde_json::to_string(&e).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"InvalidArgument":{"field":"request_id","reason":"r"}}"#
+        );
+        let newer = r#"{"InvalidArgument":{"field":"some_new_field","reason":"r"}}"#;
+        assert!(matches!(
+            serde_json::from_str::<MetaError>(newer),
+            Ok(MetaError::InvalidArgument {
+                field: Field::Unknown,
+                ..
+            })
+        ));
+    }
+
+    /// Every kind without typed details decodes to `Raft` with that kind, its code and (on
+    /// `not_leader`) the leader; `installing_snapshot` among them.
+    #[test]
+    fn every_named_kind_decodes_typed() {
+        for &kind in ErrorKind::ALL {
+            if matches!(kind, ErrorKind::Grpc(_)) {
+                continue;
+            }
+            let e = MetaError::Raft {
+                kind,
+                leader: Some("127.0.0.1:7001".into()),
+                message: "m".into(),
+            };
+            let status = tonic::Status::from(e.clone());
+            assert_eq!(status.code(), kind.code(), "{kind:?}");
+            let back = MetaError::from_status("m", &status);
+            assert_eq!(format!("{back:?}"), format!("{e:?}"));
+            assert_eq!(back.kind(), kind);
+            assert_eq!(back.is_retryable(), kind.is_retryable());
+        }
+        // As the member sends it.
+        let mut status = tonic::Status::unavailable("installing a snapshot");
+        ErrorKind::InstallingSnapshot.set_header(&mut status);
+        assert!(matches!(
+            MetaError::from_status("m", &status),
+            MetaError::Raft {
+                kind: ErrorKind::InstallingSnapshot,
+                leader: None,
+                ..
+            }
+        ));
+    }
+
+    /// A status without a kind, or with one this binary does not know, stays `Rpc` with the
+    /// text, which goes on unchanged when relayed.
+    #[test]
+    fn unmapped_statuses_keep_their_text() {
+        let e = MetaError::from_status("m", &tonic::Status::unimplemented("no"));
+        assert!(
+            matches!(&e, MetaError::Rpc { kind, .. } if kind == "grpc_unimplemented"),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Grpc(tonic::Code::Unimplemented));
+        let mut status = tonic::Status::failed_precondition("newer");
+        set_kind_header(&mut status, "kind_of_a_newer_member");
+        let e = MetaError::from_status("m", &status);
+        assert_eq!(e.kind_name(), "kind_of_a_newer_member");
+        assert!(!e.is_retryable());
+        let relayed = tonic::Status::from(e);
+        assert_eq!(relayed.code(), tonic::Code::Unavailable);
+        assert_eq!(kind_header(&relayed), Some("kind_of_a_newer_member"));
     }
 }

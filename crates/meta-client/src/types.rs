@@ -7,7 +7,7 @@ use std::str::FromStr;
 use bitmountain_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use crate::error::MetaError;
+use crate::error::{Field, MetaError};
 
 /// A 128-bit, time-ordered bundle id: milliseconds since the Unix epoch in the top 48 bits,
 /// 80 random bits below. Printed as 32 lowercase hex digits.
@@ -34,7 +34,7 @@ impl BundleId {
     /// From big-endian bytes.
     pub fn from_bytes(b: &[u8]) -> Result<Self, MetaError> {
         let arr: [u8; 16] = b.try_into().map_err(|_| MetaError::InvalidArgument {
-            field: "bundle id",
+            field: Field::BundleId,
             reason: format!("must be 16 bytes, got {}", b.len()),
         })?;
         Ok(Self(u128::from_be_bytes(arr)))
@@ -45,7 +45,7 @@ impl BundleId {
         match id {
             Some(id) => Self::from_bytes(&id.id),
             None => Err(MetaError::InvalidArgument {
-                field: "bundle id",
+                field: Field::BundleId,
                 reason: "missing".into(),
             }),
         }
@@ -70,14 +70,14 @@ impl FromStr for BundleId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.len() != 32 {
             return Err(MetaError::InvalidArgument {
-                field: "bundle id",
+                field: Field::BundleId,
                 reason: format!("{s:?} is not 32 hex digits"),
             });
         }
         u128::from_str_radix(s, 16)
             .map(Self)
             .map_err(|_| MetaError::InvalidArgument {
-                field: "bundle id",
+                field: Field::BundleId,
                 reason: format!("{s:?} is not 32 hex digits"),
             })
     }
@@ -401,7 +401,7 @@ impl FromStr for DomainLevel {
             "rack" => Ok(Self::Rack),
             "zone" => Ok(Self::Zone),
             _ => Err(MetaError::InvalidArgument {
-                field: "failure domain level",
+                field: Field::FailureDomainLevel,
                 reason: format!("{s:?}: expected host, rack or zone"),
             }),
         }
@@ -518,7 +518,7 @@ pub fn labels_from_proto(labels: &[pb::Label]) -> Result<BTreeMap<String, String
     for l in labels {
         if l.key.is_empty() || l.key.len() > 256 || l.value.len() > 1024 {
             return Err(MetaError::InvalidArgument {
-                field: "label",
+                field: Field::Label,
                 reason: format!(
                     "label {:?}: key must be 1..=256 bytes and value at most 1024 bytes",
                     l.key
@@ -527,14 +527,14 @@ pub fn labels_from_proto(labels: &[pb::Label]) -> Result<BTreeMap<String, String
         }
         if out.insert(l.key.clone(), l.value.clone()).is_some() {
             return Err(MetaError::InvalidArgument {
-                field: "label",
+                field: Field::Label,
                 reason: format!("label {:?} given twice", l.key),
             });
         }
     }
     if out.len() > 64 {
         return Err(MetaError::InvalidArgument {
-            field: "label",
+            field: Field::Label,
             reason: "at most 64 labels per bundle".into(),
         });
     }

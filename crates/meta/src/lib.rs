@@ -37,7 +37,11 @@ pub use bitmountain_meta_client::{client, error, types};
 
 /// The one conversion of replica errors into [`MetaError`] (kind and leader hint preserved).
 pub fn raft_error(e: bitmountain_raftstore::RaftStoreError) -> MetaError {
-    MetaError::from_raft_status(&tonic::Status::from(e))
+    MetaError::Raft {
+        kind: e.kind(),
+        leader: e.leader_address().map(str::to_string),
+        message: e.to_string(),
+    }
 }
 
 pub use client::{AllocateRequest, Bundle, CommitRequest, MetaClient, ShardLocation};

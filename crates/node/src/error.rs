@@ -4,6 +4,7 @@ use bitmountain_bundle::BundleError;
 use bitmountain_disk::DiskError;
 use bitmountain_erasure::ErasureError;
 use bitmountain_meta_client::MetaError;
+use bitmountain_proto::error_kind::{set_kind_header, ErrorKind};
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,41 +109,39 @@ pub enum NodeError {
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
 
-/// Metadata key on every status a node sends, with a stable kind (`unknown_disk`, ...), so
-/// callers can tell a node's answer from a transport failure without parsing messages.
-pub const ERROR_KIND_HEADER: &str = "x-bitmountain-error";
-
 impl NodeError {
-    /// A stable, machine-readable name of the error.
-    pub fn kind(&self) -> &str {
+    /// A stable, machine-readable name of the error, sent in `x-bitmountain-error` on every
+    /// status a node sends, so callers can tell a node's answer from a transport failure without
+    /// parsing messages.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            NodeError::UnknownDisk { .. } => "unknown_disk",
-            NodeError::BadRequest { .. } => "bad_request",
-            NodeError::StreamCut { .. } => "stream_cut",
-            NodeError::IdleTimeout { .. } => "idle_timeout",
-            NodeError::StreamMismatch { .. } => "stream_mismatch",
-            NodeError::Unreachable { .. } => "unreachable",
-            NodeError::Remote { .. } => "remote",
-            NodeError::Disk(DiskError::ShardNotFound { .. }) => "shard_not_found",
-            NodeError::Disk(DiskError::RangeOutOfBounds { .. }) => "range_out_of_bounds",
-            NodeError::Disk(_) => "disk",
-            NodeError::UnknownBundle { .. } => "unknown_bundle",
-            NodeError::UnknownPath { .. } => "unknown_path",
-            NodeError::BadPath { .. } => "bad_path",
-            NodeError::TooManyFiles { .. } => "too_many_files",
-            NodeError::BadUpload { .. } => "bad_upload",
-            NodeError::MessageTooLarge { .. } => "message_too_large",
-            NodeError::UploadIncomplete { .. } => "upload_incomplete",
-            NodeError::UploadIdle { .. } => "upload_idle",
-            NodeError::NotEnoughShards { .. } => "not_enough_nodes",
-            NodeError::Unrecoverable { .. } => "unrecoverable",
-            NodeError::Damaged { .. } => "damaged",
-            NodeError::BadRange { .. } => "bad_range",
-            NodeError::Overloaded { .. } => "overloaded",
-            NodeError::Meta(MetaError::Unplaceable { .. }) => "not_enough_nodes",
-            NodeError::Meta(MetaError::NoMember { .. }) => "meta_unavailable",
+            NodeError::UnknownDisk { .. } => ErrorKind::UnknownDisk,
+            NodeError::BadRequest { .. } => ErrorKind::BadRequest,
+            NodeError::StreamCut { .. } => ErrorKind::StreamCut,
+            NodeError::IdleTimeout { .. } => ErrorKind::IdleTimeout,
+            NodeError::StreamMismatch { .. } => ErrorKind::StreamMismatch,
+            NodeError::Unreachable { .. } => ErrorKind::Unreachable,
+            NodeError::Remote { .. } => ErrorKind::Remote,
+            NodeError::Disk(DiskError::ShardNotFound { .. }) => ErrorKind::ShardNotFound,
+            NodeError::Disk(DiskError::RangeOutOfBounds { .. }) => ErrorKind::RangeOutOfBounds,
+            NodeError::Disk(_) => ErrorKind::Disk,
+            NodeError::UnknownBundle { .. } => ErrorKind::UnknownBundle,
+            NodeError::UnknownPath { .. } => ErrorKind::UnknownPath,
+            NodeError::BadPath { .. } => ErrorKind::BadPath,
+            NodeError::TooManyFiles { .. } => ErrorKind::TooManyFiles,
+            NodeError::BadUpload { .. } => ErrorKind::BadUpload,
+            NodeError::MessageTooLarge { .. } => ErrorKind::MessageTooLarge,
+            NodeError::UploadIncomplete { .. } => ErrorKind::UploadIncomplete,
+            NodeError::UploadIdle { .. } => ErrorKind::UploadIdle,
+            NodeError::NotEnoughShards { .. } => ErrorKind::NotEnoughNodes,
+            NodeError::Unrecoverable { .. } => ErrorKind::Unrecoverable,
+            NodeError::Damaged { .. } => ErrorKind::Damaged,
+            NodeError::BadRange { .. } => ErrorKind::BadRange,
+            NodeError::Overloaded { .. } => ErrorKind::Overloaded,
+            NodeError::Meta(MetaError::Unplaceable { .. }) => ErrorKind::NotEnoughNodes,
+            NodeError::Meta(MetaError::NoMember { .. }) => ErrorKind::MetaUnavailable,
             NodeError::Meta(e) => e.kind(),
-            NodeError::Internal(_) => "internal",
+            NodeError::Internal(_) => ErrorKind::Internal,
         }
     }
 
@@ -199,48 +198,102 @@ impl From<ErasureError> for NodeError {
 impl From<NodeError> for Status {
     fn from(err: NodeError) -> Status {
         let code = match &err {
-            NodeError::UnknownDisk { .. } => Code::NotFound,
-            NodeError::BadRequest { .. } | NodeError::StreamMismatch { .. } => {
-                Code::InvalidArgument
-            }
-            NodeError::StreamCut { .. } => Code::Aborted,
-            NodeError::IdleTimeout { .. } => Code::DeadlineExceeded,
-            NodeError::Unreachable { .. } => Code::Unavailable,
+            // A peer's answer passes on with the peer's code.
             NodeError::Remote { code, .. } => *code,
-            NodeError::Disk(disk) => match disk {
-                DiskError::ShardNotFound { .. } => Code::NotFound,
-                DiskError::RangeOutOfBounds { .. } => Code::OutOfRange,
-                DiskError::ReadTooLarge { .. } => Code::InvalidArgument,
-                // The disk is not usable: callers treat the shard as unavailable and read others.
-                DiskError::NoIdentity { .. }
-                | DiskError::IdentityChanged { .. }
-                | DiskError::WrongCluster { .. }
-                | DiskError::BadIdentity { .. }
-                | DiskError::NotEmpty { .. }
-                | DiskError::Io { .. } => Code::Unavailable,
-            },
-            NodeError::UnknownBundle { .. } | NodeError::UnknownPath { .. } => Code::NotFound,
-            NodeError::BadPath { .. }
-            | NodeError::TooManyFiles { .. }
-            | NodeError::BadUpload { .. } => Code::InvalidArgument,
-            NodeError::MessageTooLarge { .. } => Code::ResourceExhausted,
-            NodeError::UploadIncomplete { .. } => Code::Aborted,
-            NodeError::UploadIdle { .. } => Code::DeadlineExceeded,
-            NodeError::NotEnoughShards { .. } => Code::Unavailable,
-            NodeError::Unrecoverable { .. } | NodeError::Damaged { .. } => Code::DataLoss,
-            NodeError::BadRange { .. } => Code::OutOfRange,
-            NodeError::Overloaded { .. } => Code::ResourceExhausted,
-            NodeError::Meta(MetaError::UnknownBundle { .. }) => Code::NotFound,
+            // The caller asked for more than one read may return; the disk itself is fine.
+            NodeError::Disk(DiskError::ReadTooLarge { .. }) => Code::InvalidArgument,
+            // Placement found too few failure domains: only more nodes help, not a retry (the
+            // same kind for shards that did not become durable is `Unavailable`).
             NodeError::Meta(MetaError::Unplaceable { .. }) => Code::FailedPrecondition,
-            NodeError::Meta(MetaError::InvalidCode { .. })
-            | NodeError::Meta(MetaError::InvalidArgument { .. }) => Code::InvalidArgument,
-            NodeError::Meta(e) => tonic::Status::from(e.clone()).code(),
-            NodeError::Internal(_) => Code::Internal,
+            // The metadata group's own code, which differs from its kind's for a status its
+            // client could not map (`Rpc`).
+            NodeError::Meta(e) => e.code(),
+            e => e.kind().code(),
         };
         let mut status = Status::new(code, err.to_string());
-        if let Ok(kind) = err.kind().parse() {
-            status.metadata_mut().insert(ERROR_KIND_HEADER, kind);
+        match &err {
+            // A status the metadata client could not map goes on with the kind text it came
+            // with, which may name a kind of a newer member.
+            NodeError::Meta(e @ MetaError::Rpc { .. }) => {
+                set_kind_header(&mut status, e.kind_name())
+            }
+            e => e.kind().set_header(&mut status),
         }
         status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitmountain_proto::error_kind::kind_header;
+
+    fn sent(err: NodeError) -> (Code, String) {
+        let status = Status::from(err);
+        let kind = kind_header(&status).unwrap_or_default().to_owned();
+        (status.code(), kind)
+    }
+
+    /// The kinds whose code is not their kind's default keep the codes they were sent with.
+    #[test]
+    fn codes_that_differ_from_the_kind_default() {
+        let not_durable = NodeError::NotEnoughShards {
+            bundle: "b".into(),
+            durable: 3,
+            total: 6,
+            needed: 5,
+            failures: "x".into(),
+        };
+        assert_eq!(
+            sent(not_durable),
+            (Code::Unavailable, "not_enough_nodes".into())
+        );
+        let unplaceable = NodeError::Meta(MetaError::Unplaceable {
+            shards: 6,
+            available: 3,
+            level: "host".into(),
+        });
+        assert_eq!(
+            sent(unplaceable),
+            (Code::FailedPrecondition, "not_enough_nodes".into())
+        );
+        let remote = NodeError::Remote {
+            address: "a".into(),
+            code: Code::DataLoss,
+            message: "m".into(),
+        };
+        assert_eq!(sent(remote), (Code::DataLoss, "remote".into()));
+        let too_large = NodeError::Disk(DiskError::ReadTooLarge {
+            len_bytes: 2,
+            limit_bytes: 1,
+        });
+        assert_eq!(sent(too_large), (Code::InvalidArgument, "disk".into()));
+        let no_member = NodeError::Meta(MetaError::NoMember {
+            endpoints: "a".into(),
+            timeout_ms: 1,
+            last: "l".into(),
+        });
+        assert_eq!(
+            sent(no_member),
+            (Code::Unavailable, "meta_unavailable".into())
+        );
+        // A status the metadata client could not map goes on with its text.
+        let unmapped = NodeError::Meta(MetaError::Rpc {
+            endpoint: "m".into(),
+            kind: "grpc_invalidargument".into(),
+            message: "m".into(),
+        });
+        assert_eq!(
+            sent(unmapped),
+            (Code::Unavailable, "grpc_invalidargument".into())
+        );
+        let invalid = NodeError::Meta(MetaError::InvalidArgument {
+            field: bitmountain_meta_client::error::Field::Label,
+            reason: "r".into(),
+        });
+        assert_eq!(
+            sent(invalid),
+            (Code::InvalidArgument, "invalid_argument".into())
+        );
     }
 }

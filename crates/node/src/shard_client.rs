@@ -64,9 +64,7 @@ impl ShardClient {
     fn remote(&self, status: tonic::Status) -> NodeError {
         // Statuses our nodes send carry an error-kind header; one without it came from the
         // transport (refused connection, reset), so the node is unreachable.
-        let from_node = status
-            .metadata()
-            .contains_key(crate::error::ERROR_KIND_HEADER);
+        let from_node = bitmountain_proto::error_kind::kind_header(&status).is_some();
         match status.code() {
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
                 if !from_node =>

@@ -1,13 +1,17 @@
 //! Generated protobuf and gRPC types for Bit Mountain's wire protocol (`proto/*.proto`).
 //!
 //! These types stay at the edges: servers and clients convert them into the domain types of the
-//! lower crates at the boundary and never pass them further in.
+//! lower crates at the boundary and never pass them further in. One hand-written module,
+//! [`error_kind`], holds the error kinds every layer sends and the metadata keys carrying them.
 
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     missing_debug_implementations
 )]
+
+pub mod error_kind;
+pub use error_kind::{ErrorKind, DETAIL_KEY, ERROR_KIND_KEY, LEADER_KEY};
 
 /// Version 1 of the wire protocol.
 pub mod v1 {

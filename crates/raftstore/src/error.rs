@@ -1,6 +1,8 @@
-//! The raftstore's error type and its one conversion to a gRPC status.
+//! The raftstore's error type and its one mapping to wire error kinds.
 
 use std::path::PathBuf;
+
+use bitmountain_proto::ErrorKind;
 
 /// Result with [`RaftStoreError`].
 pub type Result<T, E = RaftStoreError> = std::result::Result<T, E>;
@@ -100,47 +102,63 @@ pub enum RaftStoreError {
     FaultInjectionDisabled,
 }
 
-impl From<RaftStoreError> for tonic::Status {
-    fn from(e: RaftStoreError) -> Self {
-        let (code, kind) = match &e {
-            RaftStoreError::NotLeader { .. } => (tonic::Code::Unavailable, "not_leader"),
-            RaftStoreError::ProposalDropped { .. } => {
-                (tonic::Code::Unavailable, "proposal_dropped")
-            }
-            RaftStoreError::Overloaded { .. } => (tonic::Code::ResourceExhausted, "overloaded"),
-            RaftStoreError::Stopped => (tonic::Code::Unavailable, "stopped"),
-            RaftStoreError::Timeout { .. } => (tonic::Code::DeadlineExceeded, "timeout"),
-            RaftStoreError::UnknownMember { .. } => (tonic::Code::NotFound, "unknown_member"),
-            RaftStoreError::BadMembership { .. } => {
-                (tonic::Code::FailedPrecondition, "bad_membership")
-            }
-            RaftStoreError::FaultInjectionDisabled => {
-                (tonic::Code::PermissionDenied, "fault_injection_disabled")
-            }
-            RaftStoreError::Raft(raft::Error::ProposalDropped) => {
-                (tonic::Code::Unavailable, "proposal_dropped")
-            }
-            _ => (tonic::Code::Internal, "internal"),
-        };
-        let mut status = tonic::Status::new(code, e.to_string());
-        status.metadata_mut().insert(
-            ERROR_KIND_KEY,
-            tonic::metadata::MetadataValue::from_static(kind),
-        );
-        if let RaftStoreError::NotLeader {
-            leader_address: Some(addr),
-            ..
-        } = &e
-        {
-            if let Ok(v) = addr.parse() {
-                status.metadata_mut().insert(LEADER_KEY, v);
-            }
+impl RaftStoreError {
+    /// The kind this error travels as: the one mapping of replica errors to kinds, used by the
+    /// metadata service without a `tonic::Status` in between.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RaftStoreError::NotLeader { .. } => ErrorKind::NotLeader,
+            RaftStoreError::ProposalDropped { .. }
+            | RaftStoreError::Raft(raft::Error::ProposalDropped) => ErrorKind::ProposalDropped,
+            RaftStoreError::Overloaded { .. } => ErrorKind::Overloaded,
+            RaftStoreError::Stopped => ErrorKind::Stopped,
+            RaftStoreError::Timeout { .. } => ErrorKind::Timeout,
+            RaftStoreError::UnknownMember { .. } => ErrorKind::UnknownMember,
+            RaftStoreError::BadMembership { .. } => ErrorKind::BadMembership,
+            RaftStoreError::FaultInjectionDisabled => ErrorKind::FaultInjectionDisabled,
+            RaftStoreError::Db { .. }
+            | RaftStoreError::Io { .. }
+            | RaftStoreError::Corrupt { .. }
+            | RaftStoreError::Raft(_)
+            | RaftStoreError::WrongMemberId { .. } => ErrorKind::Internal,
         }
-        status
+    }
+
+    /// The leader's address a `NotLeader` names, for the caller to redirect to.
+    pub fn leader_address(&self) -> Option<&str> {
+        match self {
+            RaftStoreError::NotLeader { leader_address, .. } => leader_address.as_deref(),
+            _ => None,
+        }
     }
 }
 
-/// gRPC metadata key carrying the machine-readable error kind.
-pub const ERROR_KIND_KEY: &str = "x-bitmountain-error";
-/// gRPC metadata key carrying the leader's address on `not_leader`.
-pub const LEADER_KEY: &str = "x-bitmountain-leader";
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_leader_hints() {
+        let not_leader = RaftStoreError::NotLeader {
+            member_id: 2,
+            leader_id: Some(1),
+            leader_address: Some("127.0.0.1:7001".into()),
+        };
+        assert_eq!(not_leader.kind(), ErrorKind::NotLeader);
+        assert_eq!(not_leader.leader_address(), Some("127.0.0.1:7001"));
+        let dropped = RaftStoreError::Raft(raft::Error::ProposalDropped);
+        assert_eq!(dropped.kind(), ErrorKind::ProposalDropped);
+        assert_eq!(dropped.leader_address(), None);
+        let corrupt = RaftStoreError::Corrupt { what: "x".into() };
+        assert_eq!(corrupt.kind(), ErrorKind::Internal);
+        assert_eq!(
+            RaftStoreError::Overloaded {
+                queue: "proposals",
+                limit: 1
+            }
+            .kind()
+            .code(),
+            tonic::Code::ResourceExhausted
+        );
+    }
+}

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 pub use batch::{MAX_COMMANDS_PER_ENTRY, MAX_SHARED_ENTRY_BYTES};
 pub use driver::{ApplyCtx, GroupStatus, StateMachine};
 pub use engine::{Engine, Members, RaftStorage, CF_SM};
-pub use error::{RaftStoreError, Result, ERROR_KIND_KEY, LEADER_KEY};
+pub use error::{RaftStoreError, Result};
 pub use raft::prelude::ConfState;
 pub use rocksdb;
 pub use transport::{RaftService, Transport};

@@ -38,6 +38,7 @@ impl ClusterArgs {
     /// node names.
     pub async fn metadata_address(&self) -> anyhow::Result<String> {
         let addr = self.cluster.as_str();
+        let unimplemented = bitmountain_proto::ErrorKind::Grpc(tonic::Code::Unimplemented);
         match self.archive_client()?.status().await {
             Ok(s) if !s.meta_leader_address.is_empty() => Ok(s.meta_leader_address),
             Ok(_) => anyhow::bail!(
@@ -45,7 +46,7 @@ impl ClusterArgs {
             ),
             // Not a storage node (a metadata member answers its own status), or nothing answers:
             // the metadata status call reports that.
-            Err(e) if e.kind() == Some("grpc_unimplemented") => Ok(addr.to_owned()),
+            Err(e) if e.kind() == Some(unimplemented.as_str()) => Ok(addr.to_owned()),
             Err(ClientError::Unreachable { .. }) => Ok(addr.to_owned()),
             Err(e) => {
                 Err(anyhow::anyhow!(e).context(format!("asking {addr} for the cluster status")))

@@ -56,7 +56,7 @@ impl MetaAdmin for MetaServer {
         let r = req.into_inner();
         if r.id == 0 || r.address.is_empty() {
             return Err(MetaError::InvalidArgument {
-                field: "member",
+                field: crate::error::Field::Member,
                 reason: "a non-zero id and an address are required".into(),
             }
             .into());
@@ -66,7 +66,7 @@ impl MetaAdmin for MetaServer {
         let st = raft.status();
         if st.voters.contains(&r.id) {
             return Err(MetaError::Raft {
-                kind: "bad_membership".into(),
+                kind: crate::error::ErrorKind::BadMembership,
                 leader: None,
                 message: format!("member {} is already a voter", r.id),
             }
@@ -95,7 +95,7 @@ impl MetaAdmin for MetaServer {
                 }
                 if Instant::now() >= deadline {
                     return Err(MetaError::Raft {
-                        kind: "timeout".into(),
+                        kind: crate::error::ErrorKind::Timeout,
                         leader: None,
                         message: format!(
                             "member {} (learner) did not catch up within {} ms (matched {matched} of {}): is it running at {}? it stays a learner; retry `member add` to promote it",
@@ -137,7 +137,7 @@ impl MetaAdmin for MetaServer {
         }
         if st.voters.len() == 1 && st.voters.contains(&r.id) {
             return Err(MetaError::Raft {
-                kind: "bad_membership".into(),
+                kind: crate::error::ErrorKind::BadMembership,
                 leader: None,
                 message: "cannot remove the last voter".into(),
             }

@@ -15,7 +15,7 @@ impl MetaServer {
     pub(super) async fn allocate(&self, req: pb::AllocateBundleRequest) -> Result<BundleRecord> {
         if req.request_id.is_empty() || req.request_id.len() > MAX_REQUEST_ID_BYTES {
             return Err(MetaError::InvalidArgument {
-                field: "request_id",
+                field: crate::error::Field::RequestId,
                 reason: format!("required, 1..={MAX_REQUEST_ID_BYTES} bytes (a UUID per upload)"),
             });
         }
@@ -28,7 +28,7 @@ impl MetaServer {
         let labels = labels_from_proto(&req.labels)?;
         if req.ttl_ms > MAX_ALLOCATION_TTL_MS {
             return Err(MetaError::InvalidArgument {
-                field: "ttl_ms",
+                field: crate::error::Field::TtlMs,
                 reason: format!("at most {MAX_ALLOCATION_TTL_MS} ms"),
             });
         }
@@ -81,7 +81,7 @@ impl MetaServer {
         let id = BundleId::from_proto(r.id.as_ref())?;
         if r.sha256.len() != 32 {
             return Err(MetaError::InvalidArgument {
-                field: "sha256",
+                field: crate::error::Field::Sha256,
                 reason: format!("must be 32 bytes, got {}", r.sha256.len()),
             });
         }
@@ -90,7 +90,7 @@ impl MetaServer {
             .is_none_or(|end| end > r.length)
         {
             return Err(MetaError::InvalidArgument {
-                field: "index_offset",
+                field: crate::error::Field::IndexOffset,
                 reason: format!(
                     "index [{}, +{}) lies outside the bundle's {} bytes",
                     r.index_offset, r.index_length, r.length
@@ -127,7 +127,7 @@ impl MetaServer {
                 })
             }),
             None => Err(MetaError::InvalidArgument {
-                field: "item",
+                field: crate::error::Field::Item,
                 reason: "a batch item must hold an allocation or a commit".into(),
             }),
         };

@@ -64,7 +64,7 @@ impl MetaService for MetaServer {
         let items = req.into_inner().items;
         if items.len() > MAX_BATCH_ITEMS {
             return Err(MetaError::InvalidArgument {
-                field: "items",
+                field: crate::error::Field::Items,
                 reason: format!(
                     "{} items in one batch, at most {MAX_BATCH_ITEMS}: split the batch",
                     items.len()

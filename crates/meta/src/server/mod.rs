@@ -162,7 +162,7 @@ impl MetaServer {
         match tokio::time::timeout(PROPOSE_TIMEOUT, proposal).await {
             Ok(r) => r.map_err(crate::raft_error)?,
             Err(_) => Err(MetaError::Raft {
-                kind: "timeout".into(),
+                kind: crate::error::ErrorKind::Timeout,
                 leader: None,
                 message: format!(
                     "proposal not applied within {} ms (is a quorum of members up?)",
@@ -177,7 +177,7 @@ impl MetaServer {
         if stale_ok {
             if self.inner.raft.status().installing_snapshot {
                 return Err(MetaError::Raft {
-                    kind: "installing_snapshot".into(),
+                    kind: crate::error::ErrorKind::InstallingSnapshot,
                     leader: None,
                     message: "this member is installing a snapshot and its state is incomplete; read from another member or without stale reads".into(),
                 });
@@ -187,7 +187,7 @@ impl MetaServer {
         match tokio::time::timeout(READ_INDEX_TIMEOUT, self.inner.raft.read_index()).await {
             Ok(r) => r.map_err(crate::raft_error),
             Err(_) => Err(MetaError::Raft {
-                kind: "timeout".into(),
+                kind: crate::error::ErrorKind::Timeout,
                 leader: None,
                 message: format!(
                     "read index not confirmed within {} ms (this member may be partitioned from the quorum)",

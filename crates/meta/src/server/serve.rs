@@ -93,7 +93,7 @@ pub async fn serve(
         .serve_with_shutdown(opts.listen, shutdown)
         .await
         .map_err(|e| MetaError::Raft {
-            kind: "internal".into(),
+            kind: crate::error::ErrorKind::Internal,
             leader: None,
             message: format!(
                 "gRPC server on {}: {e} (is the address in use?)",

@@ -19,13 +19,13 @@ impl MetaServer {
     ) -> Result<pb::RegisterNodeResponse> {
         if r.address.is_empty() {
             return Err(MetaError::InvalidArgument {
-                field: "address",
+                field: crate::error::Field::Address,
                 reason: "a node must say where it can be reached".into(),
             });
         }
         if r.request_id.len() > MAX_REQUEST_ID_BYTES {
             return Err(MetaError::InvalidArgument {
-                field: "request_id",
+                field: crate::error::Field::RequestId,
                 reason: format!("at most {MAX_REQUEST_ID_BYTES} bytes"),
             });
         }
@@ -124,7 +124,7 @@ impl MetaServer {
         r: pb::SetDiskStateRequest,
     ) -> Result<pb::SetDiskStateResponse> {
         let state = DiskState::from_proto(r.state()).ok_or(MetaError::InvalidArgument {
-            field: "state",
+            field: crate::error::Field::State,
             reason: "required".into(),
         })?;
         self.require_leader()?;
@@ -153,7 +153,7 @@ impl MetaServer {
         r: pb::SetNodeStateRequest,
     ) -> Result<pb::SetNodeStateResponse> {
         let state = NodeState::from_proto(r.state()).ok_or(MetaError::InvalidArgument {
-            field: "state",
+            field: crate::error::Field::State,
             reason: "required".into(),
         })?;
         self.require_leader()?;

@@ -61,7 +61,7 @@ impl CheckReport {
 pub fn check_data_dir(dir: &Path) -> Result<(CheckReport, u64)> {
     if !bitmountain_raftstore::Engine::exists(dir) {
         return Err(MetaError::InvalidArgument {
-            field: "data",
+            field: crate::error::Field::DataDir,
             reason: format!("{} holds no metadata member's data", dir.display()),
         });
     }

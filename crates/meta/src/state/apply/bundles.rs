@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::{no_such_shard, Applier};
 use crate::codec;
 use crate::command::{Allocate, Applied, ApplyResult, Commit};
+use crate::error::Field;
 use crate::error::{MetaError, Result};
 use crate::keys;
 use crate::rules;
@@ -110,7 +111,7 @@ impl Applier<'_> {
         missing.sort_unstable();
         missing.dedup();
         if let Some(bad) = missing.iter().find(|s| **s as usize >= b.code.total()) {
-            return Err(no_such_shard("missing_shards", *bad, &b));
+            return Err(no_such_shard(Field::MissingShards, *bad, &b));
         }
         let tolerated = b.code.parity_shards.saturating_sub(1) as usize;
         if missing.len() > tolerated {

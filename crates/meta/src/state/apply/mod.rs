@@ -25,7 +25,7 @@ use serde::Serialize;
 use super::machine::RoundDirty;
 use super::{ClusterMap, KeyReader, MetaStore};
 use crate::codec;
-use crate::error::{MetaError, Result};
+use crate::error::{Field, MetaError, Result};
 use crate::keys;
 use crate::types::{BundleId, BundleRecord, BundleState};
 
@@ -142,7 +142,7 @@ fn counted(n: u64, add: bool, what: impl std::fmt::Debug) -> u64 {
 }
 
 /// The error for a shard index beyond a bundle's code, naming the field it came in.
-fn no_such_shard(field: &'static str, shard: u32, b: &BundleRecord) -> MetaError {
+fn no_such_shard(field: Field, shard: u32, b: &BundleRecord) -> MetaError {
     MetaError::InvalidArgument {
         field,
         reason: format!(

@@ -4,6 +4,7 @@
 use super::{no_such_shard, Applier};
 use crate::codec;
 use crate::command::{Applied, ApplyResult};
+use crate::error::Field;
 use crate::error::MetaError;
 use crate::keys;
 use crate::rules;
@@ -46,7 +47,7 @@ impl Applier<'_> {
             .iter()
             .find(|s| **s as usize >= b.code.total())
         {
-            return Err(no_such_shard("rewritten_shards", *bad, &b));
+            return Err(no_such_shard(Field::RewrittenShards, *bad, &b));
         }
         let mut done: Vec<u32> = rewritten_shards;
         for (i, (old, new)) in b.placement.clone().iter().zip(&placement).enumerate() {

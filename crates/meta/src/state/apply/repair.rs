@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{counted, no_such_shard, Applier};
 use crate::codec::binary;
 use crate::command::{Applied, ApplyResult};
+use crate::error::Field;
 use crate::error::Result;
 use crate::keys;
 use crate::rules;
@@ -26,7 +27,7 @@ impl Applier<'_> {
             return Ok(Applied::Damage { queued: false });
         }
         if let Some(bad) = shards.iter().find(|s| **s as usize >= b.code.total()) {
-            return Err(no_such_shard("shard_indexes", *bad, &b));
+            return Err(no_such_shard(Field::ShardIndexes, *bad, &b));
         }
         let task = self.repair_task(id)?;
         let (mut damaged, moves, since) = Self::task_parts(task.as_ref(), now_ms);
