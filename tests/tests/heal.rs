@@ -238,6 +238,17 @@ fn cli(args: &[&str]) -> std::process::Output {
     bitmountain_tests::run(args)
 }
 
+/// Steps a worker named `name` of a process in `status --json` has run (-1: not reported).
+fn worker_steps(process: &serde_json::Value, name: &str) -> i64 {
+    process["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["name"] == name)
+        .and_then(|w| w["steps"].as_i64())
+        .unwrap_or(-1)
+}
+
 fn cli_ok(args: &[&str]) -> String {
     let out = cli(args);
     assert!(
@@ -449,6 +460,15 @@ async fn scrub_finds_flipped_bytes_and_deleted_files_and_they_are_repaired() {
                 "disk not scrubbed: {d}"
             );
         }
+        // Every node reports its workers, and the scrubber's passes ran as one of them.
+        let steps = |name: &str| worker_steps(n, name);
+        assert!(steps("heartbeat") >= 1 && steps("scrub") >= 1, "{n}");
+        // Garbage collection is reported before its first pass, which waits an interval.
+        assert!(steps("gc") >= 0 && steps("repair") >= 1, "{n}");
+    }
+    for m in v["members"].as_array().unwrap() {
+        assert!(worker_steps(m, "failure-detector") >= 1, "{m}");
+        assert!(worker_steps(m, "expiry") >= 1, "{m}");
     }
     read_all(&client, &stored).await;
 }

@@ -227,6 +227,7 @@ async fn bad_requests_get_typed_errors() {
         .heartbeat(pb::HeartbeatRequest {
             node_id: 4242,
             disks: vec![],
+            workers: vec![],
         })
         .await
         .unwrap_err();

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod error;
 pub mod types;
+pub mod workers;
 
 pub use client::{AllocateRequest, BatchStats, Bundle, CommitRequest, MetaClient, ShardLocation};
 pub use error::{MetaError, Result};

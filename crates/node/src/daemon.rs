@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +17,19 @@ use bitmountain_disk::{ClusterId, DiskError, DiskStore, IDENTITY_FILE};
 use bitmountain_meta_client::MetaClient;
 use bitmountain_proto::v1 as pb;
 
+use bitmountain_worker::Workers;
+
 use crate::coordinator::{Coordinator, CoordinatorConfig};
 use crate::error::{NodeError, Result};
+use crate::gc::{GcGrace, GcWorker};
+use crate::heal::repair::RepairWorker;
+use crate::heal::scrub::Scrubber;
 use crate::heal::{HealConfig, Healer};
+use crate::heartbeat::Heartbeats;
 use crate::limits::{
     GC_INTERVAL_MS, HEARTBEAT_INTERVAL_MS, MAX_MESSAGE_BYTES, MAX_UPLOAD_PIECE_BYTES,
     ORPHAN_GRACE_MS, STALE_COPY_GRACE_MS, SUSPECT_NODE_MS, UPLOAD_IDLE_TIMEOUT_MS,
+    WORKER_SHUTDOWN_GRACE,
 };
 use crate::node_state::{KnownDisk, NodeStateFile, PendingRegistration};
 use crate::shard_io::{Peers, ShardIo};
@@ -176,7 +183,7 @@ fn find_disks(cfg: &NodeConfig, state: &NodeStateFile) -> Result<Vec<FoundDisk>>
     Ok(found)
 }
 
-fn disk_info(path: &Path, disk_id: u64) -> pb::DiskInfo {
+pub(crate) fn disk_info(path: &Path, disk_id: u64) -> pb::DiskInfo {
     let (capacity, free) = match (fs4::total_space(path), fs4::available_space(path)) {
         (Ok(c), Ok(f)) => (c, f),
         _ => (0, 0),
@@ -352,29 +359,62 @@ pub async fn run(
     tracing::info!(node = state.node_id, %address, disks = ?disk_ids, cluster = %state.cluster_id, "storage node serving");
 
     let healer = Healer::new(Arc::clone(&coordinator), cfg.heal.clone());
+    let workers = start_workers(&cfg, &state, &disks, &coordinator, &healer)?;
+    let served = serve(listener, &cfg, disks, &healer, coordinator, shutdown).await;
+    workers.shutdown(WORKER_SHUTDOWN_GRACE).await;
+    served
+}
+
+/// Starts the node's background workers: heartbeats, garbage collection, repairs, scrub.
+fn start_workers(
+    cfg: &NodeConfig,
+    state: &NodeStateFile,
+    disks: &DiskSet,
+    coordinator: &Arc<Coordinator>,
+    healer: &Arc<Healer>,
+) -> Result<Arc<Workers>> {
+    let workers = Arc::new(Workers::new());
     let cluster_ok = Arc::new(AtomicBool::new(true));
-    let heartbeat = tokio::spawn(heartbeat_loop(
-        cfg.meta.clone(),
-        state.node_id,
-        state.cluster_id.clone(),
-        disks.clone(),
-        cfg.heartbeat_interval,
-        Arc::clone(&cluster_ok),
-        Arc::clone(&healer),
-    ));
-    let gc = tokio::spawn(crate::gc::gc_loop(
-        Arc::clone(&coordinator),
-        Arc::clone(&healer),
+    workers.spawn(Heartbeats {
+        // A client of its own: a heartbeat that cannot get through in a few intervals is
+        // dropped, the next one follows.
+        meta: MetaClient::new(&cfg.meta)?.with_timeout(
+            cfg.heartbeat_interval
+                .saturating_mul(3)
+                .max(Duration::from_secs(1)),
+        ),
+        node_id: state.node_id,
+        cluster_id: state.cluster_id.clone(),
+        disks: disks.clone(),
+        interval: cfg.heartbeat_interval,
+        cluster_ok: Arc::clone(&cluster_ok),
+        healer: Arc::clone(healer),
+        workers: Arc::downgrade(&workers),
+    });
+    workers.spawn(GcWorker::new(
+        Arc::clone(coordinator),
+        Arc::clone(healer),
         cfg.gc_interval,
-        crate::gc::GcGrace {
+        GcGrace {
             orphan: cfg.orphan_grace,
             stale_copy: cfg.stale_copy_grace,
         },
-        Arc::clone(&cluster_ok),
+        cluster_ok,
     ));
-    let repairs = tokio::spawn(crate::heal::repair::repair_loop(Arc::clone(&healer)));
-    let scrub = tokio::spawn(crate::heal::scrub::scrub_loop(Arc::clone(&healer)));
+    workers.spawn(RepairWorker::new(Arc::clone(healer)));
+    workers.spawn(Scrubber::new(Arc::clone(healer)));
+    Ok(workers)
+}
 
+/// Serves NodeService, ArchiveService, health and reflection on `listener` until `shutdown`.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    cfg: &NodeConfig,
+    disks: DiskSet,
+    healer: &Arc<Healer>,
+    coordinator: Arc<Coordinator>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<bitmountain_proto::archive::v1::archive_service_server::ArchiveServiceServer<
@@ -392,7 +432,7 @@ pub async fn run(
     let shard_service = NodeShardService::with_idle_timeout(disks, cfg.shard_idle_timeout)
         .with_scrub(Arc::clone(&healer.scrub_control));
     let archive = crate::archive_service::ArchiveApi::new(coordinator);
-    let served = tonic::transport::Server::builder()
+    tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(crate::limits::H2_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(crate::limits::H2_CONNECTION_WINDOW_BYTES))
@@ -417,77 +457,6 @@ pub async fn run(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
-        .await;
-    heartbeat.abort();
-    gc.abort();
-    repairs.abort();
-    scrub.abort();
-    served.map_err(|e| NodeError::Internal(format!("gRPC server on {address}: {e}")))
-}
-
-/// Sends disk capacity and health to the metadata group's leader (soft state there).
-async fn heartbeat_loop(
-    meta_endpoints: Vec<String>,
-    node_id: u64,
-    cluster_id: String,
-    disks: DiskSet,
-    interval: Duration,
-    cluster_ok: Arc<AtomicBool>,
-    healer: Arc<Healer>,
-) {
-    // A heartbeat that cannot get through in a few intervals is dropped; the next one follows.
-    let meta = match MetaClient::new(&meta_endpoints) {
-        Ok(m) => m.with_timeout(interval.saturating_mul(3).max(Duration::from_secs(1))),
-        Err(e) => {
-            tracing::error!(error = %e, "heartbeats disabled");
-            return;
-        }
-    };
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let stores: Vec<_> = disks.iter().cloned().collect();
-        let scrubbed = healer.scrub_records();
-        let infos = tokio::task::spawn_blocking(move || {
-            stores
-                .iter()
-                .map(|s| {
-                    let mut info = disk_info(s.root(), s.disk_id());
-                    if let Err(e) = s.check_health() {
-                        tracing::error!(disk = s.disk_id(), error = %e, "disk failed its health check");
-                        info.state = pb::DiskState::Failed as i32;
-                    }
-                    if let Some(scrub) = scrubbed.get(&s.disk_id()) {
-                        info.last_scrub_unix_ms = scrub.finished_unix_ms;
-                        info.last_scrub_damaged_shards = scrub.damaged_shards;
-                    }
-                    info
-                })
-                .collect::<Vec<_>>()
-        })
         .await
-        .unwrap_or_default();
-        match meta
-            .heartbeat(pb::HeartbeatRequest {
-                node_id,
-                disks: infos,
-            })
-            .await
-        {
-            Ok(r) => {
-                let same = r.cluster_id == cluster_id;
-                if !same {
-                    tracing::error!(ours = %cluster_id, theirs = %r.cluster_id, "the metadata group belongs to another cluster; garbage collection paused");
-                }
-                cluster_ok.store(same, Ordering::Relaxed);
-                if let Some(settings) = r.repair.as_ref() {
-                    healer.apply_settings(
-                        bitmountain_meta_client::types::RepairSettings::from_proto(Some(settings)),
-                    );
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-        }
-    }
+        .map_err(|e| NodeError::Internal(format!("gRPC server: {e}")))
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitmountain_meta_client::{BundleId, BundleRecord, BundleState, MetaError, ShardLocation};
+use bitmountain_worker::{Next, StepError, Worker};
 
 use crate::coordinator::Coordinator;
 use crate::heal::Healer;
@@ -43,27 +44,70 @@ pub struct GcGrace {
     pub stale_copy: Duration,
 }
 
-/// Runs passes every `interval` for as long as the node runs.
-pub async fn gc_loop(
+/// Garbage collection as a background worker: a pass every `interval`, the first one
+/// interval after start (the node settles first), none while the metadata group belongs to
+/// another cluster.
+#[derive(Debug)]
+pub struct GcWorker {
     coordinator: Arc<Coordinator>,
     healer: Arc<Healer>,
     interval: Duration,
     grace: GcGrace,
     cluster_ok: Arc<AtomicBool>,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick fires at once; let the node settle first.
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        if !cluster_ok.load(Ordering::Relaxed) {
-            continue;
+    note: String,
+}
+
+impl GcWorker {
+    /// A worker over the node's coordinator and healer.
+    pub fn new(
+        coordinator: Arc<Coordinator>,
+        healer: Arc<Healer>,
+        interval: Duration,
+        grace: GcGrace,
+        cluster_ok: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            coordinator,
+            healer,
+            interval,
+            grace,
+            cluster_ok,
+            note: String::new(),
         }
-        let report = gc_pass(&coordinator, &healer, grace).await;
+    }
+}
+
+impl Worker for GcWorker {
+    fn name(&self) -> &'static str {
+        "gc"
+    }
+
+    fn first_pause(&self) -> Duration {
+        self.interval
+    }
+
+    async fn step(&mut self) -> std::result::Result<Next, StepError> {
+        if !self.cluster_ok.load(Ordering::Relaxed) {
+            self.note = "paused: the metadata group belongs to another cluster".into();
+            return Ok(Next::Every(self.interval));
+        }
+        let report = gc_pass(&self.coordinator, &self.healer, self.grace).await;
         if report != GcReport::default() {
             tracing::info!(?report, "garbage collection pass");
         }
+        self.note = format!(
+            "last pass: {} bundles purged, {} orphans, {} shards of deleted bundles, {} stale \
+             copies deleted",
+            report.purged_bundles,
+            report.deleted_orphans,
+            report.deleted_of_deleting,
+            report.deleted_stale_copies
+        );
+        Ok(Next::Every(self.interval))
+    }
+
+    fn note(&self) -> String {
+        self.note.clone()
     }
 }
 

@@ -4,9 +4,10 @@
 //! stripe by stripe into k+m shards streamed to their target disks; a read becomes range reads
 //! of the shards that hold the bytes, decoded around whatever is missing or corrupt.
 //!
-//! [`daemon::run`] is `bitmountain node`: disks (identity files), registration and heartbeats
-//! with the metadata group, garbage collection ([`gc`]), self-healing ([`heal`]: the repair
-//! worker and the scrubber), one gRPC port for everything.
+//! [`daemon::run`] is `bitmountain node`: disks (identity files), registration with the
+//! metadata group, one gRPC port for everything, and the background workers
+//! (`bitmountain_worker`): [`heartbeat`], garbage collection ([`gc`]), self-healing ([`heal`]:
+//! the repair worker and the scrubber).
 //!
 //! Every request has a named limit ([`limits`]), every RPC a deadline, and every error becomes a
 //! `tonic::Status` in one place ([`error`]).
@@ -17,6 +18,7 @@ pub mod daemon;
 pub mod error;
 pub mod gc;
 pub mod heal;
+pub mod heartbeat;
 pub mod limits;
 pub mod node_state;
 pub mod shard_client;

@@ -97,6 +97,8 @@ pub const GC_PURGES_PER_PASS: usize = 1_000;
 
 /// Pause between repair claims when the last one found nothing to do.
 pub const REPAIR_POLL_INTERVAL_MS: u64 = 1_000;
+/// How soon a repair worker that just started repairs claims again (there may be more).
+pub const REPAIR_BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// Attempts to commit a repair's placement change when other changes keep winning.
 pub const REPAIR_COMMIT_ATTEMPTS: usize = 5;
 /// Bytes of a shard file one copy step reads (moves).
@@ -111,3 +113,5 @@ pub const SCRUB_META_PAGE: u32 = 1_000;
 /// its race, or by a rebuild onto a disk that came back) is deleted once it is this old, so a
 /// repair that is writing and about to commit is never disturbed.
 pub const STALE_COPY_GRACE_MS: u64 = 600_000;
+/// How long a shutting-down node lets a background step under way finish.
+pub const WORKER_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);

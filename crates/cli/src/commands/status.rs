@@ -34,6 +34,36 @@ struct MemberView {
     /// The newest value format the member's binary reads.
     newest_value_format: Option<u32>,
     error: Option<String>,
+    /// The member's background workers (failure detector, expiry scan).
+    workers: Vec<WorkerView>,
+}
+
+/// A background worker of a member or node.
+#[derive(Debug, Serialize)]
+struct WorkerView {
+    name: String,
+    state: String,
+    steps: u64,
+    errors: u64,
+    last_run_unix_ms: Option<u64>,
+    last_duration_ms: u64,
+    last_error: Option<String>,
+    last_error_unix_ms: Option<u64>,
+    note: String,
+}
+
+fn worker_view(w: &pb::WorkerStatus) -> WorkerView {
+    WorkerView {
+        name: w.name.clone(),
+        state: w.state.clone(),
+        steps: w.steps,
+        errors: w.errors,
+        last_run_unix_ms: (w.last_run_unix_ms > 0).then_some(w.last_run_unix_ms),
+        last_duration_ms: w.last_duration_ms,
+        last_error: (!w.last_error.is_empty()).then(|| w.last_error.clone()),
+        last_error_unix_ms: (w.last_error_unix_ms > 0).then_some(w.last_error_unix_ms),
+        note: w.note.clone(),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +90,8 @@ struct NodeView {
     state: String,
     last_heartbeat_age_ms: Option<u64>,
     disks: Vec<DiskView>,
+    /// The node's background workers as of its last heartbeat to this leader.
+    workers: Vec<WorkerView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,6 +149,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
                     applied_index: Some(o.applied_index),
                     newest_value_format: Some(o.newest_value_format.max(1)),
                     error: None,
+                    workers: o.workers.iter().map(worker_view).collect(),
                 },
                 Err(e) => MemberView {
                     id: m.id,
@@ -129,6 +162,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
                     applied_index: None,
                     newest_value_format: None,
                     error: Some(e.to_string()),
+                    workers: Vec::new(),
                 },
             });
         }
@@ -181,6 +215,7 @@ fn node_view(n: &pb::NodeInfo) -> NodeView {
                 last_scrub_damaged_shards: x.last_scrub_damaged_shards,
             })
             .collect(),
+        workers: n.workers.iter().map(worker_view).collect(),
     }
 }
 
@@ -213,7 +248,35 @@ fn print_human(v: &StatusView, out: &mut impl Write) -> io::Result<()> {
         out,
         "bundles   pending {}  sealed {}  deleting {}    repairs queued {}",
         v.bundles_pending, v.bundles_sealed, v.bundles_deleting, v.repairs_queued
-    )
+    )?;
+    print_worker_errors(v, out)
+}
+
+/// Workers whose last step failed, by process (all workers are in `--json`).
+fn print_worker_errors(v: &StatusView, out: &mut impl Write) -> io::Result<()> {
+    let members = v
+        .members
+        .iter()
+        .map(|m| (format!("member {}", m.id), &m.workers));
+    let nodes = v
+        .nodes
+        .iter()
+        .map(|n| (format!("node {}", n.id), &n.workers));
+    let now_ms = bitmountain_meta::types::now_unix_ms();
+    for (process, workers) in members.chain(nodes) {
+        for w in workers {
+            let (Some(error), Some(at)) = (&w.last_error, w.last_error_unix_ms) else {
+                continue;
+            };
+            // Only errors no later step has succeeded past.
+            if w.last_run_unix_ms.is_some_and(|run| run > at) {
+                continue;
+            }
+            let ago = units::duration(Duration::from_millis(now_ms.saturating_sub(at)));
+            writeln!(out, "worker    {process} {}: {error} ({ago} ago)", w.name)?;
+        }
+    }
+    Ok(())
 }
 
 fn print_members(members: &[MemberView], out: &mut impl Write) -> io::Result<()> {

@@ -4,21 +4,52 @@
 
 use std::time::{Duration, Instant};
 
+use bitmountain_worker::{Next, StepError, Worker};
+
 use super::{lock, DETECTOR_INTERVAL_MS};
 use crate::command::Command;
 use crate::error::Result;
 use crate::server::MetaServer;
 use crate::types::{now_unix_ms, DiskState, NodeState};
 
-/// Runs the failure detector for as long as the member runs (acting only while leader).
-pub async fn failure_detector(server: MetaServer) {
-    let mut tick = tokio::time::interval(Duration::from_millis(DETECTOR_INTERVAL_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = server.detect_once().await {
-            tracing::debug!(error = %e, "failure detector");
+/// The failure detector as a background worker: one look at the heartbeats every
+/// [`DETECTOR_INTERVAL_MS`], acting only while this member leads.
+#[derive(Debug)]
+pub struct FailureDetector {
+    server: MetaServer,
+}
+
+impl FailureDetector {
+    /// The detector of `server`.
+    pub fn new(server: MetaServer) -> Self {
+        Self { server }
+    }
+}
+
+impl Worker for FailureDetector {
+    fn name(&self) -> &'static str {
+        "failure-detector"
+    }
+
+    async fn step(&mut self) -> std::result::Result<Next, StepError> {
+        let every = Next::Every(Duration::from_millis(DETECTOR_INTERVAL_MS));
+        match self.server.detect_once().await {
+            Ok(()) => Ok(every),
+            Err(e) => Err(StepError::new(e, every)),
         }
+    }
+
+    fn note(&self) -> String {
+        leader_note(&self.server)
+    }
+}
+
+/// What a leader-only worker is doing on this member.
+pub(crate) fn leader_note(server: &MetaServer) -> String {
+    if server.inner.raft.is_leader() {
+        "acting (this member leads)".into()
+    } else {
+        "idle (acts only on the leader)".into()
     }
 }
 

@@ -4,7 +4,12 @@
 
 use bitmountain_proto::v1 as pb;
 
-use super::{unexpected, MetaServer, EXPIRY_BATCH, MAX_ALLOCATION_TTL_MS, MAX_REQUEST_ID_BYTES};
+use bitmountain_worker::{Next, StepError, Worker};
+
+use super::{
+    unexpected, MetaServer, EXPIRY_BATCH, EXPIRY_SCAN_INTERVAL, MAX_ALLOCATION_TTL_MS,
+    MAX_REQUEST_ID_BYTES,
+};
 use crate::command::{Allocate, Applied, Command, Commit};
 use crate::error::{item_error, MetaError, Result};
 use crate::rules;
@@ -137,7 +142,7 @@ impl MetaServer {
     }
 
     /// Proposes expiry of allocations past their deadline (leader only).
-    pub(super) async fn expire_once(&self) -> Result<usize> {
+    async fn expire_once(&self) -> Result<usize> {
         if !self.inner.raft.is_leader() {
             return Ok(0);
         }
@@ -191,5 +196,45 @@ impl MetaServer {
             rewritten_shards: r.rewritten_shards,
         })
         .await
+    }
+}
+
+/// The expiry scan as a background worker: every [`EXPIRY_SCAN_INTERVAL`], the leader drops
+/// pending allocations past their deadline (at most [`EXPIRY_BATCH`] per step).
+#[derive(Debug)]
+pub struct Expiry {
+    server: MetaServer,
+    expired: u64,
+}
+
+impl Expiry {
+    /// The expiry scan of `server`.
+    pub fn new(server: MetaServer) -> Self {
+        Self { server, expired: 0 }
+    }
+}
+
+impl Worker for Expiry {
+    fn name(&self) -> &'static str {
+        "expiry"
+    }
+
+    async fn step(&mut self) -> std::result::Result<Next, StepError> {
+        let every = Next::Every(EXPIRY_SCAN_INTERVAL);
+        match self.server.expire_once().await {
+            Ok(n) => {
+                self.expired += n as u64;
+                Ok(every)
+            }
+            Err(e) => Err(StepError::new(e, every)),
+        }
+    }
+
+    fn note(&self) -> String {
+        format!(
+            "{} allocations expired; {}",
+            self.expired,
+            crate::healing::detector::leader_note(&self.server)
+        )
     }
 }

@@ -55,6 +55,12 @@ pub const EXPIRY_BATCH: usize = 1000;
 /// How long a switch of value format waits for each other member to say which formats it
 /// reads.
 pub const MEMBER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most worker statuses the leader keeps per node (heartbeats carry a node's workers).
+pub const MAX_REPORTED_WORKERS: usize = 32;
+/// Longest text of a reported worker status.
+pub const MAX_WORKER_TEXT_BYTES: usize = 512;
+/// How long a shutting-down member lets a background step under way finish.
+pub const WORKER_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Longest time allocations draw from one placement map before it is rebuilt with the
 /// latest free space (it is rebuilt at once when the topology changes).
 pub const PLACEMENT_REFRESH: Duration = Duration::from_secs(1);
@@ -98,6 +104,8 @@ pub(crate) struct Heartbeat {
     pub(crate) failed: Vec<u64>,
     /// Disk → (last full scrub, damaged shards it found).
     pub(crate) scrub: HashMap<u64, (u64, u64)>,
+    /// The node's background workers.
+    pub(crate) workers: Vec<bitmountain_proto::v1::WorkerStatus>,
 }
 
 #[derive(Debug)]
@@ -107,6 +115,8 @@ pub(crate) struct Inner {
     pub(crate) cfg: MetaConfig,
     pub(crate) heartbeats: Mutex<HashMap<u64, Heartbeat>>,
     pub(crate) healing: crate::healing::Healing,
+    /// The member's background workers (failure detector, expiry scan).
+    pub(crate) workers: bitmountain_worker::Workers,
     /// The placement map allocations draw from; see [`MetaServer::placement_map`].
     placement: Mutex<Option<placement::CachedPlacement>>,
 }
@@ -134,6 +144,7 @@ impl MetaServer {
                 cfg,
                 heartbeats: Mutex::new(HashMap::new()),
                 healing: crate::healing::Healing::default(),
+                workers: bitmountain_worker::Workers::new(),
                 placement: Mutex::new(None),
             }),
         }

@@ -11,8 +11,10 @@ use bitmountain_proto::v1::meta_service_server::MetaServiceServer;
 use bitmountain_raftstore::{Members, RaftConfig};
 
 use super::admin::Diagnostics;
-use super::{MetaConfig, MetaServer, EXPIRY_SCAN_INTERVAL};
+use super::bundles::Expiry;
+use super::{MetaConfig, MetaServer, WORKER_SHUTDOWN_GRACE};
 use crate::error::{MetaError, Result};
+use crate::healing::detector::FailureDetector;
 use crate::state::{MetaStateMachine, MetaStore};
 
 /// How to run a member.
@@ -67,18 +69,10 @@ pub async fn serve(
     .map_err(crate::raft_error)?;
     let server = MetaServer::new(raft, store, opts.meta.clone());
     tracing::info!(member = id, listen = %opts.listen, advertise = %advertise, load_ms = started.elapsed().as_millis() as u64, "metadata member starting");
-    tokio::spawn(crate::healing::detector::failure_detector(server.clone()));
-    let expiry = server.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(EXPIRY_SCAN_INTERVAL);
-        loop {
-            tick.tick().await;
-            if let Err(e) = expiry.expire_once().await {
-                tracing::debug!(error = %e, "expiry scan");
-            }
-        }
-    });
-    tonic::transport::Server::builder()
+    let workers = &server.inner.workers;
+    workers.spawn(FailureDetector::new(server.clone()));
+    workers.spawn(Expiry::new(server.clone()));
+    let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(
             bitmountain_raftstore::transport::H2_STREAM_WINDOW_BYTES,
@@ -87,17 +81,18 @@ pub async fn serve(
             bitmountain_raftstore::transport::H2_CONNECTION_WINDOW_BYTES,
         ))
         .add_service(MetaServiceServer::new(server.clone()))
-        .add_service(MetaAdminServer::new(server))
+        .add_service(MetaAdminServer::new(server.clone()))
         .add_service(raft_service.into_server())
         .add_service(pb::diagnostics_server::DiagnosticsServer::new(Diagnostics))
         .serve_with_shutdown(opts.listen, shutdown)
-        .await
-        .map_err(|e| MetaError::Raft {
-            kind: crate::error::ErrorKind::Internal,
-            leader: None,
-            message: format!(
-                "gRPC server on {}: {e} (is the address in use?)",
-                opts.listen
-            ),
-        })
+        .await;
+    server.inner.workers.shutdown(WORKER_SHUTDOWN_GRACE).await;
+    served.map_err(|e| MetaError::Raft {
+        kind: crate::error::ErrorKind::Internal,
+        leader: None,
+        message: format!(
+            "gRPC server on {}: {e} (is the address in use?)",
+            opts.listen
+        ),
+    })
 }

@@ -5,7 +5,10 @@ use std::time::Instant;
 
 use bitmountain_proto::v1 as pb;
 
-use super::{unexpected, Heartbeat, MetaServer, MAX_REQUEST_ID_BYTES};
+use super::{
+    unexpected, Heartbeat, MetaServer, MAX_REPORTED_WORKERS, MAX_REQUEST_ID_BYTES,
+    MAX_WORKER_TEXT_BYTES,
+};
 use crate::command::{Applied, Command, DiskSpec, RegisterNode};
 use crate::error::{MetaError, Result};
 use crate::types::{now_unix_ms, DiskState, NodeState};
@@ -108,6 +111,12 @@ impl MetaServer {
                     )
                 })
                 .collect(),
+            workers: r
+                .workers
+                .into_iter()
+                .take(MAX_REPORTED_WORKERS)
+                .map(bounded_worker)
+                .collect(),
         };
         self.heartbeats().insert(r.node_id, heard);
         let settings = self.inner.store.map().cluster.repair_settings;
@@ -171,4 +180,19 @@ impl MetaServer {
             other => Err(unexpected(other)),
         }
     }
+}
+
+/// A worker status from a node, its texts cut to [`MAX_WORKER_TEXT_BYTES`] (it is kept in the
+/// leader's memory and shown in every status).
+fn bounded_worker(mut w: pb::WorkerStatus) -> pb::WorkerStatus {
+    for text in [&mut w.name, &mut w.state, &mut w.last_error, &mut w.note] {
+        if text.len() > MAX_WORKER_TEXT_BYTES {
+            let mut end = MAX_WORKER_TEXT_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+    }
+    w
 }

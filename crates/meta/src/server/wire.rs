@@ -6,6 +6,7 @@ use bitmountain_raftstore::GroupStatus;
 
 use super::MetaServer;
 use crate::types::{labels_to_proto, BundleRecord, DiskRecord, NodeRecord};
+use bitmountain_meta_client::workers::worker_to_proto;
 
 impl MetaServer {
     pub(crate) fn to_proto(&self, b: &BundleRecord) -> pb::BundleRecord {
@@ -69,11 +70,14 @@ impl MetaServer {
     }
 
     pub(crate) fn node_proto(&self, n: &NodeRecord, disks: Vec<pb::DiskInfo>) -> pb::NodeInfo {
-        let age = self
+        let (age, workers) = self
             .heartbeats()
             .get(&n.id)
-            .and_then(|h| h.at)
-            .map(|at| at.elapsed().as_millis() as u64);
+            .map(|h| {
+                let age = h.at.map(|at| at.elapsed().as_millis() as u64);
+                (age, h.workers.clone())
+            })
+            .unwrap_or_default();
         pb::NodeInfo {
             node_id: n.id,
             address: n.address.clone(),
@@ -85,6 +89,7 @@ impl MetaServer {
             state: n.state.to_proto() as i32,
             disks,
             last_heartbeat_age_ms: age,
+            workers,
         }
     }
 
@@ -165,6 +170,13 @@ impl MetaServer {
             role: st.role.to_string(),
             value_format: u32::from(map.cluster.value_format()),
             newest_value_format: u32::from(crate::keys::VALUE_FORMAT_NEWEST),
+            workers: self
+                .inner
+                .workers
+                .statuses()
+                .iter()
+                .map(worker_to_proto)
+                .collect(),
         }
     }
 }

@@ -18,61 +18,78 @@
 //! committed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bitmountain_erasure::{read_shard_meta, scan_shard, ShardRebuild};
 use bitmountain_meta_client::{BundleId, MetaError};
 use bitmountain_proto::v1 as pb;
+use bitmountain_worker::{Next, StepError, Worker};
 
 use super::Healer;
 use crate::coordinator::upload::erasure_id;
 use crate::coordinator::CachedBundle;
 use crate::error::{NodeError, Result};
-use crate::limits::{MOVE_PIECE_BYTES, REPAIR_COMMIT_ATTEMPTS};
+use crate::limits::{MOVE_PIECE_BYTES, REPAIR_BUSY_POLL, REPAIR_COMMIT_ATTEMPTS};
 use crate::shard_service::blocking;
 
-/// Claims and runs repairs for as long as the node runs.
-pub async fn repair_loop(healer: Arc<Healer>) {
-    let node_id = healer.coordinator.node_id;
-    loop {
+/// The repair worker as a background worker: claims repairs from the leader and starts each
+/// as a task of its own; back soon while there is work, after the poll interval when idle.
+#[derive(Debug)]
+pub struct RepairWorker {
+    healer: Arc<Healer>,
+}
+
+impl RepairWorker {
+    /// The repair worker of the node's healer.
+    pub fn new(healer: Arc<Healer>) -> Self {
+        Self { healer }
+    }
+}
+
+impl Worker for RepairWorker {
+    fn name(&self) -> &'static str {
+        "repair"
+    }
+
+    async fn step(&mut self) -> std::result::Result<Next, StepError> {
+        let healer = &self.healer;
+        let idle = Next::After(healer.config.repair_poll_interval);
         let running: Vec<BundleId> = healer.running().iter().copied().collect();
         let settings = healer.settings();
         let room = (settings.max_repairs_per_node as usize).saturating_sub(running.len());
-        let claimed = healer
+        let resp = healer
             .coordinator
             .meta
-            .claim_repairs(node_id, room as u32, &running)
-            .await;
+            .claim_repairs(healer.coordinator.node_id, room as u32, &running)
+            .await
+            .map_err(|e| StepError::new(format!("claiming repairs: {e}"), idle))?;
+        healer.apply_settings(bitmountain_meta_client::types::RepairSettings::from_proto(
+            resp.settings.as_ref(),
+        ));
         let mut started = 0;
-        match claimed {
-            Ok(resp) => {
-                healer.apply_settings(bitmountain_meta_client::types::RepairSettings::from_proto(
-                    resp.settings.as_ref(),
-                ));
-                for assignment in resp.repairs {
-                    let Ok(id) = BundleId::from_proto(assignment.bundle_id.as_ref()) else {
-                        continue;
-                    };
-                    if !healer.running().insert(id) {
-                        continue;
-                    }
-                    started += 1;
-                    let healer = Arc::clone(&healer);
-                    tokio::spawn(async move {
-                        run_repair(&healer, id, assignment).await;
-                        healer.running().remove(&id);
-                    });
-                }
+        for assignment in resp.repairs {
+            let Ok(id) = BundleId::from_proto(assignment.bundle_id.as_ref()) else {
+                continue;
+            };
+            if !healer.running().insert(id) {
+                continue;
             }
-            Err(e) => tracing::debug!(error = %e, "claiming repairs"),
+            started += 1;
+            let healer = Arc::clone(healer);
+            tokio::spawn(async move {
+                run_repair(&healer, id, assignment).await;
+                healer.running().remove(&id);
+            });
         }
         // Busy: come back soon for more; idle: wait the poll interval.
-        let pause = if started > 0 {
-            Duration::from_millis(50)
+        Ok(if started > 0 {
+            Next::After(REPAIR_BUSY_POLL)
         } else {
-            healer.config.repair_poll_interval
-        };
-        tokio::time::sleep(pause).await;
+            idle
+        })
+    }
+
+    fn note(&self) -> String {
+        format!("{} repairs running", self.healer.running().len())
     }
 }
 

@@ -8,27 +8,66 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bitmountain_disk::DiskStore;
 use bitmountain_erasure::{read_shard_meta, scan_shard, BundleLayout};
 use bitmountain_meta_client::{BundleId, BundleState};
+use bitmountain_worker::{Next, StepError, Worker};
 
 use super::{Healer, ScrubRecord};
 use crate::error::{NodeError, Result};
 use crate::limits::SCRUB_META_PAGE;
 use crate::shard_service::blocking;
 
-/// Runs a pass every scrub interval, or at once when asked.
-pub async fn scrub_loop(healer: Arc<Healer>) {
-    let control = Arc::clone(&healer.scrub_control);
-    loop {
+/// The scrubber as a background worker: a pass every scrub interval, or at once when an
+/// operator asks (`bitmountain scrub`).
+#[derive(Debug)]
+pub struct Scrubber {
+    healer: Arc<Healer>,
+    last_damaged: Option<u64>,
+}
+
+impl Scrubber {
+    /// The scrubber of the node's healer.
+    pub fn new(healer: Arc<Healer>) -> Self {
+        Self {
+            healer,
+            last_damaged: None,
+        }
+    }
+}
+
+impl Worker for Scrubber {
+    fn name(&self) -> &'static str {
+        "scrub"
+    }
+
+    fn first_pause(&self) -> Duration {
+        self.healer.config.scrub_interval
+    }
+
+    async fn wait(&mut self, pause: Duration) {
+        let control = Arc::clone(&self.healer.scrub_control);
         tokio::select! {
-            _ = tokio::time::sleep(healer.config.scrub_interval) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = control.trigger.notified() => {}
         }
+    }
+
+    async fn step(&mut self) -> std::result::Result<Next, StepError> {
+        let control = &self.healer.scrub_control;
         control.running.store(true, Ordering::Relaxed);
-        scrub_pass(&healer).await;
+        self.last_damaged = Some(scrub_pass(&self.healer).await);
         control.running.store(false, Ordering::Relaxed);
+        Ok(Next::After(self.healer.config.scrub_interval))
+    }
+
+    fn note(&self) -> String {
+        match self.last_damaged {
+            Some(n) => format!("last pass found {n} damaged shards"),
+            None => "no pass since the node started".into(),
+        }
     }
 }
 

@@ -1,0 +1,105 @@
+//! Heartbeats: every interval the node tells the metadata leader its disks' capacity, use and
+//! health, its scrub results and its workers' status (leader soft state there), and learns
+//! the repair throttles in force and whether the group is still its cluster's.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bitmountain_meta_client::workers::worker_to_proto;
+use bitmountain_meta_client::MetaClient;
+use bitmountain_proto::v1 as pb;
+use bitmountain_worker::{Next, StepError, Worker, Workers};
+
+use crate::daemon::disk_info;
+use crate::heal::Healer;
+use crate::shard_service::DiskSet;
+
+/// The heartbeat worker.
+#[derive(Debug)]
+pub struct Heartbeats {
+    /// A client whose deadline is a few intervals: a heartbeat that cannot get through is
+    /// dropped, the next one follows.
+    pub meta: MetaClient,
+    pub node_id: u64,
+    pub cluster_id: String,
+    pub disks: DiskSet,
+    pub interval: Duration,
+    /// Cleared while the metadata group answers for another cluster (garbage collection
+    /// pauses).
+    pub cluster_ok: Arc<AtomicBool>,
+    pub healer: Arc<Healer>,
+    /// The node's workers, whose status every heartbeat carries (weak: they own this one).
+    pub workers: Weak<Workers>,
+}
+
+impl Heartbeats {
+    /// Each disk's capacity, use and health (read on a blocking thread: statfs and the
+    /// identity check touch the disks) and its last scrub.
+    async fn disk_infos(&self) -> Result<Vec<pb::DiskInfo>, String> {
+        let stores: Vec<_> = self.disks.iter().cloned().collect();
+        let scrubbed = self.healer.scrub_records();
+        tokio::task::spawn_blocking(move || {
+            stores
+                .iter()
+                .map(|s| {
+                    let mut info = disk_info(s.root(), s.disk_id());
+                    if let Err(e) = s.check_health() {
+                        tracing::error!(disk = s.disk_id(), error = %e, "disk failed its health check");
+                        info.state = pb::DiskState::Failed as i32;
+                    }
+                    if let Some(scrub) = scrubbed.get(&s.disk_id()) {
+                        info.last_scrub_unix_ms = scrub.finished_unix_ms;
+                        info.last_scrub_damaged_shards = scrub.damaged_shards;
+                    }
+                    info
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| format!("checking the disks: {e}"))
+    }
+}
+
+impl Worker for Heartbeats {
+    fn name(&self) -> &'static str {
+        "heartbeat"
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        let every = Next::Every(self.interval);
+        let disks = self
+            .disk_infos()
+            .await
+            .map_err(|e| StepError::new(e, every))?;
+        let workers = self
+            .workers
+            .upgrade()
+            .map(|w| w.statuses().iter().map(worker_to_proto).collect())
+            .unwrap_or_default();
+        let r = self
+            .meta
+            .heartbeat(pb::HeartbeatRequest {
+                node_id: self.node_id,
+                disks,
+                workers,
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "heartbeat failed");
+                StepError::new(format!("heartbeat failed: {e}"), every)
+            })?;
+        let same = r.cluster_id == self.cluster_id;
+        if !same {
+            tracing::error!(ours = %self.cluster_id, theirs = %r.cluster_id, "the metadata group belongs to another cluster; garbage collection paused");
+        }
+        self.cluster_ok.store(same, Ordering::Relaxed);
+        if let Some(settings) = r.repair.as_ref() {
+            self.healer
+                .apply_settings(bitmountain_meta_client::types::RepairSettings::from_proto(
+                    Some(settings),
+                ));
+        }
+        Ok(every)
+    }
+}
