@@ -329,16 +329,7 @@ fn reconstruct(
     stripes: &mut [Vec<Vec<u8>>],
 ) {
     let len = data.len();
-    let mut bare_reconstruct_job = || {
-        for cells in stripes.iter_mut() {
-            let mut slots: Vec<(&mut [u8], bool)> = cells
-                .iter_mut()
-                .enumerate()
-                .map(|(i, c)| (&mut c[..], i >= 2))
-                .collect();
-            rs.reconstruct_data(&mut slots).unwrap();
-        }
-    };
+    let mut bare_reconstruct_job = || bare_reconstruct(rs, stripes);
     let window = code.stripe_data_bytes();
     // The caller's output buffer, reused like the bare side's cell buffers (a fresh 10 MiB
     // buffer per read would time page faults, not the pipeline).
@@ -411,6 +402,18 @@ fn reconstruct(
     );
 }
 
+/// The bare side: data cells 0 and 1 of every stripe decoded in place from the others.
+fn bare_reconstruct(rs: &ReedSolomon, stripes: &mut [Vec<Vec<u8>>]) {
+    for cells in stripes.iter_mut() {
+        let mut slots: Vec<(&mut [u8], bool)> = cells
+            .iter_mut()
+            .enumerate()
+            .map(|(i, c)| (&mut c[..], i >= 2))
+            .collect();
+        rs.reconstruct_data(&mut slots).unwrap();
+    }
+}
+
 /// `BENCH_DETAIL`: what the bare reconstruct leaves out (assembling the range, the CRC32C of
 /// the cells read), done around the bare decode and alone.
 fn reconstruct_detail(
@@ -424,16 +427,7 @@ fn reconstruct_detail(
     // steps done around the bare decode, and alone, in the same interleaved rounds.
     let assembled = std::cell::RefCell::new(vec![0u8; K * CELL_BYTES]);
     let stripes = std::cell::RefCell::new(stripes);
-    let mut bare_again = || {
-        for cells in stripes.borrow_mut().iter_mut() {
-            let mut slots: Vec<(&mut [u8], bool)> = cells
-                .iter_mut()
-                .enumerate()
-                .map(|(i, c)| (&mut c[..], i >= 2))
-                .collect();
-            rs.reconstruct_data(&mut slots).unwrap();
-        }
-    };
+    let mut bare_again = || bare_reconstruct(rs, &mut stripes.borrow_mut());
     let mut bare_assemble = || {
         let mut assembled = assembled.borrow_mut();
         for cells in stripes.borrow_mut().iter_mut() {
