@@ -115,6 +115,25 @@ impl ShardSource for Counting<'_> {
     }
 }
 
+impl<'a> Counting<'a> {
+    fn new(inner: &'a Vec<u8>) -> Self {
+        Self {
+            inner,
+            bytes: Cell::new(0),
+            reads: Cell::new(0),
+        }
+    }
+}
+
+/// Shards 2.. of a bundle: the first two data shards missing.
+fn missing_two(shard_files: &[Vec<u8>]) -> Vec<Option<&Vec<u8>>> {
+    shard_files
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i >= 2).then_some(s))
+        .collect()
+}
+
 fn main() {
     let code = Code::with_sizes(K, M, CELL_BYTES as u32, 64 << 10).unwrap();
     let len = K * CELL_BYTES * STRIPES;
@@ -128,7 +147,41 @@ fn main() {
         loadavg()
     );
 
-    // --- encode ---------------------------------------------------------------------------
+    encode(code, &data, &rs);
+
+    // --- reconstruct 2 missing data shards ---------------------------------------------------
+    let sinks = vec![Vec::new(); K + M];
+    let mut w = StreamingWriter::new(code, BundleId([1; 16]), sinks).unwrap();
+    w.write_bundle_bytes(&data).unwrap();
+    let (info, shard_files): (BundleInfo, Vec<Vec<u8>>) =
+        w.finish(IndexLocation::default()).unwrap();
+
+    // Bare: the same cells as plain buffers, shards 0 and 1 missing.
+    let mut stripes: Vec<Vec<Vec<u8>>> = data
+        .chunks_exact(K * CELL_BYTES)
+        .map(|stripe| {
+            let mut cells: Vec<Vec<u8>> = stripe
+                .chunks_exact(CELL_BYTES)
+                .map(<[u8]>::to_vec)
+                .collect();
+            cells.extend(vec![vec![0u8; CELL_BYTES]; M]);
+            rs.encode(&mut cells).unwrap();
+            cells
+        })
+        .collect();
+    if std::env::var_os("BENCH_PROFILE_RECONSTRUCT").is_some() {
+        profile_reconstruct(code, info, &shard_files, len);
+        return;
+    }
+    reconstruct(code, &data, &rs, info, &shard_files, &mut stripes);
+    println!("load average at the end: {}", loadavg());
+
+    small_read(&data, info, &shard_files);
+}
+
+/// Encoding the bundle: ours at three depths against bare `encode_sep` on the same cells.
+fn encode(code: Code, data: &[u8], rs: &ReedSolomon) {
+    let len = data.len();
     let mut parity = vec![vec![0u8; CELL_BYTES]; M];
     let mut bare_encode = || {
         for stripe in data.chunks_exact(K * CELL_BYTES) {
@@ -182,47 +235,7 @@ fn main() {
         unreachable!()
     };
     if std::env::var_os("BENCH_DETAIL").is_some() {
-        let blocked = best_of(|| {
-            for stripe in data.chunks_exact(K * CELL_BYTES) {
-                for start in (0..CELL_BYTES).step_by(64 << 10) {
-                    let cells: Vec<&[u8]> = stripe
-                        .chunks_exact(CELL_BYTES)
-                        .map(|c| &c[start..start + (64 << 10)])
-                        .collect();
-                    let mut p: Vec<&mut [u8]> = parity
-                        .iter_mut()
-                        .map(|p| &mut p[start..start + (64 << 10)])
-                        .collect();
-                    rs.encode_sep(&cells, &mut p).unwrap();
-                }
-            }
-        });
-        report(
-            "detail: bare RS in 64 KiB blocks",
-            len,
-            blocked,
-            bare_encode,
-        );
-        let crc = best_of(|| {
-            let mut x = 0;
-            for c in data.chunks(64 << 10) {
-                x ^= bitmountain_erasure::crc::crc32c(c);
-            }
-            assert_ne!(x, 1);
-        });
-        report(
-            "detail: our crc32c (crc-fast) over the bundle",
-            len,
-            crc,
-            bare_encode,
-        );
-        let mut dst = vec![0u8; 1 << 20];
-        let copy = best_of(|| {
-            for c in data.chunks(1 << 20) {
-                std::hint::black_box(&mut dst[..]).copy_from_slice(std::hint::black_box(c));
-            }
-        });
-        report("detail: memcpy of the bundle", len, copy, bare_encode);
+        encode_detail(data, rs, &mut parity, bare_encode);
     }
     report(
         "encode: layout+RS+CRC framing, no output copy",
@@ -242,62 +255,87 @@ fn main() {
         encode_sinks,
         bare_encode,
     );
+}
 
-    // --- reconstruct 2 missing data shards ---------------------------------------------------
-    let sinks = vec![Vec::new(); K + M];
-    let mut w = StreamingWriter::new(code, BundleId([1; 16]), sinks).unwrap();
-    w.write_bundle_bytes(&data).unwrap();
-    let (info, shard_files): (BundleInfo, Vec<Vec<u8>>) =
-        w.finish(IndexLocation::default()).unwrap();
-
-    // Bare: the same cells as plain buffers, shards 0 and 1 missing.
-    let mut stripes: Vec<Vec<Vec<u8>>> = data
-        .chunks_exact(K * CELL_BYTES)
-        .map(|stripe| {
-            let mut cells: Vec<Vec<u8>> = stripe
-                .chunks_exact(CELL_BYTES)
-                .map(<[u8]>::to_vec)
-                .collect();
-            cells.extend(vec![vec![0u8; CELL_BYTES]; M]);
-            rs.encode(&mut cells).unwrap();
-            cells
-        })
-        .collect();
-    let mut bare_reconstruct_job = || {
-        for cells in &mut stripes {
-            let mut slots: Vec<(&mut [u8], bool)> = cells
-                .iter_mut()
-                .enumerate()
-                .map(|(i, c)| (&mut c[..], i >= 2))
-                .collect();
-            rs.reconstruct_data(&mut slots).unwrap();
+/// `BENCH_DETAIL`: the components of an encode (RS in 64 KiB blocks, CRC32C, memcpy).
+fn encode_detail(data: &[u8], rs: &ReedSolomon, parity: &mut [Vec<u8>], bare_encode: Duration) {
+    let len = data.len();
+    let blocked = best_of(|| {
+        for stripe in data.chunks_exact(K * CELL_BYTES) {
+            for start in (0..CELL_BYTES).step_by(64 << 10) {
+                let cells: Vec<&[u8]> = stripe
+                    .chunks_exact(CELL_BYTES)
+                    .map(|c| &c[start..start + (64 << 10)])
+                    .collect();
+                let mut p: Vec<&mut [u8]> = parity
+                    .iter_mut()
+                    .map(|p| &mut p[start..start + (64 << 10)])
+                    .collect();
+                rs.encode_sep(&cells, &mut p).unwrap();
+            }
         }
-    };
-    let missing_two = || -> Vec<Option<&Vec<u8>>> {
-        shard_files
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i >= 2).then_some(s))
-            .collect()
-    };
+    });
+    report(
+        "detail: bare RS in 64 KiB blocks",
+        len,
+        blocked,
+        bare_encode,
+    );
+    let crc = best_of(|| {
+        let mut x = 0;
+        for c in data.chunks(64 << 10) {
+            x ^= bitmountain_erasure::crc::crc32c(c);
+        }
+        assert_ne!(x, 1);
+    });
+    report(
+        "detail: our crc32c (crc-fast) over the bundle",
+        len,
+        crc,
+        bare_encode,
+    );
+    let mut dst = vec![0u8; 1 << 20];
+    let copy = best_of(|| {
+        for c in data.chunks(1 << 20) {
+            std::hint::black_box(&mut dst[..]).copy_from_slice(std::hint::black_box(c));
+        }
+    });
+    report("detail: memcpy of the bundle", len, copy, bare_encode);
+}
+
+/// For `perf record`: the reconstruct path alone, many times.
+fn profile_reconstruct(code: Code, info: BundleInfo, shard_files: &[Vec<u8>], len: usize) {
+    let window = code.stripe_data_bytes();
+    let mut bytes = vec![0u8; window as usize];
+    let mut reader = BundleReader::new(info, missing_two(shard_files)).unwrap();
+    for _ in 0..20 {
+        let mut offset = 0;
+        while offset < len as u64 {
+            reader.read_range_into(offset, &mut bytes).unwrap();
+            offset += window;
+        }
+    }
+}
+
+/// Reading a bundle with 2 data shards missing: ours (borrowed sources, copying sources, with
+/// the bundle's SHA-256) against bare `reconstruct_data` on `stripes`, the same cells as plain
+/// buffers.
+fn reconstruct(
+    code: Code,
+    data: &[u8],
+    rs: &ReedSolomon,
+    info: BundleInfo,
+    shard_files: &[Vec<u8>],
+    stripes: &mut [Vec<Vec<u8>>],
+) {
+    let len = data.len();
+    let mut bare_reconstruct_job = || bare_reconstruct(rs, stripes);
     let window = code.stripe_data_bytes();
     // The caller's output buffer, reused like the bare side's cell buffers (a fresh 10 MiB
     // buffer per read would time page faults, not the pipeline).
     let mut bytes = vec![0u8; window as usize];
-    if std::env::var_os("BENCH_PROFILE_RECONSTRUCT").is_some() {
-        // For `perf record`: the reconstruct path alone, many times.
-        let mut reader = BundleReader::new(info, missing_two()).unwrap();
-        for _ in 0..20 {
-            let mut offset = 0;
-            while offset < len as u64 {
-                reader.read_range_into(offset, &mut bytes).unwrap();
-                offset += window;
-            }
-        }
-        return;
-    }
     let mut ours_reconstruct = || {
-        let mut reader = BundleReader::new(info, missing_two()).unwrap();
+        let mut reader = BundleReader::new(info, missing_two(shard_files)).unwrap();
         let mut offset = 0;
         while offset < len as u64 {
             reader.read_range_into(offset, &mut bytes).unwrap();
@@ -306,19 +344,12 @@ fn main() {
         }
     };
     let mut ours_reconstruct_sha = || {
-        let mut reader = BundleReader::new(info, missing_two()).unwrap();
+        let mut reader = BundleReader::new(info, missing_two(shard_files)).unwrap();
         reader.read_bundle(&mut io::sink()).unwrap();
     };
     // The same read from sources that cannot lend (like files: `read_at` copies into the
     // reader's buffers, one request per shard per range, checked before use).
-    let copying: Vec<Counting> = shard_files
-        .iter()
-        .map(|s| Counting {
-            inner: s,
-            bytes: Cell::new(0),
-            reads: Cell::new(0),
-        })
-        .collect();
+    let copying: Vec<Counting> = shard_files.iter().map(Counting::new).collect();
     let mut copied = vec![0u8; window as usize];
     let mut ours_reconstruct_copying = || {
         let sources = copying
@@ -345,80 +376,7 @@ fn main() {
     };
     assert_eq!(copied, data[len - window as usize..]);
     if std::env::var_os("BENCH_DETAIL").is_some() {
-        // What the bare side leaves out: our read hands back the range in one buffer (8 healthy
-        // cells copied, 2 decoded into place), and checks the 10 cells it reads. The same two
-        // steps done around the bare decode, and alone, in the same interleaved rounds.
-        let assembled = std::cell::RefCell::new(vec![0u8; K * CELL_BYTES]);
-        let stripes = std::cell::RefCell::new(&mut stripes);
-        let mut bare_again = || {
-            for cells in stripes.borrow_mut().iter_mut() {
-                let mut slots: Vec<(&mut [u8], bool)> = cells
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(i, c)| (&mut c[..], i >= 2))
-                    .collect();
-                rs.reconstruct_data(&mut slots).unwrap();
-            }
-        };
-        let mut bare_assemble = || {
-            let mut assembled = assembled.borrow_mut();
-            for cells in stripes.borrow_mut().iter_mut() {
-                let (missing, rest) = assembled.split_at_mut(2 * CELL_BYTES);
-                for (dst, cell) in rest.chunks_exact_mut(CELL_BYTES).zip(&cells[2..K]) {
-                    dst.copy_from_slice(cell);
-                }
-                let mut decoded = missing.chunks_exact_mut(CELL_BYTES);
-                let mut slots: Vec<(&mut [u8], bool)> = Vec::with_capacity(K + M);
-                for (i, cell) in cells.iter_mut().enumerate() {
-                    slots.push(match (i < 2, decoded.next()) {
-                        (true, Some(out)) => (out, false),
-                        _ => (&mut cell[..], true),
-                    });
-                }
-                rs.reconstruct_data(&mut slots).unwrap();
-            }
-        };
-        let mut crc_survivors = || {
-            let mut x = 0;
-            for cells in stripes.borrow().iter() {
-                for cell in &cells[2..K + 2] {
-                    for chunk in cell.chunks(64 << 10) {
-                        x ^= bitmountain_erasure::crc::crc32c(chunk);
-                    }
-                }
-            }
-            assert_ne!(x, 1);
-        };
-        let mut copy_healthy = || {
-            let mut assembled = assembled.borrow_mut();
-            for cells in stripes.borrow().iter() {
-                for (dst, cell) in assembled.chunks_exact_mut(CELL_BYTES).zip(&cells[2..K]) {
-                    std::hint::black_box(dst).copy_from_slice(cell);
-                }
-            }
-        };
-        let [bare, bare_assembled, crc, copy] = race(&mut [
-            &mut bare_again,
-            &mut bare_assemble,
-            &mut crc_survivors,
-            &mut copy_healthy,
-        ])[..] else {
-            unreachable!()
-        };
-        report(
-            "detail: bare reconstruct + assemble (copy 8)",
-            len,
-            bare_assembled,
-            bare,
-        );
-        report("detail: CRC32C of the 10 cells read", len, crc, bare);
-        report("detail: memcpy of the 8 healthy cells", len, copy, bare);
-        report(
-            "detail: ours against bare + assemble",
-            len,
-            ours_reconstruct,
-            bare_assembled,
-        );
+        reconstruct_detail(rs, stripes, len, ours_reconstruct);
     }
     assert_eq!(bytes, data[len - window as usize..]);
     for (cells, stripe) in stripes.iter().zip(data.chunks_exact(K * CELL_BYTES)) {
@@ -442,17 +400,98 @@ fn main() {
         ours_reconstruct_sha,
         bare_reconstruct,
     );
-    println!("load average at the end: {}", loadavg());
+}
 
-    // --- bytes read for one 4 KiB range ------------------------------------------------------
-    let counting: Vec<Counting> = shard_files
-        .iter()
-        .map(|s| Counting {
-            inner: s,
-            bytes: Cell::new(0),
-            reads: Cell::new(0),
-        })
-        .collect();
+/// The bare side: data cells 0 and 1 of every stripe decoded in place from the others.
+fn bare_reconstruct(rs: &ReedSolomon, stripes: &mut [Vec<Vec<u8>>]) {
+    for cells in stripes.iter_mut() {
+        let mut slots: Vec<(&mut [u8], bool)> = cells
+            .iter_mut()
+            .enumerate()
+            .map(|(i, c)| (&mut c[..], i >= 2))
+            .collect();
+        rs.reconstruct_data(&mut slots).unwrap();
+    }
+}
+
+/// `BENCH_DETAIL`: what the bare reconstruct leaves out (assembling the range, the CRC32C of
+/// the cells read), done around the bare decode and alone.
+fn reconstruct_detail(
+    rs: &ReedSolomon,
+    stripes: &mut [Vec<Vec<u8>>],
+    len: usize,
+    ours_reconstruct: Duration,
+) {
+    // What the bare side leaves out: our read hands back the range in one buffer (8 healthy
+    // cells copied, 2 decoded into place), and checks the 10 cells it reads. The same two
+    // steps done around the bare decode, and alone, in the same interleaved rounds.
+    let assembled = std::cell::RefCell::new(vec![0u8; K * CELL_BYTES]);
+    let stripes = std::cell::RefCell::new(stripes);
+    let mut bare_again = || bare_reconstruct(rs, &mut stripes.borrow_mut());
+    let mut bare_assemble = || {
+        let mut assembled = assembled.borrow_mut();
+        for cells in stripes.borrow_mut().iter_mut() {
+            let (missing, rest) = assembled.split_at_mut(2 * CELL_BYTES);
+            for (dst, cell) in rest.chunks_exact_mut(CELL_BYTES).zip(&cells[2..K]) {
+                dst.copy_from_slice(cell);
+            }
+            let mut decoded = missing.chunks_exact_mut(CELL_BYTES);
+            let mut slots: Vec<(&mut [u8], bool)> = Vec::with_capacity(K + M);
+            for (i, cell) in cells.iter_mut().enumerate() {
+                slots.push(match (i < 2, decoded.next()) {
+                    (true, Some(out)) => (out, false),
+                    _ => (&mut cell[..], true),
+                });
+            }
+            rs.reconstruct_data(&mut slots).unwrap();
+        }
+    };
+    let mut crc_survivors = || {
+        let mut x = 0;
+        for cells in stripes.borrow().iter() {
+            for cell in &cells[2..K + 2] {
+                for chunk in cell.chunks(64 << 10) {
+                    x ^= bitmountain_erasure::crc::crc32c(chunk);
+                }
+            }
+        }
+        assert_ne!(x, 1);
+    };
+    let mut copy_healthy = || {
+        let mut assembled = assembled.borrow_mut();
+        for cells in stripes.borrow().iter() {
+            for (dst, cell) in assembled.chunks_exact_mut(CELL_BYTES).zip(&cells[2..K]) {
+                std::hint::black_box(dst).copy_from_slice(cell);
+            }
+        }
+    };
+    let [bare, bare_assembled, crc, copy] = race(&mut [
+        &mut bare_again,
+        &mut bare_assemble,
+        &mut crc_survivors,
+        &mut copy_healthy,
+    ])[..] else {
+        unreachable!()
+    };
+    report(
+        "detail: bare reconstruct + assemble (copy 8)",
+        len,
+        bare_assembled,
+        bare,
+    );
+    report("detail: CRC32C of the 10 cells read", len, crc, bare);
+    report("detail: memcpy of the 8 healthy cells", len, copy, bare);
+    report(
+        "detail: ours against bare + assemble",
+        len,
+        ours_reconstruct,
+        bare_assembled,
+    );
+}
+
+/// The bytes one 4 KiB read costs, from known bundle info and from shard files alone.
+fn small_read(data: &[u8], info: BundleInfo, shard_files: &[Vec<u8>]) {
+    let counting: Vec<Counting> = shard_files.iter().map(Counting::new).collect();
     let mut reader = BundleReader::new(info, counting.iter().map(Some).collect()).unwrap();
     let offset = 3 * CELL_BYTES as u64 + 5 * 65536 + 512;
     let got = reader.read_range(offset, 4096).unwrap();
@@ -469,14 +508,7 @@ fn main() {
          (shard, reads, bytes) = {touched:?}; header/footer reads: 0 (bundle info known)"
     );
     let files: Vec<&Vec<u8>> = shard_files.iter().collect();
-    let counting_open: Vec<Counting> = files
-        .iter()
-        .map(|s| Counting {
-            inner: s,
-            bytes: Cell::new(0),
-            reads: Cell::new(0),
-        })
-        .collect();
+    let counting_open: Vec<Counting> = files.iter().map(|s| Counting::new(s)).collect();
     let (mut reader, _) = BundleReader::open(counting_open.iter().collect()).unwrap();
     let opened: u64 = counting_open.iter().map(|c| c.bytes.get()).sum();
     reader.read_range(offset, 4096).unwrap();

@@ -5,7 +5,14 @@
 //!   and [`RaftStorage`], raft-rs's `Storage` on it.
 //! - [`driver`]: the one thread that owns the `RawNode` and the [`StateMachine`]; the order of
 //!   persist, send and apply is documented there and in `ARCHITECTURE.md ("The metadata group")`.
-//! - [`transport`]: Raft messages over gRPC, snapshots on their own RPC, test-only partitions.
+//!   `driver/mod.rs` is the round (drain the queue, tick, compact, publish status),
+//!   `driver/requests.rs` what arrives on the queue and the proposers waiting for answers,
+//!   `driver/ready.rs` the handling of one Ready, `driver/apply.rs` applying committed entries.
+//! - [`entry_cache`]: the newest log entries in memory; `batch`: several proposals in one shared
+//!   entry; `snapshot`: snapshot files (generate, verify, install).
+//! - [`transport`]: Raft messages over gRPC: `transport/outbound.rs` (envelopes on one stream per
+//!   peer), `transport/inbound.rs` (the `RaftTransport` service), `transport/snapshot_stream.rs`
+//!   (snapshots on their own RPC), test-only partitions in `transport/mod.rs`.
 //! - [`RaftHandle`]: what the services hold: propose, linearizable read barrier (ReadIndex),
 //!   membership changes (ConfChangeV2), leader transfer, status.
 //!

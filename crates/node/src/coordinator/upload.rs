@@ -24,13 +24,14 @@ use std::time::Duration;
 
 use bitmountain_bundle::{BundleWriter, WriterOptions};
 use bitmountain_erasure::{
-    BundleId as ErasureBundleId, BundleInfo, EncodedStripe, IndexLocation, StripeEncoder,
+    BundleId as ErasureBundleId, BundleInfo, Code, EncodedStripe, IndexLocation, StripeEncoder,
 };
 use bitmountain_meta_client::{
     AllocateRequest, Bundle, BundleId, Code as MetaCode, CommitRequest, ShardLocation,
 };
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_stream::{Stream, StreamExt};
 
 use super::{erasure_code, Coordinator};
@@ -165,25 +166,8 @@ impl Coordinator {
 
         // One task per target shard, fed through a queue of a few cells.
         let target_queue = (TARGET_QUEUE_BYTES / code.cell_bytes() as usize).max(2);
-        let mut target_txs = Vec::with_capacity(total);
-        let mut target_tasks = Vec::with_capacity(total);
-        for (i, loc) in bundle.locations.iter().enumerate() {
-            assert_eq!(
-                loc.shard_index as usize, i,
-                "locations sorted by shard index"
-            );
-            let (tx, rx) = mpsc::channel(target_queue);
-            let header = Bytes::copy_from_slice(&encoder.header(i));
-            target_tasks.push(tokio::spawn(run_target(
-                Arc::clone(&self.io),
-                loc.clone(),
-                erasure_id,
-                header,
-                rx,
-                stall,
-            )));
-            target_txs.push(Some(tx));
-        }
+        let (target_txs, target_tasks) =
+            self.spawn_targets(bundle, &encoder, erasure_id, target_queue, stall);
 
         let (input_tx, input_rx) = mpsc::channel(UPLOAD_INPUT_QUEUE_MESSAGES);
         let (stripe_tx, stripe_rx) = mpsc::channel(UPLOAD_STRIPE_QUEUE);
@@ -225,7 +209,55 @@ impl Coordinator {
             Err(EncodeFailure::Node(e)) => return Err(e),
         };
         distributed?;
+        self.commit_durable(bundle, code, summary, target_tasks)
+            .await
+    }
 
+    /// Starts one task per target shard, fed through a queue of `target_queue` cells; returns
+    /// the queues (in shard order) and the tasks.
+    fn spawn_targets(
+        &self,
+        bundle: &Bundle,
+        encoder: &StripeEncoder,
+        erasure_id: ErasureBundleId,
+        target_queue: usize,
+        stall: Duration,
+    ) -> (TargetQueues, Vec<JoinHandle<Result<u64>>>) {
+        let total = bundle.locations.len();
+        let mut target_txs = Vec::with_capacity(total);
+        let mut target_tasks = Vec::with_capacity(total);
+        for (i, loc) in bundle.locations.iter().enumerate() {
+            assert_eq!(
+                loc.shard_index as usize, i,
+                "locations sorted by shard index"
+            );
+            let (tx, rx) = mpsc::channel(target_queue);
+            let header = Bytes::copy_from_slice(&encoder.header(i));
+            target_tasks.push(tokio::spawn(run_target(
+                Arc::clone(&self.io),
+                loc.clone(),
+                erasure_id,
+                header,
+                rx,
+                stall,
+            )));
+            target_txs.push(Some(tx));
+        }
+        (target_txs, target_tasks)
+    }
+
+    /// Once the bundle is encoded and handed out: waits for every target, then commits with
+    /// the shards that are not durable named missing if at least k+1 are, else deletes the
+    /// durable ones and fails.
+    async fn commit_durable(
+        &self,
+        bundle: &Bundle,
+        code: Code,
+        summary: EncodeSummary,
+        target_tasks: Vec<JoinHandle<Result<u64>>>,
+    ) -> Result<UploadOutcome> {
+        let id = bundle.record.id;
+        let total = code.total_shards();
         let mut durable = Vec::new();
         let mut failures = Vec::new();
         for (i, task) in target_tasks.into_iter().enumerate() {
@@ -576,6 +608,9 @@ enum TargetMsg {
     /// Everything was sent: make the shard durable.
     Finish,
 }
+
+/// The target tasks' queues in shard order; `None` once a target is dropped.
+type TargetQueues = Vec<Option<mpsc::Sender<TargetMsg>>>;
 
 /// Sends `msg` to a target's queue; a target that is gone or stalled is dropped.
 async fn send_to_target(
