@@ -5,7 +5,8 @@ use bitmountain_proto::v1 as pb;
 use bitmountain_raftstore::GroupStatus;
 
 use super::MetaServer;
-use crate::types::{labels_to_proto, BundleRecord, DiskRecord, NodeRecord};
+use crate::types::{BundleRecord, DiskRecord, NodeRecord};
+use crate::wire::labels_to_proto;
 
 impl MetaServer {
     pub(crate) fn to_proto(&self, b: &BundleRecord) -> pb::BundleRecord {

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitmountain_erasure::{read_shard_meta, scan_shard, ShardRebuild};
+use bitmountain_meta_client::types::{FinishedRepair, RepairAssignment};
 use bitmountain_meta_client::{BundleId, MetaError};
-use bitmountain_proto::v1 as pb;
 
 use super::Healer;
 use crate::coordinator::upload::erasure_id;
@@ -45,14 +45,10 @@ pub async fn repair_loop(healer: Arc<Healer>) {
             .await;
         let mut started = 0;
         match claimed {
-            Ok(resp) => {
-                healer.apply_settings(bitmountain_meta_client::types::RepairSettings::from_proto(
-                    resp.settings.as_ref(),
-                ));
-                for assignment in resp.repairs {
-                    let Ok(id) = BundleId::from_proto(assignment.bundle_id.as_ref()) else {
-                        continue;
-                    };
+            Ok(claim) => {
+                healer.apply_settings(claim.settings);
+                for assignment in claim.assignments {
+                    let id = assignment.bundle_id;
                     if !healer.running().insert(id) {
                         continue;
                     }
@@ -76,7 +72,7 @@ pub async fn repair_loop(healer: Arc<Healer>) {
     }
 }
 
-async fn run_repair(healer: &Healer, id: BundleId, assignment: pb::RepairAssignment) {
+async fn run_repair(healer: &Healer, id: BundleId, assignment: RepairAssignment) {
     let shards: Vec<u32> = assignment.targets.iter().map(|t| t.shard_index).collect();
     let started = std::time::Instant::now();
     let result = repair_bundle(healer, id, &assignment).await;
@@ -90,15 +86,15 @@ async fn run_repair(healer: &Healer, id: BundleId, assignment: pb::RepairAssignm
             (false, 0, e.to_string())
         }
     };
-    let finish = pb::FinishRepairRequest {
+    let finish = FinishedRepair {
         node_id: healer.coordinator.node_id,
-        bundle_id: Some(id.to_proto()),
+        bundle_id: id,
         shard_indexes: shards,
         ok,
         bytes_written: bytes,
         error,
     };
-    if let Err(e) = healer.coordinator.meta.finish_repair(finish).await {
+    if let Err(e) = healer.coordinator.meta.finish_repair(&finish).await {
         tracing::debug!(bundle = %id, error = %e, "reporting a finished repair");
     }
 }
@@ -122,7 +118,7 @@ impl Target {
 async fn repair_bundle(
     healer: &Healer,
     id: BundleId,
-    assignment: &pb::RepairAssignment,
+    assignment: &RepairAssignment,
 ) -> Result<u64> {
     let co = &healer.coordinator;
     let bundle = co.meta.get_bundle(id, false).await?;
