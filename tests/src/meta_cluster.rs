@@ -11,7 +11,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use bitmountain_meta_client::client::member_status;
-use bitmountain_meta_client::{AllocateRequest, Code, CommitRequest, MetaClient};
+use bitmountain_meta_client::types::{DiskReport, Registration};
+use bitmountain_meta_client::{AllocateRequest, Code, CommitRequest, DiskState, MetaClient};
 
 /// One member process.
 #[derive(Debug)]
@@ -388,27 +389,29 @@ pub async fn register_fake_nodes(client: &MetaClient, nodes: u64, disks: u64) ->
     let mut disk_ids = Vec::new();
     for n in 0..nodes {
         let r = client
-            .register_node(bitmountain_proto::v1::RegisterNodeRequest {
+            .register_node(&Registration {
                 request_id: format!("fake-node-{n}"),
                 node_id: 0,
                 address: format!("127.0.0.1:{}", 40000 + n),
-                domain: Some(bitmountain_proto::v1::FailureDomain {
-                    zone: "z1".into(),
-                    rack: format!("r{}", n % 3),
-                    host: format!("host-{n}"),
-                }),
+                zone: "z1".into(),
+                rack: format!("r{}", n % 3),
+                host: format!("host-{n}"),
                 disks: (0..disks)
-                    .map(|d| bitmountain_proto::v1::DiskInfo {
+                    .map(|d| DiskReport {
+                        disk_id: 0,
                         path: format!("/srv/disk{d}"),
                         // 16 TiB: room for a million 64 MiB bundles on 12 nodes × 4 disks.
                         capacity_bytes: 16 << 40,
-                        ..Default::default()
+                        used_bytes: 0,
+                        state: DiskState::Ok,
+                        last_scrub_unix_ms: 0,
+                        last_scrub_damaged_shards: 0,
                     })
                     .collect(),
             })
             .await
             .expect("register node");
-        disk_ids.extend(r.disks.iter().map(|d| d.disk_id));
+        disk_ids.extend(r.disk_ids);
     }
     disk_ids
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitmountain_client::{ArchiveClient, PutOptions, UploadFile};
+use bitmountain_meta_client::types::ClusterStatus;
 use bitmountain_meta_client::types::RepairSettings;
-use bitmountain_meta_client::{BundleState, MetaClient};
-use bitmountain_proto::v1 as pb;
+use bitmountain_meta_client::{BundleState, DiskState, MetaClient, NodeState};
 use bitmountain_tests::cluster::{assert_files_read_back, sample_files, Cluster};
 
 const CODE: &str = "4+2:65536";
@@ -65,7 +65,7 @@ fn meta_client(c: &Cluster) -> MetaClient {
 }
 
 /// The cluster map as the leader sees it.
-async fn status(meta: &MetaClient) -> pb::ClusterStatusResponse {
+async fn status(meta: &MetaClient) -> ClusterStatus {
     let st = meta.cluster_status().await.unwrap();
     if st.role == "leader" || st.leader_address.is_empty() {
         return st;
@@ -142,20 +142,20 @@ async fn fully_redundant(meta: &MetaClient) -> Result<(), String> {
     let st = status(meta).await;
     let mut healthy: BTreeMap<u64, u64> = BTreeMap::new();
     for n in &st.nodes {
-        if n.state() != pb::NodeState::Up {
+        if n.state != Some(NodeState::Up) {
             continue;
         }
         for d in &n.disks {
-            if d.state() == pb::DiskState::Ok {
+            if d.state == Some(DiskState::Ok) {
                 healthy.insert(d.disk_id, n.node_id);
             }
         }
     }
     let repairs = meta.repair_status().await.map_err(|e| e.to_string())?;
-    if repairs.queued > 0 || repairs.running > 0 {
+    if repairs.queued_bundles > 0 || repairs.running_shards > 0 {
         return Err(format!(
             "{} repairs queued, {} running",
-            repairs.queued, repairs.running
+            repairs.queued_bundles, repairs.running_shards
         ));
     }
     let bundles = meta
@@ -308,7 +308,7 @@ async fn lost_disks_are_rebuilt_while_uploads_and_reads_run() {
                 .nodes
                 .iter()
                 .flat_map(|n| &n.disks)
-                .any(|d| d.disk_id == first_id && d.state() == pb::DiskState::Failed)
+                .any(|d| d.disk_id == first_id && d.state == Some(DiskState::Failed))
         },
     )
     .await;
@@ -440,7 +440,7 @@ async fn scrub_finds_flipped_bytes_and_deleted_files_and_they_are_repaired() {
             let Ok(r) = meta.repair_status().await else {
                 return false;
             };
-            r.shards_repaired >= expected && r.queued == 0 && r.running == 0
+            r.shards_repaired >= expected && r.queued_bundles == 0 && r.running_shards == 0
         },
     )
     .await;
@@ -514,7 +514,7 @@ async fn a_drained_node_ends_empty_and_is_removed() {
     cli_ok(&["node", "remove", &id, "--cluster", &cluster]);
     let st = status(meta).await;
     let n = st.nodes.iter().find(|n| n.node_id == victim).unwrap();
-    assert_eq!(n.state(), pb::NodeState::Removed);
+    assert_eq!(n.state, Some(NodeState::Removed));
     c.kill_node(3);
     assert_files_match_placement(&c, meta).await;
     read_all(&client, &stored).await;
@@ -539,7 +539,7 @@ async fn an_added_node_receives_shards_on_rebalance() {
     assert!(!planned.is_empty(), "nothing planned: {plan}");
     assert!(planned.iter().all(|m| m["to_disk_id"] == disk));
     assert_eq!(
-        meta.repair_status().await.unwrap().queued,
+        meta.repair_status().await.unwrap().queued_bundles,
         0,
         "a dry run queued moves"
     );
@@ -579,7 +579,7 @@ async fn a_dead_node_is_declared_down_repaired_around_and_cleaned_when_back() {
                 .await
                 .nodes
                 .iter()
-                .any(|n| n.node_id == victim && n.state() == pb::NodeState::Down)
+                .any(|n| n.node_id == victim && n.state == Some(NodeState::Down))
         },
     )
     .await;
@@ -597,7 +597,7 @@ async fn a_dead_node_is_declared_down_repaired_around_and_cleaned_when_back() {
                 .await
                 .nodes
                 .iter()
-                .any(|n| n.node_id == victim && n.state() == pb::NodeState::Up)
+                .any(|n| n.node_id == victim && n.state == Some(NodeState::Up))
         },
     )
     .await;

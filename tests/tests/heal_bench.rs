@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use bitmountain_client::{ArchiveClient, PutOptions, UploadFile};
 use bitmountain_meta_client::types::RepairSettings;
-use bitmountain_meta_client::{BundleState, MetaClient};
-use bitmountain_proto::v1 as pb;
+use bitmountain_meta_client::{BundleState, DiskState, MetaClient};
 use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
 
 const CODE: &str = "4+2";
@@ -43,13 +42,13 @@ async fn settings(meta: &MetaClient, paused: bool) {
     .unwrap();
 }
 
-async fn disk_state(meta: &MetaClient, disk: u64) -> Option<pb::DiskState> {
+async fn disk_state(meta: &MetaClient, disk: u64) -> Option<DiskState> {
     let st = meta.cluster_status().await.ok()?;
     st.nodes
         .iter()
         .flat_map(|n| &n.disks)
         .find(|d| d.disk_id == disk)
-        .map(|d| d.state())
+        .and_then(|d| d.state)
 }
 
 async fn run(nodes: usize, disks_per_node: usize, lost_disk_bytes: u64) -> (f64, f64, f64) {
@@ -104,7 +103,7 @@ async fn run(nodes: usize, disks_per_node: usize, lost_disk_bytes: u64) -> (f64,
     let affected: Vec<String> = on_victim.iter().map(|(id, _)| id.to_string()).collect();
     std::fs::remove_dir_all(&c.nodes[0].disks[0]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while disk_state(&meta, victim).await != Some(pb::DiskState::Failed) {
+    while disk_state(&meta, victim).await != Some(DiskState::Failed) {
         assert!(Instant::now() < deadline, "disk {victim} not marked failed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -147,7 +146,7 @@ async fn run(nodes: usize, disks_per_node: usize, lost_disk_bytes: u64) -> (f64,
             .unwrap()
             .0
             .len();
-        if r.queued == 0 && r.running == 0 && left == 0 {
+        if r.queued_bundles == 0 && r.running_shards == 0 && left == 0 {
             break;
         }
         assert!(Instant::now() < deadline, "rebuild did not finish: {r:?}");

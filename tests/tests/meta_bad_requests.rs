@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use bitmountain_meta_client::error::Field;
+use bitmountain_meta_client::types::{DiskReport, Heartbeat, Registration};
 use bitmountain_meta_client::{AllocateRequest, BundleId, Code, MetaError};
-use bitmountain_proto::v1 as pb;
 use bitmountain_tests::meta_cluster::{
     allocation, commit_request, register_fake_nodes, MetaCluster, RS_4_2,
 };
@@ -224,7 +224,7 @@ async fn bad_requests_get_typed_errors() {
 
     // Cluster map errors.
     let e = client
-        .heartbeat(pb::HeartbeatRequest {
+        .heartbeat(&Heartbeat {
             node_id: 4242,
             disks: vec![],
             workers: vec![],
@@ -233,14 +233,21 @@ async fn bad_requests_get_typed_errors() {
         .unwrap_err();
     assert!(matches!(e, MetaError::UnknownNode { id: 4242 }), "{e:?}");
     let e = client
-        .register_node(pb::RegisterNodeRequest {
+        .register_node(&Registration {
             request_id: "x".into(),
             node_id: 0,
             address: "127.0.0.1:1".into(),
-            domain: None,
-            disks: vec![pb::DiskInfo {
+            zone: String::new(),
+            rack: String::new(),
+            host: String::new(),
+            disks: vec![DiskReport {
                 disk_id: 777_777,
-                ..Default::default()
+                path: String::new(),
+                capacity_bytes: 0,
+                used_bytes: 0,
+                state: bitmountain_meta_client::DiskState::Ok,
+                last_scrub_unix_ms: 0,
+                last_scrub_damaged_shards: 0,
             }],
         })
         .await

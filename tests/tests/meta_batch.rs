@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitmountain_meta_client::client::{MAX_BATCHES_IN_FLIGHT, MAX_BATCH_ITEMS};
-use bitmountain_meta_client::error::item_status;
+use bitmountain_meta_client::wire::item_status;
 use bitmountain_meta_client::{BundleId, BundleState, Code, CommitRequest, MetaError};
 use bitmountain_proto::v1 as pb;
 use bitmountain_proto::v1::batch_item::Item;
@@ -141,7 +141,7 @@ async fn every_item_of_a_batch_gets_its_own_answer() {
     }
 
     // Past the limit, the whole batch is refused and nothing is allocated.
-    let before = client.cluster_status().await.unwrap().bundles.unwrap();
+    let before = client.cluster_status().await.unwrap().bundles;
     let items = (0..=MAX_BATCH_ITEMS)
         .map(|i| allocate_item(&format!("over-{i}"), RS_4_2))
         .collect();
@@ -151,7 +151,7 @@ async fn every_item_of_a_batch_gets_its_own_answer() {
         matches!(&e, MetaError::InvalidArgument { field, reason } if *field == "items" && reason.contains("split")),
         "{e:?}"
     );
-    let after = client.cluster_status().await.unwrap().bundles.unwrap();
+    let after = client.cluster_status().await.unwrap().bundles;
     assert_eq!(before, after, "a refused batch allocates nothing");
 }
 
@@ -279,6 +279,6 @@ async fn callers_sharing_a_client_are_sent_together() {
         let b = t.await.unwrap().unwrap();
         assert_eq!((b.record.id, b.record.state), (*id, BundleState::Sealed));
     }
-    let counts = client.cluster_status().await.unwrap().bundles.unwrap();
+    let counts = client.cluster_status().await.unwrap().bundles;
     assert_eq!((counts.sealed, counts.pending), (CALLERS, 0));
 }

@@ -48,16 +48,15 @@ async fn add_and_remove_members_while_writing() {
 
     // Add member 4: it starts empty and catches up as a learner, then votes.
     let addr4 = cluster.spawn_new(4);
-    let r = client.add_member(4, &addr4, false).await.unwrap();
+    let members = client.add_member(4, &addr4, false).await.unwrap();
     assert!(
-        r.members.iter().any(|m| m.id == 4 && m.role == "voter"),
-        "{:?}",
-        r.members
+        members.iter().any(|m| m.id == 4 && m.role == "voter"),
+        "{members:?}"
     );
 
     // Remove member 1 (maybe the leader) while writes continue.
-    let r = client.remove_member(1).await.unwrap();
-    assert!(!r.members.iter().any(|m| m.id == 1), "{:?}", r.members);
+    let members = client.remove_member(1).await.unwrap();
+    assert!(!members.iter().any(|m| m.id == 1), "{members:?}");
     cluster.kill(1);
     let leader = cluster
         .wait_leader(&[2, 3, 4], Duration::from_secs(20))
@@ -65,8 +64,8 @@ async fn add_and_remove_members_while_writing() {
 
     // Hand leadership to member 4.
     if leader != 4 {
-        let r = client.transfer_leader(4).await.unwrap();
-        assert_eq!(r.leader_id, 4);
+        let leader_id = client.transfer_leader(4).await.unwrap();
+        assert_eq!(leader_id, 4);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);

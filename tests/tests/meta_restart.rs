@@ -85,7 +85,7 @@ async fn full_restart_keeps_state() {
     assert_eq!(before_status.bundles, after_status.bundles);
     assert_eq!(before_status.cluster_id, after_status.cluster_id);
     assert_eq!(before_status.nodes.len(), after_status.nodes.len());
-    let counts = after_status.bundles.unwrap();
+    let counts = after_status.bundles;
     assert_eq!(
         (counts.pending, counts.sealed, counts.deleting),
         (15, 39, 6)

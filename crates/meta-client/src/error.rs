@@ -1,5 +1,6 @@
 //! The metadata group's error type, its ONE conversion to a gRPC status, and the client's
-//! decoding of statuses back into kinds.
+//! decoding of statuses back into kinds (a batch item's error travels as a status too:
+//! `wire::item_error`).
 
 use serde::{Deserialize, Serialize};
 
@@ -375,71 +376,9 @@ impl From<MetaError> for tonic::Status {
     }
 }
 
-/// The metadata keys an item of a batch carries over from the status its error maps to.
-const ITEM_ERROR_KEYS: [&str; 3] = [ERROR_KIND_KEY, LEADER_KEY, DETAIL_KEY];
-
-/// One batch item's error, carrying what the unary call's status would have carried (code,
-/// message, error metadata), so the client decodes it the same way ([`item_status`]).
-pub fn item_error(e: MetaError) -> bitmountain_proto::v1::ItemError {
-    let status = tonic::Status::from(e);
-    let metadata = ITEM_ERROR_KEYS
-        .iter()
-        .filter_map(|key| {
-            let value = status.metadata().get(*key)?.to_str().ok()?;
-            Some((key.to_string(), value.to_string()))
-        })
-        .collect();
-    bitmountain_proto::v1::ItemError {
-        code: status.code() as i32,
-        message: status.message().to_string(),
-        metadata,
-    }
-}
-
-/// The status a batch item's error stands for: the inverse of [`item_error`]. Metadata keys
-/// other than the error keys are ignored.
-pub fn item_status(e: &bitmountain_proto::v1::ItemError) -> tonic::Status {
-    let mut status = tonic::Status::new(tonic::Code::from_i32(e.code), e.message.clone());
-    for key in ITEM_ERROR_KEYS {
-        if let Some(value) = e.metadata.get(key).and_then(|v| v.parse().ok()) {
-            status.metadata_mut().insert(key, value);
-        }
-    }
-    status
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A batch item's error decodes to what the unary call's status decodes to.
-    #[test]
-    fn item_errors_decode_like_unary_statuses() {
-        let cases = [
-            MetaError::UnknownBundle {
-                id: BundleId(0xabc),
-            },
-            MetaError::InvalidArgument {
-                field: Field::Sha256,
-                reason: "must be 32 bytes, got 3".into(),
-            },
-            MetaError::Raft {
-                kind: ErrorKind::NotLeader,
-                leader: Some("127.0.0.1:7001".into()),
-                message: "member 2 is not the leader".into(),
-            },
-        ];
-        for e in cases {
-            let unary = MetaError::from_status("m", &tonic::Status::from(e.clone()));
-            let item = MetaError::from_status("m", &item_status(&item_error(e.clone())));
-            assert_eq!(format!("{unary:?}"), format!("{item:?}"));
-            assert_eq!(format!("{item:?}"), format!("{e:?}"));
-        }
-        // Keys other than the error keys are not carried back into a status.
-        let mut odd = item_error(MetaError::UnknownBundle { id: BundleId(1) });
-        odd.metadata.insert("x-other".into(), "1".into());
-        assert!(item_status(&odd).metadata().get("x-other").is_none());
-    }
 
     /// Every field decodes back to itself, from the JSON detail, with the same message.
     #[test]

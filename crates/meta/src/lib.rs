@@ -21,8 +21,9 @@
 //!   of each command family, wire conversions, and [`serve`] (what `bitmountain meta` runs).
 //! - [`healing`]: the failure detector, repair claims and leases, repair status, rebalance;
 //!   planning there is pure and unit-tested.
-//! - [`types`], [`client`], [`error`]: re-exported from `bitmountain-meta-client` (no
-//!   RocksDB), which storage nodes use on their own.
+//! - [`types`], [`client`], [`error`], [`wire`]: re-exported from `bitmountain-meta-client`
+//!   (no RocksDB), which storage nodes use on their own; the handlers convert to and from the
+//!   wire with [`wire`]'s functions, as the client does.
 
 pub(crate) mod codec;
 pub mod command;
@@ -33,7 +34,7 @@ pub mod rules;
 pub mod server;
 pub mod state;
 
-pub use bitmountain_meta_client::{client, error, types};
+pub use bitmountain_meta_client::{client, error, types, wire};
 
 /// The one conversion of replica errors into [`MetaError`] (kind and leader hint preserved).
 pub fn raft_error(e: bitmountain_raftstore::RaftStoreError) -> MetaError {
@@ -44,9 +45,12 @@ pub fn raft_error(e: bitmountain_raftstore::RaftStoreError) -> MetaError {
     }
 }
 
-pub use client::{AllocateRequest, Bundle, CommitRequest, MetaClient, ShardLocation};
+pub use client::MetaClient;
 pub use command::{Applied, Command};
 pub use error::{MetaError, Result};
 pub use server::{serve, MemberOptions, MetaConfig, MetaServer};
 pub use state::{check, CheckReport, MetaStore};
-pub use types::{BundleId, BundleRecord, BundleState, Code, DiskState, DomainLevel, NodeState};
+pub use types::{
+    AllocateRequest, Bundle, BundleId, BundleRecord, BundleState, Code, CommitRequest, DiskState,
+    DomainLevel, NodeState, ShardLocation,
+};

@@ -5,7 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bitmountain_bundle::IndexEntry;
-use bitmountain_meta_client::{Bundle, BundleState, Code as MetaCode};
+use bitmountain_meta_client::types::{DiskInfo, NodeInfo};
+use bitmountain_meta_client::{Bundle, BundleState, Code as MetaCode, DiskState, NodeState};
 use bitmountain_proto::archive::v1 as pb;
 use bitmountain_proto::archive::v1::archive_service_server::ArchiveService;
 use tokio::sync::mpsc;
@@ -386,21 +387,21 @@ impl ArchiveService for ArchiveApi {
             .cluster_status()
             .await
             .map_err(NodeError::from)?;
-        let disk_state = |d: &bitmountain_proto::v1::DiskInfo| match d.state() {
-            bitmountain_proto::v1::DiskState::Ok => "ok",
-            bitmountain_proto::v1::DiskState::Failed => "failed",
-            bitmountain_proto::v1::DiskState::Draining => "draining",
-            bitmountain_proto::v1::DiskState::Removed => "removed",
-            bitmountain_proto::v1::DiskState::Unspecified => "unknown",
+        let disk_state = |d: &DiskInfo| match d.state {
+            Some(DiskState::Ok) => "ok",
+            Some(DiskState::Failed) => "failed",
+            Some(DiskState::Draining) => "draining",
+            Some(DiskState::Removed) => "removed",
+            None => "unknown",
         };
-        let node_state = |n: &bitmountain_proto::v1::NodeInfo| match n.state() {
-            bitmountain_proto::v1::NodeState::Up => "up",
-            bitmountain_proto::v1::NodeState::Down => "down",
-            bitmountain_proto::v1::NodeState::Draining => "draining",
-            bitmountain_proto::v1::NodeState::Removed => "removed",
-            bitmountain_proto::v1::NodeState::Unspecified => "unknown",
+        let node_state = |n: &NodeInfo| match n.state {
+            Some(NodeState::Up) => "up",
+            Some(NodeState::Down) => "down",
+            Some(NodeState::Draining) => "draining",
+            Some(NodeState::Removed) => "removed",
+            None => "unknown",
         };
-        let counts = s.bundles.unwrap_or_default();
+        let counts = s.bundles;
         Ok(Response::new(pb::ClusterStatusResponse {
             cluster_id: s.cluster_id,
             meta_leader_id: s.leader_id,
@@ -409,28 +410,25 @@ impl ArchiveService for ArchiveApi {
             nodes: s
                 .nodes
                 .iter()
-                .map(|n| {
-                    let domain = n.domain.clone().unwrap_or_default();
-                    pb::NodeStatus {
-                        node_id: n.node_id,
-                        address: n.address.clone(),
-                        state: node_state(n).into(),
-                        zone: domain.zone,
-                        rack: domain.rack,
-                        host: domain.host,
-                        last_heartbeat_age_ms: n.last_heartbeat_age_ms,
-                        disks: n
-                            .disks
-                            .iter()
-                            .map(|d| pb::DiskStatus {
-                                disk_id: d.disk_id,
-                                path: d.path.clone(),
-                                state: disk_state(d).into(),
-                                capacity_bytes: d.capacity_bytes,
-                                used_bytes: d.used_bytes.max(d.accounted_bytes),
-                            })
-                            .collect(),
-                    }
+                .map(|n| pb::NodeStatus {
+                    node_id: n.node_id,
+                    address: n.address.clone(),
+                    state: node_state(n).into(),
+                    zone: n.zone.clone(),
+                    rack: n.rack.clone(),
+                    host: n.host.clone(),
+                    last_heartbeat_age_ms: n.last_heartbeat_age_ms,
+                    disks: n
+                        .disks
+                        .iter()
+                        .map(|d| pb::DiskStatus {
+                            disk_id: d.disk_id,
+                            path: d.path.clone(),
+                            state: disk_state(d).into(),
+                            capacity_bytes: d.capacity_bytes,
+                            used_bytes: d.used_bytes.max(d.accounted_bytes),
+                        })
+                        .collect(),
                 })
                 .collect(),
             bundles_pending: counts.pending,

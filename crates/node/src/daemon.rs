@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitmountain_disk::{ClusterId, DiskError, DiskStore, IDENTITY_FILE};
-use bitmountain_meta_client::MetaClient;
+use bitmountain_meta_client::types::{DiskReport, Registration};
+use bitmountain_meta_client::{DiskState, MetaClient};
 use bitmountain_proto::v1 as pb;
 
 use bitmountain_worker::Workers;
@@ -183,19 +184,17 @@ fn find_disks(cfg: &NodeConfig, state: &NodeStateFile) -> Result<Vec<FoundDisk>>
     Ok(found)
 }
 
-pub(crate) fn disk_info(path: &Path, disk_id: u64) -> pb::DiskInfo {
+pub(crate) fn disk_info(path: &Path, disk_id: u64) -> DiskReport {
     let (capacity, free) = match (fs4::total_space(path), fs4::available_space(path)) {
         (Ok(c), Ok(f)) => (c, f),
         _ => (0, 0),
     };
-    pb::DiskInfo {
+    DiskReport {
         disk_id,
         path: path.display().to_string(),
         capacity_bytes: capacity,
         used_bytes: capacity.saturating_sub(free),
-        state: pb::DiskState::Ok as i32,
-        accounted_bytes: 0,
-        node_id: 0,
+        state: DiskState::Ok,
         last_scrub_unix_ms: 0,
         last_scrub_damaged_shards: 0,
     }
@@ -228,26 +227,24 @@ async fn register(
         });
         state.save(&cfg.data_dir)?;
     }
-    let disks: Vec<pb::DiskInfo> = found
+    let disks: Vec<DiskReport> = found
         .iter()
         .map(|d| match d {
             FoundDisk::Existing(store) => disk_info(store.root(), store.disk_id()),
             FoundDisk::New(path) => disk_info(path, 0),
         })
         .collect();
-    let request = pb::RegisterNodeRequest {
+    let request = Registration {
         request_id,
         node_id: state.node_id,
         address: address.to_owned(),
-        domain: Some(pb::FailureDomain {
-            zone: cfg.zone.clone(),
-            rack: cfg.rack.clone(),
-            host: cfg.host.clone(),
-        }),
+        zone: cfg.zone.clone(),
+        rack: cfg.rack.clone(),
+        host: cfg.host.clone(),
         disks,
     };
     let response = loop {
-        match meta.register_node(request.clone()).await {
+        match meta.register_node(&request).await {
             Ok(r) => break r,
             Err(e @ bitmountain_meta_client::MetaError::NoMember { .. }) => {
                 tracing::warn!(error = %e, "waiting for the metadata group");
@@ -262,16 +259,16 @@ async fn register(
             response.cluster_id
         ))
     })?;
-    if response.disks.len() != found.len() {
+    if response.disk_ids.len() != found.len() {
         return Err(NodeError::Internal(format!(
             "registered {} disks but the metadata group answered for {}",
             found.len(),
-            response.disks.len()
+            response.disk_ids.len()
         )));
     }
     let now_ms = bitmountain_meta_client::types::now_unix_ms();
     let mut stores = Vec::new();
-    for (disk, info) in found.into_iter().zip(&response.disks) {
+    for (disk, disk_id) in found.into_iter().zip(&response.disk_ids) {
         let store = match disk {
             FoundDisk::Existing(store) => {
                 if store.identity().cluster_id != cluster {
@@ -284,7 +281,7 @@ async fn register(
                 }
                 store
             }
-            FoundDisk::New(path) => DiskStore::init(&path, cluster, info.disk_id, now_ms)?,
+            FoundDisk::New(path) => DiskStore::init(&path, cluster, *disk_id, now_ms)?,
         };
         stores.push(store);
     }

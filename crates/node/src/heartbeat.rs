@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bitmountain_meta_client::workers::worker_to_proto;
-use bitmountain_meta_client::MetaClient;
-use bitmountain_proto::v1 as pb;
+use bitmountain_meta_client::types::{DiskReport, Heartbeat, WorkerReport};
+use bitmountain_meta_client::{DiskState, MetaClient};
 use bitmountain_worker::{Next, StepError, Worker, Workers};
 
 use crate::daemon::disk_info;
@@ -36,7 +35,7 @@ pub struct Heartbeats {
 impl Heartbeats {
     /// Each disk's capacity, use and health (read on a blocking thread: statfs and the
     /// identity check touch the disks) and its last scrub.
-    async fn disk_infos(&self) -> Result<Vec<pb::DiskInfo>, String> {
+    async fn disk_infos(&self) -> Result<Vec<DiskReport>, String> {
         let stores: Vec<_> = self.disks.iter().cloned().collect();
         let scrubbed = self.healer.scrub_records();
         tokio::task::spawn_blocking(move || {
@@ -46,7 +45,7 @@ impl Heartbeats {
                     let mut info = disk_info(s.root(), s.disk_id());
                     if let Err(e) = s.check_health() {
                         tracing::error!(disk = s.disk_id(), error = %e, "disk failed its health check");
-                        info.state = pb::DiskState::Failed as i32;
+                        info.state = DiskState::Failed;
                     }
                     if let Some(scrub) = scrubbed.get(&s.disk_id()) {
                         info.last_scrub_unix_ms = scrub.finished_unix_ms;
@@ -75,11 +74,11 @@ impl Worker for Heartbeats {
         let workers = self
             .workers
             .upgrade()
-            .map(|w| w.statuses().iter().map(worker_to_proto).collect())
+            .map(|w| w.statuses().iter().map(WorkerReport::from).collect())
             .unwrap_or_default();
         let r = self
             .meta
-            .heartbeat(pb::HeartbeatRequest {
+            .heartbeat(&Heartbeat {
                 node_id: self.node_id,
                 disks,
                 workers,
@@ -94,11 +93,8 @@ impl Worker for Heartbeats {
             tracing::error!(ours = %self.cluster_id, theirs = %r.cluster_id, "the metadata group belongs to another cluster; garbage collection paused");
         }
         self.cluster_ok.store(same, Ordering::Relaxed);
-        if let Some(settings) = r.repair.as_ref() {
-            self.healer
-                .apply_settings(bitmountain_meta_client::types::RepairSettings::from_proto(
-                    Some(settings),
-                ));
+        if let Some(settings) = r.repair_settings {
+            self.healer.apply_settings(settings);
         }
         Ok(every)
     }

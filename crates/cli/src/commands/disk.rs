@@ -28,7 +28,7 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<()> {
         DiskCommand::Ok(target) => (target, DiskState::Ok),
     };
     let id = target.id;
-    let r = target.cluster.ask_meta(|meta| async move {
+    let repairs_queued = target.cluster.ask_meta(|meta| async move {
         meta.set_disk_state(id, state)
             .await
             .with_context(|| format!("setting disk {id} {state:?}"))
@@ -38,13 +38,12 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<()> {
         return common::print_json(&serde_json::json!({
             "disk_id": id,
             "state": name,
-            "repairs_queued": r.repairs_queued,
+            "repairs_queued": repairs_queued,
         }));
     }
     writeln!(
         common::stdout(),
-        "disk {id} is now {name}; {} bundles queued for repair or moves",
-        r.repairs_queued
+        "disk {id} is now {name}; {repairs_queued} bundles queued for repair or moves"
     )?;
     Ok(())
 }

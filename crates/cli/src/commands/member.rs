@@ -3,6 +3,7 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
+use bitmountain_meta::types::MemberInfo;
 use bitmountain_meta::MetaClient;
 
 use super::common;
@@ -54,7 +55,7 @@ pub enum MemberCommand {
     },
 }
 
-fn print_members(members: &[bitmountain_proto::v1::MemberInfo]) -> std::io::Result<()> {
+fn print_members(members: &[MemberInfo]) -> std::io::Result<()> {
     let mut out = common::stdout();
     for m in members {
         writeln!(out, "{:>4}  {:<24} {}", m.id, m.address, m.role)?;
@@ -73,17 +74,17 @@ pub fn run(command: MemberCommand) -> anyhow::Result<()> {
         } => {
             let client = MetaClient::new([cluster.cluster])?
                 .with_timeout(std::time::Duration::from_secs(90));
-            let r = rt
+            let members = rt
                 .block_on(client.add_member(id, &address, learner))
                 .with_context(|| format!("adding member {id} at {address}"))?;
-            print_members(&r.members)?;
+            print_members(&members)?;
         }
         MemberCommand::Remove { cluster, id } => {
             let client = MetaClient::new([cluster.cluster])?;
-            let r = rt
+            let members = rt
                 .block_on(client.remove_member(id))
                 .with_context(|| format!("removing member {id}"))?;
-            print_members(&r.members)?;
+            print_members(&members)?;
         }
         MemberCommand::SetValueFormat {
             cluster,
@@ -99,10 +100,10 @@ pub fn run(command: MemberCommand) -> anyhow::Result<()> {
         MemberCommand::TransferLeader { cluster, to } => {
             let client = MetaClient::new([cluster.cluster])?
                 .with_timeout(std::time::Duration::from_secs(30));
-            let r = rt
+            let leader = rt
                 .block_on(client.transfer_leader(to))
                 .with_context(|| format!("transferring leadership to member {to}"))?;
-            writeln!(common::stdout(), "leader: member {}", r.leader_id)?;
+            writeln!(common::stdout(), "leader: member {leader}")?;
         }
     }
     Ok(())

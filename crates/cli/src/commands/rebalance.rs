@@ -3,9 +3,6 @@
 
 use std::io::Write as _;
 
-use bitmountain_meta::BundleId;
-use bitmountain_proto::v1 as pb;
-
 use super::common::{self, ClusterArgs};
 use super::units;
 
@@ -28,12 +25,6 @@ pub struct RebalanceArgs {
     dry_run: bool,
 }
 
-fn bundle_id(m: &pb::PlannedMove) -> String {
-    BundleId::from_proto(m.bundle_id.as_ref())
-        .map(|b| b.to_string())
-        .unwrap_or_default()
-}
-
 pub fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     let (max_bytes, dry_run) = (args.max_bytes.unwrap_or(0), args.dry_run);
     let r = args
@@ -45,7 +36,7 @@ pub fn run(args: RebalanceArgs) -> anyhow::Result<()> {
             .iter()
             .map(|m| {
                 serde_json::json!({
-                    "bundle_id": bundle_id(m),
+                    "bundle_id": m.bundle_id.to_string(),
                     "shard_index": m.shard_index,
                     "from_disk_id": m.from_disk_id,
                     "to_disk_id": m.to_disk_id,
@@ -64,7 +55,7 @@ pub fn run(args: RebalanceArgs) -> anyhow::Result<()> {
         writeln!(
             out,
             "  {} shard {:>2}: disk {} → disk {}  ({})",
-            bundle_id(m),
+            m.bundle_id,
             m.shard_index,
             m.from_disk_id,
             m.to_disk_id,

@@ -4,8 +4,7 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use bitmountain_meta::types::RepairSettings;
-use bitmountain_proto::v1 as pb;
+use bitmountain_meta::types::{RepairSettings, RepairStatus};
 use serde::Serialize;
 
 use super::common::{self, ClusterArgs};
@@ -63,11 +62,11 @@ struct RepairStatusView {
     counts_are_lower_bounds: bool,
 }
 
-fn repair_view(r: &pb::RepairStatusResponse) -> RepairStatusView {
-    let settings = RepairSettings::from_proto(r.settings.as_ref());
+fn repair_view(r: &RepairStatus) -> RepairStatusView {
+    let settings = r.settings;
     RepairStatusView {
-        queued_bundles: r.queued,
-        running_shards: r.running,
+        queued_bundles: r.queued_bundles,
+        running_shards: r.running_shards,
         shards_repaired: r.shards_repaired,
         bytes_repaired: r.bytes_repaired,
         bytes_per_sec: r.bytes_per_sec,
@@ -170,8 +169,7 @@ pub fn run(cmd: RepairCommand) -> anyhow::Result<()> {
         } => {
             anyhow::ensure!(max_per_node != Some(0), "--max-per-node must be at least 1");
             let now = cluster.ask_meta(|meta| async move {
-                let current =
-                    RepairSettings::from_proto(meta.repair_status().await?.settings.as_ref());
+                let current = meta.repair_status().await?.settings;
                 let wanted = RepairSettings {
                     max_repairs_per_node: max_per_node.unwrap_or(current.max_repairs_per_node),
                     bytes_per_sec: bytes_per_sec.unwrap_or(current.bytes_per_sec),

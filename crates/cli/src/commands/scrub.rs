@@ -5,6 +5,8 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bitmountain_meta::types::NodeInfo;
+use bitmountain_meta::NodeState;
 use bitmountain_proto::v1 as pb;
 
 use super::common::{self, ClusterArgs};
@@ -27,11 +29,11 @@ pub fn run(args: ScrubArgs) -> anyhow::Result<()> {
 
 async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
     let status = args.cluster.meta_client().await?.cluster_status().await?;
-    let nodes: Vec<&pb::NodeInfo> = status
+    let nodes: Vec<&NodeInfo> = status
         .nodes
         .iter()
         .filter(|n| args.node.is_none_or(|id| id == n.node_id))
-        .filter(|n| args.node.is_some() || n.state() == pb::NodeState::Up)
+        .filter(|n| args.node.is_some() || n.state == Some(NodeState::Up))
         .collect();
     if let Some(id) = args.node {
         anyhow::ensure!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bitmountain_meta::client::member_status;
-use bitmountain_proto::v1 as pb;
+use bitmountain_meta::types::NodeInfo;
 use serde::Serialize;
 
 use super::common::{self, ClusterArgs};
@@ -52,7 +52,7 @@ struct WorkerView {
     note: String,
 }
 
-fn worker_view(w: &pb::WorkerStatus) -> WorkerView {
+fn worker_view(w: &bitmountain_meta::types::WorkerReport) -> WorkerView {
     WorkerView {
         name: w.name.clone(),
         state: w.state.clone(),
@@ -113,8 +113,10 @@ struct StatusView {
     value_format: u32,
 }
 
-fn name<T: std::fmt::Debug>(v: T) -> String {
-    format!("{v:?}").to_lowercase()
+/// A state's name as `--json` and the table show it (`unspecified` when the member sent none
+/// this binary knows).
+fn name<T: std::fmt::Debug>(v: Option<T>) -> String {
+    v.map_or("unspecified".into(), |v| format!("{v:?}").to_lowercase())
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
@@ -166,7 +168,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
                 },
             });
         }
-        let counts = st.bundles.unwrap_or_default();
+        let counts = st.bundles;
         anyhow::Ok(StatusView {
             cluster_id: st.cluster_id.clone(),
             answered_by: st.member_id,
@@ -191,15 +193,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn node_view(n: &pb::NodeInfo) -> NodeView {
-    let d = n.domain.clone().unwrap_or_default();
+fn node_view(n: &NodeInfo) -> NodeView {
     NodeView {
         id: n.node_id,
         address: n.address.clone(),
-        zone: d.zone,
-        rack: d.rack,
-        host: d.host,
-        state: name(n.state()),
+        zone: n.zone.clone(),
+        rack: n.rack.clone(),
+        host: n.host.clone(),
+        state: name(n.state),
         last_heartbeat_age_ms: n.last_heartbeat_age_ms,
         disks: n
             .disks
@@ -207,7 +208,7 @@ fn node_view(n: &pb::NodeInfo) -> NodeView {
             .map(|x| DiskView {
                 id: x.disk_id,
                 path: x.path.clone(),
-                state: name(x.state()),
+                state: name(x.state),
                 capacity_bytes: x.capacity_bytes,
                 used_bytes: x.used_bytes,
                 accounted_bytes: x.accounted_bytes,

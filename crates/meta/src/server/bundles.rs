@@ -11,10 +11,11 @@ use super::{
     MAX_REQUEST_ID_BYTES,
 };
 use crate::command::{Allocate, Applied, Command, Commit};
-use crate::error::{item_error, MetaError, Result};
+use crate::error::{MetaError, Result};
 use crate::rules;
 use crate::state::KeyReader;
-use crate::types::{labels_from_proto, now_unix_ms, BundleId, BundleRecord, Code};
+use crate::types::{now_unix_ms, BundleId, BundleRecord, Code};
+use crate::wire::{item_error, labels_from_proto};
 
 impl MetaServer {
     pub(super) async fn allocate(&self, req: pb::AllocateBundleRequest) -> Result<BundleRecord> {

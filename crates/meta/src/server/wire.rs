@@ -5,8 +5,9 @@ use bitmountain_proto::v1 as pb;
 use bitmountain_raftstore::GroupStatus;
 
 use super::MetaServer;
-use crate::types::{labels_to_proto, BundleRecord, DiskRecord, NodeRecord};
-use bitmountain_meta_client::workers::worker_to_proto;
+use crate::types::WorkerReport;
+use crate::types::{BundleRecord, DiskRecord, NodeRecord};
+use crate::wire::{labels_to_proto, worker_to_proto};
 
 impl MetaServer {
     pub(crate) fn to_proto(&self, b: &BundleRecord) -> pb::BundleRecord {
@@ -175,7 +176,7 @@ impl MetaServer {
                 .workers
                 .statuses()
                 .iter()
-                .map(worker_to_proto)
+                .map(|s| worker_to_proto(&WorkerReport::from(s)))
                 .collect(),
         }
     }

@@ -20,8 +20,8 @@
 use std::sync::Arc;
 
 use bitmountain_erasure::{read_shard_meta, scan_shard, ShardRebuild};
+use bitmountain_meta_client::types::{FinishedRepair, RepairAssignment};
 use bitmountain_meta_client::{BundleId, MetaError};
-use bitmountain_proto::v1 as pb;
 use bitmountain_worker::{Next, StepError, Worker};
 
 use super::Healer;
@@ -56,20 +56,16 @@ impl Worker for RepairWorker {
         let running: Vec<BundleId> = healer.running().iter().copied().collect();
         let settings = healer.settings();
         let room = (settings.max_repairs_per_node as usize).saturating_sub(running.len());
-        let resp = healer
+        let claim = healer
             .coordinator
             .meta
             .claim_repairs(healer.coordinator.node_id, room as u32, &running)
             .await
             .map_err(|e| StepError::new(format!("claiming repairs: {e}"), idle))?;
-        healer.apply_settings(bitmountain_meta_client::types::RepairSettings::from_proto(
-            resp.settings.as_ref(),
-        ));
+        healer.apply_settings(claim.settings);
         let mut started = 0;
-        for assignment in resp.repairs {
-            let Ok(id) = BundleId::from_proto(assignment.bundle_id.as_ref()) else {
-                continue;
-            };
+        for assignment in claim.assignments {
+            let id = assignment.bundle_id;
             if !healer.running().insert(id) {
                 continue;
             }
@@ -93,7 +89,7 @@ impl Worker for RepairWorker {
     }
 }
 
-async fn run_repair(healer: &Healer, id: BundleId, assignment: pb::RepairAssignment) {
+async fn run_repair(healer: &Healer, id: BundleId, assignment: RepairAssignment) {
     let shards: Vec<u32> = assignment.targets.iter().map(|t| t.shard_index).collect();
     let started = std::time::Instant::now();
     let result = repair_bundle(healer, id, &assignment).await;
@@ -107,15 +103,15 @@ async fn run_repair(healer: &Healer, id: BundleId, assignment: pb::RepairAssignm
             (false, 0, e.to_string())
         }
     };
-    let finish = pb::FinishRepairRequest {
+    let finish = FinishedRepair {
         node_id: healer.coordinator.node_id,
-        bundle_id: Some(id.to_proto()),
+        bundle_id: id,
         shard_indexes: shards,
         ok,
         bytes_written: bytes,
         error,
     };
-    if let Err(e) = healer.coordinator.meta.finish_repair(finish).await {
+    if let Err(e) = healer.coordinator.meta.finish_repair(&finish).await {
         tracing::debug!(bundle = %id, error = %e, "reporting a finished repair");
     }
 }
@@ -139,7 +135,7 @@ impl Target {
 async fn repair_bundle(
     healer: &Healer,
     id: BundleId,
-    assignment: &pb::RepairAssignment,
+    assignment: &RepairAssignment,
 ) -> Result<u64> {
     let co = &healer.coordinator;
     let bundle = co.meta.get_bundle(id, false).await?;
