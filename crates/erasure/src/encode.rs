@@ -286,33 +286,10 @@ impl StripeEncoder {
     /// Encodes one whole stripe (k full cells) straight from the caller's buffer, without
     /// copying it in. Only at a stripe boundary.
     pub fn push_stripe(&mut self, stripe: &[u8]) -> EncodedStripe {
-        assert!(
-            self.stripe.is_empty(),
-            "push_stripe with a partly filled stripe"
-        );
-        assert_eq!(
-            stripe.len(),
-            self.stripe_capacity(),
-            "push_stripe takes exactly one stripe"
-        );
-        if self.hash_bundle {
-            self.sha256.update(stripe);
-        }
-        self.bundle_len += stripe.len() as u64;
-        let cell_bytes = self.code.cell_bytes() as usize;
-        let mut shards = self.output_buffers(cell_bytes);
-        self.chunk_fill_bytes = encode_cells(
-            &self.codec,
-            stripe,
-            cell_bytes,
-            &mut self.parity,
-            &mut self.chunk_crcs,
-            self.chunk_fill_bytes,
-            self.code.chunk_bytes().into(),
-            &mut |shard, piece| shards[shard].extend_from_slice(piece),
-        );
-        let number = self.next_stripe;
-        self.next_stripe += 1;
+        let mut shards = self.output_buffers(self.code.cell_bytes() as usize);
+        let number = self.push_stripe_with(stripe, |shard, piece| {
+            shards[shard].extend_from_slice(piece)
+        });
         EncodedStripe {
             stripe: number,
             shards,
@@ -326,12 +303,12 @@ impl StripeEncoder {
     pub fn push_stripe_with(&mut self, stripe: &[u8], mut emit: impl FnMut(usize, &[u8])) -> u64 {
         assert!(
             self.stripe.is_empty(),
-            "push_stripe_with with a partly filled stripe"
+            "push_stripe with a partly filled stripe"
         );
         assert_eq!(
             stripe.len(),
             self.stripe_capacity(),
-            "push_stripe_with takes exactly one stripe"
+            "push_stripe takes exactly one stripe"
         );
         if self.hash_bundle {
             self.sha256.update(stripe);
