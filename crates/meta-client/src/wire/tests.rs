@@ -2,11 +2,11 @@
 
 use bitmountain_proto::v1 as pb;
 
-use super::{item_error, item_status};
+use super::{item_error, item_status, worker_to_proto};
 use crate::error::{ErrorKind, Field, MetaError};
 use crate::types::{
     BundleCounts, BundleId, ClusterStatus, DiskReport, DiskState, Heartbeat, RepairAssignment,
-    RepairClaim, RepairSettings, RepairTarget,
+    RepairClaim, RepairSettings, RepairTarget, WorkerReport,
 };
 
 /// A batch item's error decodes to what the unary call's status decodes to.
@@ -90,11 +90,24 @@ fn disks_and_nodes_convert_field_by_field() {
         last_scrub_unix_ms: 11,
         last_scrub_damaged_shards: 2,
     };
+    let worker = WorkerReport {
+        name: "scrub".into(),
+        state: "idle".into(),
+        steps: 3,
+        errors: 1,
+        last_run_unix_ms: 20,
+        last_duration_ms: 5,
+        last_error: "disk 3: read error".into(),
+        last_error_unix_ms: 20,
+        note: "last pass found 0 damaged shards".into(),
+    };
     let wire = Heartbeat {
         node_id: 1,
         disks: vec![report],
+        workers: vec![worker.clone()],
     }
     .to_proto();
+    assert_eq!(wire.workers, vec![worker_to_proto(&worker)]);
     assert_eq!(
         wire.disks,
         vec![pb::DiskInfo {
@@ -118,10 +131,13 @@ fn disks_and_nodes_convert_field_by_field() {
                 state: pb::DiskState::Draining as i32,
                 ..Default::default()
             }],
+            workers: wire.workers.clone(),
             ..Default::default()
         }],
         ..Default::default()
     });
+    // A node's workers come back as they went out.
+    assert_eq!(st.nodes[0].workers, vec![worker]);
     assert_eq!(st.bundles, BundleCounts::default());
     assert_eq!(st.nodes[0].state, None);
     assert_eq!(st.nodes[0].zone, "");
