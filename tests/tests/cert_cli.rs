@@ -13,12 +13,24 @@ fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-fn text(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap()
-}
-
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// `cert issue` with these values; `None` leaves the option out.
+fn issue_args<'a>(
+    ca: &'a Path,
+    name: &'a str,
+    role: &'a str,
+    host: Option<&'a str>,
+    out: &'a Path,
+) -> Vec<&'a str> {
+    let mut args = vec!["cert", "issue", "--ca-dir", path(ca), "--name", name];
+    args.extend(["--role", role, "-o", path(out)]);
+    if let Some(h) = host {
+        args.extend(["--host", h]);
+    }
+    args
 }
 
 /// Runs the binary, asserts it failed, returns its stderr.
@@ -28,15 +40,20 @@ fn fails(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+fn starts_with(file: &Path, text: &str) -> bool {
+    fs::read_to_string(file).unwrap().starts_with(text)
+}
+
 #[test]
 fn init_and_issue_write_the_tls_dir_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = tmp.path().join("ca");
-    let out = text(run_ok(&["cert", "init", "--dir", path(&ca)]));
+    let out = String::from_utf8(run_ok(&["cert", "init", "--dir", path(&ca)])).unwrap();
     assert!(out.contains("ca.pem") && out.contains("ca.key"), "{out}");
-    assert!(fs::read_to_string(ca.join("ca.pem"))
-        .unwrap()
-        .starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(starts_with(
+        &ca.join("ca.pem"),
+        "-----BEGIN CERTIFICATE-----"
+    ));
     assert_eq!(mode(&ca.join("ca.key")), 0o600);
     assert_eq!(mode(&ca), 0o700);
     let ca_pem = fs::read(ca.join("ca.pem")).unwrap();
@@ -48,21 +65,9 @@ fn init_and_issue_write_the_tls_dir_layout() {
     assert_eq!(fs::read(ca.join("ca.key")).unwrap(), ca_key);
 
     let m1 = tmp.path().join("m1");
-    let json = text(run_ok(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        path(&ca),
-        "--name",
-        "m1",
-        "--role",
-        "meta",
-        "--host",
-        "127.0.0.1,meta1.example",
-        "-o",
-        path(&m1),
-        "--json",
-    ]));
+    let mut args = issue_args(&ca, "m1", "meta", Some("127.0.0.1,meta1.example"), &m1);
+    args.push("--json");
+    let json = String::from_utf8(run_ok(&args)).unwrap();
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["uri"], "spiffe://bitmountain/meta/m1", "{json}");
     assert_eq!(v["role"], "meta");
@@ -71,54 +76,32 @@ fn init_and_issue_write_the_tls_dir_layout() {
         serde_json::json!(["127.0.0.1", "meta1.example"])
     );
 
+    // --host given twice adds up.
     let n1 = tmp.path().join("n1");
-    let out = text(run_ok(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        path(&ca),
-        "--name",
-        "n1",
-        "--role",
-        "node",
-        "--host",
-        "10.0.0.5",
-        "--host",
-        "node1",
-        "-o",
-        path(&n1),
-    ]));
+    let mut args = issue_args(&ca, "n1", "node", Some("10.0.0.5"), &n1);
+    args.extend(["--host", "node1"]);
+    let out = String::from_utf8(run_ok(&args)).unwrap();
     assert!(out.contains("node n1's certificate"), "{out}");
     assert!(out.contains("spiffe://bitmountain/node/n1"), "{out}");
+    assert!(out.contains("10.0.0.5, node1"), "{out}");
     assert!(out.contains("--tls-dir"), "{out}");
 
     for dir in [&m1, &n1] {
-        assert!(fs::read_to_string(dir.join("cert.pem"))
-            .unwrap()
-            .starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(fs::read_to_string(dir.join("key.pem"))
-            .unwrap()
-            .starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(starts_with(
+            &dir.join("cert.pem"),
+            "-----BEGIN CERTIFICATE-----"
+        ));
+        assert!(starts_with(
+            &dir.join("key.pem"),
+            "-----BEGIN PRIVATE KEY-----"
+        ));
         assert_eq!(mode(&dir.join("key.pem")), 0o600);
         assert_eq!(fs::read(dir.join("ca.pem")).unwrap(), ca_pem);
     }
 
     // Issuing over an existing certificate is refused; the old files stay.
     let cert_before = fs::read(n1.join("cert.pem")).unwrap();
-    let err = fails(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        path(&ca),
-        "--name",
-        "n1",
-        "--role",
-        "node",
-        "--host",
-        "10.0.0.5",
-        "-o",
-        path(&n1),
-    ]);
+    let err = fails(&issue_args(&ca, "n1", "node", Some("10.0.0.5"), &n1));
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(fs::read(n1.join("cert.pem")).unwrap(), cert_before);
 }
@@ -128,87 +111,24 @@ fn bad_issue_requests_are_refused_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = tmp.path().join("ca");
     let out = tmp.path().join("out");
-    // No CA yet.
-    let err = fails(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        path(&ca),
-        "--name",
-        "n1",
-        "--role",
-        "node",
-        "--host",
-        "127.0.0.1",
-        "-o",
-        path(&out),
-    ]);
-    assert!(err.contains("cert init"), "{err}");
+    let err = fails(&issue_args(&ca, "n1", "node", Some("127.0.0.1"), &out));
+    assert!(err.contains("no CA") && err.contains("cert init"), "{err}");
     run_ok(&["cert", "init", "--dir", path(&ca)]);
 
-    let err = fails(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        path(&ca),
-        "--name",
-        "n1",
-        "--role",
-        "admin",
-        "--host",
-        "127.0.0.1",
-        "-o",
-        path(&out),
-    ]);
-    assert!(
-        err.contains("unknown role") && err.contains("meta or node"),
-        "{err}"
-    );
-
-    let err = fails(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        path(&ca),
-        "--name",
-        "n1",
-        "--role",
-        "node",
-        "-o",
-        path(&out),
-    ]);
-    assert!(err.contains("--host"), "{err}");
-
-    let err = fails(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        path(&ca),
-        "--name",
-        "n1",
-        "--role",
-        "node",
-        "--host",
-        "10.0.0.1:7700",
-        "-o",
-        path(&out),
-    ]);
-    assert!(err.contains("without a port"), "{err}");
-
-    let err = fails(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        path(&ca),
-        "--name",
-        "../n1",
-        "--role",
-        "node",
-        "--host",
-        "127.0.0.1",
-        "-o",
-        path(&out),
-    ]);
-    assert!(err.contains("invalid name"), "{err}");
+    for (name, role, host, expected) in [
+        (
+            "n1",
+            "admin",
+            Some("127.0.0.1"),
+            "unknown role \"admin\": expected meta or node",
+        ),
+        ("n1", "node", None, "--host"),
+        ("n1", "node", Some(""), "no host"),
+        ("n1", "node", Some("10.0.0.1:7700"), "without a port"),
+        ("../n1", "node", Some("127.0.0.1"), "invalid name"),
+    ] {
+        let err = fails(&issue_args(&ca, name, role, host, &out));
+        assert!(err.contains(expected), "{name} {role} {host:?}: {err}");
+    }
     assert!(!out.exists(), "nothing written on refusal");
 }
