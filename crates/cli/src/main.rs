@@ -66,6 +66,10 @@ enum Command {
     Member(commands::member::MemberCommand),
     /// Show the cluster: members, leader, nodes, disks, bundle counts.
     Status(commands::status::StatusArgs),
+    /// Create the cluster CA (`cert init`), and certificates for members and nodes
+    /// (`cert issue`).
+    #[command(subcommand)]
+    Cert(commands::cert::CertCommand),
     /// Run the offline demo: pack a tree, shard it, destroy shards, read every file back.
     Demo(commands::demo::DemoArgs),
 }
@@ -98,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Meta(args) => commands::meta::run(args),
         Command::Member(cmd) => commands::member::run(cmd),
         Command::Status(args) => commands::status::run(args),
+        Command::Cert(cmd) => commands::cert::run(cmd),
         Command::Demo(args) => commands::demo::run(args),
     };
     match result {

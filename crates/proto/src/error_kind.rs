@@ -184,6 +184,14 @@ error_kinds! {
     BadRange = "bad_range", OutOfRange, false;
     /// The node cannot reach the metadata group.
     MetaUnavailable = "meta_unavailable", Unavailable, false;
+
+    // Access control (`AuthError` in `crates/auth/src/error.rs`).
+    /// No usable credentials: the token is missing, malformed, unknown, expired or revoked
+    /// (the message says which), or a certificate-only method got neither.
+    Unauthenticated = "unauthenticated", Unauthenticated, false;
+    /// The caller is known but may not do this: the message names the permission, the
+    /// certificate role or the scope label that was missing.
+    PermissionDenied = "permission_denied", PermissionDenied, false;
 }
 
 impl ErrorKind {

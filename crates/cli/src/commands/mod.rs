@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod bundle;
+pub mod cert;
 pub mod common;
 pub mod demo;
 pub mod dev;
