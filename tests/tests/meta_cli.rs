@@ -135,3 +135,74 @@ async fn value_format_switch_checks_every_member() {
         "{err}"
     );
 }
+
+/// The first admin token is made once, by the member that leads first, into its data
+/// directory (0600); `token create|list|revoke` work against the group, and the list never
+/// shows a secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_admin_token_and_token_commands() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cluster = MetaCluster::start(3, &[]);
+    let leader = cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let holders = loop {
+        let holders: Vec<u64> = cluster
+            .members
+            .values()
+            .filter(|m| m.data.join("admin.token").exists())
+            .map(|m| m.id)
+            .collect();
+        if !holders.is_empty() || std::time::Instant::now() > deadline {
+            break holders;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(holders, vec![leader], "exactly the first leader holds it");
+    let file = cluster.members[&leader].data.join("admin.token");
+    assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    let admin = std::fs::read_to_string(&file).unwrap();
+    assert!(admin.trim().starts_with("bmt_") && admin.trim().len() == 85);
+
+    let addr = cluster.addr(leader);
+    let out = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend(["--cluster", addr.as_str()]);
+            bitmountain_tests::run(&all)
+        };
+        let created = run(&[
+            "token", "create", "--role", "writer", "--label", "c=maps", "--name", "scanner",
+        ]);
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let secret = String::from_utf8(created.stdout).unwrap();
+        let id = secret.trim().split('_').nth(1).unwrap().to_string();
+        let refused = run(&["token", "create", "--role", "admin", "--label", "c=maps"]);
+        assert!(!refused.status.success());
+        let revoked = run(&["token", "revoke", &id]);
+        assert!(
+            revoked.status.success(),
+            "{}",
+            String::from_utf8_lossy(&revoked.stderr)
+        );
+        let listed = run(&["token", "list", "--json"]);
+        assert!(listed.status.success());
+        (secret, id, String::from_utf8(listed.stdout).unwrap())
+    })
+    .await
+    .unwrap();
+    let (secret, id, listed) = out;
+    assert!(!listed.contains(secret.trim()) && !listed.contains(admin.trim()));
+    let list: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let tokens = list.as_array().unwrap();
+    assert_eq!(tokens.len(), 2);
+    let scanner = tokens.iter().find(|t| t["id"] == id.as_str()).unwrap();
+    assert_eq!(scanner["role"], "writer");
+    assert_eq!(scanner["scope"]["c"], "maps");
+    assert!(scanner["revoked_unix_ms"].as_u64().is_some());
+}

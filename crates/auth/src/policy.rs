@@ -200,6 +200,10 @@ policy! {
         // Test fault injection, refused anyway unless the member enables it.
         "SetPartition" => Access::token(Admin),
         "SetValueFormat" => Access::token(Admin),
+        "CreateToken" => Access::token(Admin),
+        "RevokeToken" => Access::token(Admin),
+        // Nodes fetch the table to check their clients' tokens.
+        "ListTokens" => Access::node_or_token(Admin),
     }
     "bitmountain.v1.RaftTransport" {
         "Stream" => Access::MEMBER,
@@ -380,6 +384,9 @@ mod role_tests {
         ("/bitmountain.v1.MetaAdmin/TransferLeader", ADMIN),
         ("/bitmountain.v1.MetaAdmin/SetPartition", ADMIN),
         ("/bitmountain.v1.MetaAdmin/SetValueFormat", ADMIN),
+        ("/bitmountain.v1.MetaAdmin/CreateToken", ADMIN),
+        ("/bitmountain.v1.MetaAdmin/RevokeToken", ADMIN),
+        ("/bitmountain.v1.MetaAdmin/ListTokens", "node admin"),
         ("/bitmountain.v1.RaftTransport/Stream", MEMBER),
         ("/bitmountain.v1.RaftTransport/StreamSnapshot", MEMBER),
         ("/bitmountain.v1.Diagnostics/Ping", OPEN),

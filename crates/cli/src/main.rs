@@ -70,6 +70,9 @@ enum Command {
     /// (`cert issue`).
     #[command(subcommand)]
     Cert(commands::cert::CertCommand),
+    /// Access tokens: create (the token is printed once), list, revoke.
+    #[command(subcommand)]
+    Token(commands::token::TokenCommand),
     /// Run the offline demo: pack a tree, shard it, destroy shards, read every file back.
     Demo(commands::demo::DemoArgs),
 }
@@ -103,6 +106,7 @@ fn main() -> std::process::ExitCode {
         Command::Member(cmd) => commands::member::run(cmd),
         Command::Status(args) => commands::status::run(args),
         Command::Cert(cmd) => commands::cert::run(cmd),
+        Command::Token(cmd) => commands::token::run(cmd),
         Command::Demo(args) => commands::demo::run(args),
     };
     match result {

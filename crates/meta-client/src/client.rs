@@ -8,15 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bitmountain_auth::{Role, Scope, Token, TokenId, TokenRecord};
 use bitmountain_proto::v1 as pb;
 
 use crate::batch::{BatchStats, Batcher};
-use crate::error::Result;
+use crate::error::{Field, MetaError, Result};
 use crate::transport::{self, Transport};
 use crate::types::{
     AllocateRequest, Bundle, BundleId, BundleState, ClusterStatus, CommitRequest, DiskState,
     FinishedRepair, Heartbeat, HeartbeatReply, MemberInfo, NodeState, RebalancePlan,
     RegisteredNode, Registration, RepairClaim, RepairPage, RepairSettings, RepairStatus,
+    TokenTable,
 };
 use crate::wire;
 
@@ -436,6 +438,64 @@ impl MetaClient {
             })
             .await
             .map(|r| r.value_format)
+    }
+
+    /// Creates an access token; returns its record and the token itself (shown once: the
+    /// group keeps only its hash).
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        scope: &Scope,
+        expires_unix_ms: u64,
+    ) -> Result<(TokenRecord, Token)> {
+        let request = pb::CreateTokenRequest {
+            name: name.to_string(),
+            role: role.as_str().to_string(),
+            scope: wire::labels_to_proto(scope.labels()),
+            expires_unix_ms,
+        };
+        let r = self
+            .transport
+            .admin(|mut c| {
+                let request = request.clone();
+                async move { c.create_token(request).await }
+            })
+            .await?;
+        let record = wire::token_from_proto(&r.token.unwrap_or_default())?;
+        let token = Token::parse(&r.secret).map_err(|e| MetaError::InvalidArgument {
+            field: Field::Token,
+            reason: format!("the member answered a token that does not parse: {e}"),
+        })?;
+        Ok((record, token))
+    }
+
+    /// The whole access-token table (hashes, never secrets).
+    pub async fn list_tokens(&self) -> Result<TokenTable> {
+        let r = self
+            .transport
+            .admin(|mut c| async move { c.list_tokens(pb::ListTokensRequest {}).await })
+            .await?;
+        Ok(TokenTable {
+            tokens: r
+                .tokens
+                .iter()
+                .map(wire::token_from_proto)
+                .collect::<Result<_>>()?,
+            version: r.tokens_version,
+        })
+    }
+
+    /// Revokes a token; returns its record (revoking a revoked token changes nothing).
+    pub async fn revoke_token(&self, id: TokenId) -> Result<TokenRecord> {
+        let r = self
+            .transport
+            .admin(|mut c| async move {
+                c.revoke_token(pb::RevokeTokenRequest { id: id.to_string() })
+                    .await
+            })
+            .await?;
+        wire::token_from_proto(&r.token.unwrap_or_default())
     }
 
     /// Hands leadership to `to`; returns the leader after.

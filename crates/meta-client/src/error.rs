@@ -143,6 +143,18 @@ pub enum MetaError {
         /// Why, naming the members in the way.
         reason: String,
     },
+    /// No access token with this id.
+    #[error("unknown token {id}: list tokens with `bitmountain token list`")]
+    UnknownToken {
+        /// The token id (16 hex digits).
+        id: String,
+    },
+    /// The token table refuses the change.
+    #[error("token refused: {reason}")]
+    TokenRefused {
+        /// Why.
+        reason: String,
+    },
     /// An error that carries a kind, a message and maybe a leader but no typed details: the
     /// replica's (not leader, overloaded, timeout, installing a snapshot, ...). A client also
     /// decodes a known kind whose status came without typed details into it. Never sent as JSON
@@ -235,6 +247,9 @@ fields! {
     BatchResult = "batch result",
     BatchResults = "batch results",
     DataDir = "data",
+    Token = "token",
+    Role = "role",
+    Expiry = "expires",
     // A name this binary does not know (from a newer member), shown as the word it stands for.
     Unknown = "field",
 }
@@ -293,6 +308,8 @@ impl MetaError {
             MetaError::TooManyMissingShards { .. } => ErrorKind::TooManyMissingShards,
             MetaError::StillHoldsShards { .. } => ErrorKind::StillHoldsShards,
             MetaError::ValueFormatRefused { .. } => ErrorKind::ValueFormatRefused,
+            MetaError::UnknownToken { .. } => ErrorKind::UnknownToken,
+            MetaError::TokenRefused { .. } => ErrorKind::TokenRefused,
             MetaError::Raft { kind, .. } => *kind,
             MetaError::Corrupt { .. } => ErrorKind::Corrupt,
             // A kind this binary does not know is, to it, an unknown gRPC error.

@@ -109,6 +109,15 @@ pub enum Command {
         /// `keys::VALUE_V1` or `keys::VALUE_V2`; never older than the current one.
         value_format: u8,
     },
+    /// Add an access token (its record holds the secret's hash, never the secret).
+    CreateToken(CreateToken),
+    /// Revoke an access token (it stays in the table, refused from then on).
+    RevokeToken {
+        /// The token.
+        id: bitmountain_auth::TokenId,
+        /// Leader's clock.
+        now_ms: u64,
+    },
     /// Compare-and-set a bundle's placement.
     UpdatePlacement {
         /// Bundle.
@@ -188,6 +197,16 @@ pub struct Commit {
     pub now_ms: u64,
 }
 
+/// [`Command::CreateToken`]: a new token's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateToken {
+    /// The record (id, role, scope, expiry, the secret's hash).
+    pub record: bitmountain_auth::TokenRecord,
+    /// Applies only while the table is at this version (`Some(0)`: the group's first admin
+    /// token, made once by whichever member leads first); `None`: whatever the version.
+    pub if_version: Option<u64>,
+}
+
 /// What an applied command returns to the proposer.
 #[derive(Debug, Clone)]
 pub enum Applied {
@@ -218,6 +237,8 @@ pub enum Applied {
         /// Queued (false: nothing new to repair).
         queued: bool,
     },
+    /// A token after the command.
+    Token(bitmountain_auth::TokenRecord),
     /// Nothing to return.
     Done,
 }
@@ -288,6 +309,8 @@ impl Command {
             Command::Delete { id } => a.delete(id),
             Command::Purge { id } => a.purge(id),
             Command::ReportDamage { id, shards, now_ms } => a.report_damage(id, shards, now_ms),
+            Command::CreateToken(c) => a.create_token(c),
+            Command::RevokeToken { id, now_ms } => a.revoke_token(id, now_ms),
             Command::UpdatePlacement {
                 id,
                 expected_generation,

@@ -46,6 +46,8 @@ pub const EXPIRY: u8 = 0x25;
 pub const REPAIR: u8 = 0x30;
 /// `0x31 | bundle id` → healthy shards `u32`: finds a bundle's queue entry.
 pub const REPAIR_BY_BUNDLE: u8 = 0x31;
+/// `0x40 | token id (8 bytes)` → access token record (`VALUE_V1` JSON, the secret's hash only).
+pub const TOKEN: u8 = 0x40;
 
 fn with(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -125,6 +127,11 @@ pub fn repair(healthy: u32, id: BundleId) -> Vec<u8> {
 /// Repair-by-bundle key.
 pub fn repair_by_bundle(id: BundleId) -> Vec<u8> {
     with(REPAIR_BY_BUNDLE, &[&id.to_bytes()])
+}
+
+/// Access token key.
+pub fn token(id: bitmountain_auth::TokenId) -> Vec<u8> {
+    with(TOKEN, &[&id.to_bytes()])
 }
 
 /// The bundle id in the last 16 bytes of an index key.

@@ -113,6 +113,11 @@ error_kinds! {
     StillHoldsShards = "still_holds_shards", FailedPrecondition, false;
     /// The group cannot switch to the value format asked for.
     ValueFormatRefused = "value_format_refused", FailedPrecondition, false;
+    /// No access token with this id.
+    UnknownToken = "unknown_token", NotFound, false;
+    /// A token change the table refuses (an id taken, the first admin token already made,
+    /// the table full).
+    TokenRefused = "token_refused", FailedPrecondition, false;
     /// Stored bytes did not decode.
     Corrupt = "corrupt", DataLoss, false;
     /// No metadata member answered in time (client side).

@@ -18,4 +18,5 @@ pub mod scrub;
 pub mod shard;
 pub mod sharded_bundle;
 pub mod status;
+pub mod token;
 pub mod units;

@@ -188,4 +188,15 @@ pub struct HeartbeatReply {
     pub heartbeat_interval_ms: u64,
     /// The repair throttles in force; `None` when the leader sent none.
     pub repair_settings: Option<RepairSettings>,
+    /// The version of the access-token table (a node refreshes its copy when it moves).
+    pub tokens_version: u64,
+}
+
+/// The access-token table as the group holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenTable {
+    /// Every token, revoked ones included (their secrets' hashes, never the secrets).
+    pub tokens: Vec<bitmountain_auth::TokenRecord>,
+    /// Its version ([`HeartbeatReply::tokens_version`]).
+    pub version: u64,
 }

@@ -14,7 +14,7 @@ pub use bundle::{
 };
 pub use cluster::{
     DiskRecord, DiskReport, DiskState, DomainLevel, Heartbeat, HeartbeatReply, NodeRecord,
-    NodeState, RegisteredNode, Registration,
+    NodeState, RegisteredNode, Registration, TokenTable,
 };
 pub use repair::{
     FinishedRepair, PlannedMove, RebalancePlan, RedundancyLevel, RepairAssignment, RepairClaim,

@@ -19,6 +19,10 @@ use crate::types::{
     RepairSettings, RepairTask,
 };
 
+mod access;
+pub use access::{
+    role_from_str, scope_from_proto, token_from_proto, token_id_from_str, token_to_proto,
+};
 mod bundles;
 mod nodes;
 pub use nodes::worker_to_proto;

@@ -70,6 +70,7 @@ impl HeartbeatReply {
                 .repair
                 .as_ref()
                 .map(|s| RepairSettings::from_proto(Some(s))),
+            tokens_version: r.tokens_version,
         }
     }
 }

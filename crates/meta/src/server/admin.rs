@@ -188,6 +188,27 @@ impl MetaAdmin for MetaServer {
         ok(pb::SetValueFormatResponse { value_format })
     }
 
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Rpc<pb::CreateTokenResponse> {
+        ok(MetaServer::create_token(self, req.into_inner()).await?)
+    }
+
+    async fn list_tokens(
+        &self,
+        _req: Request<pb::ListTokensRequest>,
+    ) -> Rpc<pb::ListTokensResponse> {
+        ok(MetaServer::list_tokens(self).await?)
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Rpc<pb::RevokeTokenResponse> {
+        ok(MetaServer::revoke_token(self, req.into_inner()).await?)
+    }
+
     async fn set_partition(
         &self,
         req: Request<pb::SetPartitionRequest>,

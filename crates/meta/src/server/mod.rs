@@ -12,6 +12,7 @@
 //!
 //! Errors become `tonic::Status` only through `MetaError`'s one conversion.
 
+mod access;
 mod admin;
 mod bundles;
 mod meta_service;
@@ -20,6 +21,7 @@ mod serve;
 mod topology;
 mod wire;
 
+pub use access::{FirstAdminToken, ADMIN_TOKEN_FILE};
 pub use serve::{serve, MemberOptions};
 
 use std::collections::HashMap;

@@ -10,6 +10,7 @@ use bitmountain_proto::v1::meta_admin_server::MetaAdminServer;
 use bitmountain_proto::v1::meta_service_server::MetaServiceServer;
 use bitmountain_raftstore::{Members, RaftConfig};
 
+use super::access::FirstAdminToken;
 use super::admin::Diagnostics;
 use super::bundles::Expiry;
 use super::{MetaConfig, MetaServer, WORKER_SHUTDOWN_GRACE};
@@ -72,6 +73,7 @@ pub async fn serve(
     let workers = &server.inner.workers;
     workers.spawn(FailureDetector::new(server.clone()));
     workers.spawn(Expiry::new(server.clone()));
+    workers.spawn(FirstAdminToken::new(server.clone(), opts.data_dir.clone()));
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(

@@ -119,11 +119,15 @@ impl MetaServer {
                 .collect(),
         };
         self.heartbeats().insert(r.node_id, heard);
-        let settings = self.inner.store.map().cluster.repair_settings;
+        let (settings, tokens_version) = {
+            let map = self.inner.store.map();
+            (map.cluster.repair_settings, map.cluster.tokens_version)
+        };
         Ok(pb::HeartbeatResponse {
             cluster_id,
             heartbeat_interval_ms: self.inner.cfg.heartbeat_interval_ms,
             repair: Some(settings.to_proto()),
+            tokens_version,
         })
     }
 

@@ -13,7 +13,8 @@
 //! - the repair queue matches shard health (`rules::shard_health`): a sealed bundle has an
 //!   entry exactly when a shard is lost or moving, keyed and counted as that judgement says;
 //! - each disk's placed bytes are the sum of the shards placed on it; each disk's node and
-//!   every id below its counter exist.
+//!   every id below its counter exist;
+//! - every access token record decodes under its own id, and the cluster record counts them.
 //!
 //! Reads go through the store, point reads and prefix scans; nothing is held per bundle, so
 //! the checker's memory does not grow with the number of bundles.
@@ -99,6 +100,7 @@ pub fn check(store: &MetaStore) -> Result<CheckReport> {
     check_counts(store, &counts, queued, &mut report)?;
     check_indexes(store, &mut report)?;
     check_map(store, &placed, &mut report);
+    check_tokens(store, &mut report)?;
     Ok(report)
 }
 
@@ -358,6 +360,28 @@ fn check_map(store: &MetaStore, placed: &BTreeMap<u64, u64>, report: &mut CheckR
             ));
         }
     }
+}
+
+/// Token records decode under their own id, and the cluster record counts them.
+fn check_tokens(store: &MetaStore, report: &mut CheckReport) -> Result<()> {
+    let mut count = 0u64;
+    store.scan(&[keys::TOKEN], &[], usize::MAX, |k, v| {
+        count += 1;
+        match codec::decode_value::<bitmountain_auth::TokenRecord>(v, "token record") {
+            Ok(t) if keys::token(t.id) == k => {}
+            Ok(t) => report.violation(format!("token {} is stored under key {}", t.id, hex(k))),
+            Err(e) => report.violation(format!("token key {}: {e}", hex(k))),
+        }
+        Ok(())
+    })?;
+    let cluster = store.map().cluster.clone();
+    if cluster.tokens != count || cluster.tokens_version < count {
+        report.violation(format!(
+            "tokens: the cluster record counts {} at version {}, the table holds {count}",
+            cluster.tokens, cluster.tokens_version
+        ));
+    }
+    Ok(())
 }
 
 fn hex(b: &[u8]) -> String {

@@ -43,6 +43,13 @@ pub struct ClusterRecord {
     /// of a group meets a value it cannot read.
     #[serde(default)]
     pub value_format: u8,
+    /// Bumped by every change of the access-token table: nodes refresh their copy of it when
+    /// a heartbeat answer names a newer version. 0: no token was ever made.
+    #[serde(default)]
+    pub tokens_version: u64,
+    /// Access tokens in the table (revoked ones included).
+    #[serde(default)]
+    pub tokens: u64,
 }
 
 impl ClusterRecord {

@@ -42,6 +42,14 @@ pub trait KeyReader {
             .transpose()
     }
 
+    /// An access token's record.
+    fn token(
+        &self,
+        id: bitmountain_auth::TokenId,
+    ) -> Result<Option<bitmountain_auth::TokenRecord>> {
+        self.get(&keys::token(id), "token record")
+    }
+
     /// A bundle's repair entry, if queued.
     fn repair_task(&self, id: BundleId) -> Result<Option<RepairTask>> {
         let Some(healthy) = self.get_raw(&keys::repair_by_bundle(id))? else {
@@ -284,6 +292,16 @@ impl MetaStore {
             Ok(())
         })?;
         Ok((out, next.unwrap_or_default()))
+    }
+
+    /// Every access token record (at most `limit`), in id order.
+    pub fn list_tokens(&self, limit: usize) -> Result<Vec<bitmountain_auth::TokenRecord>> {
+        let mut out = Vec::new();
+        self.scan(&[keys::TOKEN], &[], limit, |_, v| {
+            out.push(codec::decode_value(v, "token record")?);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// How many shards the reverse map places on a disk (counted up to `limit`).

@@ -408,3 +408,63 @@ fn the_checker_names_each_broken_invariant() {
     expect("Sealed bundles");
     expect("placed bytes recorded");
 }
+
+/// Tokens: created once per id, the first admin token once per group, revoked for good (a
+/// retried revoke answers the same), an unknown id refused; the checker holds after each.
+#[test]
+fn the_token_table_takes_each_token_once_and_revokes_for_good() {
+    use bitmountain_auth::{Role, Scope, Token, TokenRecord};
+    let mut one = OneByOne::new();
+    let record = |role| {
+        let token = Token::generate().unwrap();
+        TokenRecord::new(&token, "t", role, Scope::default(), 1, 0)
+    };
+    let create = |record: &TokenRecord, if_version| {
+        Command::CreateToken(crate::command::CreateToken {
+            record: record.clone(),
+            if_version,
+        })
+    };
+    let admin = record(Role::Admin);
+    assert!(matches!(
+        one.apply(&create(&admin, Some(0))).unwrap(),
+        Applied::Token(_)
+    ));
+    // A second first admin token (another member's) is refused, and so is a taken id.
+    let late = one
+        .apply(&create(&record(Role::Admin), Some(0)))
+        .unwrap_err();
+    assert!(matches!(late, MetaError::TokenRefused { .. }), "{late}");
+    let twice = one.apply(&create(&admin, None)).unwrap_err();
+    assert!(twice.to_string().contains("taken"), "{twice}");
+    let reader = record(Role::Reader);
+    one.apply(&create(&reader, None)).unwrap();
+    let revoke = Command::RevokeToken {
+        id: reader.id,
+        now_ms: 50,
+    };
+    let Applied::Token(revoked) = one.apply(&revoke).unwrap() else {
+        panic!("a revoke answers the token")
+    };
+    assert_eq!(revoked.revoked_unix_ms, 50);
+    // A retry answers the same and changes nothing.
+    let again = Command::RevokeToken {
+        id: reader.id,
+        now_ms: 99,
+    };
+    let Applied::Token(same) = one.apply(&again).unwrap() else {
+        panic!("a revoke answers the token")
+    };
+    assert_eq!(same.revoked_unix_ms, 50);
+    let unknown = Command::RevokeToken {
+        id: record(Role::Reader).id,
+        now_ms: 1,
+    };
+    assert!(matches!(
+        one.apply(&unknown).unwrap_err(),
+        MetaError::UnknownToken { .. }
+    ));
+    let map = one.store.map().cluster.clone();
+    assert_eq!((map.tokens, map.tokens_version), (2, 3));
+    assert_eq!(one.store.list_tokens(10).unwrap().len(), 2);
+}

@@ -1,7 +1,7 @@
-//! Applying commands, one file per family: [`bundles`] (allocate, commit, abort, expire,
-//! delete, purge), [`placement`] (placement changes and planned moves), [`repair`] (the repair
-//! queue, damage reports, throttles), [`topology`] (nodes, disks, the value format). The
-//! dispatch is `Command::apply` (`crate::command`).
+//! Applying commands, one file per family: [`access`] (access tokens), [`bundles`] (allocate,
+//! commit, abort, expire, delete, purge), [`placement`] (placement changes and planned moves),
+//! [`repair`] (the repair queue, damage reports, throttles), [`topology`] (nodes, disks, the
+//! value format). The dispatch is `Command::apply` (`crate::command`).
 //!
 //! An [`Applier`] is one entry's view: reads see the DB plus the round's earlier entries
 //! (never the entry's own writes), writes are collected and reach the round's batch at its
@@ -12,6 +12,7 @@
 //! would go below zero — is a broken invariant: the member stops (`MetaStateMachine`), since
 //! a member that skipped or bent the entry would hold a different state from then on.
 
+pub(crate) mod access;
 mod bundles;
 mod placement;
 mod repair;

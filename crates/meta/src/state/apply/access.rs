@@ -1,0 +1,65 @@
+//! Access tokens: the table clients' tokens are checked against (records hold the secret's
+//! hash only). Every change bumps `ClusterRecord::tokens_version`, which heartbeats carry, so
+//! nodes know when to fetch the table again.
+
+use super::Applier;
+use crate::command::{Applied, ApplyResult, CreateToken};
+use crate::error::MetaError;
+use crate::keys;
+use crate::state::KeyReader;
+
+/// Most tokens the table holds (revoked ones included): every node keeps a copy in memory.
+pub const MAX_TOKENS: u64 = 10_000;
+
+impl Applier<'_> {
+    pub(crate) fn create_token(&mut self, c: CreateToken) -> ApplyResult {
+        let version = self.map.cluster.tokens_version;
+        if let Some(expected) = c.if_version {
+            if expected != version {
+                return Err(MetaError::TokenRefused {
+                    reason: format!(
+                        "the token table is at version {version}, not {expected} (another \
+                         member made the first admin token)"
+                    ),
+                });
+            }
+        }
+        let id = c.record.id;
+        if self.token(id)?.is_some() {
+            return Err(MetaError::TokenRefused {
+                reason: format!("token id {id} is taken; create the token again"),
+            });
+        }
+        if self.map.cluster.tokens >= MAX_TOKENS {
+            return Err(MetaError::TokenRefused {
+                reason: format!(
+                    "the table holds {MAX_TOKENS} tokens, the most it keeps; revoked tokens \
+                     still count"
+                ),
+            });
+        }
+        self.put(&keys::token(id), &c.record);
+        let cluster = &mut self.map.cluster;
+        cluster.tokens += 1;
+        cluster.tokens_version += 1;
+        Ok(Applied::Token(c.record))
+    }
+
+    pub(crate) fn revoke_token(
+        &mut self,
+        id: bitmountain_auth::TokenId,
+        now_ms: u64,
+    ) -> ApplyResult {
+        let mut record = self
+            .token(id)?
+            .ok_or(MetaError::UnknownToken { id: id.to_string() })?;
+        if record.revoked_unix_ms != 0 {
+            // Revoked already: a retried revoke answers the same.
+            return Ok(Applied::Token(record));
+        }
+        record.revoked_unix_ms = now_ms.max(1);
+        self.put(&keys::token(id), &record);
+        self.map.cluster.tokens_version += 1;
+        Ok(Applied::Token(record))
+    }
+}
