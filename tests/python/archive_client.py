@@ -3,9 +3,11 @@
 proto/archive.proto alone, used to upload a bundle to a running Bit Mountain node and read it
 back through the public API.
 
-Usage: archive_client.py STUBS_DIR NODE_ADDRESS
+Usage: archive_client.py STUBS_DIR NODE_ADDRESS CA_FILE TOKEN_FILE
 
-STUBS_DIR holds archive_pb2.py and archive_pb2_grpc.py. Prints a JSON summary on success; exits
+STUBS_DIR holds archive_pb2.py and archive_pb2_grpc.py. The connection is TLS, verified against
+the cluster CA in CA_FILE, and every call carries the access token in TOKEN_FILE as
+`authorization: Bearer ...`, as any gRPC client would send it. Prints a JSON summary on success; exits
 1 with a message naming the first mismatch otherwise. Also checks the gRPC health service
 (standard grpc.health.v1, generic tooling) reports SERVING.
 """
@@ -17,13 +19,21 @@ import sys
 
 
 def main():
-    stubs, address = sys.argv[1], sys.argv[2]
+    stubs, address, ca_file, token_file = sys.argv[1:5]
     sys.path.insert(0, stubs)
     import grpc
     import archive_pb2 as pb
     import archive_pb2_grpc as rpc
 
-    channel = grpc.insecure_channel(address)
+    with open(ca_file, "rb") as f:
+        ca = f.read()
+    with open(token_file) as f:
+        token = f.read().strip()
+    credentials = grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(root_certificates=ca),
+        grpc.access_token_call_credentials(token),
+    )
+    channel = grpc.secure_channel(address, credentials)
     grpc.channel_ready_future(channel).result(timeout=30)
     api = rpc.ArchiveServiceStub(channel)
 

@@ -75,9 +75,33 @@ impl Cluster {
         meta_args: &[&str],
         node_args: &[&str],
     ) -> Self {
+        Self::start_secured(
+            members,
+            nodes,
+            disks_per_node,
+            code,
+            meta_args,
+            node_args,
+            false,
+        )
+    }
+
+    /// Like [`Cluster::start_members`]; `insecure` runs every process with `--insecure` (only
+    /// for the benchmark comparing TLS and tokens with plaintext).
+    pub fn start_secured(
+        members: u64,
+        nodes: usize,
+        disks_per_node: usize,
+        code: &str,
+        meta_args: &[&str],
+        node_args: &[&str],
+        insecure: bool,
+    ) -> Self {
         let mut args = vec!["--default-code", code];
         args.extend_from_slice(meta_args);
-        let meta = MetaCluster::start(members, &args);
+        let meta = MetaCluster::start_with_security(members, &args, insecure);
+        // Nodes load the token table when they start; the admin token must be in it.
+        meta.admin_token();
         let mut cluster = Cluster {
             meta,
             nodes: Vec::new(),
@@ -117,6 +141,7 @@ impl Cluster {
 
     fn spawn_node(&mut self, index: usize) {
         let meta = self.meta.endpoints().join(",");
+        let security = self.meta.security_args(&self.meta.pki.node_dir);
         let node = &mut self.nodes[index - 1];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -127,7 +152,8 @@ impl Cluster {
         cmd.arg("node")
             .arg("--data")
             .arg(&node.data)
-            .args(["--listen", &node.addr, "--meta", &meta]);
+            .args(["--listen", &node.addr, "--meta", &meta])
+            .args(&security);
         for d in &node.disks {
             cmd.arg("--disk").arg(d);
         }
@@ -170,14 +196,68 @@ impl Cluster {
             .join(",")
     }
 
-    /// A client of one node.
+    /// A client of one node, with the admin token.
     pub fn client(&self, index: usize) -> ArchiveClient {
-        ArchiveClient::new([self.addr(index)]).expect("client")
+        self.client_of(&self.addr(index))
     }
 
-    /// A client of every node (fails over).
+    /// A client of every node (fails over), with the admin token.
     pub fn client_all(&self) -> ArchiveClient {
-        ArchiveClient::new([self.all_addrs()]).expect("client")
+        self.client_of(&self.all_addrs())
+    }
+
+    /// A client of `addrs` (comma-separated), with the admin token.
+    pub fn client_of(&self, addrs: &str) -> ArchiveClient {
+        ArchiveClient::new([addrs])
+            .expect("client")
+            .with_credentials(self.token_credentials())
+    }
+
+    /// The CA and the admin token: what clients carry.
+    pub fn token_credentials(&self) -> bitmountain_proto::Credentials {
+        if self.meta.insecure {
+            return bitmountain_proto::Credentials::insecure();
+        }
+        self.meta.pki.with_token(&self.meta.admin_token())
+    }
+
+    /// Waits until every running node accepts `token` (its copy of the token table has it).
+    pub async fn wait_token_everywhere(&self, token: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &self.nodes {
+            let client = ArchiveClient::new([node.addr.as_str()])
+                .expect("client")
+                .with_credentials(self.meta.pki.with_token(token));
+            while let Err(e) = client.status().await {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} refuses the token: {e}",
+                    node.index
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Waits until every running node refuses `token` as `unauthenticated`; fails the test if
+    /// one still accepts it at `deadline`.
+    pub async fn wait_refused_everywhere(&self, token: &str, deadline: Instant) {
+        for node in &self.nodes {
+            let client = ArchiveClient::new([node.addr.as_str()])
+                .expect("client")
+                .with_credentials(self.meta.pki.with_token(token));
+            loop {
+                match client.status().await {
+                    Err(e) if e.kind() == Some("unauthenticated") => break,
+                    other => assert!(
+                        Instant::now() < deadline,
+                        "node {} still answers the token past its deadline: {other:?}",
+                        node.index
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     /// The last lines of a node's log.
@@ -201,6 +281,7 @@ impl Cluster {
             // A runtime of its own, and clients made in it (a client's connections belong to
             // the runtime that first used them). The smallest count any node reports, if all
             // answer.
+            let creds = self.token_credentials();
             let seen = std::thread::scope(|s| {
                 s.spawn(|| {
                     let rt = tokio::runtime::Builder::new_current_thread()
@@ -210,7 +291,9 @@ impl Cluster {
                     rt.block_on(async {
                         let mut least: Option<usize> = None;
                         for addr in &addrs {
-                            let client = ArchiveClient::new([addr.as_str()]).ok()?;
+                            let client = ArchiveClient::new([addr.as_str()])
+                                .ok()?
+                                .with_credentials(creds.clone());
                             let n = client.status().await.ok()?.nodes.len();
                             least = Some(least.map_or(n, |l| l.min(n)));
                         }

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod meta_cluster;
+pub mod pki;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -32,9 +33,21 @@ pub fn bitmountain_bin() -> PathBuf {
     candidate
 }
 
-/// A `Command` for the binary under test.
+/// A `Command` for the binary under test. Client commands get the current test cluster's CA
+/// and admin token ([`pki`]); a config file of the machine's user is never read.
 pub fn bitmountain() -> Command {
-    Command::new(bitmountain_bin())
+    let mut cmd = Command::new(bitmountain_bin());
+    cmd.env(
+        "BITMOUNTAIN_CONFIG",
+        "/nonexistent/bitmountain-test-config.toml",
+    );
+    if let Some((ca, token)) = pki::current() {
+        cmd.env("BITMOUNTAIN_CA", ca);
+        if let Some(token) = token {
+            cmd.env("BITMOUNTAIN_TOKEN_FILE", token);
+        }
+    }
+    cmd
 }
 
 /// Runs the binary with `args` and returns its output, whatever the exit status.

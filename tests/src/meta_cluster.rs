@@ -8,11 +8,18 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bitmountain_meta_client::client::member_status;
 use bitmountain_meta_client::types::{DiskReport, Registration};
 use bitmountain_meta_client::{AllocateRequest, Code, CommitRequest, DiskState, MetaClient};
+use bitmountain_proto::Credentials;
+
+use crate::pki::{self, TestPki};
+
+/// How long a test waits for the first leader's admin token (and every member to know it).
+const ADMIN_TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One member process.
 #[derive(Debug)]
@@ -52,6 +59,12 @@ pub struct MetaCluster {
     pub members: BTreeMap<u64, MetaMember>,
     /// Extra arguments for every member (e.g. `--compact-log-entries 50`).
     pub extra_args: Vec<String>,
+    /// The cluster's CA and certificates.
+    pub pki: TestPki,
+    /// The admin token, once read.
+    admin_token: OnceLock<String>,
+    /// Run with `--insecure` (no TLS, no tokens): only the benchmark that compares the two.
+    pub insecure: bool,
 }
 
 /// How long a port handed to one test stays out of other tests' reach.
@@ -121,8 +134,19 @@ pub const NO_FAILURE_DETECTION: &[&str] = &["--node-down-grace-ms", "86400000"];
 impl MetaCluster {
     /// Starts `n` members bootstrapped together (ids 1..=n).
     pub fn start(n: u64, extra_args: &[&str]) -> Self {
+        Self::start_with_security(n, extra_args, false)
+    }
+
+    /// Like [`MetaCluster::start`]; `insecure` runs every member with `--insecure` (the TLS
+    /// benchmark's baseline), else with TLS and tokens like every test.
+    pub fn start_with_security(n: u64, extra_args: &[&str], insecure: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let pki = TestPki::create(&dir.path().join("pki"));
+        pki::set_current(&pki, dir.path());
         let mut c = Self {
+            pki,
+            admin_token: OnceLock::new(),
+            insecure,
             dir,
             members: BTreeMap::new(),
             // Members run at the binary's default Raft timing, the one the failover target
@@ -171,6 +195,7 @@ impl MetaCluster {
 
     fn spawn(&mut self, id: u64, bootstrap: Option<&str>) {
         let extra = self.extra_args.clone();
+        let security = self.security_args(&self.pki.meta_dir);
         let m = self.members.get_mut(&id).expect("member defined");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -181,6 +206,7 @@ impl MetaCluster {
         cmd.args(["meta", "--id", &id.to_string(), "--data"])
             .arg(&m.data)
             .args(["--listen", &m.addr, "--enable-fault-injection"])
+            .args(&security)
             .args(&extra)
             .env(
                 "BITMOUNTAIN_LOG",
@@ -216,6 +242,7 @@ impl MetaCluster {
     pub fn restart(&mut self, id: u64) {
         self.kill(id);
         let extra = self.extra_args.clone();
+        let security = self.security_args(&self.pki.meta_dir);
         let m = self.members.get_mut(&id).expect("member defined");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -226,6 +253,7 @@ impl MetaCluster {
         cmd.args(["meta", "--data"])
             .arg(&m.data)
             .args(["--listen", &m.addr, "--enable-fault-injection"])
+            .args(&security)
             .args(&extra)
             .env(
                 "BITMOUNTAIN_LOG",
@@ -247,9 +275,105 @@ impl MetaCluster {
         self.members.values().map(|m| m.addr.clone()).collect()
     }
 
-    /// A client over every member.
+    /// A client over every member, with the node certificate and the admin token.
     pub fn client(&self) -> MetaClient {
-        MetaClient::new(self.endpoints()).expect("client")
+        MetaClient::new(self.endpoints())
+            .expect("client")
+            .with_credentials(self.credentials())
+    }
+
+    /// A client of exactly these members, with the node certificate and the admin token.
+    pub fn client_of(&self, ids: &[u64]) -> MetaClient {
+        MetaClient::new(ids.iter().map(|id| self.addr(*id)))
+            .expect("client")
+            .with_credentials(self.credentials())
+    }
+
+    /// The node certificate and the admin token: node calls and admin calls alike.
+    pub fn credentials(&self) -> Credentials {
+        if self.insecure {
+            return Credentials::insecure();
+        }
+        self.pki.node_and_token(&self.admin_token())
+    }
+
+    /// `--tls-dir DIR` of a member or node, or `--insecure`.
+    pub fn security_args(&self, tls_dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+        if self.insecure {
+            return vec!["--insecure".into()];
+        }
+        vec!["--tls-dir".into(), tls_dir.into()]
+    }
+
+    /// The status of member `id` alone (asked with the node certificate).
+    pub async fn status_of(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> bitmountain_meta_client::Result<bitmountain_meta_client::types::ClusterStatus> {
+        let creds = if self.insecure {
+            Credentials::insecure()
+        } else {
+            self.pki.node()
+        };
+        member_status(&self.addr(id), &creds, timeout).await
+    }
+
+    /// The admin token the first leader wrote, once every running member has applied it (so
+    /// any of them accepts it). Waits for both; callable from sync and async code.
+    pub fn admin_token(&self) -> String {
+        if self.insecure {
+            return String::new();
+        }
+        self.admin_token
+            .get_or_init(|| {
+                let deadline = Instant::now() + ADMIN_TOKEN_TIMEOUT;
+                let file = loop {
+                    if let Some(f) = pki::find_admin_token(self.dir.path()) {
+                        break f;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "no member wrote admin.token within {ADMIN_TOKEN_TIMEOUT:?}\n{}",
+                        self.log_tail(*self.members.keys().next().expect("a member"), 30)
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                };
+                let token = std::fs::read_to_string(&file).expect("admin.token");
+                let token = token.trim().to_owned();
+                let creds = self.pki.with_token(&token);
+                let addrs = self.endpoints();
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("runtime");
+                        rt.block_on(async {
+                            for addr in &addrs {
+                                // A member that is not running has nothing to apply.
+                                if !crate::pki::answers(addr) {
+                                    continue;
+                                }
+                                while member_status(addr, &creds, Duration::from_millis(500))
+                                    .await
+                                    .is_err()
+                                {
+                                    assert!(
+                                        Instant::now() < deadline,
+                                        "member {addr} did not accept the admin token within {ADMIN_TOKEN_TIMEOUT:?}"
+                                    );
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                }
+                            }
+                        })
+                    })
+                    .join()
+                    .expect("admin token thread")
+                });
+                token
+            })
+            .clone()
     }
 
     /// The last lines of a member's log (for assertion messages).
@@ -265,7 +389,7 @@ impl MetaCluster {
         loop {
             let mut leaders = Vec::new();
             for id in among {
-                if let Ok(st) = member_status(&self.addr(*id), Duration::from_millis(500)).await {
+                if let Ok(st) = self.status_of(*id, Duration::from_millis(500)).await {
                     leaders.push(st.leader_id);
                 } else {
                     leaders.push(0);
@@ -274,8 +398,11 @@ impl MetaCluster {
             let first = leaders[0];
             if first != 0 && among.contains(&first) && leaders.iter().all(|l| *l == first) {
                 // Confirm the leader thinks so too.
-                if let Ok(st) = member_status(&self.addr(first), Duration::from_millis(500)).await {
+                if let Ok(st) = self.status_of(first, Duration::from_millis(500)).await {
                     if st.role == "leader" {
+                        // Its first leader makes the admin token: CLI commands of the test
+                        // carry it from here on.
+                        self.admin_token();
                         return first;
                     }
                 }
@@ -294,7 +421,8 @@ impl MetaCluster {
     pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let applied = member_status(&self.addr(id), Duration::from_millis(500))
+            let applied = self
+                .status_of(id, Duration::from_millis(500))
                 .await
                 .map(|s| s.applied_index)
                 .unwrap_or(0);

@@ -28,9 +28,7 @@ fn start() -> Item {
 
 /// Sends `items` as one upload (ending the stream after them) and returns the outcome.
 async fn upload(addr: &str, items: Vec<Item>) -> Result<pb::PutBundleResponse, tonic::Status> {
-    let mut stub = ArchiveServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
+    let mut stub = ArchiveServiceClient::new(bitmountain_tests::pki::client_channel(addr))
         .max_encoding_message_size(64 << 20);
     let stream = tokio_stream::iter(items.into_iter().map(msg));
     stub.put_bundle(stream).await.map(|r| r.into_inner())

@@ -366,7 +366,7 @@ async fn single_read_latency() {
     let mut lat = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
-        let fresh = ArchiveClient::new([cluster.addr(2)]).unwrap();
+        let fresh = cluster.client(2);
         drop(fresh);
         let _ = c.stat(&put.bundle_id).await.unwrap();
         lat.push(t.elapsed());
@@ -380,12 +380,12 @@ async fn single_read_latency() {
     let mut lat = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
+        let channel =
+            bitmountain_tests::pki::connect(&cluster.addr(2), &cluster.token_credentials()).await;
         let mut stub =
-            bitmountain_proto::archive::v1::archive_service_client::ArchiveServiceClient::connect(
-                format!("http://{}", cluster.addr(2)),
-            )
-            .await
-            .unwrap();
+            bitmountain_proto::archive::v1::archive_service_client::ArchiveServiceClient::new(
+                channel,
+            );
         let conn = t.elapsed();
         let t = Instant::now();
         let mut s = stub

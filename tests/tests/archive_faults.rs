@@ -124,9 +124,7 @@ struct SlowUpload {
 
 impl SlowUpload {
     async fn start(addr: &str) -> Self {
-        let mut stub = ArchiveServiceClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        let mut stub = ArchiveServiceClient::new(bitmountain_tests::pki::client_channel(addr));
         let (tx, rx) = mpsc::channel(4);
         let call = tokio::spawn(async move {
             stub.put_bundle(ReceiverStream::new(rx))

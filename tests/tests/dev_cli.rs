@@ -5,12 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use bitmountain_tests::bitmountain;
 use bitmountain_tests::cluster::pseudo_random_bytes;
 use bitmountain_tests::meta_cluster::free_port;
-use bitmountain_tests::{bitmountain, run};
 
 struct Dev {
     child: Child,
@@ -25,12 +26,13 @@ impl Drop for Dev {
 
 /// Starts `bitmountain dev` and waits until it says it is up.
 #[allow(clippy::zombie_processes)] // `Dev` kills and waits for it when dropped.
-fn start_dev(data: &std::path::Path, listen: &str) -> Dev {
+fn start_dev(data: &Path, listen: &str, config: &Path) -> Dev {
     let mut child = bitmountain()
         .args(["dev", "--data"])
         .arg(data)
         .args(["--listen", listen])
         .env("BITMOUNTAIN_LOG", "warn")
+        .env("BITMOUNTAIN_CONFIG", config)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -61,8 +63,22 @@ fn start_dev(data: &std::path::Path, listen: &str) -> Dev {
     }
 }
 
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
+/// Runs a command as a user would after `scripts/dev`: no flags, the client config file the dev
+/// cluster wrote (at `config`), nothing from the test harness's environment.
+fn cli(config: &Path, args: &[&str]) -> Output {
+    bitmountain()
+        .env("BITMOUNTAIN_CONFIG", config)
+        .env_remove("BITMOUNTAIN_CA")
+        .env_remove("BITMOUNTAIN_TOKEN")
+        .env_remove("BITMOUNTAIN_TOKEN_FILE")
+        .env_remove("BITMOUNTAIN_CLUSTER")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(config: &Path, args: &[&str]) -> String {
+    let out = cli(config, args);
     assert!(
         out.status.success(),
         "bitmountain {args:?} failed: {}",
@@ -75,6 +91,7 @@ fn ok(args: &[&str]) -> String {
 fn dev_cluster_put_ls_get_status_and_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("dev");
+    let config = tmp.path().join("config.toml");
     let listen = format!("127.0.0.1:{}", free_port());
     let book = tmp.path().join("book");
     std::fs::create_dir_all(book.join("pages")).unwrap();
@@ -83,53 +100,98 @@ fn dev_cluster_put_ls_get_status_and_restart() {
     std::fs::write(book.join("pages/0002.tif"), b"second page").unwrap();
     std::fs::write(book.join("mets.xml"), b"<mets/>").unwrap();
 
-    let dev = start_dev(&data, &listen);
-    let c = ["--cluster", listen.as_str()];
-    let id = ok(&[
-        &["put", book.to_str().unwrap(), "--label", "collection=books"],
-        &c[..],
-    ]
-    .concat())
+    let dev = start_dev(&data, &listen, &config);
+    // The commands of the README, unchanged: the dev cluster wrote the client config.
+    let c: [&str; 0] = [];
+    let id = ok(
+        &config,
+        &[
+            &["put", book.to_str().unwrap(), "--label", "collection=books"],
+            &c[..],
+        ]
+        .concat(),
+    )
     .trim()
     .to_string();
     assert_eq!(id.len(), 32, "put prints the bundle id: {id:?}");
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(written.contains(&listen), "{written}");
 
-    let listed = ok(&[&["ls", "--label", "collection=books"], &c[..]].concat());
+    // TLS and tokens are on: a client without the CA is told to pass one, a client without a
+    // token is told it has none.
+    let plain = bitmountain()
+        .env("BITMOUNTAIN_CONFIG", tmp.path().join("none.toml"))
+        .args(["ls", "--cluster", &listen])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success() && err.contains("--ca"), "{err}");
+    let ca = data.join("tls/ca/ca.pem");
+    let tokenless = bitmountain()
+        .env("BITMOUNTAIN_CONFIG", tmp.path().join("none.toml"))
+        .args(["ls", "--cluster", &listen, "--ca", ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&tokenless.stderr);
+    assert!(
+        !tokenless.status.success() && err.contains("token"),
+        "{err}"
+    );
+
+    let listed = ok(
+        &config,
+        &[&["ls", "--label", "collection=books"], &c[..]].concat(),
+    );
     assert!(listed.contains(&id), "{listed}");
-    let files = ok(&[&["ls", id.as_str()], &c[..]].concat());
+    let files = ok(&config, &[&["ls", id.as_str()], &c[..]].concat());
     assert!(
         files.contains("pages/0001.tif") && files.contains("mets.xml"),
         "{files}"
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&[&["ls", id.as_str(), "--json"], &c[..]].concat())).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        &config,
+        &[&["ls", id.as_str(), "--json"], &c[..]].concat(),
+    ))
+    .unwrap();
     assert_eq!(json.as_array().unwrap().len(), 3);
 
     let out = tmp.path().join("page1.tif");
     let file = format!("{id}/pages/0001.tif");
-    ok(&[&["get", file.as_str(), "-o", out.to_str().unwrap()], &c[..]].concat());
+    ok(
+        &config,
+        &[&["get", file.as_str(), "-o", out.to_str().unwrap()], &c[..]].concat(),
+    );
     assert_eq!(std::fs::read(&out).unwrap(), page);
-    let cat = run(&[&["cat", &format!("{id}/pages/0002.tif")], &c[..]].concat());
+    let cat = cli(
+        &config,
+        &[&["cat", &format!("{id}/pages/0002.tif")], &c[..]].concat(),
+    );
     assert_eq!(cat.stdout, b"second page");
 
     let export = tmp.path().join("book.bundle");
-    ok(&[
-        &["export", id.as_str(), "-o", export.to_str().unwrap()],
-        &c[..],
-    ]
-    .concat());
+    ok(
+        &config,
+        &[
+            &["export", id.as_str(), "-o", export.to_str().unwrap()],
+            &c[..],
+        ]
+        .concat(),
+    );
     // The offline tool verifies the exported bundle.
-    ok(&["bundle", "verify", export.to_str().unwrap()]);
+    ok(&config, &["bundle", "verify", export.to_str().unwrap()]);
 
     let status: serde_json::Value =
-        serde_json::from_str(&ok(&[&["status", "--json"], &c[..]].concat())).unwrap();
+        serde_json::from_str(&ok(&config, &[&["status", "--json"], &c[..]].concat())).unwrap();
     assert_eq!(status["nodes"].as_array().unwrap().len(), 6);
     assert_eq!(status["bundles_sealed"], 1);
-    let human = ok(&[&["status"], &c[..]].concat());
+    let human = ok(&config, &[&["status"], &c[..]].concat());
     assert!(human.contains("nodes     6"), "{human}");
 
     // Errors an operator can act on.
-    let missing = run(&[&["get", &format!("{id}/nope.tif")], &c[..]].concat());
+    let missing = cli(
+        &config,
+        &[&["get", &format!("{id}/nope.tif")], &c[..]].concat(),
+    );
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(
@@ -139,17 +201,20 @@ fn dev_cluster_put_ls_get_status_and_restart() {
 
     // Stop and start again on the same data: the bundle is still there.
     drop(dev);
-    let dev = start_dev(&data, &listen);
+    let dev = start_dev(&data, &listen, &config);
     let again = tmp.path().join("page1-again.tif");
-    ok(&[
-        &["get", file.as_str(), "-o", again.to_str().unwrap()],
-        &c[..],
-    ]
-    .concat());
+    ok(
+        &config,
+        &[
+            &["get", file.as_str(), "-o", again.to_str().unwrap()],
+            &c[..],
+        ]
+        .concat(),
+    );
     assert_eq!(std::fs::read(&again).unwrap(), page);
 
-    ok(&[&["rm", id.as_str()], &c[..]].concat());
-    let gone = run(&[&["cat", &file], &c[..]].concat());
+    ok(&config, &[&["rm", id.as_str()], &c[..]].concat());
+    let gone = cli(&config, &[&["cat", &file], &c[..]].concat());
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
     drop(dev);

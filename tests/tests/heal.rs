@@ -59,9 +59,7 @@ async fn read_all(client: &ArchiveClient, stored: &[(String, Files)]) {
 }
 
 fn meta_client(c: &Cluster) -> MetaClient {
-    MetaClient::new(c.meta.endpoints())
-        .unwrap()
-        .with_timeout(Duration::from_secs(20))
+    c.meta.client().with_timeout(Duration::from_secs(20))
 }
 
 /// The cluster map as the leader sees it.
@@ -70,9 +68,13 @@ async fn status(meta: &MetaClient) -> ClusterStatus {
     if st.role == "leader" || st.leader_address.is_empty() {
         return st;
     }
-    bitmountain_meta_client::client::member_status(&st.leader_address, Duration::from_secs(2))
-        .await
-        .unwrap_or(st)
+    bitmountain_meta_client::client::member_status(
+        &st.leader_address,
+        meta.credentials(),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap_or(st)
 }
 
 async fn node_id(meta: &MetaClient, addr: &str) -> u64 {
@@ -388,8 +390,9 @@ async fn rebuild_completes_when_the_leader_and_a_worker_are_killed() {
     c.meta.wait_leader(&others, Duration::from_secs(20)).await;
     c.restart_node(worker_index);
     // Full speed again; the new leader hands the unfinished repairs out again.
-    let fresh = &MetaClient::new(others.iter().map(|m| c.meta.addr(*m)))
-        .unwrap()
+    let fresh = &c
+        .meta
+        .client_of(&others)
         .with_timeout(Duration::from_secs(20));
     fresh
         .set_repair_settings(RepairSettings {

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitmountain_client::{ArchiveClient, PutOptions, UploadFile};
+use bitmountain_client::{PutOptions, UploadFile};
 use bitmountain_meta_client::types::RepairSettings;
 use bitmountain_meta_client::{BundleState, DiskState, MetaClient};
 use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
@@ -53,9 +53,7 @@ async fn disk_state(meta: &MetaClient, disk: u64) -> Option<DiskState> {
 
 async fn run(nodes: usize, disks_per_node: usize, lost_disk_bytes: u64) -> (f64, f64, f64) {
     let c = Cluster::start_with(nodes, disks_per_node, CODE, &[], &[]);
-    let meta = MetaClient::new(c.meta.endpoints())
-        .unwrap()
-        .with_timeout(Duration::from_secs(30));
+    let meta = c.meta.client().with_timeout(Duration::from_secs(30));
     // Stored bytes are data × 1.5, spread over every disk.
     let data_bytes = lost_disk_bytes * (disks_per_node * nodes) as u64 * 2 / 3;
     let bundle_bytes = (BUNDLE_FILES * FILE_BYTES) as u64;
@@ -64,7 +62,7 @@ async fn run(nodes: usize, disks_per_node: usize, lost_disk_bytes: u64) -> (f64,
     let mut uploads = tokio::task::JoinSet::new();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for worker in 0..4 {
-        let client = ArchiveClient::new([c.addr(1 + worker % nodes)]).unwrap();
+        let client = c.client(1 + worker % nodes);
         let next = Arc::clone(&next);
         uploads.spawn(async move {
             loop {

@@ -53,10 +53,8 @@ fn item_err(r: &pb::BatchResult) -> MetaError {
     }
 }
 
-async fn raw_client(addr: &str) -> MetaServiceClient<tonic::transport::Channel> {
-    MetaServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
+async fn raw_client(addr: &str) -> MetaServiceClient<bitmountain_proto::AuthChannel> {
+    MetaServiceClient::new(bitmountain_tests::pki::node_channel(addr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +179,7 @@ async fn a_follower_redirects_a_whole_batch() {
         e => panic!("expected not_leader, got {e:?}"),
     }
     // A client that starts at the follower is redirected and its batch lands.
-    let via_follower = bitmountain_meta_client::MetaClient::new([cluster.addr(follower)]).unwrap();
+    let via_follower = cluster.client_of(&[follower]);
     let b = via_follower
         .allocate_bundle(&allocation("via-follower", RS_4_2))
         .await

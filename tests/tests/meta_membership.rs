@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bitmountain_meta_client::client::member_status;
-use bitmountain_meta_client::{AllocateRequest, BundleState, MetaClient};
+use bitmountain_meta_client::{AllocateRequest, BundleState};
 use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster, RS_4_2};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -91,13 +90,11 @@ async fn add_and_remove_members_while_writing() {
     cluster
         .wait_applied(4, st.commit_index, Duration::from_secs(20))
         .await;
-    let own = MetaClient::new([cluster.addr(4)]).unwrap();
+    let own = cluster.client_of(&[4]);
     for id in acked.values().take(50) {
         own.get_bundle(*id, true).await.unwrap();
     }
-    let s4 = member_status(&cluster.addr(4), Duration::from_secs(2))
-        .await
-        .unwrap();
+    let s4 = cluster.status_of(4, Duration::from_secs(2)).await.unwrap();
     let mut voters: Vec<u64> = s4
         .members
         .iter()

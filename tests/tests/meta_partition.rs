@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use bitmountain_meta_client::client::{member_status, set_partition};
-use bitmountain_meta_client::{Code, MetaClient, MetaError};
+use bitmountain_meta_client::client::set_partition;
+use bitmountain_meta_client::{Code, MetaError};
 use bitmountain_tests::meta_cluster::{allocation, register_fake_nodes, MetaCluster};
 
 const CODE: Code = Code {
@@ -17,16 +17,24 @@ const CODE: Code = Code {
 };
 
 async fn isolate(cluster: &MetaCluster, alone: u64, all: &[u64]) {
+    let creds = cluster.credentials();
     let others: Vec<u64> = all.iter().copied().filter(|i| *i != alone).collect();
-    set_partition(&cluster.addr(alone), &others).await.unwrap();
+    set_partition(&cluster.addr(alone), &creds, &others)
+        .await
+        .unwrap();
     for o in &others {
-        set_partition(&cluster.addr(*o), &[alone]).await.unwrap();
+        set_partition(&cluster.addr(*o), &creds, &[alone])
+            .await
+            .unwrap();
     }
 }
 
 async fn heal(cluster: &MetaCluster, all: &[u64]) {
+    let creds = cluster.credentials();
     for id in all {
-        set_partition(&cluster.addr(*id), &[]).await.unwrap();
+        set_partition(&cluster.addr(*id), &creds, &[])
+            .await
+            .unwrap();
     }
 }
 
@@ -40,8 +48,8 @@ async fn partitioned_minority_cannot_commit() {
 
     // Cut the leader off. It cannot commit; a client that can only reach it gets a clear error.
     isolate(&cluster, old_leader, &all).await;
-    let only_old = MetaClient::new([cluster.addr(old_leader)])
-        .unwrap()
+    let only_old = cluster
+        .client_of(&[old_leader])
         .with_timeout(Duration::from_secs(4));
     let err = only_old
         .allocate_bundle(&allocation("minority-1", CODE))
@@ -53,7 +61,8 @@ async fn partitioned_minority_cannot_commit() {
         "expected a clear no-quorum error, got {err:?}"
     );
     // It stepped down (check_quorum) and knows no leader it can reach.
-    let st = member_status(&cluster.addr(old_leader), Duration::from_secs(2))
+    let st = cluster
+        .status_of(old_leader, Duration::from_secs(2))
         .await
         .unwrap();
     assert_ne!(st.role, "leader");
@@ -63,7 +72,7 @@ async fn partitioned_minority_cannot_commit() {
     let new_leader = cluster
         .wait_leader(&majority, Duration::from_secs(20))
         .await;
-    let maj_client = MetaClient::new(majority.iter().map(|i| cluster.addr(*i))).unwrap();
+    let maj_client = cluster.client_of(&majority);
     let b = maj_client
         .allocate_bundle(&allocation("majority-1", CODE))
         .await
@@ -91,8 +100,8 @@ async fn partitioned_minority_cannot_commit() {
     // Now cut off a follower: a client that only knows it is redirected to the leader.
     let follower = *majority.iter().find(|i| **i != new_leader).unwrap();
     isolate(&cluster, follower, &all).await;
-    let via_follower = MetaClient::new([cluster.addr(follower)])
-        .unwrap()
+    let via_follower = cluster
+        .client_of(&[follower])
         .with_timeout(Duration::from_secs(10));
     let b2 = via_follower
         .allocate_bundle(&allocation("via-follower", CODE))
@@ -103,8 +112,8 @@ async fn partitioned_minority_cannot_commit() {
         Some(cluster.addr(new_leader))
     );
     // ... while the isolated follower itself has not seen that write.
-    let own = MetaClient::new([cluster.addr(follower)])
-        .unwrap()
+    let own = cluster
+        .client_of(&[follower])
         .with_timeout(Duration::from_secs(2));
     let stale = own.get_bundle(b2.record.id, true).await;
     assert!(

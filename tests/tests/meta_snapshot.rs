@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use bitmountain_meta_client::client::member_status;
-use bitmountain_meta_client::{AllocateRequest, Code, MetaClient};
+use bitmountain_meta_client::{AllocateRequest, Code};
 use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,7 +16,8 @@ async fn lagging_member_catches_up_by_snapshot() {
     let client = cluster.client();
     register_fake_nodes(&client, 6, 1).await;
     let lagging = if leader == 3 { 2 } else { 3 };
-    let down_applied = member_status(&cluster.addr(lagging), Duration::from_secs(2))
+    let down_applied = cluster
+        .status_of(lagging, Duration::from_secs(2))
         .await
         .unwrap()
         .applied_index;
@@ -57,7 +57,8 @@ async fn lagging_member_catches_up_by_snapshot() {
     cluster
         .wait_applied(lagging, st.commit_index, Duration::from_secs(30))
         .await;
-    let lst = member_status(&cluster.addr(lagging), Duration::from_secs(2))
+    let lst = cluster
+        .status_of(lagging, Duration::from_secs(2))
         .await
         .unwrap();
     assert!(
@@ -74,7 +75,7 @@ async fn lagging_member_catches_up_by_snapshot() {
         .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
     // Its own state machine has every record: stale reads are served by the member itself.
-    let own = MetaClient::new([cluster.addr(lagging)]).unwrap();
+    let own = cluster.client_of(&[lagging]);
     for id in ids.iter().step_by(7) {
         own.get_bundle(*id, true).await.unwrap();
     }

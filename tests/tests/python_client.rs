@@ -72,6 +72,8 @@ fn python_grpc_client_uploads_and_reads_back() {
         .arg(script)
         .arg(stubs.path())
         .arg(cluster.addr(2))
+        .arg(cluster.meta.pki.ca_file())
+        .arg(bitmountain_tests::pki::find_admin_token(cluster.meta.dir.path()).unwrap())
         .output()
         .unwrap();
     assert!(

@@ -17,6 +17,8 @@
 //! layer cannot see — a bundle's labels — is decided by the handlers with
 //! [`Principal::may_access`] and [`Principal::upload_labels`], pure functions too.
 //!
+//! [`tls`] turns a `--tls-dir` into the server's and client's TLS settings.
+//!
 //! Nothing here does network or disk I/O except [`cert`] (which writes key files); the token
 //! table is reached through the [`TokenVerifier`] trait, implemented over the metadata store on
 //! members and over a cached copy on nodes.
@@ -27,6 +29,7 @@ pub mod error;
 pub mod layer;
 pub mod permission;
 pub mod policy;
+pub mod tls;
 pub mod token;
 
 pub use authorizer::{Authorizer, Denials, LookupError, TokenVerifier};
@@ -35,4 +38,5 @@ pub use error::AuthError;
 pub use layer::{AuthLayer, AuthService, PeerCertificates};
 pub use permission::{BundleAction, Permission, Principal, Role, Scope, TokenPrincipal};
 pub use policy::Access;
+pub use tls::InsecureWarning;
 pub use token::{Token, TokenError, TokenHash, TokenId, TokenRecord};

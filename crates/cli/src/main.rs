@@ -70,6 +70,9 @@ enum Command {
     /// (`cert issue`).
     #[command(subcommand)]
     Cert(commands::cert::CertCommand),
+    /// The client config file (cluster, CA, token file), so commands need no flags.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
     /// Access tokens: create (the token is printed once), list, revoke.
     #[command(subcommand)]
     Token(commands::token::TokenCommand),
@@ -107,6 +110,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => commands::status::run(args),
         Command::Cert(cmd) => commands::cert::run(cmd),
         Command::Token(cmd) => commands::token::run(cmd),
+        Command::Config(cmd) => commands::config::run(cmd),
         Command::Demo(args) => commands::demo::run(args),
     };
     match result {

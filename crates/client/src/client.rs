@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use bitmountain_proto::archive::v1 as pb;
 use bitmountain_proto::archive::v1::archive_service_client::ArchiveServiceClient;
+use bitmountain_proto::{AuthChannel, Credentials};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ClientError, Result};
 use crate::types::{BundleInfo, ClusterStatus, Code, FileInfo, PutResult};
@@ -120,7 +120,8 @@ pub struct ArchiveClient {
     endpoints: Vec<String>,
     /// Index into `endpoints` of the node calls go to first.
     current: AtomicU64,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, AuthChannel>>,
+    credentials: Credentials,
     caches: Mutex<Caches>,
 }
 
@@ -154,8 +155,9 @@ impl ArchiveClient {
                 "give at least one node address (host:port)".into(),
             ));
         }
+        let credentials = Credentials::insecure();
         for e in &endpoints {
-            Endpoint::from_shared(format!("http://{e}")).map_err(|err| {
+            credentials.endpoint(e).map_err(|err| {
                 ClientError::BadInput(format!("{e:?} is not a node address (host:port): {err}"))
             })?;
         }
@@ -164,7 +166,15 @@ impl ArchiveClient {
             current: AtomicU64::new(0),
             channels: Mutex::default(),
             caches: Mutex::default(),
+            credentials,
         })
+    }
+
+    /// Connects with `credentials` (the cluster CA and a token) instead of plaintext.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self.channels = Mutex::default();
+        self
     }
 
     /// The node addresses this client uses.
@@ -172,12 +182,14 @@ impl ArchiveClient {
         &self.endpoints
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel> {
+    fn channel(&self, addr: &str) -> Result<AuthChannel> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let channel = self
+            .credentials
+            .endpoint(addr)
             .map_err(|e| ClientError::BadInput(format!("{addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)
@@ -186,11 +198,12 @@ impl ArchiveClient {
             .initial_stream_window_size(Some(H2_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(H2_CONNECTION_WINDOW_BYTES))
             .connect_lazy();
+        let channel = self.credentials.wrap(channel);
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
 
-    fn stub(&self, addr: &str) -> Result<ArchiveServiceClient<Channel>> {
+    fn stub(&self, addr: &str) -> Result<ArchiveServiceClient<AuthChannel>> {
         Ok(ArchiveServiceClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
             .max_encoding_message_size(8 << 20))
@@ -200,7 +213,7 @@ impl ArchiveClient {
     /// one answers (with a result or with an error of its own).
     async fn failover<T, F, Fut>(&self, call: F) -> Result<T>
     where
-        F: Fn(ArchiveServiceClient<Channel>, String) -> Fut,
+        F: Fn(ArchiveServiceClient<AuthChannel>, String) -> Fut,
         Fut: Future<Output = std::result::Result<T, tonic::Status>>,
     {
         self.failover_from(None, call).await
@@ -209,7 +222,7 @@ impl ArchiveClient {
     /// Like [`Self::failover`], trying `preferred` first (a node that holds the bytes).
     async fn failover_from<T, F, Fut>(&self, preferred: Option<String>, call: F) -> Result<T>
     where
-        F: Fn(ArchiveServiceClient<Channel>, String) -> Fut,
+        F: Fn(ArchiveServiceClient<AuthChannel>, String) -> Fut,
         Fut: Future<Output = std::result::Result<T, tonic::Status>>,
     {
         if let Some(addr) = preferred {
@@ -244,10 +257,23 @@ impl ArchiveClient {
                 }
             }
         }
-        Err(ClientError::Unreachable {
+        Err(self.unreachable(last).await)
+    }
+
+    /// The error when no node answered: advice to pass `--ca` if a node speaks TLS and this
+    /// client does not, else the last transport error.
+    async fn unreachable(&self, last: String) -> ClientError {
+        if !self.credentials.is_tls() {
+            for addr in &self.endpoints {
+                if bitmountain_proto::connect::speaks_tls(addr).await {
+                    return ClientError::TlsRequired { node: addr.clone() };
+                }
+            }
+        }
+        ClientError::Unreachable {
             tried: self.endpoints.join(","),
             last,
-        })
+        }
     }
 
     // ---- Uploads ----
@@ -318,10 +344,7 @@ impl ArchiveClient {
                 }
             }
         }
-        Err(ClientError::Unreachable {
-            tried: self.endpoints.join(","),
-            last,
-        })
+        Err(self.unreachable(last).await)
     }
 
     // ---- Reads ----

@@ -16,6 +16,9 @@ pub enum ClientError {
         message: String,
         node: String,
     },
+    /// The node speaks TLS and this client was given no CA.
+    #[error("{}", bitmountain_proto::connect::needs_ca_message(node))]
+    TlsRequired { node: String },
     /// No node could be reached.
     #[error("no node answered (tried {tried}): {last}. Is the cluster running? (`bitmountain dev` starts a local one; set --cluster or BITMOUNTAIN_CLUSTER)")]
     Unreachable { tried: String, last: String },
@@ -43,6 +46,7 @@ impl ClientError {
     pub fn kind(&self) -> Option<&str> {
         match self {
             ClientError::Node { kind, .. } => Some(kind),
+            ClientError::TlsRequired { .. } => Some(ErrorKind::TlsRequired.as_str()),
             _ => None,
         }
     }
@@ -51,10 +55,15 @@ impl ClientError {
     /// transport failure (refused, reset, timed out before any answer).
     pub(crate) fn from_status(node: &str, status: &tonic::Status) -> (Self, bool) {
         let kind = kind_header(status);
+        // Our nodes tag every status they send; an untagged one came from the connection
+        // (refused, reset, a failed TLS handshake).
         let transport = kind.is_none()
             && matches!(
                 status.code(),
-                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Internal
             );
         (
             ClientError::Node {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bitmountain_auth::{Role, Scope, Token, TokenId, TokenRecord};
 use bitmountain_proto::v1 as pb;
+use bitmountain_proto::Credentials;
 
 use crate::batch::{BatchStats, Batcher};
 use crate::error::{Field, MetaError, Result};
@@ -44,9 +45,27 @@ impl MetaClient {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let transport =
-            Transport::new(transport::parse_endpoints(endpoints)?, DEFAULT_CALL_TIMEOUT);
+        let transport = Transport::new(
+            transport::parse_endpoints(endpoints)?,
+            DEFAULT_CALL_TIMEOUT,
+            Credentials::insecure(),
+        );
         Ok(Self::over(transport, true))
+    }
+
+    /// Connects with `credentials` (TLS, a token or a certificate) instead of plaintext.
+    pub fn with_credentials(self, credentials: Credentials) -> Self {
+        let transport = Transport::new(
+            self.transport.endpoints().to_vec(),
+            self.transport.timeout(),
+            credentials,
+        );
+        Self::over(transport, self.batcher.batching())
+    }
+
+    /// How this client connects.
+    pub fn credentials(&self) -> &Credentials {
+        self.transport.credentials()
     }
 
     fn over(transport: Arc<Transport>, batching: bool) -> Self {
@@ -58,7 +77,11 @@ impl MetaClient {
 
     /// Sets the deadline of each call (retries included).
     pub fn with_timeout(self, timeout: Duration) -> Self {
-        let transport = Transport::new(self.transport.endpoints().to_vec(), timeout);
+        let transport = Transport::new(
+            self.transport.endpoints().to_vec(),
+            timeout,
+            self.transport.credentials().clone(),
+        );
         Self::over(transport, self.batcher.batching())
     }
 
@@ -515,17 +538,25 @@ impl MetaClient {
 
 /// Test-only: tells the member at `addr` (started with fault injection) to drop Raft traffic
 /// to and from `blocked` (empty heals).
-pub async fn set_partition(addr: &str, blocked: &[u64]) -> Result<()> {
+pub async fn set_partition(addr: &str, credentials: &Credentials, blocked: &[u64]) -> Result<()> {
     let r = pb::SetPartitionRequest {
         blocked_member_ids: blocked.to_vec(),
     };
-    transport::admin_once(addr, |mut c| async move { c.set_partition(r).await }).await?;
+    transport::admin_once(addr, credentials, |mut c| async move {
+        c.set_partition(r).await
+    })
+    .await?;
     Ok(())
 }
 
 /// Status of exactly the member at `addr` (no redirect, no retry beyond `timeout`).
-pub async fn member_status(addr: &str, timeout: Duration) -> Result<ClusterStatus> {
+pub async fn member_status(
+    addr: &str,
+    credentials: &Credentials,
+    timeout: Duration,
+) -> Result<ClusterStatus> {
     MetaClient::new([addr])?
+        .with_credentials(credentials.clone())
         .with_timeout(timeout)
         .cluster_status()
         .await

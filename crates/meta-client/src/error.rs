@@ -186,6 +186,12 @@ pub enum MetaError {
         /// Message.
         message: String,
     },
+    /// Client side: the member speaks TLS and this client was given no CA.
+    #[error("{}", bitmountain_proto::connect::needs_ca_message(endpoint))]
+    TlsRequired {
+        /// Member address.
+        endpoint: String,
+    },
     /// Client side: no member answered in time.
     #[error("no metadata member answered within {timeout_ms} ms (tried {endpoints}); last error: {last}")]
     NoMember {
@@ -317,6 +323,7 @@ impl MetaError {
                 ErrorKind::parse(kind).unwrap_or(ErrorKind::Grpc(tonic::Code::Unknown))
             }
             MetaError::NoMember { .. } => ErrorKind::NoMember,
+            MetaError::TlsRequired { .. } => ErrorKind::TlsRequired,
         }
     }
 

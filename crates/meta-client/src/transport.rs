@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bitmountain_proto::v1::meta_admin_client::MetaAdminClient;
 use bitmountain_proto::v1::meta_service_client::MetaServiceClient;
+use bitmountain_proto::{AuthChannel, Credentials};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ErrorKind, Field, MetaError, Result};
 
@@ -63,7 +63,7 @@ where
 struct State {
     leader: Option<String>,
     next: usize,
-    channels: HashMap<String, Channel>,
+    channels: HashMap<String, AuthChannel>,
 }
 
 /// Where calls go: the members, the believed leader, one channel per member. Shared by the
@@ -73,15 +73,31 @@ pub(crate) struct Transport {
     endpoints: Vec<String>,
     state: Mutex<State>,
     timeout: Duration,
+    credentials: Credentials,
 }
 
 impl Transport {
-    pub(crate) fn new(endpoints: Vec<String>, timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        endpoints: Vec<String>,
+        timeout: Duration,
+        credentials: Credentials,
+    ) -> Arc<Self> {
         Arc::new(Self {
             endpoints,
             state: Mutex::new(State::default()),
             timeout,
+            credentials,
         })
+    }
+
+    /// The deadline of one call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// How calls connect.
+    pub(crate) fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// The members this transport was given.
@@ -102,7 +118,7 @@ impl Transport {
     /// A `MetaService` call, retried until the default deadline.
     pub(crate) async fn service<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: Fn(MetaServiceClient<Channel>) -> Fut,
+        F: Fn(MetaServiceClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Answer<T>>,
     {
         self.call_until(self.deadline(), |c| f(MetaServiceClient::new(c)))
@@ -112,7 +128,7 @@ impl Transport {
     /// A `MetaAdmin` call, retried until the default deadline.
     pub(crate) async fn admin<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: Fn(MetaAdminClient<Channel>) -> Fut,
+        F: Fn(MetaAdminClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Answer<T>>,
     {
         self.call_until(self.deadline(), |c| f(MetaAdminClient::new(c)))
@@ -126,21 +142,14 @@ impl Transport {
         }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel> {
+    fn channel(&self, addr: &str) -> Result<AuthChannel> {
         let mut st = self.lock();
         if let Some(c) = st.channels.get(addr) {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
-            MetaError::InvalidArgument {
-                field: Field::MetadataAddress,
-                reason: format!("{addr:?}: {e}"),
-            }
-        })?;
-        let c = ep
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let c = self
+            .credentials
+            .wrap(connect(&self.credentials, addr, Field::MetadataAddress)?);
         st.channels.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -163,7 +172,7 @@ impl Transport {
     /// comes back, or `deadline` passes.
     pub(crate) async fn call_until<T, F, Fut>(&self, deadline: Instant, f: F) -> Result<T>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(AuthChannel) -> Fut,
         Fut: Future<Output = Answer<T>>,
     {
         let mut backoff = MIN_BACKOFF;
@@ -181,7 +190,7 @@ impl Transport {
                     self.set_leader(Some(addr));
                     return Ok(r.into_inner());
                 }
-                Ok(Err(status)) => self.after_error(&addr, &status)?,
+                Ok(Err(status)) => self.after_error(&addr, &status).await?,
                 Err(_) => (
                     MetaError::Rpc {
                         endpoint: addr.clone(),
@@ -209,7 +218,7 @@ impl Transport {
 
     /// What member `addr` answering `status` means for the next attempt: the error and
     /// whether it named a new leader to try at once; `Err` when retrying cannot help.
-    fn after_error(&self, addr: &str, status: &tonic::Status) -> Result<(MetaError, bool)> {
+    async fn after_error(&self, addr: &str, status: &tonic::Status) -> Result<(MetaError, bool)> {
         let e = MetaError::from_status(addr, status);
         let transport_failure = matches!(e, MetaError::Rpc { .. })
             && matches!(
@@ -237,6 +246,14 @@ impl Transport {
                 Ok((e, false))
             }
             _ if e.is_retryable() => Ok((e, false)),
+            _ if transport_failure
+                && !self.credentials.is_tls()
+                && bitmountain_proto::connect::speaks_tls(addr).await =>
+            {
+                Err(MetaError::TlsRequired {
+                    endpoint: addr.to_owned(),
+                })
+            }
             _ if transport_failure => {
                 self.set_leader(None);
                 Ok((e, false))
@@ -247,21 +264,33 @@ impl Transport {
 }
 
 /// One `MetaAdmin` call to exactly the member at `addr`: no redirect, no retry.
-pub(crate) async fn admin_once<T, F, Fut>(addr: &str, f: F) -> Result<T>
+pub(crate) async fn admin_once<T, F, Fut>(addr: &str, credentials: &Credentials, f: F) -> Result<T>
 where
-    F: FnOnce(MetaAdminClient<Channel>) -> Fut,
+    F: FnOnce(MetaAdminClient<AuthChannel>) -> Fut,
     Fut: Future<Output = Answer<T>>,
 {
     let addr = strip(addr);
-    let ch = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| MetaError::InvalidArgument {
-            field: Field::Address,
-            reason: e.to_string(),
-        })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect_lazy();
+    let ch = credentials.wrap(connect(credentials, &addr, Field::Address)?);
     f(MetaAdminClient::new(ch))
         .await
         .map(tonic::Response::into_inner)
         .map_err(|s| MetaError::from_status(&addr, &s))
+}
+
+/// A lazily connected channel to the member at `addr`.
+fn connect(
+    credentials: &Credentials,
+    addr: &str,
+    field: Field,
+) -> Result<tonic::transport::Channel> {
+    let ep = credentials
+        .endpoint(addr)
+        .map_err(|e| MetaError::InvalidArgument {
+            field,
+            reason: format!("{addr:?}: {e}"),
+        })?;
+    Ok(ep
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect_lazy())
 }

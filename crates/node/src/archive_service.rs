@@ -1,9 +1,11 @@
 //! ArchiveService: the public API over gRPC. This module only converts between wire messages
-//! and the coordinator's domain types; every decision is made in `coordinator`.
+//! and the coordinator's domain types; every decision is made in `coordinator`, and the
+//! caller's scope is applied through `access`.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bitmountain_auth::{BundleAction, Principal};
 use bitmountain_bundle::IndexEntry;
 use bitmountain_meta_client::types::{DiskInfo, NodeInfo};
 use bitmountain_meta_client::{Bundle, BundleState, Code as MetaCode, DiskState, NodeState};
@@ -14,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::access;
 use crate::coordinator::upload::{FileHeader, UploadItem, UploadStart};
 use crate::coordinator::{parse_bundle_id, Coordinator};
 use crate::error::{NodeError, Result};
@@ -187,13 +190,38 @@ fn pieces_stream<T: Send + 'static>(
     Box::pin(ReceiverStream::new(rx))
 }
 
+impl ArchiveApi {
+    /// Refuses a read of bundle `id` outside the caller's scope (its labels come from the
+    /// coordinator's cache, which the read itself then uses).
+    async fn may_read(
+        &self,
+        principal: Option<&Principal>,
+        id: bitmountain_meta_client::BundleId,
+    ) -> Result<()> {
+        if !access::is_scoped(principal) {
+            return access::check(principal, BundleAction::Read, &Default::default());
+        }
+        let bundle = self.coordinator.sealed_bundle(id, false).await?;
+        access::check(principal, BundleAction::Read, &bundle.bundle.record.labels)
+    }
+}
+
 #[tonic::async_trait]
 impl ArchiveService for ArchiveApi {
     async fn put_bundle(
         &self,
         request: Request<Streaming<pb::PutBundleRequest>>,
     ) -> std::result::Result<Response<pb::PutBundleResponse>, Status> {
-        let items = request.into_inner().map(upload_item);
+        let principal = access::principal(&request);
+        let items = request.into_inner().map(move |m| match upload_item(m)? {
+            // A scoped writer's uploads carry its scope's labels.
+            UploadItem::Start(mut start) => {
+                let asked = std::mem::take(&mut start.labels);
+                start.labels = access::upload_labels(principal.as_ref(), asked)?;
+                Ok(UploadItem::Start(start))
+            }
+            other => Ok(other),
+        });
         let outcome = self.coordinator.put_bundle(items).await?;
         let r = &outcome.bundle.record;
         Ok(Response::new(pb::PutBundleResponse {
@@ -221,8 +249,10 @@ impl ArchiveService for ArchiveApi {
         &self,
         request: Request<pb::GetFileRequest>,
     ) -> std::result::Result<Response<Self::GetFileStream>, Status> {
+        let principal = access::principal(&request);
         let req = request.into_inner();
         let id = parse_bundle_id(&req.bundle_id)?;
+        self.may_read(principal.as_ref(), id).await?;
         let (bundle, entry) = self.coordinator.locate_file(id, &req.path).await?;
         if req.offset > entry.length {
             return Err(NodeError::BadRange {
@@ -289,6 +319,11 @@ impl ArchiveService for ArchiveApi {
     ) -> std::result::Result<Response<Self::GetIndexStream>, Status> {
         let id = parse_bundle_id(&request.get_ref().bundle_id)?;
         let bundle = self.coordinator.sealed_bundle(id, false).await?;
+        access::check(
+            access::principal(&request).as_ref(),
+            BundleAction::Read,
+            &bundle.bundle.record.labels,
+        )?;
         let index = self.coordinator.index(&bundle).await?;
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
@@ -314,6 +349,11 @@ impl ArchiveService for ArchiveApi {
     ) -> std::result::Result<Response<pb::StatBundleResponse>, Status> {
         let id = parse_bundle_id(&request.get_ref().bundle_id)?;
         let bundle = self.coordinator.sealed_bundle(id, true).await?;
+        access::check(
+            access::principal(&request).as_ref(),
+            BundleAction::Read,
+            &bundle.bundle.record.labels,
+        )?;
         Ok(Response::new(pb::StatBundleResponse {
             bundle: Some(bundle_to_proto(&bundle.bundle)),
         }))
@@ -323,6 +363,7 @@ impl ArchiveService for ArchiveApi {
         &self,
         request: Request<pb::ListBundlesRequest>,
     ) -> std::result::Result<Response<pb::ListBundlesResponse>, Status> {
+        let principal = access::principal(&request);
         let req = request.into_inner();
         let token = if req.page_token.is_empty() {
             Vec::new()
@@ -332,16 +373,27 @@ impl ArchiveService for ArchiveApi {
                     .into(),
             })?
         };
-        let label = req
-            .label
-            .as_ref()
-            .map(|l| (l.key.as_str(), l.value.as_str()));
-        let (bundles, next) = self
+        let asked = req.label.map(|l| (l.key, l.value));
+        let label = match access::list_plan(principal.as_ref(), asked) {
+            access::ListPlan::Nothing => {
+                return Ok(Response::new(pb::ListBundlesResponse::default()));
+            }
+            access::ListPlan::By(label) => label,
+        };
+        let (mut bundles, next) = self
             .coordinator
             .meta
-            .list_bundles(label, Some(BundleState::Sealed), &token, req.page_size)
+            .list_bundles(
+                label.as_ref().map(|(k, v)| (k.as_str(), v.as_str())),
+                Some(BundleState::Sealed),
+                &token,
+                req.page_size,
+            )
             .await
             .map_err(NodeError::from)?;
+        if let Some(p) = &principal {
+            bundles.retain(|b| p.sees(&b.record.labels));
+        }
         Ok(Response::new(pb::ListBundlesResponse {
             bundles: bundles.iter().map(bundle_to_proto).collect(),
             next_page_token: hex::encode(next),
@@ -356,6 +408,11 @@ impl ArchiveService for ArchiveApi {
     ) -> std::result::Result<Response<Self::ExportBundleStream>, Status> {
         let id = parse_bundle_id(&request.get_ref().bundle_id)?;
         let bundle = self.coordinator.sealed_bundle(id, false).await?;
+        access::check(
+            access::principal(&request).as_ref(),
+            BundleAction::Read,
+            &bundle.bundle.record.labels,
+        )?;
         let len = bundle.info.bundle_len;
         let sha = bundle.info.sha256;
         let windows = self.coordinator.stream_range(bundle, 0, len, Some(sha));
@@ -371,6 +428,15 @@ impl ArchiveService for ArchiveApi {
         request: Request<pb::DeleteBundleRequest>,
     ) -> std::result::Result<Response<pb::DeleteBundleResponse>, Status> {
         let id = parse_bundle_id(&request.get_ref().bundle_id)?;
+        let principal = access::principal(&request);
+        if access::is_scoped(principal.as_ref()) {
+            // The labels decide; a bundle the group does not know is reported by the delete.
+            match self.coordinator.meta.get_bundle(id, false).await {
+                Ok(b) => access::check(principal.as_ref(), BundleAction::Delete, &b.record.labels)?,
+                Err(bitmountain_meta_client::MetaError::UnknownBundle { .. }) => {}
+                Err(e) => return Err(NodeError::from(e).into()),
+            }
+        }
         let bundle = self.coordinator.delete_bundle(id).await?;
         Ok(Response::new(pb::DeleteBundleResponse {
             bundle: Some(bundle_to_proto(&bundle)),
@@ -379,8 +445,9 @@ impl ArchiveService for ArchiveApi {
 
     async fn cluster_status(
         &self,
-        _request: Request<pb::ClusterStatusRequest>,
+        request: Request<pb::ClusterStatusRequest>,
     ) -> std::result::Result<Response<pb::ClusterStatusResponse>, Status> {
+        let principal = access::principal(&request);
         let s = self
             .coordinator
             .meta
@@ -401,7 +468,10 @@ impl ArchiveService for ArchiveApi {
             Some(NodeState::Removed) => "removed",
             None => "unknown",
         };
-        let counts = s.bundles;
+        // A scoped token sees only the bundles it may read, in counts too.
+        let counts = access::scoped_counts(&self.coordinator.meta, principal.as_ref())
+            .await?
+            .unwrap_or(s.bundles);
         Ok(Response::new(pb::ClusterStatusResponse {
             cluster_id: s.cluster_id,
             meta_leader_id: s.leader_id,

@@ -13,6 +13,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bitmountain_auth::cert::TlsFiles;
+use bitmountain_auth::{policy, AuthLayer, Authorizer, InsecureWarning};
 use bitmountain_disk::{ClusterId, DiskError, DiskStore, IDENTITY_FILE};
 use bitmountain_meta_client::types::{DiskReport, Registration};
 use bitmountain_meta_client::{DiskState, MetaClient};
@@ -35,6 +37,7 @@ use crate::limits::{
 use crate::node_state::{KnownDisk, NodeStateFile, PendingRegistration};
 use crate::shard_io::{Peers, ShardIo};
 use crate::shard_service::{DiskSet, NodeShardService};
+use crate::tokens::{max_table_age, TokenCache};
 
 /// Entries a fresh disk directory may hold and still count as empty.
 const IGNORED_IN_EMPTY_DISK: &[&str] = &["lost+found"];
@@ -69,6 +72,8 @@ pub struct NodeConfig {
     pub stale_copy_grace: Duration,
     pub coordinator: CoordinatorConfig,
     pub heal: HealConfig,
+    /// TLS and access control (`--tls-dir`); `None` runs plaintext and open (`--insecure`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl NodeConfig {
@@ -95,6 +100,7 @@ impl NodeConfig {
             stale_copy_grace: Duration::from_millis(STALE_COPY_GRACE_MS),
             coordinator: CoordinatorConfig::default(),
             heal: HealConfig::default(),
+            tls: None,
         }
     }
 }
@@ -325,7 +331,12 @@ pub async fn run(
     })?;
     let mut state = NodeStateFile::load(&cfg.data_dir)?;
     let found = find_disks(&cfg, &state)?;
-    let meta = Arc::new(MetaClient::new(&cfg.meta)?);
+    let credentials = cfg
+        .tls
+        .as_ref()
+        .map(TlsFiles::credentials)
+        .unwrap_or_default();
+    let meta = Arc::new(MetaClient::new(&cfg.meta)?.with_credentials(credentials.clone()));
     let stores = register(&cfg, &meta, &address, &mut state, found).await?;
     for store in &stores {
         match store.clean_temp() {
@@ -344,7 +355,7 @@ pub async fn run(
     let disks = DiskSet::new(stores);
     let io = Arc::new(ShardIo::new(
         disks.clone(),
-        Peers::new(Duration::from_millis(SUSPECT_NODE_MS)),
+        Peers::new(Duration::from_millis(SUSPECT_NODE_MS), credentials),
     ));
     let coordinator = Arc::new(Coordinator::new(
         state.node_id,
@@ -356,10 +367,31 @@ pub async fn run(
     tracing::info!(node = state.node_id, %address, disks = ?disk_ids, cluster = %state.cluster_id, "storage node serving");
 
     let healer = Healer::new(Arc::clone(&coordinator), cfg.heal.clone());
-    let workers = start_workers(&cfg, &state, &disks, &coordinator, &healer)?;
-    let served = serve(listener, &cfg, disks, &healer, coordinator, shutdown).await;
+    let tokens = match &cfg.tls {
+        Some(_) => Some(load_tokens(&meta, cfg.heartbeat_interval).await),
+        None => None,
+    };
+    let workers = start_workers(&cfg, &state, &disks, &coordinator, &healer, tokens.clone())?;
+    if cfg.tls.is_none() {
+        workers.spawn(InsecureWarning {
+            what: format!("storage node {} at {address}", state.node_id),
+        });
+    }
+    let auth = tokens.map(|t| AuthLayer::new(Authorizer::new(t).serving(policy::NODE_SERVICES)));
+    let served = serve(listener, &cfg, auth, disks, &healer, coordinator, shutdown).await;
     workers.shutdown(WORKER_SHUTDOWN_GRACE).await;
     served
+}
+
+/// The token table, fetched before the node serves so that clients are not refused while
+/// the first heartbeat is on its way; if the group does not answer, the heartbeat fetches it.
+async fn load_tokens(meta: &MetaClient, heartbeat_interval: Duration) -> Arc<TokenCache> {
+    let cache = Arc::new(TokenCache::new(max_table_age(heartbeat_interval)));
+    match meta.list_tokens().await {
+        Ok(table) => cache.replace(table),
+        Err(e) => tracing::warn!(error = %e, "could not load the token table yet"),
+    }
+    cache
 }
 
 /// Starts the node's background workers: heartbeats, garbage collection, repairs, scrub.
@@ -369,17 +401,20 @@ fn start_workers(
     disks: &DiskSet,
     coordinator: &Arc<Coordinator>,
     healer: &Arc<Healer>,
+    tokens: Option<Arc<TokenCache>>,
 ) -> Result<Arc<Workers>> {
     let workers = Arc::new(Workers::new());
     let cluster_ok = Arc::new(AtomicBool::new(true));
     workers.spawn(Heartbeats {
         // A client of its own: a heartbeat that cannot get through in a few intervals is
         // dropped, the next one follows.
-        meta: MetaClient::new(&cfg.meta)?.with_timeout(
-            cfg.heartbeat_interval
-                .saturating_mul(3)
-                .max(Duration::from_secs(1)),
-        ),
+        meta: MetaClient::new(&cfg.meta)?
+            .with_credentials(coordinator.meta.credentials().clone())
+            .with_timeout(
+                cfg.heartbeat_interval
+                    .saturating_mul(3)
+                    .max(Duration::from_secs(1)),
+            ),
         node_id: state.node_id,
         cluster_id: state.cluster_id.clone(),
         disks: disks.clone(),
@@ -387,6 +422,7 @@ fn start_workers(
         cluster_ok: Arc::clone(&cluster_ok),
         healer: Arc::clone(healer),
         workers: Arc::downgrade(&workers),
+        tokens,
     });
     workers.spawn(GcWorker::new(
         Arc::clone(coordinator),
@@ -407,6 +443,7 @@ fn start_workers(
 async fn serve(
     listener: tokio::net::TcpListener,
     cfg: &NodeConfig,
+    auth: Option<AuthLayer>,
     disks: DiskSet,
     healer: &Arc<Healer>,
     coordinator: Arc<Coordinator>,
@@ -429,10 +466,20 @@ async fn serve(
     let shard_service = NodeShardService::with_idle_timeout(disks, cfg.shard_idle_timeout)
         .with_scrub(Arc::clone(&healer.scrub_control));
     let archive = crate::archive_service::ArchiveApi::new(coordinator);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &cfg.tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .map_err(|e| NodeError::BadRequest {
+                reason: format!("TLS settings from --tls-dir: {e}"),
+            })?;
+    }
+    builder
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(crate::limits::H2_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(crate::limits::H2_CONNECTION_WINDOW_BYTES))
+        // Every request is checked here, before any handler (no layer with --insecure).
+        .layer(tower::util::option_layer(auth))
         .add_service(
             pb::node_service_server::NodeServiceServer::new(shard_service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -103,6 +103,10 @@ pub enum NodeError {
     #[error("metadata group: {0}")]
     Meta(#[from] MetaError),
 
+    /// The caller's token does not allow this (its permission or its scope).
+    #[error("{0}")]
+    Access(#[from] bitmountain_auth::AuthError),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -126,6 +130,7 @@ impl NodeError {
             NodeError::Disk(DiskError::RangeOutOfBounds { .. }) => ErrorKind::RangeOutOfBounds,
             NodeError::Disk(_) => ErrorKind::Disk,
             NodeError::UnknownBundle { .. } => ErrorKind::UnknownBundle,
+            NodeError::Access(e) => e.kind(),
             NodeError::UnknownPath { .. } => ErrorKind::UnknownPath,
             NodeError::BadPath { .. } => ErrorKind::BadPath,
             NodeError::TooManyFiles { .. } => ErrorKind::TooManyFiles,

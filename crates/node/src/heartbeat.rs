@@ -13,6 +13,7 @@ use bitmountain_worker::{Next, StepError, Worker, Workers};
 use crate::daemon::disk_info;
 use crate::heal::Healer;
 use crate::shard_service::DiskSet;
+use crate::tokens::TokenCache;
 
 /// The heartbeat worker.
 #[derive(Debug)]
@@ -30,6 +31,8 @@ pub struct Heartbeats {
     pub healer: Arc<Healer>,
     /// The node's workers, whose status every heartbeat carries (weak: they own this one).
     pub workers: Weak<Workers>,
+    /// The copy of the token table to keep current; `None` with `--insecure`.
+    pub tokens: Option<Arc<TokenCache>>,
 }
 
 impl Heartbeats {
@@ -95,6 +98,16 @@ impl Worker for Heartbeats {
         self.cluster_ok.store(same, Ordering::Relaxed);
         if let Some(settings) = r.repair_settings {
             self.healer.apply_settings(settings);
+        }
+        if let Some(cache) = &self.tokens {
+            if !cache.confirm(r.tokens_version) {
+                let table = self.meta.list_tokens().await.map_err(|e| {
+                    tracing::warn!(error = %e, "could not fetch the token table");
+                    StepError::new(format!("fetching the token table: {e}"), every)
+                })?;
+                tracing::debug!(version = table.version, "token table refreshed");
+                cache.replace(table);
+            }
         }
         Ok(every)
     }

@@ -9,9 +9,14 @@
 //! (`bitmountain_worker`): [`heartbeat`], garbage collection ([`gc`]), self-healing ([`heal`]:
 //! the repair worker and the scrubber).
 //!
+//! With `--tls-dir`, every request passes the access-control layer (`bitmountain_auth`) first:
+//! node certificates for NodeService, tokens checked against the node's copy of the token
+//! table ([`tokens`]) for the archive API.
+//!
 //! Every request has a named limit ([`limits`]), every RPC a deadline, and every error becomes a
 //! `tonic::Status` in one place ([`error`]).
 
+pub mod access;
 pub mod archive_service;
 pub mod coordinator;
 pub mod daemon;
@@ -24,6 +29,7 @@ pub mod node_state;
 pub mod shard_client;
 pub mod shard_io;
 pub mod shard_service;
+pub mod tokens;
 
 pub use daemon::{run, NodeConfig};
 pub use error::{NodeError, Result};

@@ -7,11 +7,11 @@ use bitmountain_proto::v1::{
     write_shard_request, DeleteShardRequest, ListShardsRequest, ReadShardRequest, WriteShardFinish,
     WriteShardRequest,
 };
+use bitmountain_proto::{AuthChannel, Credentials};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{NodeError, Result};
 use crate::limits::{
@@ -28,27 +28,24 @@ const UPLOAD_MESSAGES_IN_FLIGHT: usize = 4;
 #[derive(Debug, Clone)]
 pub struct ShardClient {
     address: String,
-    inner: NodeServiceClient<Channel>,
+    inner: NodeServiceClient<AuthChannel>,
 }
 
 impl ShardClient {
     /// Connects lazily: the first call dials, within [`CONNECT_TIMEOUT_MS`].
-    pub fn new(address: &str) -> Result<Self> {
-        let uri = if address.contains("://") {
-            address.to_owned()
-        } else {
-            format!("http://{address}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| NodeError::BadRequest {
-            reason: format!("bad node address {address:?}: {e}"),
-        })?;
+    pub fn new(address: &str, credentials: &Credentials) -> Result<Self> {
+        let endpoint = credentials
+            .endpoint(address)
+            .map_err(|e| NodeError::BadRequest {
+                reason: format!("bad node address {address:?}: {e}"),
+            })?;
         let channel = endpoint
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(H2_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(H2_CONNECTION_WINDOW_BYTES))
             .connect_lazy();
-        let inner = NodeServiceClient::new(channel)
+        let inner = NodeServiceClient::new(credentials.wrap(channel))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(ShardClient {

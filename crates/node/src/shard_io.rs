@@ -22,14 +22,17 @@ pub struct Peers {
     clients: Mutex<HashMap<String, ShardClient>>,
     suspects: Mutex<HashMap<String, Instant>>,
     suspect_for: Duration,
+    /// How this node calls the others (its certificate).
+    credentials: bitmountain_proto::Credentials,
 }
 
 impl Peers {
-    pub fn new(suspect_for: Duration) -> Self {
+    pub fn new(suspect_for: Duration, credentials: bitmountain_proto::Credentials) -> Self {
         Peers {
             clients: Mutex::default(),
             suspects: Mutex::default(),
             suspect_for,
+            credentials,
         }
     }
 
@@ -39,7 +42,7 @@ impl Peers {
         if let Some(c) = clients.get(address) {
             return Ok(c.clone());
         }
-        let client = ShardClient::new(address)?;
+        let client = ShardClient::new(address, &self.credentials)?;
         clients.insert(address.to_owned(), client.clone());
         Ok(client)
     }

@@ -41,7 +41,7 @@ async fn start_node(idle_timeout: Duration) -> Node {
             .unwrap();
     });
     Node {
-        client: ShardClient::new(&address).unwrap(),
+        client: ShardClient::new(&address, &bitmountain_proto::Credentials::insecure()).unwrap(),
         _dirs: dirs,
         roots,
     }
@@ -211,7 +211,11 @@ async fn an_unreachable_node_is_reported_as_such() {
         .local_addr()
         .unwrap()
         .port();
-    let client = ShardClient::new(&format!("127.0.0.1:{port}")).unwrap();
+    let client = ShardClient::new(
+        &format!("127.0.0.1:{port}"),
+        &bitmountain_proto::Credentials::insecure(),
+    )
+    .unwrap();
     let err = client.read_range(shard(1, 0), 0, 1).await.unwrap_err();
     assert!(matches!(err, NodeError::Unreachable { .. }), "{err:?}");
 }

@@ -197,6 +197,8 @@ error_kinds! {
     /// The caller is known but may not do this: the message names the permission, the
     /// certificate role or the scope label that was missing.
     PermissionDenied = "permission_denied", PermissionDenied, false;
+    /// Client side: the server speaks TLS and this client spoke plaintext (no `--ca`).
+    TlsRequired = "tls_required", Unavailable, false;
 }
 
 impl ErrorKind {

@@ -1,8 +1,9 @@
 //! Generated protobuf and gRPC types for Bit Mountain's wire protocol (`proto/*.proto`).
 //!
 //! These types stay at the edges: servers and clients convert them into the domain types of the
-//! lower crates at the boundary and never pass them further in. One hand-written module,
-//! [`error_kind`], holds the error kinds every layer sends and the metadata keys carrying them.
+//! lower crates at the boundary and never pass them further in. Two hand-written modules:
+//! [`error_kind`] holds the error kinds every layer sends and the metadata keys carrying them;
+//! [`connect`] how every client connects (TLS, the bearer token).
 
 #![allow(
     clippy::unwrap_used,
@@ -10,7 +11,9 @@
     missing_debug_implementations
 )]
 
+pub mod connect;
 pub mod error_kind;
+pub use connect::{AuthChannel, Credentials};
 pub use error_kind::{ErrorKind, DETAIL_KEY, ERROR_KIND_KEY, LEADER_KEY};
 
 /// Version 1 of the wire protocol.

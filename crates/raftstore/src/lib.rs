@@ -80,6 +80,8 @@ pub struct RaftConfig {
     pub max_inflight_msgs: usize,
     /// Allow test-only partitions through the admin RPC.
     pub fault_injection: bool,
+    /// How this member connects to the others (its certificate; plaintext with `--insecure`).
+    pub credentials: bitmountain_proto::Credentials,
 }
 
 impl RaftConfig {
@@ -95,6 +97,7 @@ impl RaftConfig {
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             fault_injection: false,
+            credentials: bitmountain_proto::Credentials::insecure(),
         }
     }
 }
@@ -347,6 +350,7 @@ pub fn start<S: StateMachine>(
         cfg.address.clone(),
         members.clone(),
         cfg.fault_injection,
+        cfg.credentials.clone(),
         rt,
         engine.snap_dir().to_path_buf(),
     );

@@ -9,35 +9,59 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bitmountain_client::{ArchiveClient, ClientError};
 use bitmountain_meta::MetaClient;
+use bitmountain_proto::Credentials;
 use serde::Serialize;
+
+use super::config::ClientConfig;
+use super::credentials::AuthArgs;
 
 /// Default node address: where `bitmountain dev` serves the public API.
 pub const DEFAULT_CLUSTER: &str = "127.0.0.1:7700";
 
-/// How a client command reaches the cluster.
+/// How a client command reaches the cluster: where, and with which CA and token. Flags and
+/// environment variables first, then the client config file ([`ClientConfig`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
     /// Any storage node (host:port; a comma-separated list to fail over). `status` and the
-    /// operator commands also take a metadata member.
-    #[arg(
-        long,
-        value_name = "ADDR[,ADDR...]",
-        env = "BITMOUNTAIN_CLUSTER",
-        default_value = DEFAULT_CLUSTER
-    )]
-    pub cluster: String,
+    /// operator commands also take a metadata member. Default: the config file's, else
+    /// 127.0.0.1:7700.
+    #[arg(long, value_name = "ADDR[,ADDR...]", env = "BITMOUNTAIN_CLUSTER")]
+    pub cluster: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 impl ClusterArgs {
+    /// The address(es) to use.
+    pub fn address(&self) -> anyhow::Result<String> {
+        if let Some(c) = &self.cluster {
+            return Ok(c.clone());
+        }
+        Ok(ClientConfig::load()?
+            .cluster
+            .unwrap_or_else(|| DEFAULT_CLUSTER.to_owned()))
+    }
+
+    /// The CA and token to connect with.
+    pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        self.auth.credentials(&ClientConfig::load()?)
+    }
+
     /// A client of the public API, which storage nodes serve.
     pub fn archive_client(&self) -> anyhow::Result<ArchiveClient> {
-        Ok(ArchiveClient::new([self.cluster.as_str()])?)
+        Ok(ArchiveClient::new([self.address()?])?.with_credentials(self.credentials()?))
+    }
+
+    /// A client of exactly the metadata members at `addr`.
+    pub fn meta_client_at(&self, addr: &str) -> anyhow::Result<MetaClient> {
+        Ok(MetaClient::new([addr])?.with_credentials(self.credentials()?))
     }
 
     /// The metadata member to ask: the address itself if it is one, else the leader a storage
     /// node names.
     pub async fn metadata_address(&self) -> anyhow::Result<String> {
-        let addr = self.cluster.as_str();
+        let addr = self.address()?;
+        let addr = addr.as_str();
         let unimplemented = bitmountain_proto::ErrorKind::Grpc(tonic::Code::Unimplemented);
         match self.archive_client()?.status().await {
             Ok(s) if !s.meta_leader_address.is_empty() => Ok(s.meta_leader_address),
@@ -57,7 +81,9 @@ impl ClusterArgs {
     /// A client of the metadata group, through whichever member `metadata_address` finds.
     pub async fn meta_client(&self) -> anyhow::Result<MetaClient> {
         let address = self.metadata_address().await?;
-        Ok(MetaClient::new([address])?.with_timeout(Duration::from_secs(30)))
+        Ok(self
+            .meta_client_at(&address)?
+            .with_timeout(Duration::from_secs(30)))
     }
 
     /// Runs an operator command's requests: `ask` gets a client of the metadata group, on a

@@ -2,7 +2,8 @@
 //! storage nodes with D disks each, all in this process, on loopback ports, with every byte in
 //! one data directory kept across restarts (`DATA/dev.json` remembers the ports and the code).
 //! The nodes are real: each has its own disks, registers with the metadata group and talks to
-//! the others over gRPC, exactly as separate processes would.
+//! the others over gRPC, exactly as separate processes would: over TLS, with certificates and
+//! the admin token made in the data directory ([`super::dev_tls`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use anyhow::{bail, Context as _};
 use bitmountain_meta::{Code, DomainLevel, MemberOptions, MetaConfig};
 use bitmountain_raftstore::{Members, RaftConfig};
 use serde::{Deserialize, Serialize};
+
+use super::dev_tls::DevPki;
 
 const DEV_STATE_FILE: &str = "dev.json";
 const DEV_STATE_FORMAT: &str = "bitmountain-dev";
@@ -177,7 +180,9 @@ async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
             let _ = rx.recv().await;
         }
     };
-    let meta_opts = meta_options(&dir, &state)?;
+    let pki = DevPki::ensure(&dir, &state.meta_address, &state.node_addresses)?;
+    let mut meta_opts = meta_options(&dir, &state)?;
+    meta_opts.tls = Some(pki.files("meta-1")?);
     let mut tasks = Tasks::new();
     {
         let shutdown = stopped(&stop_tx);
@@ -188,12 +193,20 @@ async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
         });
     }
     let first = state.node_addresses[0].clone();
+    let credentials = match unless_stopped(pki.admin_credentials(), &mut tasks).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = stop_tx.send(());
+            return Err(e);
+        }
+    };
     // The metadata group numbers nodes in the order they first register. Starting each node
     // once the one before it is registered makes `node-N` node N in `bitmountain status`. On
     // later starts every node is registered already and keeps its id, so none waits.
     for (i, address) in state.node_addresses.iter().enumerate() {
         let number = i + 1;
-        let cfg = node_config(&dir, &state, number, address)?;
+        let mut cfg = node_config(&dir, &state, number, address)?;
+        cfg.tls = Some(pki.files(&format!("node-{number}"))?);
         let shutdown = stopped(&stop_tx);
         let name = format!("node {number} ({address})");
         tasks.spawn(async move {
@@ -201,14 +214,19 @@ async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{name}: {e}"))
         });
-        if let Err(e) = unless_stopped(wait_ready(&first, number), &mut tasks).await {
+        let ready = wait_ready(&first, &credentials, number);
+        if let Err(e) = unless_stopped(ready, &mut tasks).await {
             let _ = stop_tx.send(());
             return Err(e);
         }
     }
     // Whoever started us may have stopped reading stdout; the cluster keeps running regardless.
     let mut out = std::io::stdout();
-    let _ = std::io::Write::write_all(&mut out, banner(&dir, &state).as_bytes());
+    let configured = pki.write_client_config(&first).unwrap_or_else(|e| {
+        tracing::warn!(error = %format!("{e:#}"), "could not write the client config");
+        false
+    });
+    let _ = std::io::Write::write_all(&mut out, banner(&dir, &state, &pki, configured).as_bytes());
     let _ = std::io::Write::flush(&mut out);
 
     let result = tokio::select! {
@@ -249,6 +267,7 @@ fn meta_options(dir: &Path, state: &DevState) -> anyhow::Result<MemberOptions> {
             heartbeat_interval_ms: bitmountain_node::limits::HEARTBEAT_INTERVAL_MS,
             ..MetaConfig::default()
         },
+        tls: None,
     })
 }
 
@@ -275,10 +294,10 @@ fn node_config(
 }
 
 /// Waits for `ready`, unless a cluster member stops first: then that member's error.
-async fn unless_stopped(
-    ready: impl std::future::Future<Output = anyhow::Result<()>>,
+async fn unless_stopped<T>(
+    ready: impl std::future::Future<Output = anyhow::Result<T>>,
     tasks: &mut Tasks,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<T> {
     tokio::select! {
         r = ready => r,
         Some(done) = tasks.join_next() => Err(match done {
@@ -289,7 +308,7 @@ async fn unless_stopped(
     }
 }
 
-fn banner(dir: &Path, state: &DevState) -> String {
+fn banner(dir: &Path, state: &DevState, pki: &DevPki, configured: bool) -> String {
     let first = &state.node_addresses[0];
     let mut banner = format!(
         "Bit Mountain dev cluster is up: {} nodes × {} disks, code RS({}), data in {}\n",
@@ -312,14 +331,31 @@ fn banner(dir: &Path, state: &DevState) -> String {
     banner.push_str("  bitmountain get BUNDLE_ID/PATH -o page.tif\n");
     banner.push_str("  bitmountain status\n");
     banner.push_str(&format!(
-        "(commands use --cluster {first} by default; Ctrl-C stops the cluster, the data stays)\n"
+        "TLS is on; the admin token is in {}.\n",
+        pki.token_file.display()
     ));
+    match configured {
+        true => banner.push_str(&format!(
+            "(the client config points at this cluster: {}; Ctrl-C stops the cluster, the data stays)\n",
+            super::config::ClientConfig::path().map(|p| p.display().to_string()).unwrap_or_default()
+        )),
+        false => banner.push_str(&format!(
+            "(the client config names another cluster: pass --cluster {first} --ca {} --token-file {};\n Ctrl-C stops the cluster, the data stays)\n",
+            pki.ca_file().display(),
+            pki.token_file.display()
+        )),
+    }
     banner
 }
 
 /// Waits until `nodes` nodes have registered and the first one answers the public API.
-async fn wait_ready(first_node: &str, nodes: usize) -> anyhow::Result<()> {
-    let client = bitmountain_client::ArchiveClient::new([first_node])?;
+async fn wait_ready(
+    first_node: &str,
+    credentials: &bitmountain_proto::Credentials,
+    nodes: usize,
+) -> anyhow::Result<()> {
+    let client =
+        bitmountain_client::ArchiveClient::new([first_node])?.with_credentials(credentials.clone());
     let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
     loop {
         let last = match client.status().await {

@@ -7,12 +7,24 @@ use bitmountain_meta::types::MemberInfo;
 use bitmountain_meta::MetaClient;
 
 use super::common;
+use super::config::ClientConfig;
+use super::credentials::AuthArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct ClusterArg {
     /// Any metadata member (host:port, or a comma-separated list).
     #[arg(long, env = "BITMOUNTAIN_META")]
     cluster: String,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+impl ClusterArg {
+    /// A client of the members named, with the CA and token.
+    fn client(&self) -> anyhow::Result<MetaClient> {
+        let credentials = self.auth.credentials(&ClientConfig::load()?)?;
+        Ok(MetaClient::new([self.cluster.as_str()])?.with_credentials(credentials))
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -72,7 +84,8 @@ pub fn run(command: MemberCommand) -> anyhow::Result<()> {
             address,
             learner,
         } => {
-            let client = MetaClient::new([cluster.cluster])?
+            let client = cluster
+                .client()?
                 .with_timeout(std::time::Duration::from_secs(90));
             let members = rt
                 .block_on(client.add_member(id, &address, learner))
@@ -80,7 +93,7 @@ pub fn run(command: MemberCommand) -> anyhow::Result<()> {
             print_members(&members)?;
         }
         MemberCommand::Remove { cluster, id } => {
-            let client = MetaClient::new([cluster.cluster])?;
+            let client = cluster.client()?;
             let members = rt
                 .block_on(client.remove_member(id))
                 .with_context(|| format!("removing member {id}"))?;
@@ -90,7 +103,8 @@ pub fn run(command: MemberCommand) -> anyhow::Result<()> {
             cluster,
             value_format,
         } => {
-            let client = MetaClient::new([cluster.cluster])?
+            let client = cluster
+                .client()?
                 .with_timeout(std::time::Duration::from_secs(30));
             let now = rt
                 .block_on(client.set_value_format(value_format))
@@ -98,7 +112,8 @@ pub fn run(command: MemberCommand) -> anyhow::Result<()> {
             writeln!(common::stdout(), "value format: {now}")?;
         }
         MemberCommand::TransferLeader { cluster, to } => {
-            let client = MetaClient::new([cluster.cluster])?
+            let client = cluster
+                .client()?
                 .with_timeout(std::time::Duration::from_secs(30));
             let leader = rt
                 .block_on(client.transfer_leader(to))

@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use bitmountain_meta::{Code, DomainLevel, MemberOptions, MetaConfig};
 use bitmountain_raftstore::{Members, RaftConfig};
 
+use super::credentials::ServeTlsArgs;
+
 /// `bitmountain meta ...`: run a member, or (with a subcommand) work on a stopped one's data.
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -86,6 +88,8 @@ pub struct MetaArgs {
     /// Test only: accept partition commands (MetaAdmin.SetPartition).
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
+    #[command(flatten)]
+    tls: ServeTlsArgs,
 }
 
 fn parse_bootstrap(list: &[String]) -> anyhow::Result<Option<Members>> {
@@ -164,6 +168,7 @@ fn serve(args: MetaArgs) -> anyhow::Result<()> {
     let (Some(data_dir), Some(listen)) = (args.data, args.listen) else {
         anyhow::bail!("--data and --listen are required to run a member");
     };
+    let tls = args.tls.tls(bitmountain_auth::PeerRole::Meta)?;
     let bootstrap = parse_bootstrap(&args.bootstrap)?;
     let default_code: Code = args.default_code.parse()?;
     let domain_level: DomainLevel = args.failure_domain.parse()?;
@@ -187,7 +192,9 @@ fn serve(args: MetaArgs) -> anyhow::Result<()> {
             heartbeat_interval_ms: 1000,
             node_down_grace_ms: args.node_down_grace_ms,
             repair_lease_ms: args.repair_lease_ms,
+            ..MetaConfig::default()
         },
+        tls,
     };
     super::common::daemon_runtime("meta")?.block_on(bitmountain_meta::serve(
         opts,

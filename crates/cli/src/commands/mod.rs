@@ -1,11 +1,15 @@
-//! One module per command group, named as the command; `common` and `units` serve them all.
+//! One module per command group, named as the command; `common`, `credentials` and `units`
+//! serve them all.
 
 pub mod archive;
 pub mod bundle;
 pub mod cert;
 pub mod common;
+pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod dev;
+pub mod dev_tls;
 pub mod disk;
 pub mod durability;
 pub mod fsutil;

@@ -11,6 +11,7 @@ use bitmountain_meta::types::NodeState;
 use bitmountain_node::NodeConfig;
 
 use super::common::{self, TargetArgs};
+use super::credentials::ServeTlsArgs;
 
 /// `bitmountain node ...`: run a storage node, or (with a subcommand) change a node's state.
 #[derive(Debug, clap::Args)]
@@ -85,6 +86,8 @@ pub struct NodeArgs {
     /// write.
     #[arg(long, default_value_t = bitmountain_node::limits::STALE_COPY_GRACE_MS)]
     stale_copy_grace_ms: u64,
+    #[command(flatten)]
+    tls: ServeTlsArgs,
 }
 
 impl NodeArgs {
@@ -97,6 +100,7 @@ impl NodeArgs {
             "a node needs at least one --disk DIR"
         );
         anyhow::ensure!(!self.meta.is_empty(), "a node needs --meta ADDR[,ADDR...]");
+        let tls = self.tls.tls(bitmountain_auth::PeerRole::Node)?;
         let mut cfg = NodeConfig::new(data, self.disks, listen, self.meta);
         cfg.advertise = self.advertise;
         cfg.zone = self.zone;
@@ -111,6 +115,7 @@ impl NodeArgs {
         cfg.heal.scrub_interval = Duration::from_millis(self.scrub_interval_ms.max(1));
         cfg.heal.scrub_bytes_per_sec = self.scrub_bytes_per_sec;
         cfg.stale_copy_grace = Duration::from_millis(self.stale_copy_grace_ms);
+        cfg.tls = tls;
         Ok(cfg)
     }
 }

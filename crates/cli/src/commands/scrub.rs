@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use bitmountain_meta::types::NodeInfo;
 use bitmountain_meta::NodeState;
 use bitmountain_proto::v1 as pb;
+use bitmountain_proto::Credentials;
 
 use super::common::{self, ClusterArgs};
 
@@ -29,6 +30,7 @@ pub fn run(args: ScrubArgs) -> anyhow::Result<()> {
 
 async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
     let status = args.cluster.meta_client().await?.cluster_status().await?;
+    let credentials = args.cluster.credentials()?;
     let nodes: Vec<&NodeInfo> = status
         .nodes
         .iter()
@@ -44,7 +46,7 @@ async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
     let mut out = common::stdout();
     let mut results = Vec::new();
     for n in nodes {
-        let outcome = start_scrub(&n.address).await;
+        let outcome = start_scrub(&n.address, &credentials).await;
         if !args.json {
             match &outcome {
                 Ok(true) => writeln!(
@@ -76,15 +78,16 @@ async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_scrub(address: &str) -> anyhow::Result<bool> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+async fn start_scrub(address: &str, credentials: &Credentials) -> anyhow::Result<bool> {
+    let channel = credentials
+        .endpoint(address)
         .context("node address")?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
         .connect()
         .await
         .with_context(|| format!("connecting to node {address} (is it running?)"))?;
-    let r = pb::node_service_client::NodeServiceClient::new(channel)
+    let r = pb::node_service_client::NodeServiceClient::new(credentials.wrap(channel))
         .start_scrub(pb::StartScrubRequest {})
         .await
         .map_err(|s| anyhow::anyhow!("{}", s.message()))?;

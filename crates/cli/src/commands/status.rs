@@ -122,7 +122,8 @@ fn name<T: std::fmt::Debug>(v: Option<T>) -> String {
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     let view = common::client_runtime()?.block_on(async {
         let meta_address = args.cluster.metadata_address().await?;
-        let first = member_status(&meta_address, Duration::from_secs(5))
+        let creds = args.cluster.credentials()?;
+        let first = member_status(&meta_address, &creds, Duration::from_secs(5))
             .await
             .with_context(|| format!("asking metadata member {meta_address} for status"))?;
         // The leader's view has the members' progress; use it when reachable.
@@ -130,7 +131,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             && first.leader_id != first.member_id
             && !first.leader_address.is_empty()
         {
-            member_status(&first.leader_address, Duration::from_secs(2))
+            member_status(&first.leader_address, &creds, Duration::from_secs(2))
                 .await
                 .unwrap_or(first)
         } else {
@@ -138,7 +139,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         };
         let mut members = Vec::new();
         for m in &st.members {
-            let own = member_status(&m.address, Duration::from_millis(1500)).await;
+            let own = member_status(&m.address, &creds, Duration::from_millis(1500)).await;
             members.push(match own {
                 Ok(o) => MemberView {
                     id: m.id,

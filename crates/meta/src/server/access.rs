@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bitmountain_auth::{Role, Scope, Token, TokenId, TokenRecord};
+use bitmountain_auth::{LookupError, Principal, Role, Scope, Token, TokenId, TokenRecord};
 use bitmountain_proto::v1 as pb;
 use bitmountain_worker::{Next, StepError, Worker};
 
@@ -22,7 +22,48 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// How often a member checks whether the group still needs its first admin token.
 const FIRST_ADMIN_POLL: Duration = Duration::from_millis(500);
 
+/// Most bundles a scoped token's status counts look at; a scope holding more shows counts of
+/// the first ones.
+pub const MAX_SCOPED_COUNT_BUNDLES: usize = 1_000_000;
+/// Bundles read per page while counting.
+const COUNT_PAGE: usize = 1_000;
+
 impl MetaServer {
+    /// The bundle counts a scoped token may see, through its scope's first label's index;
+    /// `None` for every other caller (they see the group's counts).
+    pub(crate) fn scoped_counts(
+        &self,
+        principal: Option<&Principal>,
+    ) -> Result<Option<pb::BundleCounts>> {
+        let Some(p @ Principal::Token(t)) = principal else {
+            return Ok(None);
+        };
+        let Some((k, v)) = t.scope.labels().iter().next() else {
+            return Ok(None);
+        };
+        let filter = crate::state::ListFilter {
+            label: Some((k.clone(), v.clone())),
+            state: None,
+        };
+        let mut counts = pb::BundleCounts::default();
+        let (mut token, mut seen) = (Vec::new(), 0);
+        loop {
+            let (page, next) = self.inner.store.list_bundles(&filter, &token, COUNT_PAGE)?;
+            seen += page.len();
+            for b in page.iter().filter(|b| p.sees(&b.labels)) {
+                match b.state {
+                    crate::types::BundleState::Pending => counts.pending += 1,
+                    crate::types::BundleState::Sealed => counts.sealed += 1,
+                    crate::types::BundleState::Deleting => counts.deleting += 1,
+                }
+            }
+            if next.is_empty() || seen >= MAX_SCOPED_COUNT_BUNDLES {
+                return Ok(Some(counts));
+            }
+            token = next;
+        }
+    }
+
     /// Makes a token and proposes its record; returns it with the token (its only copy).
     pub(crate) async fn create_token(
         &self,
@@ -187,4 +228,17 @@ fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()
     f.write_all(secret.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_all()
+}
+
+/// The token table as this member's store holds it: what its auth layer checks tokens against.
+#[derive(Debug)]
+pub(crate) struct StoreTokens(pub(crate) std::sync::Arc<crate::state::MetaStore>);
+
+impl bitmountain_auth::TokenVerifier for StoreTokens {
+    fn lookup(&self, id: TokenId) -> std::result::Result<Option<TokenRecord>, LookupError> {
+        use crate::state::KeyReader as _;
+        self.0
+            .token(id)
+            .map_err(|e| LookupError(format!("this member cannot read its token table: {e}")))
+    }
 }

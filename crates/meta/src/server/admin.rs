@@ -23,7 +23,13 @@ impl MetaServer {
         let st = self.inner.raft.status();
         let mut behind = Vec::new();
         for (id, address) in st.members.iter().filter(|(id, _)| **id != st.id) {
-            match crate::client::member_status(address, MEMBER_CHECK_TIMEOUT).await {
+            match crate::client::member_status(
+                address,
+                &self.inner.cfg.credentials,
+                MEMBER_CHECK_TIMEOUT,
+            )
+            .await
+            {
                 // Binaries from before value formats answer 0: they read JSON only.
                 Ok(s) if s.newest_value_format.max(1) >= requested => {}
                 Ok(s) => behind.push(format!(

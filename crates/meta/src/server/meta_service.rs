@@ -224,9 +224,14 @@ impl MetaService for MetaServer {
 
     async fn cluster_status(
         &self,
-        _req: Request<pb::ClusterStatusRequest>,
+        req: Request<pb::ClusterStatusRequest>,
     ) -> Rpc<pb::ClusterStatusResponse> {
-        ok(self.status_proto())
+        let mut status = self.status_proto();
+        // A scoped token sees only the bundles it may read, in counts too.
+        if let Some(counts) = self.scoped_counts(req.extensions().get())? {
+            status.bundles = Some(counts);
+        }
+        ok(status)
     }
 
     async fn claim_repairs(

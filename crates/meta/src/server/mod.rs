@@ -82,6 +82,9 @@ pub struct MetaConfig {
     pub node_down_grace_ms: u64,
     /// A repair assignment not renewed by its worker for this long is offered again.
     pub repair_lease_ms: u64,
+    /// How this member calls the others outside Raft (its certificate; plaintext when it
+    /// runs with `--insecure`).
+    pub credentials: bitmountain_proto::Credentials,
 }
 
 impl Default for MetaConfig {
@@ -93,6 +96,7 @@ impl Default for MetaConfig {
             heartbeat_interval_ms: 1000,
             node_down_grace_ms: crate::healing::DEFAULT_NODE_DOWN_GRACE_MS,
             repair_lease_ms: crate::healing::DEFAULT_REPAIR_LEASE_MS,
+            credentials: bitmountain_proto::Credentials::insecure(),
         }
     }
 }

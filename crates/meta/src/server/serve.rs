@@ -10,7 +10,10 @@ use bitmountain_proto::v1::meta_admin_server::MetaAdminServer;
 use bitmountain_proto::v1::meta_service_server::MetaServiceServer;
 use bitmountain_raftstore::{Members, RaftConfig};
 
-use super::access::FirstAdminToken;
+use bitmountain_auth::cert::TlsFiles;
+use bitmountain_auth::{policy, AuthLayer, Authorizer, InsecureWarning};
+
+use super::access::{FirstAdminToken, StoreTokens};
 use super::admin::Diagnostics;
 use super::bundles::Expiry;
 use super::{MetaConfig, MetaServer, WORKER_SHUTDOWN_GRACE};
@@ -35,6 +38,8 @@ pub struct MemberOptions {
     pub raft: RaftConfig,
     /// Service settings.
     pub meta: MetaConfig,
+    /// TLS and access control (`--tls-dir`); `None` runs plaintext and open (`--insecure`).
+    pub tls: Option<TlsFiles>,
 }
 
 /// Runs a member until `shutdown` resolves or the server fails.
@@ -58,9 +63,17 @@ pub async fn serve(
     .map_err(crate::raft_error)?;
     let started = Instant::now();
     let store = MetaStore::load(engine.db().clone())?;
+    let credentials = opts
+        .tls
+        .as_ref()
+        .map(TlsFiles::credentials)
+        .unwrap_or_default();
     let mut rcfg = opts.raft.clone();
     rcfg.id = id;
     rcfg.address = advertise.clone();
+    rcfg.credentials = credentials.clone();
+    let mut meta_cfg = opts.meta.clone();
+    meta_cfg.credentials = credentials;
     let (raft, raft_service) = bitmountain_raftstore::start(
         engine,
         rcfg,
@@ -68,13 +81,34 @@ pub async fn serve(
         tokio::runtime::Handle::current(),
     )
     .map_err(crate::raft_error)?;
-    let server = MetaServer::new(raft, store, opts.meta.clone());
+    let auth = opts.tls.as_ref().map(|_| {
+        AuthLayer::new(
+            Authorizer::new(Arc::new(StoreTokens(Arc::clone(&store))))
+                .serving(policy::MEMBER_SERVICES),
+        )
+    });
+    let server = MetaServer::new(raft, store, meta_cfg);
     tracing::info!(member = id, listen = %opts.listen, advertise = %advertise, load_ms = started.elapsed().as_millis() as u64, "metadata member starting");
     let workers = &server.inner.workers;
     workers.spawn(FailureDetector::new(server.clone()));
     workers.spawn(Expiry::new(server.clone()));
     workers.spawn(FirstAdminToken::new(server.clone(), opts.data_dir.clone()));
-    let served = tonic::transport::Server::builder()
+    if opts.tls.is_none() {
+        workers.spawn(InsecureWarning {
+            what: format!("metadata member {id} at {advertise}"),
+        });
+    }
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &opts.tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .map_err(|e| MetaError::Raft {
+                kind: crate::error::ErrorKind::Internal,
+                leader: None,
+                message: format!("TLS settings from --tls-dir: {e}"),
+            })?;
+    }
+    let served = builder
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(
             bitmountain_raftstore::transport::H2_STREAM_WINDOW_BYTES,
@@ -82,6 +116,8 @@ pub async fn serve(
         .initial_connection_window_size(Some(
             bitmountain_raftstore::transport::H2_CONNECTION_WINDOW_BYTES,
         ))
+        // Every request is checked here, before any handler (no layer with --insecure).
+        .layer(tower::util::option_layer(auth))
         .add_service(MetaServiceServer::new(server.clone()))
         .add_service(MetaAdminServer::new(server.clone()))
         .add_service(raft_service.into_server())

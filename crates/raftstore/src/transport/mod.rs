@@ -34,8 +34,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use bitmountain_proto::v1::raft_transport_client::RaftTransportClient;
+use bitmountain_proto::{AuthChannel, Credentials};
 use raft::prelude::Message;
-use tonic::transport::Channel;
 
 use crate::engine::Members;
 use crate::error::RaftStoreError;
@@ -96,6 +96,7 @@ pub struct Transport {
     links: Mutex<HashMap<u64, PeerLink>>,
     blocked: RwLock<HashSet<u64>>,
     fault_injection: bool,
+    credentials: Credentials,
     inbox: OnceLock<Arc<dyn Inbox>>,
     rt: tokio::runtime::Handle,
     /// Where snapshot files are generated and received.
@@ -119,6 +120,7 @@ impl Transport {
         address: String,
         members: Members,
         fault_injection: bool,
+        credentials: Credentials,
         rt: tokio::runtime::Handle,
         snap_dir: PathBuf,
     ) -> Arc<Self> {
@@ -130,6 +132,7 @@ impl Transport {
             links: Mutex::new(HashMap::new()),
             blocked: RwLock::new(HashSet::new()),
             fault_injection,
+            credentials,
             inbox: OnceLock::new(),
             rt,
             snap_dir,
@@ -180,8 +183,14 @@ impl Transport {
     }
 
     /// A client of the member at `addr` with the link settings above; it connects on first use.
-    fn client(addr: &str) -> Option<RaftTransportClient<Channel>> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
+    fn client(&self, addr: &str) -> Option<RaftTransportClient<AuthChannel>> {
+        let endpoint = match self.credentials.endpoint(addr) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "cannot reach a member at this address");
+                return None;
+            }
+        };
         let channel = endpoint
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
@@ -194,7 +203,7 @@ impl Transport {
             .keep_alive_while_idle(true)
             .connect_lazy();
         Some(
-            RaftTransportClient::new(channel)
+            RaftTransportClient::new(self.credentials.wrap(channel))
                 .max_decoding_message_size(MAX_RAFT_RPC_BYTES)
                 .max_encoding_message_size(MAX_RAFT_RPC_BYTES),
         )

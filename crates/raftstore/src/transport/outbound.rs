@@ -172,7 +172,7 @@ impl Transport {
     fn open_link(self: &Arc<Self>, to: u64, addr: &str) -> Option<mpsc::Sender<RaftEnvelope>> {
         // The driver thread is not a runtime thread; the lazy channel spawns its worker on ours.
         let _runtime = self.rt.enter();
-        let mut client = Self::client(addr)?;
+        let mut client = self.client(addr)?;
         let (tx, rx) = mpsc::channel(STREAM_ENVELOPES_IN_FLIGHT);
         let me = Arc::clone(self);
         let addr = addr.to_string();

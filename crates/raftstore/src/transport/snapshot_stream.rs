@@ -47,7 +47,7 @@ impl Transport {
 
     async fn stream_snapshot_to(&self, to: u64, m: Message, file: std::fs::File) -> bool {
         let started = std::time::Instant::now();
-        let Some(mut c) = self.addr_of(to).and_then(|a| Self::client(&a)) else {
+        let Some(mut c) = self.addr_of(to).and_then(|a| self.client(&a)) else {
             return false;
         };
         let header = self.envelope(to, std::slice::from_ref(&m));

@@ -26,6 +26,7 @@ async fn receiver(snap_dir: PathBuf) -> (String, Arc<Collect>) {
         addr.clone(),
         Members::new(),
         false,
+        bitmountain_proto::Credentials::insecure(),
         tokio::runtime::Handle::current(),
         snap_dir,
     );
@@ -60,6 +61,7 @@ async fn envelopes_keep_order_within_their_limits() {
         "127.0.0.1:1".into(),
         Members::new(),
         false,
+        bitmountain_proto::Credentials::insecure(),
         tokio::runtime::Handle::current(),
         dir.path().to_path_buf(),
     );

@@ -1,0 +1,203 @@
+//! How every Bit Mountain client reaches a server: [`Credentials`] (TLS settings and a bearer
+//! token) turn an address into a tonic [`Endpoint`] and a channel into an [`AuthChannel`] that
+//! carries the token on every call. One home for this, so the archive client, the metadata
+//! client, the Raft transport and the node's shard client connect the same way.
+//!
+//! Members and nodes connect with their certificate (mutual TLS, no token); people and
+//! scripts with the cluster CA and a token. `--insecure` clusters use [`Credentials::insecure`].
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// A channel whose calls carry the caller's token (if it has one).
+pub type AuthChannel = InterceptedService<Channel, Bearer>;
+
+/// Longest a TLS handshake may take before the connection attempt fails.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`speaks_tls`] waits for the server's answer to a plaintext greeting.
+pub const TLS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Adds `authorization: Bearer <token>` to every request; nothing when it holds no token.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the secret.
+        f.write_str(if self.0.is_some() {
+            "Bearer(***)"
+        } else {
+            "Bearer(none)"
+        })
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A token that cannot go into an HTTP header (it holds bytes a header may not).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the token holds characters an HTTP header cannot carry; check the token file or variable")]
+pub struct BadToken;
+
+/// What a client presents: TLS settings (trusting the cluster CA, optionally with its own
+/// certificate) and an optional bearer token. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    tls: Option<ClientTlsConfig>,
+    bearer: Bearer,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("tls", &self.tls.is_some())
+            .field("bearer", &self.bearer)
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Plaintext, no token: for clusters run with `--insecure`.
+    pub fn insecure() -> Credentials {
+        Credentials::default()
+    }
+
+    /// TLS trusting the CA certificates in `ca_pem`, presenting the certificate and key in
+    /// `identity` (`(cert_pem, key_pem)`) when given: members and nodes do, clients do not.
+    pub fn tls(ca_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Credentials {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .timeout(TLS_HANDSHAKE_TIMEOUT);
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Credentials {
+            tls: Some(tls),
+            bearer: Bearer::default(),
+        }
+    }
+
+    /// The same, carrying `token` (`bmt_...`) on every call.
+    pub fn with_token(mut self, token: &str) -> Result<Credentials, BadToken> {
+        let value = format!("Bearer {}", token.trim());
+        self.bearer = Bearer(Some(value.parse().map_err(|_| BadToken)?));
+        Ok(self)
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether calls carry a token.
+    pub fn has_token(&self) -> bool {
+        self.bearer.0.is_some()
+    }
+
+    /// The endpoint for `host:port` (`https://` with TLS, `http://` without). Connect and
+    /// window settings are the caller's.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        let addr = addr
+            .trim()
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        match &self.tls {
+            Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone()),
+            None => Endpoint::from_shared(format!("http://{addr}")),
+        }
+    }
+
+    /// `channel` with this caller's token on every call.
+    pub fn wrap(&self, channel: Channel) -> AuthChannel {
+        InterceptedService::new(channel, self.bearer.clone())
+    }
+}
+
+/// Whether the server at `addr` answers a plaintext HTTP/2 greeting with a TLS alert: it
+/// speaks TLS, and the caller, talking plaintext, should be told to pass `--ca` rather than
+/// shown a transport error. `false` when it cannot tell (no connection, no answer).
+pub async fn speaks_tls(addr: &str) -> bool {
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).await.ok()?;
+        // A TLS record: content type alert (21) or handshake (22), major version 3.
+        Some(matches!(head[0], 21 | 22) && head[1] == 3)
+    };
+    matches!(
+        tokio::time::timeout(TLS_PROBE_TIMEOUT, probe).await,
+        Ok(Some(true))
+    )
+}
+
+/// The advice for a plaintext client whose server speaks TLS.
+pub fn needs_ca_message(addr: &str) -> String {
+    format!(
+        "{addr} speaks TLS: pass the cluster CA with --ca FILE (or BITMOUNTAIN_CA, or \
+         `bitmountain config set ca FILE`)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_token_goes_into_the_header_and_never_into_debug_output() {
+        let c = Credentials::insecure()
+            .with_token("bmt_0123456789abcdef_secret")
+            .unwrap();
+        assert!(c.has_token() && !c.is_tls());
+        assert!(!format!("{c:?}").contains("secret"));
+        let mut b = c.bearer.clone();
+        let req = b.call(tonic::Request::new(())).unwrap();
+        assert_eq!(
+            req.metadata().get("authorization").unwrap(),
+            "Bearer bmt_0123456789abcdef_secret"
+        );
+        assert_eq!(
+            Credentials::insecure().with_token("bad\ntoken").err(),
+            Some(BadToken)
+        );
+    }
+
+    #[test]
+    fn no_token_no_header() {
+        let mut b = Bearer::default();
+        let req = b.call(tonic::Request::new(())).unwrap();
+        assert!(req.metadata().get("authorization").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_plaintext_server_is_not_taken_for_tls() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 24];
+            let _ = s.read_exact(&mut buf).await;
+            // An HTTP/2 SETTINGS frame header, as a plaintext server answers.
+            let _ = s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+        });
+        assert!(!speaks_tls(&addr).await);
+    }
+}

@@ -1,0 +1,185 @@
+//! What TLS and token checks cost, against `--insecure` in the same run (ignored by default;
+//! figures in docs/benchmarks.md, "TLS and tokens"). The dev topology — one metadata member and
+//! six storage nodes × two disks, RS(4,2) — as separate processes, started alternately secured
+//! and insecure so drift of the machine's speed hits both alike. Measured per cluster: a large
+//! upload's throughput, the p50 of warm 64 KiB reads, and metadata allocate+commit pairs/s.
+//!
+//! `scripts/bench-tls`; `TLS_BENCH_UPLOAD_MIB` (default 512), `TLS_BENCH_ROUNDS` (default 2).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bitmountain_client::{PutOptions, UploadFile};
+use bitmountain_meta_client::{AllocateRequest, CommitRequest, MetaClient};
+use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
+use bitmountain_tests::meta_cluster::RS_4_2;
+
+const MIB: f64 = 1024.0 * 1024.0;
+const READS: usize = 400;
+const READ_FILES: usize = 40;
+const PAIR_WORKERS: usize = 64;
+const PAIRS: u64 = 4_000;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Figures {
+    upload_mib_s: f64,
+    read_p50_ms: f64,
+    pairs_per_s: f64,
+}
+
+async fn measure(insecure: bool, upload_mib: u64) -> Figures {
+    let cluster = Cluster::start_secured(1, 6, 2, "4+2", &[], &[], insecure);
+    let client = cluster.client(1);
+    // Large upload: 8 MiB files from memory (no local disk reads in the way).
+    let files: Vec<UploadFile> = (0..upload_mib.div_ceil(8))
+        .map(|i| {
+            UploadFile::from_bytes(format!("scan-{i:04}.tif"), pseudo_random_bytes(i, 8 << 20))
+        })
+        .collect();
+    let start = Instant::now();
+    let put = client
+        .put_files(files, &PutOptions::default())
+        .await
+        .unwrap();
+    let upload_mib_s = put.length_bytes as f64 / MIB / start.elapsed().as_secs_f64();
+
+    // Warm 64 KiB reads: every file read once (indexes and bundle records cached), then timed.
+    let small: Vec<UploadFile> = (0..READ_FILES)
+        .map(|i| {
+            UploadFile::from_bytes(
+                format!("p/{i:03}.jpg"),
+                pseudo_random_bytes(1000 + i as u64, 64 << 10),
+            )
+        })
+        .collect();
+    let put = client
+        .put_files(small, &PutOptions::default())
+        .await
+        .unwrap();
+    for i in 0..READ_FILES {
+        client
+            .read_file(&put.bundle_id, &format!("p/{i:03}.jpg"))
+            .await
+            .unwrap();
+    }
+    let mut lat = Vec::with_capacity(READS);
+    for r in 0..READS {
+        let path = format!("p/{:03}.jpg", r % READ_FILES);
+        let t = Instant::now();
+        let bytes = client.read_file(&put.bundle_id, &path).await.unwrap();
+        lat.push(t.elapsed());
+        assert_eq!(bytes.len(), 64 << 10);
+    }
+    lat.sort();
+    let read_p50_ms = lat[lat.len() / 2].as_secs_f64() * 1e3;
+
+    // Metadata allocate+commit pairs through the node certificate (as nodes make them).
+    let meta = Arc::new(cluster.meta.client());
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..PAIR_WORKERS {
+        let (meta, next) = (meta.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= PAIRS {
+                    return;
+                }
+                pair(&meta, format!("bench-{i}")).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let pairs_per_s = PAIRS as f64 / start.elapsed().as_secs_f64();
+    Figures {
+        upload_mib_s,
+        read_p50_ms,
+        pairs_per_s,
+    }
+}
+
+async fn pair(client: &MetaClient, request_id: String) {
+    let b = client
+        .allocate_bundle(&AllocateRequest {
+            request_id,
+            code: Some(RS_4_2),
+            expected_length: 64 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .commit_bundle(
+            b.record.id,
+            &CommitRequest {
+                length: 64 << 20,
+                index_offset: 1000,
+                index_length: 1000,
+                sha256: vec![3; 32],
+                file_count: 1000,
+                missing_shards: vec![],
+            },
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run with scripts/bench-tls"]
+async fn tls_and_tokens_against_insecure() {
+    let upload_mib = env_u64("TLS_BENCH_UPLOAD_MIB", 512);
+    let rounds = env_u64("TLS_BENCH_ROUNDS", 2);
+    let (mut secure, mut plain) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for insecure in [false, true] {
+            let f = measure(insecure, upload_mib).await;
+            println!(
+                "BENCH tls round {round} {}: upload {:.0} MiB/s, warm 64 KiB read p50 {:.2} ms, alloc+commit {:.0} pairs/s",
+                if insecure { "insecure" } else { "tls+tokens" },
+                f.upload_mib_s,
+                f.read_p50_ms,
+                f.pairs_per_s
+            );
+            if insecure { &mut plain } else { &mut secure }.push(f);
+        }
+    }
+    let mean =
+        |v: &[Figures], f: fn(&Figures) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let (su, pu) = (
+        mean(&secure, |f| f.upload_mib_s),
+        mean(&plain, |f| f.upload_mib_s),
+    );
+    let (sr, pr) = (
+        mean(&secure, |f| f.read_p50_ms),
+        mean(&plain, |f| f.read_p50_ms),
+    );
+    let (sp, pp) = (
+        mean(&secure, |f| f.pairs_per_s),
+        mean(&plain, |f| f.pairs_per_s),
+    );
+    println!(
+        "BENCH tls upload: {su:.0} MiB/s with TLS and tokens against {pu:.0} MiB/s insecure: ratio {:.3} (target >= 0.85)",
+        su / pu
+    );
+    println!(
+        "BENCH tls read: warm 64 KiB p50 {sr:.2} ms against {pr:.2} ms insecure: {:+.1} % (target <= +10 %)",
+        (sr / pr - 1.0) * 100.0
+    );
+    println!(
+        "BENCH tls meta: {sp:.0} alloc+commit pairs/s against {pp:.0} insecure: ratio {:.3} (target >= 0.85)",
+        sp / pp
+    );
+}
