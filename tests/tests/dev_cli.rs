@@ -87,6 +87,29 @@ fn ok(config: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// TLS and tokens are on: a client without the CA is told to pass one, a client without a
+/// token is told it has none (`no_config`: a config file that does not exist).
+fn tls_and_tokens_are_required(no_config: &Path, listen: &str, data: &Path) {
+    let plain = bitmountain()
+        .env("BITMOUNTAIN_CONFIG", no_config)
+        .args(["ls", "--cluster", listen])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success() && err.contains("--ca"), "{err}");
+    let ca = data.join("tls/ca/ca.pem");
+    let tokenless = bitmountain()
+        .env("BITMOUNTAIN_CONFIG", no_config)
+        .args(["ls", "--cluster", listen, "--ca", ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&tokenless.stderr);
+    assert!(
+        !tokenless.status.success() && err.contains("token"),
+        "{err}"
+    );
+}
+
 #[test]
 fn dev_cluster_put_ls_get_status_and_restart() {
     let tmp = tempfile::tempdir().unwrap();
@@ -117,26 +140,7 @@ fn dev_cluster_put_ls_get_status_and_restart() {
     let written = std::fs::read_to_string(&config).unwrap();
     assert!(written.contains(&listen), "{written}");
 
-    // TLS and tokens are on: a client without the CA is told to pass one, a client without a
-    // token is told it has none.
-    let plain = bitmountain()
-        .env("BITMOUNTAIN_CONFIG", tmp.path().join("none.toml"))
-        .args(["ls", "--cluster", &listen])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&plain.stderr);
-    assert!(!plain.status.success() && err.contains("--ca"), "{err}");
-    let ca = data.join("tls/ca/ca.pem");
-    let tokenless = bitmountain()
-        .env("BITMOUNTAIN_CONFIG", tmp.path().join("none.toml"))
-        .args(["ls", "--cluster", &listen, "--ca", ca.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&tokenless.stderr);
-    assert!(
-        !tokenless.status.success() && err.contains("token"),
-        "{err}"
-    );
+    tls_and_tokens_are_required(&tmp.path().join("none.toml"), &listen, &data);
 
     let listed = ok(
         &config,
