@@ -70,6 +70,17 @@ pub fn run_ok(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// CPU time (user + system) process `pid` has used, in clock ticks (1/100 s); 0 if it is gone.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
 /// The `x-bitmountain-error` kind of a status a node or member sent ("" when absent).
 pub fn error_kind(status: &tonic::Status) -> String {
     bitmountain_proto::error_kind::kind_header(status)

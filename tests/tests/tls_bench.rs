@@ -15,6 +15,7 @@ use std::time::Instant;
 use bitmountain_client::{PutOptions, UploadFile};
 use bitmountain_meta_client::{AllocateRequest, CommitRequest, MetaClient};
 use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
+use bitmountain_tests::cpu_ticks;
 use bitmountain_tests::meta_cluster::RS_4_2;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -33,6 +34,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[derive(Debug, Default, Clone, Copy)]
 struct Figures {
     upload_mib_s: f64,
+    /// CPU seconds of the cluster's processes and of the client per GiB uploaded.
+    upload_cpu_s_per_gib: (f64, f64),
     read_p50_ms: f64,
     pairs_per_s: f64,
 }
@@ -46,12 +49,29 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
             UploadFile::from_bytes(format!("scan-{i:04}.tif"), pseudo_random_bytes(i, 8 << 20))
         })
         .collect();
+    let pids: Vec<u32> = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| n.pid())
+        .chain(cluster.meta.members.values().filter_map(|m| m.pid()))
+        .collect();
+    let cpu = || {
+        let cluster: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+        (cluster, cpu_ticks(std::process::id()))
+    };
+    let before = cpu();
     let start = Instant::now();
     let put = client
         .put_files(files, &PutOptions::default())
         .await
         .unwrap();
     let upload_mib_s = put.length_bytes as f64 / MIB / start.elapsed().as_secs_f64();
+    let after = cpu();
+    let gib = put.length_bytes as f64 / (MIB * 1024.0);
+    let upload_cpu_s_per_gib = (
+        (after.0 - before.0) as f64 / 100.0 / gib,
+        (after.1 - before.1) as f64 / 100.0 / gib,
+    );
 
     // Warm 64 KiB reads: every file read once (indexes and bundle records cached), then timed.
     let small: Vec<UploadFile> = (0..READ_FILES)
@@ -106,6 +126,7 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
     let pairs_per_s = PAIRS as f64 / start.elapsed().as_secs_f64();
     Figures {
         upload_mib_s,
+        upload_cpu_s_per_gib,
         read_p50_ms,
         pairs_per_s,
     }
@@ -144,12 +165,20 @@ async fn tls_and_tokens_against_insecure() {
     let rounds = env_u64("TLS_BENCH_ROUNDS", 2);
     let (mut secure, mut plain) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        for insecure in [false, true] {
+        // The order alternates too: the first cluster of a run is slower (a cold machine).
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for insecure in order {
             let f = measure(insecure, upload_mib).await;
             println!(
-                "BENCH tls round {round} {}: upload {:.0} MiB/s, warm 64 KiB read p50 {:.2} ms, alloc+commit {:.0} pairs/s",
+                "BENCH tls round {round} {}: upload {:.0} MiB/s (CPU s per GiB: cluster {:.2}, client {:.2}), warm 64 KiB read p50 {:.2} ms, alloc+commit {:.0} pairs/s",
                 if insecure { "insecure" } else { "tls+tokens" },
                 f.upload_mib_s,
+                f.upload_cpu_s_per_gib.0,
+                f.upload_cpu_s_per_gib.1,
                 f.read_p50_ms,
                 f.pairs_per_s
             );
