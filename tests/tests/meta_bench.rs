@@ -109,9 +109,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmHWM:")
 }
 
-/// CPU time (user + system) a process has used so far, in clock ticks of `/proc` (100 per
-/// second on Linux).
-
 /// CPU ticks of every running member and of this (load generator) process.
 fn cluster_cpu_ticks(cluster: &MetaCluster) -> (u64, u64) {
     let members = cluster
