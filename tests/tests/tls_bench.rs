@@ -4,7 +4,8 @@
 //! and insecure so drift of the machine's speed hits both alike. Measured per cluster: a large
 //! upload's throughput, the p50 of warm 64 KiB reads, and metadata allocate+commit pairs/s.
 //!
-//! `scripts/bench-tls`; `TLS_BENCH_UPLOAD_MIB` (default 512), `TLS_BENCH_ROUNDS` (default 2).
+//! `scripts/bench-tls`; `TLS_BENCH_UPLOAD_MIB` (default 512), `TLS_BENCH_ROUNDS` (default 2),
+//! `TLS_BENCH_READS` (default 400).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +20,6 @@ use bitmountain_tests::cpu_ticks;
 use bitmountain_tests::meta_cluster::RS_4_2;
 
 const MIB: f64 = 1024.0 * 1024.0;
-const READS: usize = 400;
 const READ_FILES: usize = 40;
 const PAIR_WORKERS: usize = 64;
 const PAIRS: u64 = 4_000;
@@ -92,8 +92,9 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
             .await
             .unwrap();
     }
-    let mut lat = Vec::with_capacity(READS);
-    for r in 0..READS {
+    let reads = env_u64("TLS_BENCH_READS", 400) as usize;
+    let mut lat = Vec::with_capacity(reads);
+    for r in 0..reads {
         let path = format!("p/{:03}.jpg", r % READ_FILES);
         let t = Instant::now();
         let bytes = client.read_file(&put.bundle_id, &path).await.unwrap();
