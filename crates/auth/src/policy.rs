@@ -137,7 +137,13 @@ pub const HEALTH: &str = "grpc.health.v1.Health";
 pub const REFLECTION: &str = "grpc.reflection.v1.ServerReflection";
 
 /// The services a metadata member serves (`crates/meta/src/server/serve.rs`).
-pub const MEMBER_SERVICES: &[&str] = &[META_SERVICE, META_ADMIN, RAFT_TRANSPORT, DIAGNOSTICS];
+pub const MEMBER_SERVICES: &[&str] = &[
+    META_SERVICE,
+    META_ADMIN,
+    RAFT_TRANSPORT,
+    DIAGNOSTICS,
+    HEALTH,
+];
 /// The services a storage node serves (`crates/node/src/daemon.rs`).
 pub const NODE_SERVICES: &[&str] = &[NODE_SERVICE, ARCHIVE_SERVICE, HEALTH, REFLECTION];
 

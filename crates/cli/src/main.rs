@@ -76,6 +76,8 @@ enum Command {
     /// Access tokens: create (the token is printed once), list, revoke.
     #[command(subcommand)]
     Token(commands::token::TokenCommand),
+    /// Ask a member or node whether it serves (gRPC health); exit 0 if it does.
+    Health(commands::health::HealthArgs),
     /// Run the offline demo: pack a tree, shard it, destroy shards, read every file back.
     Demo(commands::demo::DemoArgs),
 }
@@ -112,6 +114,7 @@ fn main() -> std::process::ExitCode {
         Command::Token(cmd) => commands::token::run(cmd),
         Command::Config(cmd) => commands::config::run(cmd),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Health(args) => commands::health::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -417,6 +417,29 @@ impl LoadedCa {
     }
 }
 
+/// Makes the CA in `dir` unless it is there; true if it made one.
+pub fn ensure_ca(dir: &Path) -> Result<bool, CertError> {
+    if dir.join(CA_CERT_FILE).exists() {
+        return Ok(false);
+    }
+    init_ca(dir).map(|_| true)
+}
+
+/// Issues `name`'s certificate into `out` unless `out` already holds one; true if it issued.
+/// Lets a deployment's set-up step run again without failing or replacing keys.
+pub fn ensure_issued(
+    ca_dir: &Path,
+    name: &str,
+    role: PeerRole,
+    hosts: &[String],
+    out: &Path,
+) -> Result<bool, CertError> {
+    if out.join(CERT_FILE).exists() {
+        return Ok(false);
+    }
+    issue(ca_dir, name, role, hosts, out).map(|_| true)
+}
+
 /// The identity a DER certificate names: its one URI SAN `spiffe://bitmountain/<role>/<name>`.
 /// `None` for anything else — unparsable, no such SAN, two URI SANs, another prefix, an
 /// unknown role or an invalid name. Does not check the signature: TLS already verified the

@@ -18,6 +18,41 @@ pub enum CertCommand {
     /// Issue a member's or node's certificate, signed by the CA: OUT/cert.pem, OUT/key.pem
     /// (mode 0600) and a copy of ca.pem — the directory `meta`/`node` take as --tls-dir.
     Issue(IssueArgs),
+    /// A whole small cluster's certificates at once, for a deployment's set-up step: the CA in
+    /// DIR/ca and DIR/NAME for every member and node, each valid for its name and --host. Made
+    /// only where missing, so running it again changes nothing.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Where the certificates go (DIR/NAME for each member and node).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Where the CA is (made if missing); default DIR/ca. Keep it apart from what members
+    /// and nodes can read: its key signs certificates.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// The members' names (also their host names).
+    #[arg(
+        long,
+        value_name = "NAME[,NAME...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    meta: Vec<String>,
+    /// The nodes' names (also their host names).
+    #[arg(
+        long,
+        value_name = "NAME[,NAME...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    node: Vec<String>,
+    /// More hosts every certificate is valid for (say `localhost,127.0.0.1`, for clients
+    /// and health checks on the same host).
+    #[arg(long = "host", value_name = "H[,H...]", value_delimiter = ',')]
+    hosts: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +102,7 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<()> {
     match cmd {
         CertCommand::Init(args) => init(args),
         CertCommand::Issue(args) => issue(args),
+        CertCommand::Cluster(args) => cluster(args),
     }
 }
 
@@ -96,6 +132,29 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
         "next: bitmountain cert issue --ca-dir {} --name NAME --role meta|node --host ADDR -o DIR",
         args.dir.display()
     )?;
+    Ok(())
+}
+
+fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    let ca = args.ca_dir.clone().unwrap_or_else(|| args.dir.join("ca"));
+    let mut out = common::stdout();
+    if cert::ensure_ca(&ca)? {
+        writeln!(out, "created the cluster CA in {}", ca.display())?;
+    }
+    let all = args
+        .meta
+        .iter()
+        .map(|n| (n, PeerRole::Meta))
+        .chain(args.node.iter().map(|n| (n, PeerRole::Node)));
+    for (name, role) in all {
+        let hosts: Vec<String> = std::iter::once(name.clone())
+            .chain(args.hosts.iter().cloned())
+            .collect();
+        let dir = args.dir.join(name);
+        if cert::ensure_issued(&ca, name, role, &hosts, &dir)? {
+            writeln!(out, "issued {role} {name} into {}", dir.display())?;
+        }
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bitmountain_auth::cert::{self, TlsFiles, CA_CERT_FILE, CERT_FILE};
+use bitmountain_auth::cert::{self, TlsFiles, CA_CERT_FILE};
 use bitmountain_auth::PeerRole;
 use bitmountain_proto::Credentials;
 
@@ -35,9 +35,7 @@ impl DevPki {
     ) -> anyhow::Result<DevPki> {
         let tls = dir.join("tls");
         let ca = tls.join("ca");
-        if !ca.join(CA_CERT_FILE).exists() {
-            cert::init_ca(&ca).context("making the dev cluster's CA")?;
-        }
+        cert::ensure_ca(&ca).context("making the dev cluster's CA")?;
         let pki = DevPki {
             tls,
             token_file: dir
@@ -53,9 +51,6 @@ impl DevPki {
 
     fn issue(&self, name: &str, role: PeerRole, address: &str) -> anyhow::Result<()> {
         let out = self.tls.join(name);
-        if out.join(CERT_FILE).exists() {
-            return Ok(());
-        }
         let mut hosts = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
         if let Some((host, _)) = address.rsplit_once(':') {
             let unspecified = host
@@ -65,7 +60,7 @@ impl DevPki {
                 hosts.push(host.to_owned());
             }
         }
-        cert::issue(&self.tls.join("ca"), name, role, &hosts, &out)
+        cert::ensure_issued(&self.tls.join("ca"), name, role, &hosts, &out)
             .with_context(|| format!("issuing the dev certificate of {name}"))?;
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod dev_tls;
 pub mod disk;
 pub mod durability;
 pub mod fsutil;
+pub mod health;
 pub mod member;
 pub mod meta;
 pub mod node;

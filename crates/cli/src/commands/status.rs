@@ -111,6 +111,10 @@ struct StatusView {
     repairs_queued: u64,
     /// The value format the group writes (1 JSON, 2 protobuf).
     value_format: u32,
+    /// Set when the metadata members could not be reached from here and a node's view is
+    /// shown instead (no member details).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 /// A state's name as `--json` and the table show it (`unspecified` when the member sent none
@@ -121,6 +125,76 @@ fn name<T: std::fmt::Debug>(v: Option<T>) -> String {
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     let view = common::client_runtime()?.block_on(async {
+        match members_view(&args).await {
+            Ok(view) => Ok(view),
+            // The members may be out of reach from here (a compose cluster: only a node's
+            // port is published); a node answers with the group's view.
+            Err(e) => nodes_view(&args).await.map_err(|_| e),
+        }
+    })?;
+    if args.json {
+        return common::print_json(&view);
+    }
+    print_human(&view, &mut common::stdout())?;
+    Ok(())
+}
+
+/// The cluster as a storage node relays it, when no member can be asked directly.
+async fn nodes_view(args: &StatusArgs) -> anyhow::Result<StatusView> {
+    let s = args.cluster.archive_client()?.status().await?;
+    let nodes = s
+        .nodes
+        .iter()
+        .map(|n| NodeView {
+            id: n.node_id,
+            address: n.address.clone(),
+            zone: n.zone.clone(),
+            rack: n.rack.clone(),
+            host: n.host.clone(),
+            state: n.state.clone(),
+            last_heartbeat_age_ms: n.last_heartbeat_age_ms,
+            disks: n
+                .disks
+                .iter()
+                .map(|d| DiskView {
+                    id: d.disk_id,
+                    path: d.path.clone(),
+                    state: d.state.clone(),
+                    capacity_bytes: d.capacity_bytes,
+                    used_bytes: d.used_bytes,
+                    accounted_bytes: d.used_bytes,
+                    last_scrub_unix_ms: None,
+                    last_scrub_damaged_shards: 0,
+                })
+                .collect(),
+            workers: Vec::new(),
+        })
+        .collect();
+    Ok(StatusView {
+        cluster_id: s.cluster_id,
+        answered_by: 0,
+        leader_id: s.meta_leader_id,
+        leader_address: s.meta_leader_address.clone(),
+        term: s.meta_term,
+        commit_index: 0,
+        applied_index: 0,
+        members: Vec::new(),
+        nodes,
+        bundles_pending: s.bundles_pending,
+        bundles_sealed: s.bundles_sealed,
+        bundles_deleting: s.bundles_deleting,
+        repairs_queued: s.repairs_queued,
+        value_format: 0,
+        note: Some(format!(
+            "the metadata members (leader {}) are not reachable from here; node {} answered",
+            s.meta_leader_address, s.answered_by
+        )),
+    })
+}
+
+/// The cluster as the metadata members see it, each member asked for its own progress.
+async fn members_view(args: &StatusArgs) -> anyhow::Result<StatusView> {
+    {
         let meta_address = args.cluster.metadata_address().await?;
         let creds = args.cluster.credentials()?;
         let first = member_status(&meta_address, &creds, Duration::from_secs(5))
@@ -185,13 +259,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             bundles_deleting: counts.deleting,
             repairs_queued: st.repairs_queued,
             value_format: st.value_format.max(1),
+            note: None,
         })
-    })?;
-    if args.json {
-        return common::print_json(&view);
     }
-    print_human(&view, &mut common::stdout())?;
-    Ok(())
 }
 
 fn node_view(n: &NodeInfo) -> NodeView {
@@ -228,6 +298,9 @@ fn print_human(v: &StatusView, out: &mut impl Write) -> io::Result<()> {
         &v.cluster_id
     };
     writeln!(out, "cluster   {cid}")?;
+    if let Some(note) = &v.note {
+        writeln!(out, "note      {note}")?;
+    }
     if v.leader_id == 0 {
         writeln!(
             out,

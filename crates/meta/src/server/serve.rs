@@ -98,6 +98,8 @@ pub async fn serve(
             what: format!("metadata member {id} at {advertise}"),
         });
     }
+    // Serving from here on: health checks (container and Kubernetes probes) ask it.
+    let (_health_reporter, health) = tonic_health::server::health_reporter();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &opts.tls {
         builder = builder
@@ -122,6 +124,7 @@ pub async fn serve(
         .add_service(MetaAdminServer::new(server.clone()))
         .add_service(raft_service.into_server())
         .add_service(pb::diagnostics_server::DiagnosticsServer::new(Diagnostics))
+        .add_service(health)
         .serve_with_shutdown(opts.listen, shutdown)
         .await;
     server.inner.workers.shutdown(WORKER_SHUTDOWN_GRACE).await;
