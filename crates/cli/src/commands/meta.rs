@@ -44,6 +44,10 @@ pub struct MetaArgs {
     /// Member id (non-zero). Required on the first start; later read from --data.
     #[arg(long)]
     id: Option<u64>,
+    /// Take the member id from the host name: its last number plus one (`meta-0` is member 1),
+    /// as Kubernetes StatefulSets number their pods from 0.
+    #[arg(long, conflicts_with = "id")]
+    id_from_hostname: bool,
     /// Data directory (RocksDB: Raft log, Raft state and the state machine).
     #[arg(long, required = true)]
     data: Option<PathBuf>,
@@ -90,6 +94,36 @@ pub struct MetaArgs {
     enable_fault_injection: bool,
     #[command(flatten)]
     tls: ServeTlsArgs,
+}
+
+/// This machine's (or pod's) host name.
+fn hostname() -> anyhow::Result<String> {
+    if let Some(h) = std::env::var_os("HOSTNAME").filter(|h| !h.is_empty()) {
+        return Ok(h.to_string_lossy().into_owned());
+    }
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the host name (/proc/sys/kernel/hostname) for --id-from-hostname")?;
+    Ok(h.trim().to_owned())
+}
+
+/// The member id a host name gives: its trailing number plus one (`meta-2` → 3).
+fn member_id_from_hostname(name: &str) -> anyhow::Result<u64> {
+    let digits: String = name
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let ordinal: u64 = digits.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--id-from-hostname: the host name {name:?} does not end in a number (meta-0, meta-1, ...); give --id instead"
+        )
+    })?;
+    ordinal
+        .checked_add(1)
+        .ok_or_else(|| anyhow::anyhow!("--id-from-hostname: {name:?} is out of range"))
 }
 
 fn parse_bootstrap(list: &[String]) -> anyhow::Result<Option<Members>> {
@@ -169,6 +203,10 @@ fn serve(args: MetaArgs) -> anyhow::Result<()> {
         anyhow::bail!("--data and --listen are required to run a member");
     };
     let tls = args.tls.tls(bitmountain_auth::PeerRole::Meta)?;
+    let id = match args.id_from_hostname {
+        true => Some(member_id_from_hostname(&hostname()?)?),
+        false => args.id,
+    };
     let bootstrap = parse_bootstrap(&args.bootstrap)?;
     let default_code: Code = args.default_code.parse()?;
     let domain_level: DomainLevel = args.failure_domain.parse()?;
@@ -179,7 +217,7 @@ fn serve(args: MetaArgs) -> anyhow::Result<()> {
     raft.compact_log_entries = args.compact_log_entries;
     raft.fault_injection = args.enable_fault_injection;
     let opts = MemberOptions {
-        id: args.id,
+        id,
         data_dir,
         listen,
         advertise: args.advertise,
@@ -201,4 +239,19 @@ fn serve(args: MetaArgs) -> anyhow::Result<()> {
         super::common::shutdown_signal(),
     ))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::member_id_from_hostname;
+
+    #[test]
+    fn statefulset_ordinals_become_member_ids() {
+        assert_eq!(member_id_from_hostname("meta-0").unwrap(), 1);
+        assert_eq!(member_id_from_hostname("bitmountain-meta-12").unwrap(), 13);
+        assert!(member_id_from_hostname("meta").is_err());
+        assert!(member_id_from_hostname("meta-99999999999999999999999").is_err());
+    }
 }

@@ -1,0 +1,168 @@
+//! The deployment files outside the compose cluster, checked offline: the systemd units by
+//! `systemd-analyze verify` (and their hardening), the Kubernetes manifests against the
+//! Kubernetes schemas (PyPI `kubernetes-validate`, strict), and every flag any of them passes
+//! to `bitmountain` against the binary's own `--help`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bitmountain_tests::bitmountain_bin;
+
+const KUBERNETES_VALIDATE: &str = "1.31.0";
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The `--flags` of `bitmountain SUBCOMMAND --help`.
+fn flags_of(subcommand: &str) -> String {
+    let out = Command::new(bitmountain_bin())
+        .args([subcommand, "--help"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every `--flag` in `text` after `subcommand` is one `bitmountain SUBCOMMAND` knows.
+fn assert_flags_known(text: &str, subcommand: &str, origin: &Path) {
+    let help = flags_of(subcommand);
+    for word in text.split(|c: char| c.is_whitespace() || matches!(c, '"' | ',' | '[' | ']')) {
+        let Some(flag) = word.strip_prefix("--") else {
+            continue;
+        };
+        let flag = flag.split('=').next().unwrap();
+        if flag.is_empty() || !flag.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+            continue;
+        }
+        assert!(
+            help.contains(&format!("--{flag}")),
+            "{}: `bitmountain {subcommand}` has no --{flag}",
+            origin.display()
+        );
+    }
+}
+
+#[test]
+fn systemd_units_verify_and_are_hardened() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = files(&deploy().join("systemd"), "service");
+    assert_eq!(units.len(), 2);
+    for unit in &units {
+        let text = std::fs::read_to_string(unit).unwrap();
+        for directive in [
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ReadWritePaths=",
+            "Restart=on-failure",
+            "User=bitmountain",
+            "--tls-dir",
+        ] {
+            assert!(
+                text.contains(directive),
+                "{}: no {directive}",
+                unit.display()
+            );
+        }
+        let subcommand = if text.contains("bitmountain meta ") {
+            "meta"
+        } else {
+            "node"
+        };
+        let exec = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        assert_flags_known(exec, subcommand, unit);
+        // verify checks that the command exists: point it at the binary under test.
+        let copy = dir.path().join(unit.file_name().unwrap());
+        std::fs::write(
+            &copy,
+            text.replace(
+                "/usr/local/bin/bitmountain",
+                bitmountain_bin().to_str().unwrap(),
+            ),
+        )
+        .unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(files(dir.path(), "service"))
+        .output()
+        .expect("systemd-analyze (systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // verify reports unknown or malformed settings as warnings and still exits 0.
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
+
+/// A virtualenv with kubernetes-validate, made once and kept outside the clone.
+fn kubernetes_validate() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
+    let venv = home
+        .join(".cache/bitmountain")
+        .join(format!("pyvenv-kubernetes-validate-{KUBERNETES_VALIDATE}"));
+    let tool = venv.join("bin/kubernetes-validate");
+    if !tool.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let pip = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet"])
+            .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}"))
+            .status()
+            .unwrap();
+        assert!(pip.success(), "pip install kubernetes-validate");
+    }
+    tool
+}
+
+#[test]
+fn kubernetes_manifests_validate_against_the_schemas() {
+    let dir = deploy().join("kubernetes");
+    let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+    let manifests: Vec<PathBuf> = files(&dir, "yaml")
+        .into_iter()
+        .filter(|p| !p.ends_with("kustomization.yaml"))
+        .collect();
+    assert!(manifests.len() >= 5);
+    for m in &manifests {
+        let name = m.file_name().unwrap().to_str().unwrap();
+        assert!(
+            kustomization.contains(&format!("- {name}")),
+            "kustomization.yaml does not list {name}"
+        );
+        let text = std::fs::read_to_string(m).unwrap();
+        for (kind, subcommand) in [("name: meta\n", "meta"), ("name: node\n", "node")] {
+            if text.contains("kind: StatefulSet") && text.contains(kind) {
+                assert!(text.contains("readinessProbe") && text.contains("livenessProbe"));
+                assert_flags_known(
+                    &text[text.find("args:").unwrap()..text.find("ports:").unwrap()],
+                    subcommand,
+                    m,
+                );
+            }
+        }
+    }
+    let out = Command::new(kubernetes_validate())
+        .args(["--strict", "--kubernetes-version", "1.31.0"])
+        .args(&manifests)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
