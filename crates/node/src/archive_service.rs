@@ -278,6 +278,9 @@ impl ArchiveService for ArchiveApi {
                 .read_range(&bundle, entry.offset + req.offset, len)
                 .await?;
             let bytes = bytes::Bytes::from(bytes);
+            bitmountain_metrics::global()
+                .read_bytes
+                .inc_by(bytes.len() as u64);
             let mut messages = Vec::new();
             let mut at = 0;
             loop {
@@ -300,11 +303,15 @@ impl ArchiveService for ArchiveApi {
             len,
             whole.then_some(entry.sha256),
         );
+        let read_bytes = bitmountain_metrics::global();
         let stream = pieces_stream(
             windows,
-            move |data, first| pb::GetFileResponse {
-                file: first.then(|| info.clone()),
-                data,
+            move |data, first| {
+                read_bytes.read_bytes.inc_by(data.len() as u64);
+                pb::GetFileResponse {
+                    file: first.then(|| info.clone()),
+                    data,
+                }
             },
             true,
         );

@@ -74,6 +74,8 @@ pub struct NodeConfig {
     pub heal: HealConfig,
     /// TLS and access control (`--tls-dir`); `None` runs plaintext and open (`--insecure`).
     pub tls: Option<TlsFiles>,
+    /// Where to serve Prometheus metrics, `/healthz` and `/readyz` (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -101,6 +103,7 @@ impl NodeConfig {
             coordinator: CoordinatorConfig::default(),
             heal: HealConfig::default(),
             tls: None,
+            metrics_listen: None,
         }
     }
 }
@@ -319,6 +322,13 @@ pub async fn run(
                 cfg.listen
             ),
         })?;
+    // The metrics endpoint answers from the start (`/readyz` says not ready until the node
+    // serves), so a probe can tell "starting" from "dead".
+    let ready = Arc::new(AtomicBool::new(false));
+    let metrics_task = match cfg.metrics_listen {
+        Some(addr) => Some(start_metrics(addr, Arc::clone(&ready)).await?),
+        None => None,
+    };
     let bound = listener
         .local_addr()
         .map_err(|e| NodeError::Internal(format!("listen address: {e}")))?;
@@ -378,9 +388,36 @@ pub async fn run(
         });
     }
     let auth = tokens.map(|t| AuthLayer::new(Authorizer::new(t).serving(policy::NODE_SERVICES)));
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let served = serve(listener, &cfg, auth, disks, &healer, coordinator, shutdown).await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     workers.shutdown(WORKER_SHUTDOWN_GRACE).await;
     served
+}
+
+/// Serves the process's metrics on `addr`; `/readyz` follows `ready`.
+async fn start_metrics(
+    addr: SocketAddr,
+    ready: Arc<AtomicBool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener =
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| NodeError::BadRequest {
+                reason: format!("--metrics-listen {addr}: {e} (is the address in use?)"),
+            })?;
+    let endpoint = bitmountain_metrics::Endpoint {
+        metrics: bitmountain_metrics::global(),
+        refresh: None,
+        ready: Arc::new(move || ready.load(std::sync::atomic::Ordering::Relaxed)),
+    };
+    Ok(tokio::spawn(bitmountain_metrics::serve(
+        listener,
+        endpoint,
+        std::future::pending(),
+    )))
 }
 
 /// The token table, fetched before the node serves so that clients are not refused while
@@ -478,7 +515,11 @@ async fn serve(
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(crate::limits::H2_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(crate::limits::H2_CONNECTION_WINDOW_BYTES))
-        // Every request is checked here, before any handler (no layer with --insecure).
+        // Counted and timed here, refusals included; then checked, before any handler (no
+        // check with --insecure).
+        .layer(bitmountain_metrics::MetricsLayer::new(
+            bitmountain_metrics::global(),
+        ))
         .layer(tower::util::option_layer(auth))
         .add_service(
             pb::node_service_server::NodeServiceServer::new(shard_service)

@@ -268,6 +268,7 @@ fn meta_options(dir: &Path, state: &DevState) -> anyhow::Result<MemberOptions> {
             ..MetaConfig::default()
         },
         tls: None,
+        metrics_listen: None,
     })
 }
 

@@ -94,6 +94,9 @@ pub struct MetaArgs {
     enable_fault_injection: bool,
     #[command(flatten)]
     tls: ServeTlsArgs,
+    /// Serve Prometheus metrics (`/metrics`), `/healthz` and `/readyz` over HTTP here.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// This machine's (or pod's) host name.
@@ -233,6 +236,7 @@ fn serve(args: MetaArgs) -> anyhow::Result<()> {
             ..MetaConfig::default()
         },
         tls,
+        metrics_listen: args.metrics_listen,
     };
     super::common::daemon_runtime("meta")?.block_on(bitmountain_meta::serve(
         opts,

@@ -88,6 +88,9 @@ pub struct NodeArgs {
     stale_copy_grace_ms: u64,
     #[command(flatten)]
     tls: ServeTlsArgs,
+    /// Serve Prometheus metrics (`/metrics`), `/healthz` and `/readyz` over HTTP here.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeArgs {
@@ -116,6 +119,7 @@ impl NodeArgs {
         cfg.heal.scrub_bytes_per_sec = self.scrub_bytes_per_sec;
         cfg.stale_copy_grace = Duration::from_millis(self.stale_copy_grace_ms);
         cfg.tls = tls;
+        cfg.metrics_listen = self.metrics_listen;
         Ok(cfg)
     }
 }

@@ -16,6 +16,7 @@ mod access;
 mod admin;
 mod bundles;
 mod meta_service;
+mod metrics;
 mod placement;
 mod serve;
 mod topology;

@@ -40,6 +40,8 @@ pub struct MemberOptions {
     pub meta: MetaConfig,
     /// TLS and access control (`--tls-dir`); `None` runs plaintext and open (`--insecure`).
     pub tls: Option<TlsFiles>,
+    /// Where to serve Prometheus metrics, `/healthz` and `/readyz` (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs a member until `shutdown` resolves or the server fails.
@@ -51,6 +53,21 @@ pub async fn serve(
         .advertise
         .clone()
         .unwrap_or_else(|| opts.listen.to_string());
+    // Bound first: a taken port stops the member before it opens anything.
+    let metrics_listener = match opts.metrics_listen {
+        Some(addr) => {
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| MetaError::Raft {
+                        kind: crate::error::ErrorKind::Internal,
+                        leader: None,
+                        message: format!("--metrics-listen {addr}: {e} (is the address in use?)"),
+                    })?,
+            )
+        }
+        None => None,
+    };
     let data_dir = opts.data_dir.clone();
     let bootstrap = opts.bootstrap.clone();
     let (engine, id) = tokio::task::spawn_blocking(move || {
@@ -100,6 +117,24 @@ pub async fn serve(
     }
     // Serving from here on: health checks (container and Kubernetes probes) ask it.
     let (_health_reporter, health) = tonic_health::server::health_reporter();
+    let metrics = bitmountain_metrics::global();
+    let metrics_task = metrics_listener.map(|listener| {
+        let (refresh_server, ready_server) = (server.clone(), server.clone());
+        let refresh_metrics = metrics.clone();
+        let endpoint = bitmountain_metrics::Endpoint {
+            metrics: metrics.clone(),
+            refresh: Some(Arc::new(move || {
+                refresh_server.refresh_metrics(&refresh_metrics)
+            })),
+            // Ready while the member knows a leader: it can serve reads and forward writes.
+            ready: Arc::new(move || ready_server.inner.raft.status().leader_id != 0),
+        };
+        tokio::spawn(bitmountain_metrics::serve(
+            listener,
+            endpoint,
+            std::future::pending(),
+        ))
+    });
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &opts.tls {
         builder = builder
@@ -118,7 +153,9 @@ pub async fn serve(
         .initial_connection_window_size(Some(
             bitmountain_raftstore::transport::H2_CONNECTION_WINDOW_BYTES,
         ))
-        // Every request is checked here, before any handler (no layer with --insecure).
+        // Counted and timed here, refusals included; then checked, before any handler (no
+        // check with --insecure).
+        .layer(bitmountain_metrics::MetricsLayer::new(metrics))
         .layer(tower::util::option_layer(auth))
         .add_service(MetaServiceServer::new(server.clone()))
         .add_service(MetaAdminServer::new(server.clone()))
@@ -127,6 +164,9 @@ pub async fn serve(
         .add_service(health)
         .serve_with_shutdown(opts.listen, shutdown)
         .await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     server.inner.workers.shutdown(WORKER_SHUTDOWN_GRACE).await;
     served.map_err(|e| MetaError::Raft {
         kind: crate::error::ErrorKind::Internal,

@@ -207,7 +207,13 @@ impl Coordinator {
             // The placement may have moved since the record was cached.
             self.forget_bundle(b.id());
         }
-        read.finish().map_err(|e| NodeError::Unrecoverable {
+        let degraded =
+            !failures.is_empty() || !read.lost_chunks().is_empty() || !unavailable.is_empty();
+        let bytes = read.finish();
+        if degraded && bytes.is_ok() {
+            bitmountain_metrics::global().degraded_reads.inc();
+        }
+        bytes.map_err(|e| NodeError::Unrecoverable {
             bundle: b.id().to_string(),
             offset,
             end: offset + len,

@@ -396,6 +396,9 @@ where
                         ),
                     });
                 }
+                bitmountain_metrics::global()
+                    .upload_bytes
+                    .inc_by(bytes.len() as u64);
                 EncoderInput::Data(bytes)
             }
             Some(UploadItem::End) => EncoderInput::End,

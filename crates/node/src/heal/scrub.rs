@@ -156,6 +156,7 @@ async fn scrub_disk(healer: &Healer, disk: Arc<DiskStore>) -> Result<u64> {
         let id = BundleId(u128::from_be_bytes(stored.bundle.0));
         if report_if_placed(healer, id, stored.shard, disk_id, &reason).await? {
             damaged += 1;
+            bitmountain_metrics::global().scrub_errors.inc();
         }
     }
     // Shards the placement puts here whose files are gone.
@@ -182,6 +183,7 @@ async fn scrub_disk(healer: &Healer, disk: Arc<DiskStore>) -> Result<u64> {
                 && report_if_placed(healer, id, shard, disk_id, "the shard file is missing").await?
             {
                 damaged += 1;
+                bitmountain_metrics::global().scrub_errors.inc();
             }
         }
         if next.is_empty() {

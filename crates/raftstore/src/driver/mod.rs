@@ -96,6 +96,8 @@ pub struct GroupStatus {
     /// A snapshot is being installed: the state machine is partly written, so stale reads
     /// must not be served from it.
     pub installing_snapshot: bool,
+    /// Times this member saw the group's leader change (metrics).
+    pub leader_changes: u64,
 }
 
 impl GroupStatus {
@@ -126,6 +128,8 @@ pub(crate) struct Driver<S: StateMachine> {
     was_leader: bool,
     /// The last leader this member heard of (kept through elections for redirect hints).
     last_leader: u64,
+    /// Times `last_leader` changed.
+    leader_changes: u64,
 }
 
 fn fatal(e: RaftStoreError) -> ! {
@@ -164,6 +168,7 @@ impl<S: StateMachine> Driver<S> {
             next_read_ctx: 1,
             was_leader: false,
             last_leader: 0,
+            leader_changes: 0,
         }
     }
 
@@ -293,6 +298,7 @@ impl<S: StateMachine> Driver<S> {
             members: self.members.clone(),
             progress,
             installing_snapshot: false,
+            leader_changes: self.leader_changes,
         };
         if let Ok(mut g) = self.status.write() {
             *g = st;

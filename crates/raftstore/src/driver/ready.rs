@@ -16,6 +16,9 @@ impl<S: StateMachine> Driver<S> {
         let mut ready = self.raw.ready();
         if let Some(ss) = ready.ss() {
             if ss.leader_id != 0 {
+                if ss.leader_id != self.last_leader {
+                    self.leader_changes += 1;
+                }
                 self.last_leader = ss.leader_id;
             }
             let leader = ss.raft_state == StateRole::Leader;

@@ -1,0 +1,122 @@
+//! The `--metrics-listen` endpoint, plain HTTP/1.1 (hyper): `GET /metrics` (OpenMetrics text),
+//! `GET /healthz` (200 while the process runs), `GET /readyz` (200 when the process serves,
+//! 503 otherwise). Scrapers live inside the operator's network, like the metrics of most
+//! storage systems; the endpoint serves only these three read-only paths.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::families::Metrics;
+
+/// Scrapers served at once; more wait for a slot.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A connection open longer than this is closed (a scrape takes milliseconds).
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the endpoint serves.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub metrics: Arc<Metrics>,
+    /// Called before each scrape: a member sets the cluster's gauges from its view.
+    pub refresh: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Whether the process serves (`/readyz`).
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").finish_non_exhaustive()
+    }
+}
+
+/// Serves `endpoint` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    endpoint: Endpoint,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = service_fn(move |req| {
+                let endpoint = endpoint.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &endpoint)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics connection"),
+                Err(_) => tracing::debug!(%peer, "metrics connection timed out"),
+                Ok(Ok(())) => {}
+            }
+        });
+    }
+}
+
+fn answer(req: &Request<Incoming>, endpoint: &Endpoint) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        if let Ok(v) = content_type.parse() {
+            r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+        }
+        r
+    };
+    if req.method() != Method::GET {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            if let Some(refresh) = &endpoint.refresh {
+                refresh();
+            }
+            reply(StatusCode::OK, OPENMETRICS, endpoint.metrics.encode())
+        }
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" if (endpoint.ready)() => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/readyz" => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".into(),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: /metrics, /healthz, /readyz\n".into(),
+        ),
+    }
+}
