@@ -1,7 +1,9 @@
 //! The deployment files outside the compose cluster, checked offline: the systemd units by
 //! `systemd-analyze verify` (and their hardening), the Kubernetes manifests against the
-//! Kubernetes schemas (PyPI `kubernetes-validate`, strict), and every flag any of them passes
-//! to `bitmountain` against the binary's own `--help`.
+//! Kubernetes schemas (PyPI `kubernetes-validate`, strict), every flag any of them passes to
+//! `bitmountain` against the binary's own `--help`, the alert rules by `promtool` (and their
+//! unit tests), and the dashboard's and the alerts' metric names against the contract in
+//! `docs/formats.md`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -165,4 +167,112 @@ fn kubernetes_manifests_validate_against_the_schemas() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The metric names `docs/formats.md` lists (the contract), from its "Metrics" tables.
+fn contract_names() -> Vec<String> {
+    let formats =
+        std::fs::read_to_string(deploy().join("../docs/formats.md")).expect("docs/formats.md");
+    let start = formats.find("#### Metrics").expect("a Metrics section");
+    let section = &formats[start..];
+    let section = &section[..section[4..].find("####").map_or(section.len(), |e| e + 4)];
+    let mut names = Vec::new();
+    let mut stem = String::new();
+    for cell in section.split('`') {
+        if let Some(rest) = cell.strip_prefix("bitmountain_") {
+            let name = format!("bitmountain_{rest}");
+            stem = name
+                .rsplit_once('_')
+                .map_or(name.clone(), |(s, _)| s.to_owned());
+            names.push(name);
+        } else if let Some(suffix) = cell.strip_prefix('_') {
+            // `bitmountain_raft_term`, `_is_leader`, ...: after the stem of the row's first name.
+            names.push(format!("{stem}_{suffix}"));
+        }
+    }
+    names
+}
+
+/// Every `bitmountain_...` name an expression uses is in the contract (histogram series by
+/// their family's name).
+fn assert_names_in_contract(expr: &str, contract: &[String], origin: &str) {
+    for (i, _) in expr.match_indices("bitmountain_") {
+        let name: String = expr[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let family = name
+            .strip_suffix("_bucket")
+            .or_else(|| name.strip_suffix("_count"))
+            .or_else(|| name.strip_suffix("_sum"))
+            .unwrap_or(&name);
+        assert!(
+            contract.iter().any(|c| c == family),
+            "{origin}: {name} is not a contract metric ({contract:?})"
+        );
+    }
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
+    let promtool = home.join(".cache/bitmountain/tools/promtool");
+    assert!(
+        promtool.exists(),
+        "{} missing: scripts/ensure-deps fetches it",
+        promtool.display()
+    );
+    let dir = deploy().join("prometheus");
+    for args in [
+        &["check", "rules", "alerts.yml"][..],
+        &["test", "rules", "alerts_test.yml"][..],
+    ] {
+        let out = Command::new(&promtool)
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let contract = contract_names();
+    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
+    for line in rules
+        .lines()
+        .filter(|l| l.trim_start().starts_with("expr:"))
+    {
+        assert_names_in_contract(line, &contract, "alerts.yml");
+    }
+    for alert in [
+        "BitMountainNoLeader",
+        "BitMountainNodeDown",
+        "BitMountainDiskFailed",
+        "BitMountainBundlesDegraded",
+        "BitMountainRepairStalled",
+        "BitMountainScrubErrors",
+        "BitMountainDiskFilling",
+    ] {
+        assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
+    }
+}
+
+#[test]
+fn the_dashboard_uses_only_contract_metrics() {
+    let text = std::fs::read_to_string(deploy().join("grafana/bitmountain.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let contract = contract_names();
+    assert!(contract.len() >= 20, "{contract:?}");
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    for panel in panels {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for t in targets {
+            assert_names_in_contract(t["expr"].as_str().unwrap(), &contract, "bitmountain.json");
+        }
+    }
 }

@@ -165,3 +165,48 @@ async fn members_and_nodes_export_the_contract_metrics() {
         assert!(meta.contains(name), "{name} missing:\n{meta}");
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("member.log");
+    let mut child = bitmountain_tests::bitmountain()
+        .args([
+            "meta",
+            "--log-format",
+            "json",
+            "--insecure",
+            "--id",
+            "1",
+            "--data",
+        ])
+        .arg(dir.path().join("m1"))
+        .args(["--listen", &addr, "--bootstrap", &format!("1={addr}")])
+        .env("BITMOUNTAIN_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("first admin token") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no admin token logged:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    // The token file's path is logged; the token itself never is.
+    let token = std::fs::read_to_string(dir.path().join("m1/admin.token")).unwrap();
+    assert!(!text.contains(token.trim()), "the secret reached the log");
+}

@@ -18,8 +18,30 @@ use clap::{Parser, Subcommand};
     about = "Bit Mountain: an erasure-coded archival storage cluster"
 )]
 struct Cli {
+    /// How log lines are written to standard error: `text` for people, `json` (one object per
+    /// line) for log collectors. The level comes from BITMOUNTAIN_LOG (default `warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BITMOUNTAIN_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BITMOUNTAIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,14 +105,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BITMOUNTAIN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Dev(args) => commands::dev::run(args),
         Command::Put(args) => commands::archive::put(args),
