@@ -90,12 +90,51 @@ fn compare_table_and_svg() {
 }
 
 #[test]
-fn cluster_flag_explains_the_missing_api() {
-    let out = run(&["durability", "--cluster", "127.0.0.1:7000"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("repair history API"), "{err}");
-    assert!(err.contains("--repair-bytes-per-sec"), "{err}");
+fn the_running_cluster_is_modelled_as_its_leader_reports_it() {
+    let cluster = bitmountain_tests::cluster::Cluster::start(3, 2, "2+1");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(cluster.client(1).put_files(
+        [bitmountain_client::UploadFile::from_bytes(
+            "a.bin",
+            vec![1u8; 2_000_000],
+        )],
+        &bitmountain_client::PutOptions::default(),
+    ))
+    .unwrap();
+    let addr = cluster.addr(1);
+    let out = run(&["durability", "--cluster", &addr, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["inputs"]["disk_capacity_bytes"].as_array().unwrap().len(),
+        6
+    );
+    assert_eq!(v["inputs"]["nodes"], 3);
+    assert!(v["inputs"]["used_bytes"].as_u64().unwrap() >= 2_000_000);
+    assert_eq!(v["estimate"]["afr_observed"], false);
+    let p = v["estimate"]["p_loss_per_year"].as_f64().unwrap();
+    assert!(p > 0.0 && p < 1.0, "{p}");
+    // The leader computed the same figure from the same view (prior 2 %, the same rate).
+    let reported = v["reported_by_member"].as_f64().unwrap();
+    assert!((reported - p).abs() <= p * 1e-6, "{reported} against {p}");
+    let human = run(&["durability", "--cluster", &addr]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("P(losing any bundle within a year)"),
+        "{text}"
+    );
+    assert!(text.contains("6 disks in service on 3 nodes"), "{text}");
+    // `status` shows it too.
+    let status = run(&["status", "--cluster", &addr, "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        s["durability_loss_probability_per_year"].as_f64().unwrap() > 0.0,
+        "{s}"
+    );
 }
 
 #[test]

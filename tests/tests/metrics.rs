@@ -126,6 +126,8 @@ async fn members_and_nodes_export_the_contract_metrics() {
         Some(1.0),
         "{meta}"
     );
+    let p = value(&meta, "bitmountain_durability_loss_probability_per_year").unwrap();
+    assert!(p > 0.0 && p < 1.0, "{meta}");
     assert!(value(&meta, "bitmountain_raft_term").unwrap() >= 1.0);
     assert!(value(&meta, "bitmountain_raft_applied_index").unwrap() >= 1.0);
     assert!(value(&meta, "bitmountain_raft_commit_index").unwrap() >= 1.0);

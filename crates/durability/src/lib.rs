@@ -11,6 +11,8 @@
 //!   used as checks.
 //! * [`sim`]: method 2, a seeded event-driven Monte Carlo simulation with declustered placement,
 //!   rebuilds that share bandwidth, and correlated node and rack failures.
+//! * [`live`]: the model applied to a running cluster (its disks, fill, measured repair rate
+//!   and observed failures against a stated prior AFR).
 //! * [`compare`]: the five-scheme comparison at equal raw capacity, and an SVG plot of loss
 //!   probability against repair speed.
 //!
@@ -19,6 +21,7 @@
 
 pub mod compare;
 pub mod error;
+pub mod live;
 pub mod markov;
 pub mod model;
 mod rng;
@@ -27,6 +30,7 @@ pub mod units;
 
 pub use compare::{compare, svg_plot, ComparisonRow};
 pub use error::{DurabilityError, Result};
+pub use live::{estimate as live_estimate, AfrPrior, DiskSample, LiveCluster, LiveEstimate};
 pub use markov::{analyze, analyze_with, Analytic, Discipline};
 pub use model::{comparison_schemes, ClusterParams, Scheme};
 pub use sim::{simulate, Estimate, RepairModel, SimConfig, SimResult};

@@ -1,5 +1,6 @@
 //! The metric families. Names and labels are a contract: dashboards and alerts use them.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -74,6 +75,7 @@ pub struct Metrics {
     pub disk_state: Family<DiskStateLabels, Gauge>,
     pub node_up: Family<NodeLabel, Gauge>,
     pub scrub_last_pass_timestamp_seconds: Family<DiskLabels, Gauge>,
+    pub durability_loss_probability_per_year: Gauge<f64, AtomicU64>,
     // Raft, per member.
     pub raft_term: Gauge,
     pub raft_is_leader: Gauge,
@@ -104,6 +106,7 @@ impl Metrics {
             disk_state: Family::default(),
             node_up: Family::default(),
             scrub_last_pass_timestamp_seconds: Family::default(),
+            durability_loss_probability_per_year: Gauge::default(),
             raft_term: Gauge::default(),
             raft_is_leader: Gauge::default(),
             raft_commit_index: Gauge::default(),
@@ -173,6 +176,11 @@ impl Metrics {
             "bitmountain_scrub_last_pass_timestamp_seconds",
             "When a disk's last full scrub pass ended",
             self.scrub_last_pass_timestamp_seconds.clone(),
+        );
+        r.register(
+            "bitmountain_durability_loss_probability_per_year",
+            "Modelled probability of losing any bundle within a year, with the cluster as it is",
+            self.durability_loss_probability_per_year.clone(),
         );
         r.register(
             "bitmountain_raft_term",
@@ -309,6 +317,7 @@ mod tests {
             "bitmountain_request_duration_seconds_bucket{le=",
             "bitmountain_raft_leader_changes_total",
             "bitmountain_repair_bytes_total",
+            "bitmountain_durability_loss_probability_per_year",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

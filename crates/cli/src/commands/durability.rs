@@ -52,9 +52,12 @@ pub struct DurabilityArgs {
     /// Repair traffic each disk sustains during a rebuild (reads + writes), e.g. 20MB/s.
     #[arg(long, value_name = "BYTES/S", default_value = "20MB/s", value_parser = parse_size)]
     repair_bytes_per_sec: u64,
-    /// Read the repair speed from a running cluster's repair history (not available yet).
+    /// Model the running cluster at ADDR instead (a node or member): its disks, fill, default
+    /// code, measured repair rate and failed disks, with --afr as the prior.
     #[arg(long, value_name = "ADDR")]
     cluster: Option<String>,
+    #[command(flatten)]
+    auth: super::credentials::AuthArgs,
     /// Disks that share one disk's rebuild; default: every disk holding a peer shard
     /// (declustered placement, nearly all disks).
     #[arg(long, value_name = "N")]
@@ -161,12 +164,7 @@ impl DurabilityArgs {
 
 pub fn run(args: DurabilityArgs) -> anyhow::Result<()> {
     if let Some(addr) = &args.cluster {
-        anyhow::bail!(
-            "--cluster {addr}: reading the repair speed from a running cluster is not possible \
-             yet, because the cluster repair history API (part of the self-healing work) does not \
-             exist yet; pass --repair-bytes-per-sec instead (the repair traffic each disk \
-             sustains, e.g. 20MB/s)"
-        );
+        return super::durability_live::run(addr, &args.auth, args.afr, args.json);
     }
     if !(args.years > 0.0 && args.years <= 1000.0) {
         anyhow::bail!("--years {}: must be in (0, 1000]", args.years);

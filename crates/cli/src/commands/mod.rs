@@ -12,6 +12,7 @@ pub mod dev;
 pub mod dev_tls;
 pub mod disk;
 pub mod durability;
+pub mod durability_live;
 pub mod fsutil;
 pub mod health;
 pub mod member;

@@ -111,6 +111,10 @@ struct StatusView {
     repairs_queued: u64,
     /// The value format the group writes (1 JSON, 2 protobuf).
     value_format: u32,
+    /// Modelled probability of losing any bundle within a year (`bitmountain durability
+    /// --cluster` shows its inputs); absent when a node answered instead of a member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    durability_loss_probability_per_year: Option<f64>,
     /// Set when the metadata members could not be reached from here and a node's view is
     /// shown instead (no member details).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,6 +189,7 @@ async fn nodes_view(args: &StatusArgs) -> anyhow::Result<StatusView> {
         bundles_deleting: s.bundles_deleting,
         repairs_queued: s.repairs_queued,
         value_format: 0,
+        durability_loss_probability_per_year: None,
         note: Some(format!(
             "the metadata members (leader {}) are not reachable from here; node {} answered",
             s.meta_leader_address, s.answered_by
@@ -259,6 +264,7 @@ async fn members_view(args: &StatusArgs) -> anyhow::Result<StatusView> {
             bundles_deleting: counts.deleting,
             repairs_queued: st.repairs_queued,
             value_format: st.value_format.max(1),
+            durability_loss_probability_per_year: Some(st.durability_loss_probability_per_year),
             note: None,
         })
     }
@@ -300,6 +306,13 @@ fn print_human(v: &StatusView, out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "cluster   {cid}")?;
     if let Some(note) = &v.note {
         writeln!(out, "note      {note}")?;
+    }
+    if let Some(p) = v.durability_loss_probability_per_year {
+        writeln!(
+            out,
+            "durability P(losing any bundle within a year) = {} (model; its inputs: bitmountain durability --cluster)",
+            bitmountain_durability::units::format_sci(p)
+        )?;
     }
     if v.leader_id == 0 {
         writeln!(

@@ -4,7 +4,7 @@
 use super::{DiskState, NodeState};
 
 /// What one member answers about the group and the cluster (`bitmountain status`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterStatus {
     /// Empty until the first node registers.
     pub cluster_id: String,
@@ -41,6 +41,10 @@ pub struct ClusterStatus {
     pub newest_value_format: u32,
     /// The answering member's own background workers.
     pub workers: Vec<WorkerReport>,
+    /// Modelled probability of losing any bundle within a year (the answering member's view).
+    pub durability_loss_probability_per_year: f64,
+    /// The code allocations get when they name none (`None` from older members).
+    pub default_code: Option<crate::types::Code>,
 }
 
 /// A background worker of a member or node, as reported (`bitmountain_worker::WorkerStatus`

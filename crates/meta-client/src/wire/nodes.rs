@@ -149,6 +149,8 @@ impl ClusterStatus {
             role: s.role,
             value_format: s.value_format,
             newest_value_format: s.newest_value_format,
+            durability_loss_probability_per_year: s.durability_loss_probability_per_year,
+            default_code: s.default_code.as_ref().map(crate::types::Code::from_proto),
             workers: s.workers.into_iter().map(worker_from_proto).collect(),
         }
     }

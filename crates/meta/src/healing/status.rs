@@ -12,7 +12,7 @@ use crate::server::MetaServer;
 
 impl MetaServer {
     /// Bytes per second of repairs finished over the last window.
-    fn repair_rate(&self) -> f64 {
+    pub(crate) fn repair_rate(&self) -> f64 {
         let mut finished = lock(&self.inner.healing.finished);
         let window = Duration::from_millis(RATE_WINDOW_MS);
         while finished

@@ -40,6 +40,8 @@ impl MetaServer {
                 .set(gauge(n));
         }
         m.repair_queue_bundles.set(gauge(st.repairs_queued));
+        m.durability_loss_probability_per_year
+            .set(st.durability_loss_probability_per_year);
         // Nodes and disks come and go: the families are rebuilt from the map each time.
         m.node_up.clear();
         m.disk_capacity_bytes.clear();

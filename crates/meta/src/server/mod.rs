@@ -15,6 +15,7 @@
 mod access;
 mod admin;
 mod bundles;
+mod durability;
 mod meta_service;
 mod metrics;
 mod placement;

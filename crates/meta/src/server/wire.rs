@@ -150,7 +150,7 @@ impl MetaServer {
                 .collect();
             nodes.push(self.node_proto(n, disks));
         }
-        pb::ClusterStatusResponse {
+        let mut status = pb::ClusterStatusResponse {
             cluster_id: map.cluster.cluster_id.clone(),
             member_id: st.id,
             leader_id: st.leader_id,
@@ -178,6 +178,12 @@ impl MetaServer {
                 .iter()
                 .map(|s| worker_to_proto(&WorkerReport::from(s)))
                 .collect(),
-        }
+            durability_loss_probability_per_year: 0.0,
+            default_code: Some(self.inner.cfg.default_code.to_proto()),
+        };
+        status.durability_loss_probability_per_year = self
+            .live_durability(&status)
+            .map_or(0.0, |e| e.p_loss_per_year);
+        status
     }
 }
