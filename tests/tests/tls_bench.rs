@@ -213,3 +213,87 @@ async fn tls_and_tokens_against_insecure() {
         sp / pp
     );
 }
+
+/// p50 of `n` calls of `call`, after 100 to warm up.
+async fn p50_us<F, Fut>(n: usize, mut call: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..100 {
+        call().await;
+    }
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        call().await;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    lat[n / 2].as_secs_f64() * 1e6
+}
+
+/// Where a secured read's extra time goes: one unary RPC with no access check (a member's
+/// open `Diagnostics/Ping`), the same with the auth layer and a token (a node's
+/// `ArchiveService/ClusterStatus` answered from its metadata client, which adds a member
+/// call), each with TLS and without, on one connection.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run with scripts/bench-tls rpc_round_trips"]
+async fn rpc_round_trips() {
+    use bitmountain_proto::v1::diagnostics_client::DiagnosticsClient;
+    use bitmountain_proto::v1::PingRequest;
+    let n = env_u64("TLS_BENCH_RPCS", 3000) as usize;
+    for insecure in [false, true, false, true] {
+        let cluster = Cluster::start_secured(1, 3, 1, "2+1", &[], &[], insecure);
+        let mode = if insecure { "insecure" } else { "tls+tokens" };
+        let creds = cluster.token_credentials();
+        let channel = bitmountain_tests::pki::connect(&cluster.meta.addr(1), &creds).await;
+        let ping = DiagnosticsClient::new(channel);
+        let ping_us = p50_us(n, || {
+            let mut c = ping.clone();
+            async move {
+                c.ping(PingRequest {}).await.unwrap();
+            }
+        })
+        .await;
+        // The same member call by certificate (a node's) and by token: what each check costs.
+        let by_cert = if insecure {
+            creds.clone()
+        } else {
+            cluster.meta.pki.node()
+        };
+        let mut member_us = Vec::new();
+        for c in [&by_cert, &creds] {
+            let ch = bitmountain_tests::pki::connect(&cluster.meta.addr(1), c).await;
+            let stub = bitmountain_proto::v1::meta_service_client::MetaServiceClient::new(ch);
+            member_us.push(
+                p50_us(n, || {
+                    let mut s = stub.clone();
+                    async move {
+                        s.cluster_status(bitmountain_proto::v1::ClusterStatusRequest {})
+                            .await
+                            .unwrap();
+                    }
+                })
+                .await,
+            );
+        }
+        println!(
+            "BENCH rpc {}: member ClusterStatus p50 {:.0} µs with a node certificate, {:.0} µs with a token",
+            if insecure { "insecure" } else { "tls+tokens" },
+            member_us[0],
+            member_us[1]
+        );
+        let client = cluster.client(1);
+        let status_us = p50_us(n / 3, || {
+            let client = &client;
+            async move {
+                client.status().await.unwrap();
+            }
+        })
+        .await;
+        println!(
+            "BENCH rpc {mode}: Ping p50 {ping_us:.0} µs (open, one hop); node ClusterStatus p50 {status_us:.0} µs (token checked, node→member hop)"
+        );
+    }
+}
