@@ -401,8 +401,25 @@ async fn revoked_and_expired_tokens_are_refused_by_every_node_within_5_s() {
         .unwrap();
     let secret = token.expose_secret();
     cluster.wait_token_everywhere(&secret).await;
+    let member = || {
+        MetaServiceClient::new(channel(
+            &cluster.meta.addr(1),
+            &cluster.meta.pki.with_token(&secret),
+        ))
+    };
+    member()
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .unwrap();
     admin.revoke_token(record.id).await.unwrap();
     let revoked_at = Instant::now();
+    // The member that applied the revocation refuses the token at once (its copy of the table
+    // follows the table's version).
+    let s = member()
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
     cluster
         .wait_refused_everywhere(&secret, revoked_at + Duration::from_secs(5))
         .await;

@@ -231,14 +231,43 @@ fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()
 }
 
 /// The token table as this member's store holds it: what its auth layer checks tokens against.
+/// An in-memory copy keyed by the table's version (which every create and revoke bumps, in the
+/// cluster record this member keeps in memory), so a request costs a map lookup rather than a
+/// RocksDB read; a new version reloads the copy before the next check.
 #[derive(Debug)]
-pub(crate) struct StoreTokens(pub(crate) std::sync::Arc<crate::state::MetaStore>);
+pub(crate) struct StoreTokens {
+    store: std::sync::Arc<crate::state::MetaStore>,
+    copy: std::sync::RwLock<Option<(u64, std::collections::HashMap<TokenId, TokenRecord>)>>,
+}
+
+impl StoreTokens {
+    pub(crate) fn new(store: std::sync::Arc<crate::state::MetaStore>) -> StoreTokens {
+        StoreTokens {
+            store,
+            copy: std::sync::RwLock::new(None),
+        }
+    }
+}
 
 impl bitmountain_auth::TokenVerifier for StoreTokens {
     fn lookup(&self, id: TokenId) -> std::result::Result<Option<TokenRecord>, LookupError> {
-        use crate::state::KeyReader as _;
-        self.0
-            .token(id)
-            .map_err(|e| LookupError(format!("this member cannot read its token table: {e}")))
+        // The version before the table: a change applied in between makes the copy look
+        // older than it is, and the next lookup reloads it; it never looks newer.
+        let version = self.store.map().cluster.tokens_version;
+        {
+            let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, table)) = copy.as_ref().filter(|(v, _)| *v == version) {
+                return Ok(table.get(&id).cloned());
+            }
+        }
+        let tokens = self
+            .store
+            .list_tokens(MAX_TOKENS as usize)
+            .map_err(|e| LookupError(format!("this member cannot read its token table: {e}")))?;
+        let table: std::collections::HashMap<TokenId, TokenRecord> =
+            tokens.into_iter().map(|r| (r.id, r)).collect();
+        let found = table.get(&id).cloned();
+        *self.copy.write().unwrap_or_else(|p| p.into_inner()) = Some((version, table));
+        Ok(found)
     }
 }

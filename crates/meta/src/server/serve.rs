@@ -100,7 +100,7 @@ pub async fn serve(
     .map_err(crate::raft_error)?;
     let auth = opts.tls.as_ref().map(|_| {
         AuthLayer::new(
-            Authorizer::new(Arc::new(StoreTokens(Arc::clone(&store))))
+            Authorizer::new(Arc::new(StoreTokens::new(Arc::clone(&store))))
                 .serving(policy::MEMBER_SERVICES),
         )
     });
