@@ -297,3 +297,39 @@ async fn rpc_round_trips() {
         );
     }
 }
+
+/// Warm read p50 by file size, secured and insecure: whether a secured read's extra time
+/// grows with the payload (cipher and TLS copies) or is per call.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run with scripts/bench-tls read_latency_by_size"]
+async fn read_latency_by_size() {
+    const SIZES: [usize; 4] = [4 << 10, 64 << 10, 256 << 10, 1 << 20];
+    for insecure in [false, true, false, true] {
+        let cluster = Cluster::start_secured(1, 6, 2, "4+2", &[], &[], insecure);
+        let client = cluster.client(1);
+        let files: Vec<UploadFile> = SIZES
+            .iter()
+            .map(|s| UploadFile::from_bytes(format!("f{s}"), pseudo_random_bytes(*s as u64, *s)))
+            .collect();
+        let put = client
+            .put_files(files, &PutOptions::default())
+            .await
+            .unwrap();
+        let mut line = String::new();
+        for s in SIZES {
+            let path = format!("f{s}");
+            let us = p50_us(300, || {
+                let (client, id, path) = (&client, &put.bundle_id, &path);
+                async move {
+                    assert_eq!(client.read_file(id, path).await.unwrap().len(), s);
+                }
+            })
+            .await;
+            line.push_str(&format!(" {} KiB {us:.0} µs;", s >> 10));
+        }
+        println!(
+            "BENCH read-by-size {}:{line}",
+            if insecure { "insecure" } else { "tls+tokens" }
+        );
+    }
+}
