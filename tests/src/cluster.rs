@@ -282,26 +282,16 @@ impl Cluster {
             // the runtime that first used them). The smallest count any node reports, if all
             // answer.
             let creds = self.token_credentials();
-            let seen = std::thread::scope(|s| {
-                s.spawn(|| {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("runtime");
-                    rt.block_on(async {
-                        let mut least: Option<usize> = None;
-                        for addr in &addrs {
-                            let client = ArchiveClient::new([addr.as_str()])
-                                .ok()?
-                                .with_credentials(creds.clone());
-                            let n = client.status().await.ok()?.nodes.len();
-                            least = Some(least.map_or(n, |l| l.min(n)));
-                        }
-                        least
-                    })
-                })
-                .join()
-                .expect("status thread")
+            let seen = crate::on_own_runtime(|| async {
+                let mut least: Option<usize> = None;
+                for addr in &addrs {
+                    let client = ArchiveClient::new([addr.as_str()])
+                        .ok()?
+                        .with_credentials(creds.clone());
+                    let n = client.status().await.ok()?.nodes.len();
+                    least = Some(least.map_or(n, |l| l.min(n)));
+                }
+                least
             });
             if seen.is_some_and(|n| n >= count) {
                 return;

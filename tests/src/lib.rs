@@ -70,6 +70,27 @@ pub fn run_ok(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// Runs the future `make` returns on a runtime of its own, in a thread of its own: callable from
+/// sync code and from inside a tokio runtime alike (clients made inside belong to that runtime).
+pub fn on_own_runtime<T, F, Fut>(make: F) -> T
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: std::future::Future<Output = T>,
+    T: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(make())
+        })
+        .join()
+        .expect("runtime thread")
+    })
+}
+
 /// CPU time (user + system) process `pid` has used, in clock ticks (1/100 s); 0 if it is gone.
 pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

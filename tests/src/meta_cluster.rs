@@ -343,33 +343,23 @@ impl MetaCluster {
                 let token = token.trim().to_owned();
                 let creds = self.pki.with_token(&token);
                 let addrs = self.endpoints();
-                std::thread::scope(|s| {
-                    s.spawn(|| {
-                        let rt = tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .expect("runtime");
-                        rt.block_on(async {
-                            for addr in &addrs {
-                                // A member that is not running has nothing to apply.
-                                if !crate::pki::answers(addr) {
-                                    continue;
-                                }
-                                while member_status(addr, &creds, Duration::from_millis(500))
-                                    .await
-                                    .is_err()
-                                {
-                                    assert!(
-                                        Instant::now() < deadline,
-                                        "member {addr} did not accept the admin token within {ADMIN_TOKEN_TIMEOUT:?}"
-                                    );
-                                    tokio::time::sleep(Duration::from_millis(50)).await;
-                                }
-                            }
-                        })
-                    })
-                    .join()
-                    .expect("admin token thread")
+                crate::on_own_runtime(|| async {
+                    for addr in &addrs {
+                        // A member that is not running has nothing to apply.
+                        if !crate::pki::answers(addr) {
+                            continue;
+                        }
+                        while member_status(addr, &creds, Duration::from_millis(500))
+                            .await
+                            .is_err()
+                        {
+                            assert!(
+                                Instant::now() < deadline,
+                                "member {addr} did not accept the admin token within {ADMIN_TOKEN_TIMEOUT:?}"
+                            );
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
                 });
                 token
             })
@@ -488,6 +478,36 @@ pub const RS_4_2: Code = Code {
     parity_shards: 2,
     cell_bytes: 1 << 20,
 };
+
+/// One allocation of a 64 MiB RS(4,2) bundle and its commit, as a storage node makes them (the
+/// metadata benchmarks' unit of work); whether both succeeded.
+pub async fn alloc_commit_pair(client: &MetaClient, request_id: String) -> bool {
+    let Ok(b) = client
+        .allocate_bundle(&AllocateRequest {
+            request_id,
+            code: Some(RS_4_2),
+            expected_length: 64 << 20,
+            ..Default::default()
+        })
+        .await
+    else {
+        return false;
+    };
+    client
+        .commit_bundle(
+            b.record.id,
+            &CommitRequest {
+                length: 64 << 20,
+                index_offset: 1000,
+                index_length: 1000,
+                sha256: vec![3; 32],
+                file_count: 1000,
+                missing_shards: vec![],
+            },
+        )
+        .await
+        .is_ok()
+}
 
 /// An allocation request for `code`, everything else left at its default.
 pub fn allocation(request_id: &str, code: Code) -> AllocateRequest {

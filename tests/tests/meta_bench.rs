@@ -14,39 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bitmountain_meta_client::{AllocateRequest, CommitRequest, MetaClient};
-use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster, RS_4_2};
+use bitmountain_meta_client::MetaClient;
+use bitmountain_tests::meta_cluster::{alloc_commit_pair, register_fake_nodes, MetaCluster};
 
 /// The throughput target for 3 members and 64 clients.
 const TARGET_PAIRS_PER_SEC: u64 = 5_000;
-
-async fn pair(client: &MetaClient, req: String) -> bool {
-    let Ok(b) = client
-        .allocate_bundle(&AllocateRequest {
-            request_id: req,
-            code: Some(RS_4_2),
-            expected_length: 64 << 20,
-            ..Default::default()
-        })
-        .await
-    else {
-        return false;
-    };
-    client
-        .commit_bundle(
-            b.record.id,
-            &CommitRequest {
-                length: 64 << 20,
-                index_offset: 1000,
-                index_length: 1000,
-                sha256: vec![3; 32],
-                file_count: 1000,
-                missing_shards: vec![],
-            },
-        )
-        .await
-        .is_ok()
-}
 
 /// Runs `clients` concurrent alloc+commit loops until `total` pairs are done; returns
 /// (elapsed, sorted latencies).
@@ -71,7 +43,7 @@ async fn load(
             let mut i = 0u64;
             while done.fetch_add(1, Ordering::Relaxed) < total {
                 let t = Instant::now();
-                if pair(&client, format!("{prefix}-{w}-{i}")).await {
+                if alloc_commit_pair(&client, format!("{prefix}-{w}-{i}")).await {
                     lat.lock().unwrap().push(t.elapsed());
                 }
                 i += 1;
@@ -243,7 +215,7 @@ async fn bench_throughput_and_failover() {
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let ok = pair(&client, format!("fo{round}-{i}")).await;
+                    let ok = alloc_commit_pair(&client, format!("fo{round}-{i}")).await;
                     let k = *killed_at.lock().unwrap();
                     // Only a pair started after the kill shows the new leader at work (one in
                     // flight may have been acknowledged by the old leader just before it died).

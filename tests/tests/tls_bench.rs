@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bitmountain_client::{PutOptions, UploadFile};
-use bitmountain_meta_client::{AllocateRequest, CommitRequest, MetaClient};
 use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
 use bitmountain_tests::cpu_ticks;
-use bitmountain_tests::meta_cluster::RS_4_2;
+use bitmountain_tests::meta_cluster::alloc_commit_pair;
 
 const MIB: f64 = 1024.0 * 1024.0;
 const READ_FILES: usize = 40;
@@ -117,7 +116,10 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
                 if i >= PAIRS {
                     return;
                 }
-                pair(&meta, format!("bench-{i}")).await;
+                assert!(
+                    alloc_commit_pair(&meta, format!("bench-{i}")).await,
+                    "pair {i} failed"
+                );
             }
         }));
     }
@@ -131,32 +133,6 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
         read_p50_ms,
         pairs_per_s,
     }
-}
-
-async fn pair(client: &MetaClient, request_id: String) {
-    let b = client
-        .allocate_bundle(&AllocateRequest {
-            request_id,
-            code: Some(RS_4_2),
-            expected_length: 64 << 20,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    client
-        .commit_bundle(
-            b.record.id,
-            &CommitRequest {
-                length: 64 << 20,
-                index_offset: 1000,
-                index_length: 1000,
-                sha256: vec![3; 32],
-                file_count: 1000,
-                missing_shards: vec![],
-            },
-        )
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
