@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+pub mod http;
 pub mod meta_cluster;
 pub mod pki;
 

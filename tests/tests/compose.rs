@@ -1,8 +1,9 @@
 //! The compose cluster of `deploy/compose/` on this machine's Docker engine: the image built
 //! from the binary under test (`deploy/image/build`), 3 metadata members and 6 storage nodes as
-//! containers on the project's own network, TLS and tokens on. From the host: upload, list,
-//! read back byte for byte, kill a node's container, read again. Everything the test started
-//! (containers, network, volumes, its image tag) is removed by name at the end.
+//! containers on the project's own network, TLS and tokens on. From the host: a node's web
+//! console, upload, list, read back byte for byte, kill a node's container, read again.
+//! Everything the test started (containers, network, volumes, its image tag) is removed by
+//! name at the end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bitmountain_tests::cluster::pseudo_random_bytes;
+use bitmountain_tests::http::request;
 use bitmountain_tests::{bitmountain, bitmountain_bin};
 
 fn repo() -> PathBuf {
@@ -42,7 +44,8 @@ impl Project {
             .args(["-f", "docker-compose.yml"])
             .env("COMPOSE_PROJECT_NAME", &self.name)
             .env("BITMOUNTAIN_IMAGE", &self.image)
-            .env("BITMOUNTAIN_PUBLISH", "127.0.0.1:");
+            .env("BITMOUNTAIN_PUBLISH", "127.0.0.1:")
+            .env("BITMOUNTAIN_CONSOLE_PUBLISH", "127.0.0.1:");
         c
     }
 }
@@ -146,6 +149,21 @@ fn compose_cluster_serves_the_host_cli_and_survives_a_node_kill() {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+
+    // The web console of n1, published like its archive port, with the admin token.
+    let console = sh(project.compose().args(["port", "n1", "9100"]));
+    let token = std::fs::read_to_string(client_dir.path().join("admin.token")).unwrap();
+    let answer = request(console.trim(), "GET", "/api/console", Some(token.trim()));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let view: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    let drawn: usize = view["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["nodes"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(drawn, 6, "{view}");
+    assert_eq!(request(console.trim(), "GET", "/", None).status, 200);
 
     let book = tempfile::tempdir().unwrap();
     let page = pseudo_random_bytes(7, 1_500_000);

@@ -101,6 +101,18 @@ fn the_running_cluster_is_modelled_as_its_leader_reports_it() {
         &bitmountain_client::PutOptions::default(),
     ))
     .unwrap();
+    // A second code in use: 1+2 (three copies' worth of safety at 3x the space).
+    rt.block_on(cluster.client(1).put_files(
+        [bitmountain_client::UploadFile::from_bytes(
+            "b.bin",
+            vec![2u8; 1_000_000],
+        )],
+        &bitmountain_client::PutOptions {
+            code: Some(bitmountain_client::Code::parse("1+2").unwrap()),
+            ..Default::default()
+        },
+    ))
+    .unwrap();
     let addr = cluster.addr(1);
     let out = run(&["durability", "--cluster", &addr, "--json"]);
     assert!(
@@ -115,7 +127,24 @@ fn the_running_cluster_is_modelled_as_its_leader_reports_it() {
     );
     assert_eq!(v["inputs"]["nodes"], 3);
     assert!(v["inputs"]["used_bytes"].as_u64().unwrap() >= 2_000_000);
-    assert_eq!(v["estimate"]["afr_observed"], false);
+    // The disks' years of service are known (moments): the posterior is the prior, nearly.
+    assert_eq!(v["estimate"]["afr_observed"], true);
+    assert!((v["estimate"]["afr"].as_f64().unwrap() - 0.02).abs() < 1e-6);
+    assert_eq!(v["inputs"]["failed_disks"], 0);
+    // Both codes in use, by their bundles' bytes (the files and the bundle's index).
+    let codes = v["inputs"]["codes_in_use"].as_array().unwrap();
+    assert_eq!(codes.len(), 2, "{codes:?}");
+    let bytes_of = |k: u64, m: u64| {
+        codes
+            .iter()
+            .find(|c| c["scheme"]["Rs"]["k"] == k && c["scheme"]["Rs"]["m"] == m)
+            .unwrap_or_else(|| panic!("no RS({k},{m}) in {codes:?}"))["data_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!((2_000_000..2_100_000).contains(&bytes_of(2, 1)));
+    assert!((1_000_000..1_100_000).contains(&bytes_of(1, 2)));
+    assert_eq!(v["estimate"]["by_code"].as_array().unwrap().len(), 2);
     let p = v["estimate"]["p_loss_per_year"].as_f64().unwrap();
     assert!(p > 0.0 && p < 1.0, "{p}");
     // The leader computed the same figure from the same view (prior 2 %, the same rate).
@@ -128,6 +157,10 @@ fn the_running_cluster_is_modelled_as_its_leader_reports_it() {
         "{text}"
     );
     assert!(text.contains("6 disks in service on 3 nodes"), "{text}");
+    assert!(
+        text.contains("code RS(1,2)") && text.contains("code RS(2,1)"),
+        "{text}"
+    );
     // `status` shows it too.
     let status = run(&["status", "--cluster", &addr, "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();

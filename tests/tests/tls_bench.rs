@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bitmountain_client::{PutOptions, UploadFile};
 use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
@@ -308,4 +308,48 @@ async fn read_latency_by_size() {
             if insecure { "insecure" } else { "tls+tokens" }
         );
     }
+}
+
+/// A steady loop of warm 64 KiB reads from one node (code 1+2: the bytes live on one node, the
+/// client goes straight to it), secured or insecure by `TLS_BENCH_MODE` (`tls`, `insecure`),
+/// for `TLS_BENCH_SECS` seconds: the workload to profile (`perf record -a`) while it runs.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run with scripts/bench-tls read_loop_to_profile"]
+async fn read_loop_to_profile() {
+    let insecure = std::env::var("TLS_BENCH_MODE").as_deref() == Ok("insecure");
+    let secs = env_u64("TLS_BENCH_SECS", 10);
+    let cluster = Cluster::start_secured(1, 3, 1, "1+2", &[], &[], insecure);
+    let client = cluster.client_all();
+    let put = client
+        .put_files(
+            [UploadFile::from_bytes(
+                "f",
+                pseudo_random_bytes(7, 64 << 10),
+            )],
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        client.read_file(&put.bundle_id, "f").await.unwrap();
+    }
+    println!("BENCH read-loop: reading for {secs} s");
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut lat = Vec::new();
+    while Instant::now() < end {
+        let t = Instant::now();
+        assert_eq!(
+            client.read_file(&put.bundle_id, "f").await.unwrap().len(),
+            64 << 10
+        );
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!(
+        "BENCH read-loop {}: {} reads, p50 {:.0} µs, p90 {:.0} µs",
+        if insecure { "insecure" } else { "tls+tokens" },
+        lat.len(),
+        lat[lat.len() / 2].as_secs_f64() * 1e6,
+        lat[lat.len() * 9 / 10].as_secs_f64() * 1e6
+    );
 }

@@ -115,7 +115,7 @@ fn peer_certs(ext: &http::Extensions) -> Option<Arc<Vec<CertificateDer<'static>>
         .or_else(|| ext.get::<PeerCertificates>().map(|p| Arc::clone(&p.0)))
 }
 
-fn now_unix_ms() -> u64 {
+pub(crate) fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -39,6 +39,8 @@ pub enum DurabilityError {
     },
     #[error("fill fraction {0}: must be in (0, 1], the share of each disk holding shard data")]
     FillOutOfRange(f64),
+    #[error("scheme share {0}: must be in (0, 1], the part of the stored data in that code")]
+    ShareOutOfRange(f64),
     #[error("{what} {value}: must be in (0, 1000] years")]
     YearsOutOfRange { what: &'static str, value: f64 },
     #[error(

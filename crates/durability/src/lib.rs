@@ -30,7 +30,10 @@ pub mod units;
 
 pub use compare::{compare, svg_plot, ComparisonRow};
 pub use error::{DurabilityError, Result};
-pub use live::{estimate as live_estimate, AfrPrior, DiskSample, LiveCluster, LiveEstimate};
+pub use live::{
+    estimate as live_estimate, AfrPrior, CodeBytes, CodeEstimate, DiskSample, LiveCluster,
+    LiveEstimate,
+};
 pub use markov::{analyze, analyze_with, Analytic, Discipline};
 pub use model::{comparison_schemes, ClusterParams, Scheme};
 pub use sim::{simulate, Estimate, RepairModel, SimConfig, SimResult};

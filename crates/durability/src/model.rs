@@ -121,6 +121,10 @@ pub struct ClusterParams {
     pub disk_bytes: u64,
     /// Share of each disk holding shard data.
     pub fill_fraction: f64,
+    /// Share of that shard data belonging to bundles of `scheme` (1: all of it). A cluster
+    /// with several codes in use is modelled one code at a time: every code's bundles are at
+    /// risk only as many times as there are of them, while rebuilds move every code's bytes.
+    pub scheme_share: f64,
     /// Independent disk failures per disk-year (0.02 = 2% AFR), as Backblaze defines AFR.
     pub disk_afr: f64,
     /// Whole-node losses per node-year: every disk on the node fails at once (simulation only).
@@ -150,6 +154,7 @@ impl ClusterParams {
             nodes_per_rack: 1,
             disk_bytes: 16_000_000_000_000,
             fill_fraction: 0.8,
+            scheme_share: 1.0,
             disk_afr: 0.02,
             node_afr: 0.0,
             rack_afr: 0.0,
@@ -198,6 +203,9 @@ impl ClusterParams {
         }
         if !(self.fill_fraction > 0.0 && self.fill_fraction <= 1.0) {
             return Err(DurabilityError::FillOutOfRange(self.fill_fraction));
+        }
+        if !(self.scheme_share > 0.0 && self.scheme_share <= 1.0) {
+            return Err(DurabilityError::ShareOutOfRange(self.scheme_share));
         }
         if !(self.disk_afr > 0.0 && self.disk_afr <= 10.0) {
             return Err(DurabilityError::AfrOutOfRange(self.disk_afr));
@@ -255,9 +263,9 @@ impl ClusterParams {
         self.disk_bytes as f64 * self.fill_fraction
     }
 
-    /// User data the cluster holds at this fill level.
+    /// User data the cluster holds at this fill level in bundles of `scheme`.
     pub fn usable_bytes(&self) -> f64 {
-        self.raw_bytes() * self.fill_fraction / self.scheme.overhead()
+        self.raw_bytes() * self.fill_fraction * self.scheme_share / self.scheme.overhead()
     }
 
     /// Bundles stored, each with its own random placement.

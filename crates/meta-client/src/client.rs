@@ -63,6 +63,17 @@ impl MetaClient {
         Self::over(transport, self.batcher.batching())
     }
 
+    /// A client of the same members and deadline that connects with `credentials` (a node
+    /// asking on a caller's behalf, with the caller's token). Its connections are its own.
+    pub fn as_caller(&self, credentials: Credentials) -> MetaClient {
+        let transport = Transport::new(
+            self.transport.endpoints().to_vec(),
+            self.transport.timeout(),
+            credentials,
+        );
+        Self::over(transport, false)
+    }
+
     /// How this client connects.
     pub fn credentials(&self) -> &Credentials {
         self.transport.credentials()

@@ -153,6 +153,9 @@ pub struct RegisterNode {
     pub disks: Vec<DiskSpec>,
     /// Cluster id to adopt if none is set yet.
     pub cluster_id_candidate: String,
+    /// Leader's clock (0 in commands from before the field existed).
+    #[serde(default)]
+    pub now_ms: u64,
 }
 
 /// [`Command::Allocate`]: a new pending bundle on disks the leader chose.

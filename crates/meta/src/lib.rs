@@ -19,6 +19,8 @@
 //! - [`placement`]: k+m disks on distinct failure domains, weighted by free space.
 //! - [`server`]: the gRPC services (thin handlers), the leader-side validation and proposal
 //!   of each command family, wire conversions, and [`serve`] (what `bitmountain meta` runs).
+//! - [`durability`]: the live durability model's inputs from a cluster status (the leader's
+//!   metric and `bitmountain durability --cluster` share it).
 //! - [`healing`]: the failure detector, repair claims and leases, repair status, rebalance;
 //!   planning there is pure and unit-tested.
 //! - [`types`], [`client`], [`error`], [`wire`]: re-exported from `bitmountain-meta-client`
@@ -27,6 +29,7 @@
 
 pub(crate) mod codec;
 pub mod command;
+pub mod durability;
 pub mod healing;
 pub mod keys;
 pub mod placement;

@@ -202,6 +202,7 @@ pub(crate) mod tests {
                     capacity_bytes: 1 << 30,
                     accounted_bytes: 0,
                     state: DiskState::Ok,
+                    added_unix_ms: 0,
                 },
             );
         }

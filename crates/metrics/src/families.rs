@@ -25,6 +25,11 @@ pub struct HealthyLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpareLabel {
+    pub spare: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabel {
     pub node: String,
 }
@@ -67,6 +72,9 @@ pub struct Metrics {
     // The cluster, as a metadata member sees it.
     pub bundles: Family<StateLabel, Gauge>,
     pub bundles_by_healthy_shards: Family<HealthyLabel, Gauge>,
+    /// The same bundles by healthy shards beyond the k needed to read (0: one more loss
+    /// loses data; the alert on "k+1 or fewer" is `spare <= 1`, whatever the code).
+    pub bundles_by_spare_shards: Family<SpareLabel, Gauge>,
     pub repair_queue_bundles: Gauge,
     pub repair_running_shards: Gauge,
     pub repair_bytes: Counter,
@@ -98,6 +106,7 @@ impl Metrics {
             registry: Registry::default(),
             bundles: Family::default(),
             bundles_by_healthy_shards: Family::default(),
+            bundles_by_spare_shards: Family::default(),
             repair_queue_bundles: Gauge::default(),
             repair_running_shards: Gauge::default(),
             repair_bytes: Counter::default(),
@@ -136,6 +145,11 @@ impl Metrics {
             "bitmountain_bundles_by_healthy_shards",
             "Bundles in the repair queue by their healthy shard count",
             self.bundles_by_healthy_shards.clone(),
+        );
+        r.register(
+            "bitmountain_bundles_by_spare_shards",
+            "Bundles in the repair queue by healthy shards beyond the k needed to read",
+            self.bundles_by_spare_shards.clone(),
         );
         r.register(
             "bitmountain_repair_queue_bundles",

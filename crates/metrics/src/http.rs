@@ -1,7 +1,8 @@
 //! The `--metrics-listen` endpoint, plain HTTP/1.1 (hyper): `GET /metrics` (OpenMetrics text),
 //! `GET /healthz` (200 while the process runs), `GET /readyz` (200 when the process serves,
-//! 503 otherwise). Scrapers live inside the operator's network, like the metrics of most
-//! storage systems; the endpoint serves only these three read-only paths.
+//! 503 otherwise), and the process's [`Pages`] if it has any (a storage node's web console).
+//! Scrapers live inside the operator's network, like the metrics of most storage systems;
+//! the endpoint answers only `GET`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -33,6 +35,56 @@ pub struct Endpoint {
     pub refresh: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Whether the process serves (`/readyz`).
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Other pages served beside the metrics.
+    pub pages: Option<Arc<dyn Pages>>,
+}
+
+/// Pages a process serves on its metrics listener besides `/metrics`, `/healthz` and
+/// `/readyz` (a storage node's web console).
+pub trait Pages: Send + Sync {
+    /// The answer to `GET path` with these request headers, `None` if `path` is not one of
+    /// these pages (then the endpoint answers 404).
+    fn get(&self, path: &str, headers: &HeaderMap) -> Option<BoxFuture<'static, Page>>;
+}
+
+/// One answer of [`Pages`].
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: Bytes,
+    /// Extra response headers (caching, content security policy).
+    pub headers: Vec<(http::header::HeaderName, &'static str)>,
+}
+
+impl Page {
+    /// A 200 answer.
+    pub fn ok(content_type: &'static str, body: impl Into<Bytes>) -> Page {
+        Page {
+            status: StatusCode::OK,
+            content_type,
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// An answer with `status` and a plain-text reason.
+    pub fn error(status: StatusCode, reason: impl Into<String>) -> Page {
+        let mut body = reason.into();
+        body.push('\n');
+        Page {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: http::header::HeaderName, value: &'static str) -> Page {
+        self.headers.push((name, value));
+        self
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -70,7 +122,7 @@ pub async fn serve(
             let _slot = slot;
             let service = service_fn(move |req| {
                 let endpoint = endpoint.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &endpoint)) }
+                async move { Ok::<_, Infallible>(answer(&req, &endpoint).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -83,7 +135,7 @@ pub async fn serve(
     }
 }
 
-fn answer(req: &Request<Incoming>, endpoint: &Endpoint) -> Response<Full<Bytes>> {
+async fn answer(req: &Request<Incoming>, endpoint: &Endpoint) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -113,10 +165,31 @@ fn answer(req: &Request<Incoming>, endpoint: &Endpoint) -> Response<Full<Bytes>>
             "text/plain",
             "not ready\n".into(),
         ),
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found: /metrics, /healthz, /readyz\n".into(),
-        ),
+        path => match endpoint
+            .pages
+            .as_ref()
+            .and_then(|p| p.get(path, req.headers()))
+        {
+            Some(page) => respond(page.await),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: /metrics, /healthz, /readyz\n".into(),
+            ),
+        },
     }
+}
+
+fn respond(page: Page) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(page.body));
+    *r.status_mut() = page.status;
+    let headers = r.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(page.content_type),
+    );
+    for (name, value) in page.headers {
+        headers.insert(name, http::HeaderValue::from_static(value));
+    }
+    r
 }

@@ -4,7 +4,8 @@
 //!   contract: see `docs/formats.md`, "Metrics"), in one process-wide [`Metrics`]
 //!   ([`global`]).
 //! - [`http`]: the `--metrics-listen` endpoint: `/metrics` (text exposition), `/healthz`
-//!   (the process runs), `/readyz` (it serves: the caller decides what that means).
+//!   (the process runs), `/readyz` (it serves: the caller decides what that means), and a
+//!   process's other [`Pages`] (a storage node's web console).
 //! - [`layer`]: the tower layer around a gRPC server that counts every request by method and
 //!   status code and times it to the end of its response stream.
 //!
@@ -17,5 +18,5 @@ pub mod http;
 pub mod layer;
 
 pub use families::{global, Metrics};
-pub use http::{serve, Endpoint};
+pub use http::{serve, Endpoint, Page, Pages};
 pub use layer::MetricsLayer;

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use bitmountain_auth::{BundleAction, Principal};
 use bitmountain_bundle::IndexEntry;
-use bitmountain_meta_client::types::{DiskInfo, NodeInfo};
-use bitmountain_meta_client::{Bundle, BundleState, Code as MetaCode, DiskState, NodeState};
+use bitmountain_meta_client::{Bundle, BundleState, Code as MetaCode};
 use bitmountain_proto::archive::v1 as pb;
 use bitmountain_proto::archive::v1::archive_service_server::ArchiveService;
 use tokio::sync::mpsc;
@@ -17,6 +16,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access;
+use crate::console::view::{disk_state_name, node_state_name};
 use crate::coordinator::upload::{FileHeader, UploadItem, UploadStart};
 use crate::coordinator::{parse_bundle_id, Coordinator};
 use crate::error::{NodeError, Result};
@@ -461,20 +461,6 @@ impl ArchiveService for ArchiveApi {
             .cluster_status()
             .await
             .map_err(NodeError::from)?;
-        let disk_state = |d: &DiskInfo| match d.state {
-            Some(DiskState::Ok) => "ok",
-            Some(DiskState::Failed) => "failed",
-            Some(DiskState::Draining) => "draining",
-            Some(DiskState::Removed) => "removed",
-            None => "unknown",
-        };
-        let node_state = |n: &NodeInfo| match n.state {
-            Some(NodeState::Up) => "up",
-            Some(NodeState::Down) => "down",
-            Some(NodeState::Draining) => "draining",
-            Some(NodeState::Removed) => "removed",
-            None => "unknown",
-        };
         // A scoped token sees only the bundles it may read, in counts too.
         let counts = access::scoped_counts(&self.coordinator.meta, principal.as_ref())
             .await?
@@ -490,7 +476,7 @@ impl ArchiveService for ArchiveApi {
                 .map(|n| pb::NodeStatus {
                     node_id: n.node_id,
                     address: n.address.clone(),
-                    state: node_state(n).into(),
+                    state: node_state_name(n.state).into(),
                     zone: n.zone.clone(),
                     rack: n.rack.clone(),
                     host: n.host.clone(),
@@ -501,7 +487,7 @@ impl ArchiveService for ArchiveApi {
                         .map(|d| pb::DiskStatus {
                             disk_id: d.disk_id,
                             path: d.path.clone(),
-                            state: disk_state(d).into(),
+                            state: disk_state_name(d.state).into(),
                             capacity_bytes: d.capacity_bytes,
                             used_bytes: d.used_bytes.max(d.accounted_bytes),
                         })

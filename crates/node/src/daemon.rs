@@ -22,6 +22,7 @@ use bitmountain_proto::v1 as pb;
 
 use bitmountain_worker::Workers;
 
+use crate::console::{Console, ConsolePages};
 use crate::coordinator::{Coordinator, CoordinatorConfig};
 use crate::error::{NodeError, Result};
 use crate::gc::{GcGrace, GcWorker};
@@ -325,8 +326,9 @@ pub async fn run(
     // The metrics endpoint answers from the start (`/readyz` says not ready until the node
     // serves), so a probe can tell "starting" from "dead".
     let ready = Arc::new(AtomicBool::new(false));
+    let console = Console::new();
     let metrics_task = match cfg.metrics_listen {
-        Some(addr) => Some(start_metrics(addr, Arc::clone(&ready)).await?),
+        Some(addr) => Some(start_metrics(addr, Arc::clone(&ready), Arc::clone(&console)).await?),
         None => None,
     };
     let bound = listener
@@ -387,7 +389,14 @@ pub async fn run(
             what: format!("storage node {} at {address}", state.node_id),
         });
     }
-    let auth = tokens.map(|t| AuthLayer::new(Authorizer::new(t).serving(policy::NODE_SERVICES)));
+    let authorizer =
+        |t: &Arc<TokenCache>| Authorizer::new(t.clone()).serving(policy::NODE_SERVICES);
+    console.start(
+        Arc::clone(&meta),
+        address.clone(),
+        tokens.as_ref().map(|t| Arc::new(authorizer(t))),
+    );
+    let auth = tokens.as_ref().map(|t| AuthLayer::new(authorizer(t)));
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let served = serve(listener, &cfg, auth, disks, &healer, coordinator, shutdown).await;
     if let Some(task) = metrics_task {
@@ -397,10 +406,11 @@ pub async fn run(
     served
 }
 
-/// Serves the process's metrics on `addr`; `/readyz` follows `ready`.
+/// Serves the process's metrics and the web console on `addr`; `/readyz` follows `ready`.
 async fn start_metrics(
     addr: SocketAddr,
     ready: Arc<AtomicBool>,
+    console: Arc<Console>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let listener =
         tokio::net::TcpListener::bind(addr)
@@ -412,6 +422,7 @@ async fn start_metrics(
         metrics: bitmountain_metrics::global(),
         refresh: None,
         ready: Arc::new(move || ready.load(std::sync::atomic::Ordering::Relaxed)),
+        pages: Some(Arc::new(ConsolePages(console))),
     };
     Ok(tokio::spawn(bitmountain_metrics::serve(
         listener,

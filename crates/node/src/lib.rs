@@ -13,11 +13,15 @@
 //! node certificates for NodeService, tokens checked against the node's copy of the token
 //! table ([`tokens`]) for the archive API.
 //!
+//! Its metrics listener (`--metrics-listen`) also serves the read-only web console
+//! ([`console`]).
+//!
 //! Every request has a named limit ([`limits`]), every RPC a deadline, and every error becomes a
 //! `tonic::Status` in one place ([`error`]).
 
 pub mod access;
 pub mod archive_service;
+pub mod console;
 pub mod coordinator;
 pub mod daemon;
 pub mod error;

@@ -67,6 +67,11 @@ pub struct DiskRecord {
     pub accounted_bytes: u64,
     /// State.
     pub state: DiskState,
+    /// When the group first registered it (the leader's clock); 0 for disks registered before
+    /// the field existed. Its years of service are the exposure the live durability model
+    /// weighs observed disk failures against.
+    #[serde(default)]
+    pub added_unix_ms: u64,
 }
 
 /// Failure-domain level placement spreads shards across.

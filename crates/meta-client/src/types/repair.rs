@@ -123,7 +123,7 @@ pub struct FinishedRepair {
 }
 
 /// Repair progress as the leader sees it ([`crate::MetaClient::repair_status`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RepairStatus {
     /// Bundles in the repair queue.
     pub queued_bundles: u64,

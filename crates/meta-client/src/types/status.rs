@@ -45,6 +45,11 @@ pub struct ClusterStatus {
     pub durability_loss_probability_per_year: f64,
     /// The code allocations get when they name none (`None` from older members).
     pub default_code: Option<crate::types::Code>,
+    /// Bytes of sealed bundles by code (since the group began counting them).
+    pub sealed_bytes_by_code: Vec<(crate::types::Code, u64)>,
+    /// Disk failures seen, and the disk-years of service they were seen over (0: unknown).
+    pub disk_failures_seen: u64,
+    pub disk_years_observed: f64,
 }
 
 /// A background worker of a member or node, as reported (`bitmountain_worker::WorkerStatus`

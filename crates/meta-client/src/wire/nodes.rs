@@ -126,7 +126,8 @@ impl NodeInfo {
 }
 
 impl ClusterStatus {
-    pub(crate) fn from_proto(s: pb::ClusterStatusResponse) -> Self {
+    /// From the wire (a member's own status too, for the durability model's inputs).
+    pub fn from_proto(s: pb::ClusterStatusResponse) -> Self {
         let bundles = s.bundles.unwrap_or_default();
         ClusterStatus {
             cluster_id: s.cluster_id,
@@ -151,6 +152,13 @@ impl ClusterStatus {
             newest_value_format: s.newest_value_format,
             durability_loss_probability_per_year: s.durability_loss_probability_per_year,
             default_code: s.default_code.as_ref().map(crate::types::Code::from_proto),
+            sealed_bytes_by_code: s
+                .sealed_bytes_by_code
+                .iter()
+                .filter_map(|c| Some((crate::types::Code::from_proto(c.code.as_ref()?), c.bytes)))
+                .collect(),
+            disk_failures_seen: s.disk_failures_seen,
+            disk_years_observed: s.disk_years_observed,
             workers: s.workers.into_iter().map(worker_from_proto).collect(),
         }
     }

@@ -9,6 +9,16 @@ use bitmountain_proto::v1 as pb;
 use super::{lock, RATE_WINDOW_MS, STATUS_SCAN_TASKS};
 use crate::error::Result;
 use crate::server::MetaServer;
+use crate::state::KeyReader as _;
+
+/// The repair status and, for the metrics, the queue by spare shards (healthy beyond k).
+#[derive(Debug)]
+pub(crate) struct RepairSnapshot {
+    pub response: pb::RepairStatusResponse,
+    /// Queued bundles by healthy shards minus their code's k (a bundle gone since it was
+    /// queued is not counted).
+    pub by_spare: BTreeMap<u32, u64>,
+}
 
 impl MetaServer {
     /// Bytes per second of repairs finished over the last window.
@@ -31,8 +41,15 @@ impl MetaServer {
 
     /// What `bitmountain repair status` shows.
     pub(crate) fn repair_status_now(&self) -> Result<pb::RepairStatusResponse> {
+        Ok(self.repair_snapshot(false)?.response)
+    }
+
+    /// The repair status; with `spare`, the queue by spare shards too (a bundle lookup per
+    /// queued task, for the metrics).
+    pub(crate) fn repair_snapshot(&self, spare: bool) -> Result<RepairSnapshot> {
         let cluster = self.inner.store.map().cluster.clone();
         let mut levels: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut by_spare: BTreeMap<u32, u64> = BTreeMap::new();
         let mut queued_bytes = 0u64;
         let mut token = Vec::new();
         let mut scanned = 0;
@@ -41,6 +58,12 @@ impl MetaServer {
             scanned += tasks.len();
             for t in &tasks {
                 *levels.entry(t.healthy_shards).or_default() += 1;
+                if spare {
+                    if let Some(b) = self.inner.store.bundle(t.bundle_id)? {
+                        let extra = t.healthy_shards.saturating_sub(b.code.data_shards);
+                        *by_spare.entry(extra).or_default() += 1;
+                    }
+                }
                 queued_bytes = queued_bytes
                     .saturating_add(t.shard_bytes.saturating_mul(t.missing_shards.len() as u64));
             }
@@ -69,7 +92,7 @@ impl MetaServer {
         } else {
             0
         };
-        Ok(pb::RepairStatusResponse {
+        let response = pb::RepairStatusResponse {
             queued: cluster.repairs,
             running: running_repairs.len() as u64,
             shards_repaired: cluster.shards_repaired,
@@ -88,6 +111,7 @@ impl MetaServer {
             running_repairs,
             sealed_bundles: cluster.sealed,
             truncated,
-        })
+        };
+        Ok(RepairSnapshot { response, by_spare })
     }
 }

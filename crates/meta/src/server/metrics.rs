@@ -3,7 +3,7 @@
 //! leader, the repair queue. A follower exports the map as it has applied it.
 
 use bitmountain_metrics::families::{
-    DiskLabels, DiskStateLabels, HealthyLabel, NodeLabel, StateLabel,
+    DiskLabels, DiskStateLabels, HealthyLabel, NodeLabel, SpareLabel, StateLabel,
 };
 use bitmountain_metrics::Metrics;
 use bitmountain_proto::v1 as pb;
@@ -93,8 +93,17 @@ impl MetaServer {
         }
         // The queue's detail only the leader knows (leases of running repairs, bytes done).
         m.bundles_by_healthy_shards.clear();
+        m.bundles_by_spare_shards.clear();
         if raft.role == "leader" {
-            if let Ok(r) = self.repair_status_now() {
+            if let Ok(snapshot) = self.repair_snapshot(true) {
+                for (spare, bundles) in &snapshot.by_spare {
+                    m.bundles_by_spare_shards
+                        .get_or_create(&SpareLabel {
+                            spare: spare.to_string(),
+                        })
+                        .set(gauge(*bundles));
+                }
+                let r = snapshot.response;
                 m.repair_running_shards.set(gauge(r.running));
                 let seen = m.repair_bytes.get();
                 m.repair_bytes.inc_by(r.bytes_repaired.saturating_sub(seen));

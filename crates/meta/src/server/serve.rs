@@ -128,6 +128,7 @@ pub async fn serve(
             })),
             // Ready while the member knows a leader: it can serve reads and forward writes.
             ready: Arc::new(move || ready_server.inner.raft.status().leader_id != 0),
+            pages: None,
         };
         tokio::spawn(bitmountain_metrics::serve(
             listener,

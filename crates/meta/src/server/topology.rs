@@ -51,6 +51,7 @@ impl MetaServer {
                 })
                 .collect(),
             cluster_id_candidate: format!("{:032x}", rand::random::<u128>()),
+            now_ms: now_unix_ms(),
         });
         match self.propose(cmd).await? {
             Applied::Node {

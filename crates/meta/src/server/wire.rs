@@ -6,7 +6,7 @@ use bitmountain_raftstore::GroupStatus;
 
 use super::MetaServer;
 use crate::types::WorkerReport;
-use crate::types::{BundleRecord, DiskRecord, NodeRecord};
+use crate::types::{now_unix_ms, BundleRecord, DiskRecord, DiskState, NodeRecord};
 use crate::wire::{labels_to_proto, worker_to_proto};
 
 impl MetaServer {
@@ -180,6 +180,29 @@ impl MetaServer {
                 .collect(),
             durability_loss_probability_per_year: 0.0,
             default_code: Some(self.inner.cfg.default_code.to_proto()),
+            sealed_bytes_by_code: map
+                .cluster
+                .sealed_bytes_by_code
+                .iter()
+                .map(|c| pb::CodeBytes {
+                    code: Some(pb::Code {
+                        data_shards: c.data_shards,
+                        parity_shards: c.parity_shards,
+                        cell_bytes: 0,
+                    }),
+                    bytes: c.bytes,
+                })
+                .collect(),
+            disk_failures_seen: map.cluster.disk_failures,
+            // Disks out of service stop adding exposure only when removed (a failed disk's
+            // time is counted to now: a little more exposure, a slightly lower AFR).
+            disk_years_observed: crate::durability::disk_years(
+                map.disks
+                    .values()
+                    .filter(|d| d.state != DiskState::Removed)
+                    .map(|d| d.added_unix_ms),
+                now_unix_ms(),
+            ),
         };
         status.durability_loss_probability_per_year = self
             .live_durability(&status)

@@ -50,6 +50,58 @@ pub struct ClusterRecord {
     /// Access tokens in the table (revoked ones included).
     #[serde(default)]
     pub tokens: u64,
+    /// Disks that went into the failed state, counted since the field exists (the live
+    /// durability model's observed failures).
+    #[serde(default)]
+    pub disk_failures: u64,
+    /// Bytes of sealed bundles by code, counted since the field exists (bundles sealed
+    /// earlier are not in it): the codes in use the live durability model weighs.
+    #[serde(default)]
+    pub sealed_bytes_by_code: Vec<CodeBytes>,
+}
+
+/// Bytes of sealed bundles with one code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeBytes {
+    pub data_shards: u32,
+    pub parity_shards: u32,
+    /// The bundles' own bytes (before coding).
+    pub bytes: u64,
+}
+
+impl ClusterRecord {
+    /// Counts `bytes` of sealed bundles of code `k+m` in or out. Out saturates at 0: bundles
+    /// sealed before the count began leave it without having entered.
+    pub(crate) fn count_sealed_bytes(&mut self, k: u32, m: u32, bytes: u64, add: bool) {
+        let list = &mut self.sealed_bytes_by_code;
+        let i = match list
+            .iter()
+            .position(|c| (c.data_shards, c.parity_shards) == (k, m))
+        {
+            Some(i) => i,
+            None if add => {
+                list.push(CodeBytes {
+                    data_shards: k,
+                    parity_shards: m,
+                    bytes: 0,
+                });
+                list.sort_by_key(|c| (c.data_shards, c.parity_shards));
+                list.iter()
+                    .position(|c| (c.data_shards, c.parity_shards) == (k, m))
+                    .unwrap_or_else(|| unreachable!("just pushed"))
+            }
+            None => return,
+        };
+        let c = &mut list[i];
+        c.bytes = if add {
+            c.bytes.saturating_add(bytes)
+        } else {
+            c.bytes.saturating_sub(bytes)
+        };
+        if c.bytes == 0 {
+            list.remove(i);
+        }
+    }
 }
 
 impl ClusterRecord {

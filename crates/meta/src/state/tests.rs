@@ -31,6 +31,7 @@ fn register(n: u64) -> Command {
             capacity_bytes: 1 << 40,
         }],
         cluster_id_candidate: "c".into(),
+        now_ms: 1_000,
     })
 }
 

@@ -131,6 +131,12 @@ impl Applier<'_> {
         self.put_raw(&keys::state(BundleState::Sealed.tag(), id), &[]);
         self.count(BundleState::Pending, false);
         self.count(BundleState::Sealed, true);
+        self.map.cluster.count_sealed_bytes(
+            b.code.data_shards,
+            b.code.parity_shards,
+            c.length,
+            true,
+        );
         b.state = BundleState::Sealed;
         b.length = c.length;
         b.index_offset = c.index_offset;
@@ -195,6 +201,12 @@ impl Applier<'_> {
         }
         self.count(BundleState::Sealed, false);
         self.count(BundleState::Deleting, true);
+        self.map.cluster.count_sealed_bytes(
+            b.code.data_shards,
+            b.code.parity_shards,
+            b.length,
+            false,
+        );
         self.unqueue_repair(id)?;
         b.state = BundleState::Deleting;
         self.put_bundle(&b);

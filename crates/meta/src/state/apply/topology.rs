@@ -67,6 +67,7 @@ impl Applier<'_> {
                 capacity_bytes: spec.capacity_bytes,
                 accounted_bytes: 0,
                 state: DiskState::Ok,
+                added_unix_ms: r.now_ms,
             });
             entry.path = spec.path;
             entry.capacity_bytes = spec.capacity_bytes;
@@ -140,6 +141,9 @@ impl Applier<'_> {
             disk.state = state;
             disk.clone()
         };
+        if state == DiskState::Failed && was != DiskState::Failed {
+            self.map.cluster.disk_failures = self.map.cluster.disk_failures.saturating_add(1);
+        }
         self.dirty.disks.insert(disk_id);
         let queued = if state != was {
             self.requeue_disks(&[disk_id], now_ms)?
