@@ -170,17 +170,22 @@ async fn the_console_shows_what_status_shows_and_asks_for_a_token() {
     let status = || -> Value {
         serde_json::from_slice(&run_ok(&["status", "--cluster", &members, "--json"])).unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Node 4 down and its shards rebuilt elsewhere: the figures hold still for a while (the
+    // repair rate the durability model uses is the last minute's).
+    let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         let s = status();
-        if states_of_status(&s)
+        let down = states_of_status(&s)
             .0
             .iter()
-            .any(|(_, state)| state == "down")
-        {
+            .any(|(_, state)| state == "down");
+        if down && s["repairs_queued"] == 0 {
             break s;
         }
-        assert!(Instant::now() < deadline, "node 4 never went down: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "node 4 never went down and healed: {s}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
 
@@ -268,9 +273,9 @@ async fn the_console_shows_what_status_shows_and_asks_for_a_token() {
     let drawn: f64 = tags_with(&dom, "id=\"durability\"")[0]["data-value"]
         .parse()
         .unwrap();
-    // The figure moves a little as disks fill and repairs run: within a factor of 2.
+    // The same figure (disks' reported use moves it a little between heartbeats).
     assert!(
-        drawn > durability / 2.0 && drawn < durability * 2.0,
+        (drawn / durability - 1.0).abs() < 0.1,
         "page {drawn}, status {durability}"
     );
     let zones_drawn: Vec<String> = tags_with(&dom, "class=\"zone\"")

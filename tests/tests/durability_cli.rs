@@ -137,7 +137,7 @@ fn the_running_cluster_is_modelled_as_its_leader_reports_it() {
     let bytes_of = |k: u64, m: u64| {
         codes
             .iter()
-            .find(|c| c["scheme"]["Rs"]["k"] == k && c["scheme"]["Rs"]["m"] == m)
+            .find(|c| c["scheme"]["k"] == k && c["scheme"]["m"] == m)
             .unwrap_or_else(|| panic!("no RS({k},{m}) in {codes:?}"))["data_bytes"]
             .as_u64()
             .unwrap()
@@ -167,6 +167,20 @@ fn the_running_cluster_is_modelled_as_its_leader_reports_it() {
     assert!(
         s["durability_loss_probability_per_year"].as_f64().unwrap() > 0.0,
         "{s}"
+    );
+    // A disk fails: one failure seen over moments of service moves the AFR to
+    // (2 % × 100 + 1) / 100 disk-years = 3 %, and the disk leaves service.
+    run_ok(&["disk", "fail", "6", "--cluster", &addr]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["durability", "--cluster", &addr, "--json"])).unwrap();
+    assert_eq!(v["inputs"]["failed_disks"], 1, "{v}");
+    assert_eq!(
+        v["inputs"]["disk_capacity_bytes"].as_array().unwrap().len(),
+        5
+    );
+    assert!(
+        (v["estimate"]["afr"].as_f64().unwrap() - 0.03).abs() < 1e-6,
+        "{v}"
     );
 }
 

@@ -287,6 +287,8 @@ impl MetaServer {
     /// A worker is done with (bundle, shards): the leases go; a success counts for the rate.
     pub(crate) fn finish(&self, req: pb::FinishRepairRequest) -> Result<()> {
         let id = BundleId::from_proto(req.bundle_id.as_ref())?;
+        let now = Instant::now();
+        let mut started = now;
         {
             let mut leases = lock(&self.inner.healing.leases);
             for s in &req.shard_indexes {
@@ -294,13 +296,19 @@ impl MetaServer {
                     .get(&(id, *s))
                     .is_some_and(|l| l.node_id == req.node_id)
                 {
-                    leases.remove(&(id, *s));
+                    if let Some(l) = leases.remove(&(id, *s)) {
+                        started = started.min(l.since);
+                    }
                 }
             }
         }
         if req.ok {
             let mut finished = lock(&self.inner.healing.finished);
-            finished.push_back((Instant::now(), req.bytes_written));
+            finished.push_back(super::Finished {
+                started,
+                ended: now,
+                bytes: req.bytes_written,
+            });
             while finished.len() > RATE_SAMPLES {
                 finished.pop_front();
             }

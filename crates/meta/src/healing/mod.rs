@@ -60,6 +60,14 @@ pub struct Lease {
     pub until: Instant,
 }
 
+/// A repair that finished: when its lease began and ended, and the bytes it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    pub started: Instant,
+    pub ended: Instant,
+    pub bytes: u64,
+}
+
 /// The leases in force, by (bundle, shard).
 pub type Leases = HashMap<(BundleId, u32), Lease>;
 
@@ -67,8 +75,8 @@ pub type Leases = HashMap<(BundleId, u32), Lease>;
 #[derive(Debug, Default)]
 pub struct Healing {
     leases: Mutex<Leases>,
-    /// (when, bytes) of repairs finished, for the rate.
-    finished: Mutex<VecDeque<(Instant, u64)>>,
+    /// Repairs finished, for the rate.
+    finished: Mutex<VecDeque<Finished>>,
     /// Since when this member has been leader (the detector's view).
     leader_since: Mutex<Option<Instant>>,
 }

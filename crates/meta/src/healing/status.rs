@@ -1,12 +1,12 @@
 //! What `bitmountain repair status` shows: the queue by healthy shards, the repairs running
-//! (leases), the rate over the last minute and the time left at that rate.
+//! (leases), the rate over the last minute (while repairs ran) and the time left at that rate.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bitmountain_proto::v1 as pb;
 
-use super::{lock, RATE_WINDOW_MS, STATUS_SCAN_TASKS};
+use super::{lock, Finished, RATE_WINDOW_MS, STATUS_SCAN_TASKS};
 use crate::error::Result;
 use crate::server::MetaServer;
 use crate::state::KeyReader as _;
@@ -21,22 +21,16 @@ pub(crate) struct RepairSnapshot {
 }
 
 impl MetaServer {
-    /// Bytes per second of repairs finished over the last window.
+    /// Bytes per second of the repairs that finished over the last window, while repairs
+    /// ran: the cluster's repair speed, not how much there was to repair (a lone small repair
+    /// is not a slow cluster).
     pub(crate) fn repair_rate(&self) -> f64 {
         let mut finished = lock(&self.inner.healing.finished);
         let window = Duration::from_millis(RATE_WINDOW_MS);
-        while finished
-            .front()
-            .is_some_and(|(at, _)| at.elapsed() > window)
-        {
+        while finished.front().is_some_and(|f| f.ended.elapsed() > window) {
             finished.pop_front();
         }
-        let Some((first, _)) = finished.front() else {
-            return 0.0;
-        };
-        let bytes: u64 = finished.iter().map(|(_, b)| *b).sum();
-        let span = first.elapsed().as_secs_f64().max(1.0);
-        bytes as f64 / span
+        busy_rate(finished.iter().copied())
     }
 
     /// What `bitmountain repair status` shows.
@@ -113,5 +107,55 @@ impl MetaServer {
             truncated,
         };
         Ok(RepairSnapshot { response, by_spare })
+    }
+}
+
+/// Bytes over the time at least one of these repairs was running (the union of their
+/// intervals, at least a millisecond); 0 with none.
+fn busy_rate(finished: impl IntoIterator<Item = Finished>) -> f64 {
+    let mut spans: Vec<Finished> = finished.into_iter().collect();
+    if spans.is_empty() {
+        return 0.0;
+    }
+    spans.sort_by_key(|f| f.started);
+    let bytes: u64 = spans.iter().map(|f| f.bytes).sum();
+    let mut busy = Duration::ZERO;
+    let (mut from, mut to) = (spans[0].started, spans[0].ended);
+    for f in &spans[1..] {
+        if f.started > to {
+            busy += to - from;
+            (from, to) = (f.started, f.ended);
+        } else {
+            to = to.max(f.ended);
+        }
+    }
+    busy += to - from;
+    bytes as f64 / busy.max(Duration::from_millis(1)).as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_counts_only_time_when_repairs_ran() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let f = |s: u64, e: u64, bytes: u64| Finished {
+            started: at(s),
+            ended: at(e),
+            bytes,
+        };
+        assert_eq!(busy_rate([]), 0.0);
+        // Two overlapping repairs (0-1 s, 0.5-2 s) and one alone 50 s later (50-51 s):
+        // 3 MB over 3 busy seconds, not over the 51 s they span.
+        let r = busy_rate([
+            f(500, 2000, 1_000_000),
+            f(0, 1000, 1_000_000),
+            f(50_000, 51_000, 1_000_000),
+        ]);
+        assert!((r - 1e6).abs() < 1.0, "{r}");
+        // A repair that took no measurable time counts a millisecond.
+        assert!((busy_rate([f(10, 10, 1_000)]) - 1e6).abs() < 1.0);
     }
 }
