@@ -33,8 +33,11 @@ fn console_json(addr: &str, token: Option<&str>) -> (u16, Value) {
     )
 }
 
+/// (id, state) pairs.
+type States = BTreeSet<(u64, String)>;
+
 /// The nodes (id, state) and disks (id, state) a `status --json` or console JSON lists.
-fn states_of_status(status: &Value) -> (BTreeSet<(u64, String)>, BTreeSet<(u64, String)>) {
+fn states_of_status(status: &Value) -> (States, States) {
     let mut nodes = BTreeSet::new();
     let mut disks = BTreeSet::new();
     for n in status["nodes"].as_array().unwrap() {
@@ -52,7 +55,7 @@ fn states_of_status(status: &Value) -> (BTreeSet<(u64, String)>, BTreeSet<(u64, 
     (nodes, disks)
 }
 
-fn states_of_console(view: &Value) -> (BTreeSet<(u64, String)>, BTreeSet<(u64, String)>) {
+fn states_of_console(view: &Value) -> (States, States) {
     let nodes: Vec<Value> = view["zones"]
         .as_array()
         .unwrap()

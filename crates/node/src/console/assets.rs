@@ -31,6 +31,8 @@ pub fn page(path: &str) -> Option<Page> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     #[test]

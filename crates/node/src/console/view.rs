@@ -261,6 +261,8 @@ fn repair_view(r: &RepairStatus) -> RepairView {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
     use bitmountain_meta_client::types::{RedundancyLevel, RepairSettings};
 
