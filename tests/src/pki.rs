@@ -152,21 +152,21 @@ pub fn find_admin_token(root: &Path) -> Option<PathBuf> {
 
 /// A lazily connected channel to `addr` with `credentials` (for raw gRPC stubs).
 pub fn channel(addr: &str, credentials: &Credentials) -> AuthChannel {
-    let channel = credentials
+    let endpoint = credentials
         .endpoint(addr)
         .expect("endpoint")
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .connect_lazy();
-    credentials.wrap(channel)
+        .connect_timeout(std::time::Duration::from_secs(3));
+    credentials.wrap(credentials.connect_lazy(endpoint))
 }
 
 /// A channel to `addr` with `credentials`, connected now (its TLS handshake done).
 pub async fn connect(addr: &str, credentials: &Credentials) -> AuthChannel {
-    let channel = credentials
+    let endpoint = credentials
         .endpoint(addr)
         .expect("endpoint")
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .connect()
+        .connect_timeout(std::time::Duration::from_secs(3));
+    let channel = credentials
+        .connect(endpoint)
         .await
         .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
     credentials.wrap(channel)

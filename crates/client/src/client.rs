@@ -187,7 +187,7 @@ impl ArchiveClient {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = self
+        let endpoint = self
             .credentials
             .endpoint(addr)
             .map_err(|e| ClientError::BadInput(format!("{addr:?}: {e}")))?
@@ -196,8 +196,8 @@ impl ArchiveClient {
             // The HTTP/2 default window (64 KiB) would stall every 1 MiB upload message and
             // every file larger than it on window updates.
             .initial_stream_window_size(Some(H2_STREAM_WINDOW_BYTES))
-            .initial_connection_window_size(Some(H2_CONNECTION_WINDOW_BYTES))
-            .connect_lazy();
+            .initial_connection_window_size(Some(H2_CONNECTION_WINDOW_BYTES));
+        let channel = self.credentials.connect_lazy(endpoint);
         let channel = self.credentials.wrap(channel);
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)

@@ -289,8 +289,5 @@ fn connect(
             field,
             reason: format!("{addr:?}: {e}"),
         })?;
-    Ok(ep
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy())
+    Ok(credentials.connect_lazy(ep.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true)))
 }

@@ -522,7 +522,7 @@ async fn serve(
                 reason: format!("TLS settings from --tls-dir: {e}"),
             })?;
     }
-    builder
+    let router = builder
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(crate::limits::H2_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(crate::limits::H2_CONNECTION_WINDOW_BYTES))
@@ -546,13 +546,21 @@ async fn serve(
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(health_service)
-        .add_service(reflection)
-        // The builder's tcp_nodelay applies only to listeners it binds itself: without it here,
-        // small responses wait for delayed ACKs (40 ms per read).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await
-        .map_err(|e| NodeError::Internal(format!("gRPC server: {e}")))
+        .add_service(reflection);
+    // The builder's tcp_nodelay applies only to listeners it binds itself: without it here,
+    // small responses wait for delayed ACKs (40 ms per read). Under TLS the socket is read
+    // through a buffer (rustls alone reads 4 KiB per system call).
+    let served = if cfg.tls.is_some() {
+        router
+            .serve_with_incoming_shutdown(bitmountain_proto::buffered::incoming(listener), shutdown)
+            .await
+    } else {
+        router
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
+            .await
+    };
+    served.map_err(|e| NodeError::Internal(format!("gRPC server: {e}")))
 }

@@ -39,12 +39,13 @@ impl ShardClient {
             .map_err(|e| NodeError::BadRequest {
                 reason: format!("bad node address {address:?}: {e}"),
             })?;
-        let channel = endpoint
-            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(H2_STREAM_WINDOW_BYTES))
-            .initial_connection_window_size(Some(H2_CONNECTION_WINDOW_BYTES))
-            .connect_lazy();
+        let channel = credentials.connect_lazy(
+            endpoint
+                .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+                .tcp_nodelay(true)
+                .initial_stream_window_size(Some(H2_STREAM_WINDOW_BYTES))
+                .initial_connection_window_size(Some(H2_CONNECTION_WINDOW_BYTES)),
+        );
         let inner = NodeServiceClient::new(credentials.wrap(channel))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -121,6 +121,28 @@ impl Credentials {
         }
     }
 
+    /// A channel to `endpoint` (from [`Credentials::endpoint`], with the caller's settings)
+    /// that connects on first use. With TLS the TCP stream beneath is read through a buffer
+    /// ([`crate::buffered`]): rustls alone reads 4 KiB per system call.
+    pub fn connect_lazy(&self, endpoint: Endpoint) -> Channel {
+        match self.tls {
+            Some(_) => endpoint.connect_with_connector_lazy(crate::buffered::BufferedConnector),
+            None => endpoint.connect_lazy(),
+        }
+    }
+
+    /// The same, connected now.
+    pub async fn connect(&self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
+        match self.tls {
+            Some(_) => {
+                endpoint
+                    .connect_with_connector(crate::buffered::BufferedConnector)
+                    .await
+            }
+            None => endpoint.connect().await,
+        }
+    }
+
     /// `channel` with this caller's token on every call.
     pub fn wrap(&self, channel: Channel) -> AuthChannel {
         InterceptedService::new(channel, self.bearer.clone())

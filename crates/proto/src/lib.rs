@@ -3,7 +3,8 @@
 //! These types stay at the edges: servers and clients convert them into the domain types of the
 //! lower crates at the boundary and never pass them further in. Two hand-written modules:
 //! [`error_kind`] holds the error kinds every layer sends and the metadata keys carrying them;
-//! [`connect`] how every client connects (TLS, the bearer token).
+//! [`connect`] how every client connects (TLS, the bearer token), and [`buffered`] the TCP
+//! streams TLS runs over.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,6 +12,7 @@
     missing_debug_implementations
 )]
 
+pub mod buffered;
 pub mod connect;
 pub mod error_kind;
 pub use connect::{AuthChannel, Credentials};

@@ -37,12 +37,12 @@ pub fn run(args: HealthArgs) -> anyhow::Result<()> {
     };
     let address = args.address.clone();
     let status = common::client_runtime()?.block_on(async move {
-        let channel = credentials
+        let endpoint = credentials
             .endpoint(&address)
             .with_context(|| format!("{address:?} is not an address (host:port)"))?
             .connect_timeout(args.timeout)
-            .timeout(args.timeout)
-            .connect_lazy();
+            .timeout(args.timeout);
+        let channel = credentials.connect_lazy(endpoint);
         let answer = HealthClient::new(credentials.wrap(channel))
             .check(HealthCheckRequest::default())
             .await;

@@ -79,12 +79,13 @@ async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
 }
 
 async fn start_scrub(address: &str, credentials: &Credentials) -> anyhow::Result<bool> {
-    let channel = credentials
+    let endpoint = credentials
         .endpoint(address)
         .context("node address")?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
-        .connect()
+        .timeout(Duration::from_secs(10));
+    let channel = credentials
+        .connect(endpoint)
         .await
         .with_context(|| format!("connecting to node {address} (is it running?)"))?;
     let r = pb::node_service_client::NodeServiceClient::new(credentials.wrap(channel))

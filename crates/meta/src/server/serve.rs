@@ -146,7 +146,7 @@ pub async fn serve(
                 message: format!("TLS settings from --tls-dir: {e}"),
             })?;
     }
-    let served = builder
+    let router = builder
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(
             bitmountain_raftstore::transport::H2_STREAM_WINDOW_BYTES,
@@ -162,9 +162,26 @@ pub async fn serve(
         .add_service(MetaAdminServer::new(server.clone()))
         .add_service(raft_service.into_server())
         .add_service(pb::diagnostics_server::DiagnosticsServer::new(Diagnostics))
-        .add_service(health)
-        .serve_with_shutdown(opts.listen, shutdown)
-        .await;
+        .add_service(health);
+    // Under TLS the socket is read through a buffer (rustls alone reads 4 KiB per system
+    // call); plaintext as tonic serves it.
+    let served: std::result::Result<(), String> = if opts.tls.is_some() {
+        match tokio::net::TcpListener::bind(opts.listen).await {
+            Ok(listener) => router
+                .serve_with_incoming_shutdown(
+                    bitmountain_proto::buffered::incoming(listener),
+                    shutdown,
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot listen: {e}")),
+        }
+    } else {
+        router
+            .serve_with_shutdown(opts.listen, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    };
     if let Some(task) = metrics_task {
         task.abort();
     }

@@ -191,17 +191,18 @@ impl Transport {
                 return None;
             }
         };
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .initial_stream_window_size(H2_STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
-            // A peer that vanished without closing its socket (host down, network cut) is
-            // noticed by keep-alive pings, which ends the stream so the link is rebuilt.
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let channel = self.credentials.connect_lazy(
+            endpoint
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .initial_stream_window_size(H2_STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
+                // A peer that vanished without closing its socket (host down, network cut) is
+                // noticed by keep-alive pings, which ends the stream so the link is rebuilt.
+                .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+                .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+                .keep_alive_while_idle(true),
+        );
         Some(
             RaftTransportClient::new(self.credentials.wrap(channel))
                 .max_decoding_message_size(MAX_RAFT_RPC_BYTES)
