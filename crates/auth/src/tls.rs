@@ -22,6 +22,7 @@ impl TlsFiles {
     /// people) but must chain to the cluster CA when presented, so a certificate from another
     /// CA fails the handshake.
     pub fn server_config(&self) -> ServerTlsConfig {
+        bitmountain_proto::connect::install_tls_provider();
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
