@@ -361,22 +361,31 @@ async fn read_loop_to_profile() {
         client.read_file(&put.bundle_id, "f").await.unwrap();
     }
     println!("BENCH read-loop: reading for {secs} s");
+    let pids: Vec<u32> = cluster.nodes.iter().filter_map(|n| n.pid()).collect();
+    let ticks = || {
+        let nodes: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+        (nodes, cpu_ticks(std::process::id()))
+    };
+    let before = ticks();
     let end = Instant::now() + Duration::from_secs(secs);
     let mut lat = Vec::new();
     while Instant::now() < end {
         let t = Instant::now();
-        assert_eq!(
-            client.read_file(&put.bundle_id, "f").await.unwrap().len(),
-            64 << 10
-        );
+        let bytes = client.read_file(&put.bundle_id, "f").await.unwrap();
         lat.push(t.elapsed());
+        assert_eq!(bytes.len(), 64 << 10);
     }
+    let after = ticks();
+    let n = lat.len() as f64;
+    let per_read_us = |t: u64| t as f64 * 10_000.0 / n;
     lat.sort();
     println!(
-        "BENCH read-loop {}: {} reads, p50 {:.0} µs, p90 {:.0} µs",
+        "BENCH read-loop {}: {} reads, p50 {:.0} µs, p90 {:.0} µs; CPU per read: nodes {:.0} µs, client {:.0} µs",
         if insecure { "insecure" } else { "tls+tokens" },
         lat.len(),
         lat[lat.len() / 2].as_secs_f64() * 1e6,
-        lat[lat.len() * 9 / 10].as_secs_f64() * 1e6
+        lat[lat.len() * 9 / 10].as_secs_f64() * 1e6,
+        per_read_us(after.0 - before.0),
+        per_read_us(after.1 - before.1)
     );
 }
