@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bitmountain_tests::bitmountain;
 use bitmountain_tests::cluster::pseudo_random_bytes;
+use bitmountain_tests::http::request;
 use bitmountain_tests::meta_cluster::free_port;
 
 struct Dev {
@@ -26,11 +27,12 @@ impl Drop for Dev {
 
 /// Starts `bitmountain dev` and waits until it says it is up.
 #[allow(clippy::zombie_processes)] // `Dev` kills and waits for it when dropped.
-fn start_dev(data: &Path, listen: &str, config: &Path) -> Dev {
+fn start_dev(data: &Path, listen: &str, config: &Path, console: Option<&str>) -> Dev {
     let mut child = bitmountain()
         .args(["dev", "--data"])
         .arg(data)
         .args(["--listen", listen])
+        .args(console.map(|c| ["--console", c]).into_iter().flatten())
         .env("BITMOUNTAIN_LOG", "warn")
         .env("BITMOUNTAIN_CONFIG", config)
         .stdin(Stdio::null())
@@ -123,7 +125,8 @@ fn dev_cluster_put_ls_get_status_and_restart() {
     std::fs::write(book.join("pages/0002.tif"), b"second page").unwrap();
     std::fs::write(book.join("mets.xml"), b"<mets/>").unwrap();
 
-    let dev = start_dev(&data, &listen, &config);
+    let console = format!("127.0.0.1:{}", free_port());
+    let dev = start_dev(&data, &listen, &config, Some(&console));
     // The commands of the README, unchanged: the dev cluster wrote the client config.
     let c: [&str; 0] = [];
     let id = ok(
@@ -188,6 +191,15 @@ fn dev_cluster_put_ls_get_status_and_restart() {
         serde_json::from_str(&ok(&config, &[&["status", "--json"], &c[..]].concat())).unwrap();
     assert_eq!(status["nodes"].as_array().unwrap().len(), 6);
     assert_eq!(status["bundles_sealed"], 1);
+    // The web console of `--console`, with the admin token the dev cluster made.
+    let token = std::fs::read_to_string(
+        bitmountain_tests::pki::find_admin_token(&data).expect("the admin token"),
+    )
+    .unwrap();
+    let answer = request(&console, "GET", "/api/console", Some(token.trim()));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let view: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(view["bundles"]["sealed"], 1);
     let human = ok(&config, &[&["status"], &c[..]].concat());
     assert!(human.contains("nodes     6"), "{human}");
 
@@ -205,7 +217,7 @@ fn dev_cluster_put_ls_get_status_and_restart() {
 
     // Stop and start again on the same data: the bundle is still there.
     drop(dev);
-    let dev = start_dev(&data, &listen, &config);
+    let dev = start_dev(&data, &listen, &config, None);
     let again = tmp.path().join("page1-again.tif");
     ok(
         &config,

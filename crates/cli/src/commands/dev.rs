@@ -38,6 +38,10 @@ pub struct DevArgs {
     /// Address of the first node's public API (the others take free ports).
     #[arg(long, default_value = super::common::DEFAULT_CLUSTER)]
     listen: SocketAddr,
+    /// Serve the web console (and the process's metrics) on this address through node 1,
+    /// e.g. 127.0.0.1:9100.
+    #[arg(long)]
+    console: Option<SocketAddr>,
 }
 
 /// What a dev cluster remembers across restarts.
@@ -167,12 +171,16 @@ fn load_or_create_state(dir: &Path, args: &DevArgs) -> anyhow::Result<DevState> 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let dir = args.data.clone().unwrap_or_else(default_data_dir);
     let state = load_or_create_state(&dir, &args)?;
-    super::common::daemon_runtime("dev")?.block_on(run_cluster(dir, state))
+    super::common::daemon_runtime("dev")?.block_on(run_cluster(dir, state, args.console))
 }
 
 type Tasks = tokio::task::JoinSet<anyhow::Result<()>>;
 
-async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
+async fn run_cluster(
+    dir: PathBuf,
+    state: DevState,
+    console: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stopped = |tx: &tokio::sync::broadcast::Sender<()>| {
         let mut rx = tx.subscribe();
@@ -207,6 +215,9 @@ async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
         let number = i + 1;
         let mut cfg = node_config(&dir, &state, number, address)?;
         cfg.tls = Some(pki.files(&format!("node-{number}"))?);
+        if number == 1 {
+            cfg.metrics_listen = console;
+        }
         let shutdown = stopped(&stop_tx);
         let name = format!("node {number} ({address})");
         tasks.spawn(async move {
@@ -226,7 +237,13 @@ async fn run_cluster(dir: PathBuf, state: DevState) -> anyhow::Result<()> {
         tracing::warn!(error = %format!("{e:#}"), "could not write the client config");
         false
     });
-    let _ = std::io::Write::write_all(&mut out, banner(&dir, &state, &pki, configured).as_bytes());
+    let mut text = banner(&dir, &state, &pki, configured);
+    if let Some(addr) = console {
+        text.push_str(&format!(
+            "Web console: http://{addr}/ (it asks for a token: the admin token above)\n"
+        ));
+    }
+    let _ = std::io::Write::write_all(&mut out, text.as_bytes());
     let _ = std::io::Write::flush(&mut out);
 
     let result = tokio::select! {
