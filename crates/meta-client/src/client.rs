@@ -55,23 +55,23 @@ impl MetaClient {
 
     /// Connects with `credentials` (TLS, a token or a certificate) instead of plaintext.
     pub fn with_credentials(self, credentials: Credentials) -> Self {
-        let transport = Transport::new(
-            self.transport.endpoints().to_vec(),
+        self.rebuilt(
             self.transport.timeout(),
             credentials,
-        );
-        Self::over(transport, self.batcher.batching())
+            self.batcher.batching(),
+        )
     }
 
     /// A client of the same members and deadline that connects with `credentials` (a node
     /// asking on a caller's behalf, with the caller's token). Its connections are its own.
     pub fn as_caller(&self, credentials: Credentials) -> MetaClient {
-        let transport = Transport::new(
-            self.transport.endpoints().to_vec(),
-            self.transport.timeout(),
-            credentials,
-        );
-        Self::over(transport, false)
+        self.rebuilt(self.transport.timeout(), credentials, false)
+    }
+
+    /// A client of the same members with these settings (new connections).
+    fn rebuilt(&self, timeout: Duration, credentials: Credentials, batching: bool) -> Self {
+        let transport = Transport::new(self.transport.endpoints().to_vec(), timeout, credentials);
+        Self::over(transport, batching)
     }
 
     /// How this client connects.
@@ -88,12 +88,11 @@ impl MetaClient {
 
     /// Sets the deadline of each call (retries included).
     pub fn with_timeout(self, timeout: Duration) -> Self {
-        let transport = Transport::new(
-            self.transport.endpoints().to_vec(),
+        self.rebuilt(
             timeout,
             self.transport.credentials().clone(),
-        );
-        Self::over(transport, self.batcher.batching())
+            self.batcher.batching(),
+        )
     }
 
     /// Whether concurrent allocations and commits share `Batch` calls (on by default; off

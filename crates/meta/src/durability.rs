@@ -22,7 +22,7 @@ pub fn live_cluster(status: &ClusterStatus, rate: Option<f64>) -> Option<LiveClu
         .map(|(node_id, d)| DiskSample {
             node_id,
             capacity_bytes: d.capacity_bytes,
-            used_bytes: d.used_bytes.max(d.accounted_bytes),
+            used_bytes: d.stored_bytes(),
             in_service: matches!(d.state, Some(DiskState::Ok | DiskState::Draining)),
             failed: d.state == Some(DiskState::Failed),
         })

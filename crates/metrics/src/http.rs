@@ -74,7 +74,7 @@ impl Page {
         body.push('\n');
         Page {
             status,
-            content_type: "text/plain; charset=utf-8",
+            content_type: "text/plain",
             body: body.into(),
             headers: Vec::new(),
         }
@@ -136,45 +136,33 @@ pub async fn serve(
 }
 
 async fn answer(req: &Request<Incoming>, endpoint: &Endpoint) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = status;
-        if let Ok(v) = content_type.parse() {
-            r.headers_mut().insert(http::header::CONTENT_TYPE, v);
-        }
-        r
-    };
+    respond(page(req, endpoint).await)
+}
+
+async fn page(req: &Request<Incoming>, endpoint: &Endpoint) -> Page {
+    const TEXT: &str = "text/plain";
     if req.method() != Method::GET {
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "GET only\n".into(),
-        );
+        return Page::error(StatusCode::METHOD_NOT_ALLOWED, "GET only");
     }
     match req.uri().path() {
         "/metrics" => {
             if let Some(refresh) = &endpoint.refresh {
                 refresh();
             }
-            reply(StatusCode::OK, OPENMETRICS, endpoint.metrics.encode())
+            Page::ok(OPENMETRICS, endpoint.metrics.encode())
         }
-        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" if (endpoint.ready)() => reply(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/readyz" => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready\n".into(),
-        ),
+        "/healthz" => Page::ok(TEXT, "ok\n"),
+        "/readyz" if (endpoint.ready)() => Page::ok(TEXT, "ready\n"),
+        "/readyz" => Page::error(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
         path => match endpoint
             .pages
             .as_ref()
             .and_then(|p| p.get(path, req.headers()))
         {
-            Some(page) => respond(page.await),
-            None => reply(
+            Some(page) => page.await,
+            None => Page::error(
                 StatusCode::NOT_FOUND,
-                "text/plain",
-                "not found: /metrics, /healthz, /readyz\n".into(),
+                "not found: /metrics, /healthz, /readyz",
             ),
         },
     }

@@ -489,7 +489,7 @@ impl ArchiveService for ArchiveApi {
                             path: d.path.clone(),
                             state: disk_state_name(d.state).into(),
                             capacity_bytes: d.capacity_bytes,
-                            used_bytes: d.used_bytes.max(d.accounted_bytes),
+                            used_bytes: d.stored_bytes(),
                         })
                         .collect(),
                 })

@@ -5,8 +5,9 @@
 //! socket holds in one call (up to [`READ_BUFFER_BYTES`]) and serves rustls's small reads from
 //! memory. Writes pass straight through (rustls already writes records in vectored batches).
 //!
-//! Servers accept with [`incoming`]; clients connect with [`BufferedConnector`] (through
-//! [`crate::Credentials::connect_lazy`]). Plaintext connections do not need it.
+//! Servers accept with [`incoming`] (buffered when they serve TLS, straight from the socket
+//! otherwise); clients connect with [`BufferedConnector`] (through
+//! [`crate::Credentials::connect_lazy`], under TLS only).
 
 use std::future::Future;
 use std::io;
@@ -29,8 +30,15 @@ pub const READ_BUFFER_BYTES: usize = 64 << 10;
 pub struct BufferedTcp(BufReader<TcpStream>);
 
 impl BufferedTcp {
+    /// `stream` read through a buffer of [`READ_BUFFER_BYTES`].
     pub fn new(stream: TcpStream) -> BufferedTcp {
-        BufferedTcp(BufReader::with_capacity(READ_BUFFER_BYTES, stream))
+        BufferedTcp::with_capacity(stream, READ_BUFFER_BYTES)
+    }
+
+    /// `stream` read through a buffer of `bytes`; 0 reads straight from the socket (tokio's
+    /// `BufReader` passes every read through when its buffer is smaller than the caller's).
+    fn with_capacity(stream: TcpStream, bytes: usize) -> BufferedTcp {
+        BufferedTcp(BufReader::with_capacity(bytes, stream))
     }
 }
 
@@ -85,11 +93,13 @@ impl Connected for BufferedTcp {
 }
 
 /// The connections `listener` accepts, with `TCP_NODELAY` (small responses must not wait for
-/// delayed ACKs), each read through a buffer.
-pub fn incoming(listener: TcpListener) -> impl Stream<Item = io::Result<BufferedTcp>> {
+/// delayed ACKs; tonic's builder option applies only to listeners it binds itself), each read
+/// through a buffer when the server speaks TLS (`tls`), straight from the socket otherwise.
+pub fn incoming(listener: TcpListener, tls: bool) -> impl Stream<Item = io::Result<BufferedTcp>> {
+    let bytes = if tls { READ_BUFFER_BYTES } else { 0 };
     TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .map(|accepted| accepted.map(BufferedTcp::new))
+        .map(move |accepted| accepted.map(|s| BufferedTcp::with_capacity(s, bytes)))
 }
 
 /// Connects to an endpoint's `host:port` with `TCP_NODELAY`, read through a buffer; tonic puts
@@ -136,7 +146,7 @@ mod tests {
     async fn bytes_pass_both_ways_and_small_reads_come_from_the_buffer() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(incoming(listener));
+        let mut accepted = Box::pin(incoming(listener, true));
         let uri: Uri = format!("http://{addr}").parse().unwrap();
         let client = tokio::spawn(async move {
             let mut c = BufferedConnector.call(uri).await.unwrap().into_inner();

@@ -152,6 +152,14 @@ pub struct DiskInfo {
     pub last_scrub_damaged_shards: u64,
 }
 
+impl DiskInfo {
+    /// The bytes the disk holds as far as anyone knows: the larger of what its node reported
+    /// and what the group placed on it (a fresh node reports before it has counted).
+    pub fn stored_bytes(&self) -> u64 {
+        self.used_bytes.max(self.accounted_bytes)
+    }
+}
+
 /// Bundles by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BundleCounts {

@@ -13,6 +13,7 @@
 //! - otherwise: onto the claimer's emptiest usable disk not in the placement, unless the
 //!   claimer's domain already holds a live shard of the bundle (or a leased target).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -292,12 +293,10 @@ impl MetaServer {
         {
             let mut leases = lock(&self.inner.healing.leases);
             for s in &req.shard_indexes {
-                if leases
-                    .get(&(id, *s))
-                    .is_some_and(|l| l.node_id == req.node_id)
-                {
-                    if let Some(l) = leases.remove(&(id, *s)) {
-                        started = started.min(l.since);
+                // Only this worker's own lease goes (another may hold the shard by now).
+                if let Entry::Occupied(lease) = leases.entry((id, *s)) {
+                    if lease.get().node_id == req.node_id {
+                        started = started.min(lease.remove().since);
                     }
                 }
             }

@@ -163,25 +163,18 @@ pub async fn serve(
         .add_service(raft_service.into_server())
         .add_service(pb::diagnostics_server::DiagnosticsServer::new(Diagnostics))
         .add_service(health);
-    // Under TLS the socket is read through a buffer (rustls alone reads 4 KiB per system
-    // call); plaintext as tonic serves it.
-    let served: std::result::Result<(), String> = if opts.tls.is_some() {
+    // Read through a buffer under TLS (rustls alone reads 4 KiB per system call).
+    let served: std::result::Result<(), String> =
         match tokio::net::TcpListener::bind(opts.listen).await {
             Ok(listener) => router
                 .serve_with_incoming_shutdown(
-                    bitmountain_proto::buffered::incoming(listener),
+                    bitmountain_proto::buffered::incoming(listener, opts.tls.is_some()),
                     shutdown,
                 )
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("cannot listen: {e}")),
-        }
-    } else {
-        router
-            .serve_with_shutdown(opts.listen, shutdown)
-            .await
-            .map_err(|e| e.to_string())
-    };
+        };
     if let Some(task) = metrics_task {
         task.abort();
     }

@@ -70,27 +70,25 @@ pub struct CodeBytes {
 }
 
 impl ClusterRecord {
-    /// Counts `bytes` of sealed bundles of code `k+m` in or out. Out saturates at 0: bundles
-    /// sealed before the count began leave it without having entered.
+    /// Counts `bytes` of sealed bundles of code `k+m` in or out (the list stays sorted by
+    /// code). Out saturates at 0: bundles sealed before the count began leave it without having
+    /// entered.
     pub(crate) fn count_sealed_bytes(&mut self, k: u32, m: u32, bytes: u64, add: bool) {
         let list = &mut self.sealed_bytes_by_code;
-        let i = match list
-            .iter()
-            .position(|c| (c.data_shards, c.parity_shards) == (k, m))
-        {
-            Some(i) => i,
-            None if add => {
-                list.push(CodeBytes {
-                    data_shards: k,
-                    parity_shards: m,
-                    bytes: 0,
-                });
-                list.sort_by_key(|c| (c.data_shards, c.parity_shards));
-                list.iter()
-                    .position(|c| (c.data_shards, c.parity_shards) == (k, m))
-                    .unwrap_or_else(|| unreachable!("just pushed"))
+        let i = match list.binary_search_by_key(&(k, m), |c| (c.data_shards, c.parity_shards)) {
+            Ok(i) => i,
+            Err(i) if add => {
+                list.insert(
+                    i,
+                    CodeBytes {
+                        data_shards: k,
+                        parity_shards: m,
+                        bytes: 0,
+                    },
+                );
+                i
             }
-            None => return,
+            Err(_) => return,
         };
         let c = &mut list[i];
         c.bytes = if add {
@@ -102,9 +100,7 @@ impl ClusterRecord {
             list.remove(i);
         }
     }
-}
 
-impl ClusterRecord {
     /// The value format the group writes: a record from before the field existed (0) means
     /// version 1.
     pub fn value_format(&self) -> u8 {
@@ -140,4 +136,30 @@ pub struct ClusterMap {
     pub nodes: BTreeMap<u64, NodeRecord>,
     /// Disks by id.
     pub disks: BTreeMap<u64, DiskRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_bytes_by_code_stay_sorted_and_saturate() {
+        let mut c = ClusterRecord::default();
+        c.count_sealed_bytes(10, 4, 100, true);
+        c.count_sealed_bytes(4, 2, 50, true);
+        c.count_sealed_bytes(6, 3, 7, true);
+        c.count_sealed_bytes(4, 2, 25, true);
+        let codes: Vec<(u32, u32, u64)> = c
+            .sealed_bytes_by_code
+            .iter()
+            .map(|x| (x.data_shards, x.parity_shards, x.bytes))
+            .collect();
+        assert_eq!(codes, [(4, 2, 75), (6, 3, 7), (10, 4, 100)]);
+        // A code never counted in is left alone; one taken to 0 (or past it) leaves the list.
+        c.count_sealed_bytes(2, 1, 10, false);
+        c.count_sealed_bytes(6, 3, 1_000, false);
+        c.count_sealed_bytes(4, 2, 75, false);
+        assert_eq!(c.sealed_bytes_by_code.len(), 1);
+        assert_eq!(c.sealed_bytes_by_code[0].data_shards, 10);
+    }
 }

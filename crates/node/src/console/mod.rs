@@ -13,7 +13,7 @@ mod assets;
 pub mod view;
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bitmountain_auth::{AuthError, Authorizer, Permission, Principal};
 use bitmountain_meta_client::MetaClient;
@@ -146,9 +146,7 @@ impl Console {
             scoped_counts,
             repair,
             answered_by: &ready.address,
-            now_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            now_unix_ms: bitmountain_meta_client::types::now_unix_ms(),
         });
         serde_json::to_string(&view).map_err(|e| unavailable(&e))
     }

@@ -219,7 +219,7 @@ fn node_view(n: &NodeInfo) -> NodeView {
 }
 
 fn disk_view(d: &DiskInfo) -> DiskView {
-    let used = d.used_bytes.max(d.accounted_bytes);
+    let used = d.stored_bytes();
     DiskView {
         id: d.disk_id,
         path: d.path.clone(),
