@@ -265,6 +265,44 @@ impl MetaCluster {
         m.child = Some(cmd.spawn().expect("spawn bitmountain meta"));
     }
 
+    /// Starts member `id` with `meta recover` into its (empty) data directory, at its address,
+    /// from `backup` if given: a new group of one that rebuilds itself from the nodes' disks.
+    /// Its first leader makes a new admin token ([`MetaCluster::forget_admin_token`]).
+    pub fn recover(&mut self, id: u64, backup: Option<&std::path::Path>, extra: &[&str]) {
+        self.kill(id);
+        let security = self.security_args(&self.pki.meta_dir);
+        let base = self.extra_args.clone();
+        let m = self.members.get_mut(&id).expect("member defined");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .expect("open member log");
+        let mut cmd = crate::bitmountain();
+        cmd.args(["meta", "recover", "--id", &id.to_string(), "--data"])
+            .arg(&m.data)
+            .args(["--listen", &m.addr])
+            .args(&security)
+            .args(&base)
+            .args(extra)
+            .env(
+                "BITMOUNTAIN_LOG",
+                std::env::var("BITMOUNTAIN_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(b) = backup {
+            cmd.arg("--from").arg(b);
+        }
+        m.child = Some(cmd.spawn().expect("spawn bitmountain meta recover"));
+    }
+
+    /// Forgets the admin token read so far (a group rebuilt without a backup makes a new one).
+    pub fn forget_admin_token(&mut self) {
+        self.admin_token = OnceLock::new();
+    }
+
     /// Address of a member.
     pub fn addr(&self, id: u64) -> String {
         self.members[&id].addr.clone()
@@ -556,6 +594,7 @@ pub async fn register_fake_nodes(client: &MetaClient, nodes: u64, disks: u64) ->
                         last_scrub_damaged_shards: 0,
                     })
                     .collect(),
+                cluster_id: String::new(),
             })
             .await
             .expect("register node");

@@ -13,8 +13,7 @@ use bitmountain_tests::cluster::{
     assert_files_read_back, pseudo_random_bytes, sample_files, Cluster,
 };
 use bitmountain_tests::error_kind;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use bitmountain_tests::upload::SlowUpload;
 
 const CODE: &str = "4+2:65536";
 
@@ -114,68 +113,6 @@ async fn corrupt_shards_are_decoded_around_and_reported() {
         failures > 0,
         "three corrupt shards of six must make some reads fail"
     );
-}
-
-/// An upload driven by hand, so a test can act between messages.
-struct SlowUpload {
-    tx: mpsc::Sender<pb::PutBundleRequest>,
-    call: tokio::task::JoinHandle<Result<pb::PutBundleResponse, tonic::Status>>,
-}
-
-impl SlowUpload {
-    async fn start(addr: &str) -> Self {
-        let mut stub = ArchiveServiceClient::new(bitmountain_tests::pki::client_channel(addr));
-        let (tx, rx) = mpsc::channel(4);
-        let call = tokio::spawn(async move {
-            stub.put_bundle(ReceiverStream::new(rx))
-                .await
-                .map(|r| r.into_inner())
-        });
-        let upload = SlowUpload { tx, call };
-        upload
-            .send(pb::put_bundle_request::Item::Start(
-                pb::BundleStart::default(),
-            ))
-            .await;
-        upload
-    }
-
-    async fn send(&self, item: pb::put_bundle_request::Item) -> bool {
-        self.tx
-            .send(pb::PutBundleRequest { item: Some(item) })
-            .await
-            .is_ok()
-    }
-
-    /// Sends one file of `len` bytes in 64 KiB pieces.
-    async fn file(&self, path: &str, bytes: &[u8]) -> bool {
-        if !self
-            .send(pb::put_bundle_request::Item::File(pb::FileStart {
-                path: path.into(),
-                content_type: String::new(),
-                size_bytes: bytes.len() as u64,
-            }))
-            .await
-        {
-            return false;
-        }
-        for piece in bytes.chunks(64 << 10) {
-            if !self
-                .send(pb::put_bundle_request::Item::Data(piece.to_vec().into()))
-                .await
-            {
-                return false;
-            }
-        }
-        true
-    }
-
-    async fn end(self) -> Result<pb::PutBundleResponse, tonic::Status> {
-        self.send(pb::put_bundle_request::Item::End(pb::BundleEnd {}))
-            .await;
-        drop(self.tx);
-        self.call.await.unwrap()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -249,6 +249,7 @@ async fn bad_requests_get_typed_errors() {
                 last_scrub_unix_ms: 0,
                 last_scrub_damaged_shards: 0,
             }],
+            cluster_id: String::new(),
         })
         .await
         .unwrap_err();

@@ -173,6 +173,7 @@ policy! {
         // A node's registration, heartbeats and uploads.
         "RegisterNode" => Access::NODE,
         "Heartbeat" => Access::NODE,
+        "ReportScan" => Access::NODE,
         "AllocateBundle" => Access::NODE,
         "CommitBundle" => Access::NODE,
         "Batch" => Access::NODE,
@@ -208,6 +209,9 @@ policy! {
         "SetValueFormat" => Access::token(Admin),
         "CreateToken" => Access::token(Admin),
         "RevokeToken" => Access::token(Admin),
+        // The whole state, token hashes included.
+        "Backup" => Access::token(Admin),
+        "Recovery" => Access::token(Admin),
         // Nodes fetch the table to check their clients' tokens.
         "ListTokens" => Access::node_or_token(Admin),
     }
@@ -362,6 +366,7 @@ mod role_tests {
     const EXPECTED: &[(&str, &str)] = &[
         ("/bitmountain.v1.MetaService/RegisterNode", NODE),
         ("/bitmountain.v1.MetaService/Heartbeat", NODE),
+        ("/bitmountain.v1.MetaService/ReportScan", NODE),
         ("/bitmountain.v1.MetaService/SetDiskState", OPERATE),
         ("/bitmountain.v1.MetaService/SetNodeState", OPERATE),
         ("/bitmountain.v1.MetaService/AllocateBundle", NODE),
@@ -392,6 +397,8 @@ mod role_tests {
         ("/bitmountain.v1.MetaAdmin/SetValueFormat", ADMIN),
         ("/bitmountain.v1.MetaAdmin/CreateToken", ADMIN),
         ("/bitmountain.v1.MetaAdmin/RevokeToken", ADMIN),
+        ("/bitmountain.v1.MetaAdmin/Backup", ADMIN),
+        ("/bitmountain.v1.MetaAdmin/Recovery", ADMIN),
         ("/bitmountain.v1.MetaAdmin/ListTokens", "node admin"),
         ("/bitmountain.v1.RaftTransport/Stream", MEMBER),
         ("/bitmountain.v1.RaftTransport/StreamSnapshot", MEMBER),

@@ -79,6 +79,9 @@ enum Command {
     /// Offline tools for erasure-coded shard files.
     #[command(subcommand)]
     Shard(commands::shard::ShardCommand),
+    /// Disaster recovery: what a set of disks holds, with no service running (`recover scan`).
+    #[command(subcommand)]
+    Recover(commands::recover::RecoverCommand),
     /// Estimate the probability of data loss for an erasure code or replication.
     Durability(commands::durability::DurabilityArgs),
     /// Run a member of the metadata group (raft-rs on RocksDB).
@@ -122,6 +125,7 @@ fn main() -> std::process::ExitCode {
         Command::Rebalance(args) => commands::rebalance::run(args),
         Command::Bundle(cmd) => commands::bundle::run(cmd),
         Command::Shard(cmd) => commands::shard::run(cmd),
+        Command::Recover(cmd) => commands::recover::run(cmd),
         Command::Durability(args) => commands::durability::run(args),
         Command::Meta(args) => commands::meta::run(args),
         Command::Member(cmd) => commands::member::run(cmd),

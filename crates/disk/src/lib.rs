@@ -6,6 +6,9 @@
 //! [`DiskStore`] keeps shard files under the disk: written to a temporary name, fsynced, renamed
 //! into place and the directory fsynced ([`PendingShard`]), so a crash never leaves a
 //! complete-looking partial shard. Sync I/O only; the node calls it from blocking tasks.
+//! Before a deleted bundle's shard goes, the disk records a tombstone ([`Tombstone`]); a scan
+//! ([`DiskStore::scan`]) reads back what the disk holds, from the files alone, for disaster
+//! recovery.
 //!
 //! On-disk layout (see `docs/formats.md`):
 //!
@@ -13,15 +16,20 @@
 //! <disk>/bitmountain-disk.id            identity (versioned text, CRC32C)
 //! <disk>/shards/<2 hex>/<bundle>.<i>.shard  shard files, fanned out by the bundle id's first byte
 //! <disk>/tmp/                           shard files being written
+//! <disk>/tombstones.log                 bundles deleted, one record each (append-only)
 //! ```
 
 mod error;
 mod identity;
+mod scan;
 mod store;
+mod tombstone;
 
 pub use error::{DiskError, Result};
 pub use identity::{ClusterId, DiskIdentity, IDENTITY_FILE, IDENTITY_VERSION};
+pub use scan::{DiskScan, ScannedShard, ShardFound};
 pub use store::{DiskSpace, DiskStore, PendingShard, StoredShard, MAX_READ_BYTES};
+pub use tombstone::{Tombstone, TombstoneLog, TOMBSTONE_FILE, TOMBSTONE_RECORD_BYTES};
 
 /// A disk's id in the cluster map.
 pub type DiskId = u64;

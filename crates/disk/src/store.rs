@@ -4,11 +4,13 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use bitmountain_erasure::{shard_file_name, BundleId, FileShardSource, ShardSink};
 
 use crate::error::{DiskError, Result};
 use crate::identity::{ClusterId, DiskIdentity, IDENTITY_FILE};
+use crate::tombstone::{self, Tombstone, TombstoneLog};
 
 const SHARDS_DIR: &str = "shards";
 const TEMP_DIR: &str = "tmp";
@@ -40,6 +42,8 @@ pub struct DiskStore {
     root: PathBuf,
     identity: DiskIdentity,
     temp_counter: AtomicU64,
+    /// Serializes appends to the tombstone log.
+    tombstone_lock: Mutex<()>,
 }
 
 impl DiskStore {
@@ -86,6 +90,7 @@ impl DiskStore {
             root: root.to_path_buf(),
             identity,
             temp_counter: AtomicU64::new(0),
+            tombstone_lock: Mutex::new(()),
         };
         store.create_dirs()?;
         sync_dir(root).map_err(|e| io("syncing the disk directory", e))?;
@@ -109,6 +114,7 @@ impl DiskStore {
             root: root.to_path_buf(),
             identity,
             temp_counter: AtomicU64::new(0),
+            tombstone_lock: Mutex::new(()),
         };
         store.create_dirs()?;
         Ok(store)
@@ -289,6 +295,28 @@ impl DiskStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(self.io(&path, "deleting a shard", e)),
         }
+    }
+
+    /// Records that `bundle` was deleted (durable on return). Call before deleting its shards.
+    pub fn record_tombstone(&self, bundle: BundleId, deleted_unix_ms: u64) -> Result<()> {
+        // A poisoned lock only means another append panicked; the log itself is still valid.
+        let _guard = self
+            .tombstone_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tombstone::append(
+            &self.root,
+            Tombstone {
+                bundle,
+                deleted_unix_ms,
+            },
+        )
+        .map_err(|e| self.io(&self.root, "recording a tombstone", e))
+    }
+
+    /// The disk's tombstone log.
+    pub fn tombstones(&self) -> Result<TombstoneLog> {
+        tombstone::read(&self.root).map_err(|e| self.io(&self.root, "reading the tombstone log", e))
     }
 
     /// Every shard file on the disk. Files whose names are not shard names are skipped (they are

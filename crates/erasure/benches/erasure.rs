@@ -8,8 +8,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use bitmountain_erasure::{
-    BundleId, BundleInfo, BundleReader, Code, IndexLocation, ShardSink, ShardSource,
-    StreamingWriter, StripeEncoder,
+    BundleDescription, BundleId, BundleInfo, BundleReader, Code, IndexLocation, ShardSink,
+    ShardSource, StreamingWriter, StripeEncoder,
 };
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
@@ -153,8 +153,9 @@ fn main() {
     let sinks = vec![Vec::new(); K + M];
     let mut w = StreamingWriter::new(code, BundleId([1; 16]), sinks).unwrap();
     w.write_bundle_bytes(&data).unwrap();
-    let (info, shard_files): (BundleInfo, Vec<Vec<u8>>) =
-        w.finish(IndexLocation::default()).unwrap();
+    let (info, shard_files): (BundleInfo, Vec<Vec<u8>>) = w
+        .finish(IndexLocation::default(), &BundleDescription::default())
+        .unwrap();
 
     // Bare: the same cells as plain buffers, shards 0 and 1 missing.
     let mut stripes: Vec<Vec<Vec<u8>>> = data
@@ -199,8 +200,12 @@ fn encode(code: Code, data: &[u8], rs: &ReedSolomon) {
             });
         }
         assert!(framed_bytes > len);
-        enc.finish_with_sha256(IndexLocation::default(), [0; 32])
-            .unwrap();
+        enc.finish_with_sha256(
+            IndexLocation::default(),
+            [0; 32],
+            &BundleDescription::default(),
+        )
+        .unwrap();
     };
     let mut encode_pieces = || {
         let mut enc = StripeEncoder::new(code, BundleId([1; 16])).unwrap();
@@ -215,8 +220,12 @@ fn encode(code: Code, data: &[u8], rs: &ReedSolomon) {
                 }
             }
         }
-        enc.finish_with_sha256(IndexLocation::default(), [0; 32])
-            .unwrap();
+        enc.finish_with_sha256(
+            IndexLocation::default(),
+            [0; 32],
+            &BundleDescription::default(),
+        )
+        .unwrap();
     };
     let mut encode_sinks = || {
         let sinks: Vec<MemSink> = (0..K + M).map(|_| MemSink::default()).collect();
@@ -224,7 +233,8 @@ fn encode(code: Code, data: &[u8], rs: &ReedSolomon) {
         for piece in data.chunks(256 << 10) {
             w.write_bundle_bytes(piece).unwrap();
         }
-        w.finish(IndexLocation::default()).unwrap();
+        w.finish(IndexLocation::default(), &BundleDescription::default())
+            .unwrap();
     };
     let [bare_encode, encode_whole_stripes, encode_pieces, encode_sinks] = race(&mut [
         &mut bare_encode,

@@ -1,11 +1,12 @@
 //! The sans-IO write core: a stripe encoder you push bundle bytes into and that hands back the
 //! framed bytes (cell data with CRC32Cs inserted at chunk boundaries) to append to each shard, plus
-//! the header and footer bytes. It does no I/O, so the file writer here and the node's gRPC
+//! the header, description and footer bytes. It does no I/O, so the file writer here and the node's gRPC
 //! upload path drive the same code. Memory: one stripe of k cells plus m parity blocks of 64 KiB.
 
 use sha2::{Digest, Sha256};
 
 use crate::code::{BundleId, Code};
+use crate::description::BundleDescription;
 use crate::error::{ErasureError, Result};
 use crate::format::{
     BundleInfo, IndexLocation, ShardFooter, ShardHeader, CHUNK_CRC_BYTES, HEADER_BYTES,
@@ -176,8 +177,12 @@ impl StripeEncoder {
     }
 
     /// Ends the bundle: encodes the partial last stripe, closes the last chunk and appends the
-    /// footer. `index` is where the bundle's index lives inside the bundle.
-    pub fn finish(self, index: IndexLocation) -> Result<FinishedBundle> {
+    /// description and footer. `index` is where the bundle's index lives inside the bundle.
+    pub fn finish(
+        self,
+        index: IndexLocation,
+        description: &BundleDescription,
+    ) -> Result<FinishedBundle> {
         if !self.hash_bundle {
             return Err(ErasureError::Misuse {
                 bundle_id: self.bundle_id,
@@ -185,7 +190,7 @@ impl StripeEncoder {
             });
         }
         let sha256: [u8; 32] = self.sha256.clone().finalize().into();
-        self.finish_inner(index, sha256)
+        self.finish_inner(index, sha256, description)
     }
 
     /// Like [`Self::finish`], with the bundle's SHA-256 computed by the caller.
@@ -193,6 +198,7 @@ impl StripeEncoder {
         self,
         index: IndexLocation,
         sha256: [u8; 32],
+        description: &BundleDescription,
     ) -> Result<FinishedBundle> {
         if self.hash_bundle {
             let own: [u8; 32] = self.sha256.clone().finalize().into();
@@ -204,11 +210,17 @@ impl StripeEncoder {
                 });
             }
         }
-        self.finish_inner(index, sha256)
+        self.finish_inner(index, sha256, description)
     }
 
-    fn finish_inner(mut self, index: IndexLocation, sha256: [u8; 32]) -> Result<FinishedBundle> {
+    fn finish_inner(
+        mut self,
+        index: IndexLocation,
+        sha256: [u8; 32],
+        description: &BundleDescription,
+    ) -> Result<FinishedBundle> {
         let layout = BundleLayout::new(self.code, self.bundle_len)?;
+        let description = description.encode()?;
         let index_end = index.offset.checked_add(index.len);
         if index_end.is_none_or(|end| end > self.bundle_len) {
             return Err(ErasureError::InvalidIndexLocation {
@@ -238,8 +250,9 @@ impl StripeEncoder {
                 shard_data_bytes: layout.shard_data_bytes(),
                 index,
                 sha256,
+                description: None,
             };
-            tail.extend_from_slice(&footer.encode());
+            tail.extend_from_slice(&footer.encode_with_description(&description));
         }
         Ok(FinishedBundle {
             tails,

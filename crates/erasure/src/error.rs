@@ -47,6 +47,8 @@ pub enum ErasureError {
     },
     #[error("shard {shard_index}: bad footer: {reason}")]
     BadFooter { shard_index: u16, reason: String },
+    #[error("bad bundle description: {reason}")]
+    BadDescription { reason: String },
     #[error("shard index {shard_index} out of range for RS({data_shards},{parity_shards})")]
     ShardIndexOutOfRange {
         shard_index: usize,

@@ -1,12 +1,14 @@
 //! The shard file format, byte for byte (see `docs/formats.md, "Shard file"`):
 //!
 //! ```text
-//! header (64 B) | chunk 0 data, CRC32C | chunk 1 data, CRC32C | … | footer (96 B)
+//! header (64 B) | chunk 0 data, CRC32C | … | description (version 2) | footer (96 B)
 //! ```
 //!
 //! All integers little-endian. The header is written first and never rewritten; the footer holds
-//! what is known only when the stream ends (bundle length, index location, SHA-256). Each part has
-//! its own CRC32C so a torn or garbled end of file is told apart from a good one.
+//! what is known only when the stream ends (bundle length, index location, SHA-256) and, from
+//! footer version 2 on, the length and CRC32C of the bundle description before it
+//! ([`crate::description`]). Each part has its own CRC32C so a torn or garbled end of file is
+//! told apart from a good one. Version-1 shards (no description) stay readable.
 
 use crate::code::{BundleId, Code};
 use crate::error::{ErasureError, Result};
@@ -16,8 +18,12 @@ use crate::layout::BundleLayout;
 pub const HEADER_MAGIC: [u8; 8] = *b"BMSHARD\0";
 /// Last 8 bytes of every complete shard file.
 pub const FOOTER_MAGIC: [u8; 8] = *b"BMSHEND\0";
-/// Format version written by this code; readers reject any other.
-pub const FORMAT_VERSION: u16 = 1;
+/// Header version written by this code (the header's layout has not changed since 1).
+pub const HEADER_VERSION: u16 = 1;
+/// Footer version 1: no description; bytes 8..16 hold the shard's data length.
+pub const FOOTER_VERSION_1: u16 = 1;
+/// Footer version 2, written by this code: bytes 8..16 hold the description's length and CRC32C.
+pub const FOOTER_VERSION: u16 = 2;
 /// Header size in bytes.
 pub const HEADER_BYTES: usize = 64;
 /// Footer size in bytes.
@@ -51,6 +57,15 @@ pub struct ShardFooter {
     pub shard_data_bytes: u64,
     pub index: IndexLocation,
     pub sha256: [u8; 32],
+    /// The description before the footer (footer version 2); `None` in a version-1 shard.
+    pub description: Option<DescriptionRef>,
+}
+
+/// Where a version-2 footer says the bundle description is: the `bytes` before the footer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DescriptionRef {
+    pub bytes: u32,
+    pub crc32c: u32,
 }
 
 /// Everything a reader needs to know about a bundle: from a shard header and footer, or from the
@@ -103,7 +118,7 @@ impl ShardHeader {
     pub fn encode(&self) -> [u8; HEADER_BYTES] {
         let mut b = [0u8; HEADER_BYTES];
         b[0..8].copy_from_slice(&HEADER_MAGIC);
-        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&HEADER_VERSION.to_le_bytes());
         b[10..12].copy_from_slice(&(HEADER_BYTES as u16).to_le_bytes());
         b[12..14].copy_from_slice(&self.shard_index.to_le_bytes());
         b[14..16].copy_from_slice(&(self.code.data_shards() as u16).to_le_bytes());
@@ -144,10 +159,13 @@ impl ShardHeader {
             ));
         }
         let version = u16_at(b, 8);
-        if version != FORMAT_VERSION {
+        if version != HEADER_VERSION {
             return Err(bad(
                 None,
-                format!("format version {version}, this build reads {FORMAT_VERSION}"),
+                format!(
+                    "header version {version}, this build reads {HEADER_VERSION}; upgrade \
+                     bitmountain"
+                ),
             ));
         }
         let header_bytes = u16_at(b, 10);
@@ -179,17 +197,40 @@ impl ShardHeader {
 }
 
 impl ShardFooter {
-    /// The 96 footer bytes.
+    /// The description's bytes followed by a version-2 footer naming them: the end of a shard.
+    pub fn encode_with_description(mut self, description: &[u8]) -> Vec<u8> {
+        assert!(description.len() <= crate::description::MAX_DESCRIPTION_BYTES);
+        self.description = Some(DescriptionRef {
+            bytes: description.len() as u32,
+            crc32c: crate::crc::crc32c(description),
+        });
+        let mut out = Vec::with_capacity(description.len() + FOOTER_BYTES);
+        out.extend_from_slice(description);
+        out.extend_from_slice(&self.encode());
+        out
+    }
+
+    /// The 96 footer bytes: version 2 when the footer names a description, else version 1.
     pub fn encode(&self) -> [u8; FOOTER_BYTES] {
         let mut b = [0u8; FOOTER_BYTES];
         b[0..8].copy_from_slice(&self.bundle_len.to_le_bytes());
-        b[8..16].copy_from_slice(&self.shard_data_bytes.to_le_bytes());
+        let version = match self.description {
+            Some(d) => {
+                b[8..12].copy_from_slice(&d.bytes.to_le_bytes());
+                b[12..16].copy_from_slice(&d.crc32c.to_le_bytes());
+                FOOTER_VERSION
+            }
+            None => {
+                b[8..16].copy_from_slice(&self.shard_data_bytes.to_le_bytes());
+                FOOTER_VERSION_1
+            }
+        };
         b[16..24].copy_from_slice(&self.index.offset.to_le_bytes());
         b[24..32].copy_from_slice(&self.index.len.to_le_bytes());
         b[32..64].copy_from_slice(&self.sha256);
         b[64..80].copy_from_slice(&self.bundle_id.0);
         b[80..82].copy_from_slice(&self.shard_index.to_le_bytes());
-        b[82..84].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[82..84].copy_from_slice(&version.to_le_bytes());
         let crc = crate::crc::crc32c(&b[..84]);
         b[84..88].copy_from_slice(&crc.to_le_bytes());
         b[88..96].copy_from_slice(&FOOTER_MAGIC);
@@ -216,16 +257,34 @@ impl ShardFooter {
             )));
         }
         let version = u16_at(b, 82);
-        if version != FORMAT_VERSION {
-            return Err(bad(format!("format version {version}")));
-        }
+        let layout =
+            BundleLayout::new(header.code, u64_at(b, 0)).map_err(|e| bad(e.to_string()))?;
+        let (shard_data_bytes, description) = match version {
+            FOOTER_VERSION_1 => (u64_at(b, 8), None),
+            FOOTER_VERSION => {
+                let d = DescriptionRef {
+                    bytes: u32_at(b, 8),
+                    crc32c: u32_at(b, 12),
+                };
+                if d.bytes as usize > crate::description::MAX_DESCRIPTION_BYTES {
+                    return Err(bad(format!("description of {} bytes", d.bytes)));
+                }
+                (layout.shard_data_bytes(), Some(d))
+            }
+            _ => {
+                return Err(bad(format!(
+                    "footer version {version}, this build reads {FOOTER_VERSION_1} and \
+                     {FOOTER_VERSION}; upgrade bitmountain"
+                )))
+            }
+        };
         let mut id = [0u8; 16];
         id.copy_from_slice(&b[64..80]);
         let mut sha256 = [0u8; 32];
         sha256.copy_from_slice(&b[32..64]);
         let footer = Self {
             bundle_len: u64_at(b, 0),
-            shard_data_bytes: u64_at(b, 8),
+            shard_data_bytes,
             index: IndexLocation {
                 offset: u64_at(b, 16),
                 len: u64_at(b, 24),
@@ -233,6 +292,7 @@ impl ShardFooter {
             sha256,
             bundle_id: BundleId(id),
             shard_index: u16_at(b, 80),
+            description,
         };
         if footer.bundle_id != header.bundle_id || footer.shard_index != header.shard_index {
             return Err(bad(format!(
@@ -240,8 +300,6 @@ impl ShardFooter {
                 footer.bundle_id, footer.shard_index, header.bundle_id, header.shard_index
             )));
         }
-        let layout =
-            BundleLayout::new(header.code, footer.bundle_len).map_err(|e| bad(e.to_string()))?;
         if layout.shard_data_bytes() != footer.shard_data_bytes {
             return Err(bad(format!(
                 "data length {} does not match bundle length {} under {}",
@@ -256,6 +314,11 @@ impl ShardFooter {
             )));
         }
         Ok(footer)
+    }
+
+    /// Bytes of the description before this footer (0 in a version-1 shard).
+    pub fn description_bytes(&self) -> u64 {
+        self.description.map_or(0, |d| u64::from(d.bytes))
     }
 }
 
@@ -299,14 +362,25 @@ mod tests {
                 len: 45,
             },
             sha256: [9; 32],
+            description: None,
         };
-        let bytes = f.encode();
-        assert_eq!(ShardFooter::decode(&bytes, &h).unwrap(), f);
-        for bit in 0..FOOTER_BYTES * 8 {
-            let mut b = bytes;
-            b[bit / 8] ^= 1 << (bit % 8);
-            assert!(ShardFooter::decode(&b, &h).is_err(), "bit {bit}");
+        let v2 = ShardFooter {
+            description: Some(DescriptionRef {
+                bytes: 40,
+                crc32c: 0xdead_beef,
+            }),
+            ..f
+        };
+        for f in [f, v2] {
+            let bytes = f.encode();
+            assert_eq!(ShardFooter::decode(&bytes, &h).unwrap(), f);
+            for bit in 0..FOOTER_BYTES * 8 {
+                let mut b = bytes;
+                b[bit / 8] ^= 1 << (bit % 8);
+                assert!(ShardFooter::decode(&b, &h).is_err(), "bit {bit}");
+            }
         }
+        let bytes = f.encode();
         let other = ShardHeader {
             shard_index: 2,
             ..h
@@ -320,5 +394,28 @@ mod tests {
             ..f
         };
         assert!(ShardFooter::decode(&bad_index.encode(), &h).is_err());
+    }
+
+    #[test]
+    fn a_description_precedes_a_version_2_footer() {
+        let h = header();
+        let layout = BundleLayout::new(h.code, 12345).unwrap();
+        let f = ShardFooter {
+            bundle_id: h.bundle_id,
+            shard_index: 3,
+            bundle_len: 12345,
+            shard_data_bytes: layout.shard_data_bytes(),
+            index: IndexLocation::default(),
+            sha256: [1; 32],
+            description: None,
+        };
+        let tail = f.encode_with_description(b"described");
+        assert_eq!(tail.len(), 9 + FOOTER_BYTES);
+        let decoded = ShardFooter::decode(&tail[9..], &h).unwrap();
+        assert_eq!(decoded.description_bytes(), 9);
+        assert_eq!(
+            decoded.description.unwrap().crc32c,
+            crate::crc::crc32c(b"described")
+        );
     }
 }

@@ -160,17 +160,15 @@ impl BundleLayout {
         PhysicalRange { offset, len }
     }
 
-    /// Total size of one shard file: header, data with its CRCs, footer.
+    /// Size of one shard file without a description (version 1): header, data with its CRCs,
+    /// footer. A version-2 shard adds its description's length.
     pub fn shard_file_bytes(&self) -> u64 {
-        HEADER_BYTES as u64
-            + self.shard_data_bytes()
-            + self.chunk_count() * CHUNK_CRC_BYTES as u64
-            + FOOTER_BYTES as u64
+        self.tail_offset() + FOOTER_BYTES as u64
     }
 
-    /// Offset of the footer in a shard file.
-    pub fn footer_offset(&self) -> u64 {
-        self.shard_file_bytes() - FOOTER_BYTES as u64
+    /// Where the shard's tail (description, then footer) begins: the end of the framed data.
+    pub fn tail_offset(&self) -> u64 {
+        HEADER_BYTES as u64 + self.shard_data_bytes() + self.chunk_count() * CHUNK_CRC_BYTES as u64
     }
 
     /// The pieces (stripe, data shard, shard offset, length) holding bundle bytes

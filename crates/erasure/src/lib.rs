@@ -4,9 +4,11 @@
 //! shards `0…k−1` plus m parity cells, and the last partial stripe uses k smaller cells so small
 //! bundles cost about (k+m)/k of their size ([`layout`]). Each shard is one file: a 64-byte
 //! header naming the bundle, the shard index and the code; the shard's data framed in CRC32C
-//! chunks (default 64 KiB) whose place in the file is arithmetic; a 96-byte footer with what is
-//! known only at the end: bundle length, index location, SHA-256 ([`mod@format`],
-//! `docs/formats.md, "Shard file"`).
+//! chunks (default 64 KiB) whose place in the file is arithmetic; the bundle description (labels,
+//! creation time, file count: what the metadata group knows beyond the bytes, [`description`]);
+//! a 96-byte footer with what is known only at the end: bundle length, index location, SHA-256,
+//! the description's length ([`mod@format`], `docs/formats.md, "Shard file"`). Any one shard thus
+//! describes its bundle fully, which is what rebuilding the metadata from the disks relies on.
 //!
 //! Both directions have a sans-IO core, so the offline tools (sync files) and the storage node
 //! (async gRPC) share them:
@@ -29,6 +31,7 @@
 
 pub mod code;
 pub mod crc;
+pub mod description;
 pub mod encode;
 pub mod error;
 pub mod format;
@@ -40,13 +43,14 @@ pub mod source;
 pub mod write;
 
 pub use code::{BundleId, Code};
+pub use description::BundleDescription;
 pub use encode::{EncodedStripe, FinishedBundle, StripeEncoder};
 pub use error::{ErasureError, Result};
-pub use format::{BundleInfo, IndexLocation, ShardFooter, ShardHeader};
+pub use format::{BundleInfo, DescriptionRef, IndexLocation, ShardFooter, ShardHeader};
 pub use gather::{ChunkGather, Codec, Fetch, LossKind, LostChunk};
 pub use layout::{BundleLayout, PhysicalRange, Piece};
 pub use read::{BundleReader, Candidate, RangeRead};
-pub use rebuild::ShardRebuild;
+pub use rebuild::{shard_tail, ShardRebuild};
 pub use source::{
     read_shard_header, read_shard_meta, scan_shard, FileShardSource, ShardMeta, ShardSource,
 };

@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use sha2::{Digest, Sha256};
 
 use crate::code::BundleId;
+use crate::description::BundleDescription;
 use crate::error::{ErasureError, Result};
 use crate::format::{BundleInfo, ShardHeader};
 use crate::gather::{combine, ChunkGather, Codec, Fetch, LostChunk};
@@ -258,6 +259,8 @@ const LENT_WINDOW_BYTES: u64 = 64 << 10;
 #[derive(Debug)]
 pub struct BundleReader<S> {
     info: BundleInfo,
+    /// What most of the placed shards' descriptions say (`None`: version-1 shards only).
+    description: Option<BundleDescription>,
     layout: BundleLayout,
     sources: Vec<Option<S>>,
     dead: Vec<bool>,
@@ -285,6 +288,7 @@ impl<S: ShardSource> BundleReader<S> {
         Ok(Self {
             codec: Codec::new(&info.code)?,
             info,
+            description: None,
             layout,
             sources,
             dead,
@@ -359,6 +363,7 @@ impl<S: ShardSource> BundleReader<S> {
             return Err(ErasureError::NoBundleInfo { bundle_id });
         };
         let mut slots: Vec<Option<S>> = (0..code.total_shards()).map(|_| None).collect();
+        let mut description_votes: Vec<(BundleDescription, usize)> = Vec::new();
         for (i, src) in candidates.into_iter().enumerate() {
             let Some(meta) = &metas[i] else { continue };
             let shard_index = meta.header.shard_index;
@@ -389,6 +394,12 @@ impl<S: ShardSource> BundleReader<S> {
                 continue;
             }
             *slot = Some(src);
+            if let Some(Ok(d)) = &meta.description {
+                match description_votes.iter_mut().find(|(v, _)| v == d) {
+                    Some((_, n)) => *n += 1,
+                    None => description_votes.push((d.clone(), 1)),
+                }
+            }
             outcome[i] = Some(Candidate::Placed {
                 shard_index,
                 footer_error,
@@ -403,12 +414,29 @@ impl<S: ShardSource> BundleReader<S> {
                 })
             })
             .collect();
-        Ok((Self::new(info, slots)?, outcome))
+        let mut reader = Self::new(info, slots)?;
+        reader.description = description_votes
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(d, _)| d);
+        Ok((reader, outcome))
     }
 
     /// What the shards say about the bundle.
     pub fn info(&self) -> &BundleInfo {
         &self.info
+    }
+
+    /// What most shards' descriptions say (`None` when every shard is of version 1).
+    pub fn description(&self) -> Option<&BundleDescription> {
+        self.description.as_ref()
+    }
+
+    /// The description rebuilt shards carry, when the reader was made from a known bundle
+    /// ([`Self::new`]) rather than from its shards ([`Self::open`], which reads it).
+    pub fn with_description(mut self, description: Option<BundleDescription>) -> Self {
+        self.description = description;
+        self
     }
 
     /// The bundle's layout.
@@ -521,8 +549,8 @@ impl<S: ShardSource> BundleReader<S> {
     }
 
     /// Rebuilds shards `targets` (data or parity) from the others, chunk window by chunk window,
-    /// writing complete shard files (header, CRC-framed data, footer) into `sinks` (one per
-    /// target, same order) and committing them. Targets are never read. Returns the sinks.
+    /// writing complete shard files (header, CRC-framed data, the description the other shards
+    /// carry if any, footer) into `sinks` (one per target, same order) and committing them. Targets are never read. Returns the sinks.
     pub fn rebuild_shards<W: ShardSink>(
         &mut self,
         targets: &[u16],
@@ -551,8 +579,9 @@ impl<S: ShardSource> BundleReader<S> {
                 sink.append(&framed).map_err(|e| sink_err(t, e))?;
             }
         }
-        for ((&t, sink), footer) in targets.iter().zip(&mut sinks).zip(rebuild.footers()) {
-            sink.append(&footer).map_err(|e| sink_err(t, e))?;
+        let tails = rebuild.tails(self.description.as_ref())?;
+        for ((&t, sink), tail) in targets.iter().zip(&mut sinks).zip(tails) {
+            sink.append(&tail).map_err(|e| sink_err(t, e))?;
             sink.commit().map_err(|e| sink_err(t, e))?;
         }
         Ok(sinks)

@@ -1,15 +1,14 @@
 //! Rebuilding lost shards, sans-IO: [`ShardRebuild`] walks the shard data in windows of chunk
 //! columns, hands out a [`ChunkGather`] per window (which fetches the same columns of k healthy
 //! shards and decodes the targets), and frames the rebuilt chunks into complete shard files:
-//! header, CRC-framed data, footer, byte-identical to what the writer produced. The repair path
+//! header, CRC-framed data, description, footer, byte-identical to what the writer produced. The repair path
 //! drives it over the network; [`crate::BundleReader::rebuild_shards`] drives it over local
 //! sources.
 
 use crate::code::BundleId;
+use crate::description::BundleDescription;
 use crate::error::{ErasureError, Result};
-use crate::format::{
-    BundleInfo, ShardFooter, ShardHeader, CHUNK_CRC_BYTES, FOOTER_BYTES, HEADER_BYTES,
-};
+use crate::format::{BundleInfo, ShardFooter, ShardHeader, CHUNK_CRC_BYTES, HEADER_BYTES};
 use crate::gather::{ChunkGather, Codec};
 use crate::layout::BundleLayout;
 
@@ -129,21 +128,33 @@ impl ShardRebuild {
         Ok(out)
     }
 
-    /// Footer bytes of each rebuilt shard, by target.
-    pub fn footers(&self) -> Vec<[u8; FOOTER_BYTES]> {
+    /// The end of each rebuilt shard, by target: see [`shard_tail`].
+    pub fn tails(&self, description: Option<&BundleDescription>) -> Result<Vec<Vec<u8>>> {
         self.targets
             .iter()
-            .map(|&shard_index| {
-                ShardFooter {
-                    bundle_id: self.info.bundle_id,
-                    shard_index,
-                    bundle_len: self.info.bundle_len,
-                    shard_data_bytes: self.layout.shard_data_bytes(),
-                    index: self.info.index,
-                    sha256: self.info.sha256,
-                }
-                .encode()
-            })
+            .map(|&shard_index| shard_tail(&self.info, shard_index, description))
             .collect()
     }
+}
+
+/// The end of shard `shard_index` of a bundle: the description and a version-2 footer, or with
+/// no description (a version-1 bundle rebuilt from version-1 shards alone) a version-1 footer.
+pub fn shard_tail(
+    info: &BundleInfo,
+    shard_index: u16,
+    description: Option<&BundleDescription>,
+) -> Result<Vec<u8>> {
+    let footer = ShardFooter {
+        bundle_id: info.bundle_id,
+        shard_index,
+        bundle_len: info.bundle_len,
+        shard_data_bytes: info.layout()?.shard_data_bytes(),
+        index: info.index,
+        sha256: info.sha256,
+        description: None,
+    };
+    Ok(match description {
+        Some(d) => footer.encode_with_description(&d.encode()?),
+        None => footer.encode().to_vec(),
+    })
 }

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::description::BundleDescription;
 use crate::error::{ErasureError, Result};
 use crate::format::{ShardFooter, ShardHeader, FOOTER_BYTES, HEADER_BYTES};
 use crate::layout::BundleLayout;
@@ -129,13 +130,18 @@ pub(crate) fn read_up_to<S: ShardSource + ?Sized>(
     Ok(buf)
 }
 
-/// A shard's header, and its footer or why the footer is unusable.
+/// A shard's header, and its footer (with the description) or why the footer is unusable.
 #[derive(Debug)]
 pub struct ShardMeta {
     pub header: ShardHeader,
     pub footer: Result<ShardFooter>,
+    /// The bundle description: `None` in a version-1 shard or when the footer is unusable.
+    pub description: Option<Result<BundleDescription>>,
     pub file_bytes: u64,
 }
+
+/// Bytes read from a shard's end at once: the footer and, nearly always, the whole description.
+const TAIL_READ_BYTES: u64 = 4096;
 
 /// Reads a shard's header only (one 64-byte read).
 pub fn read_shard_header<S: ShardSource + ?Sized>(src: &S) -> Result<ShardHeader> {
@@ -144,27 +150,32 @@ pub fn read_shard_header<S: ShardSource + ?Sized>(src: &S) -> Result<ShardHeader
     ShardHeader::decode(&bytes)
 }
 
-/// Reads a shard's header and footer (two small reads) and checks that the file length matches
-/// what the footer implies. Fails only when the header is unusable.
+/// Reads a shard's header, footer and description (two small reads, three for a description
+/// over 4 KiB) and checks that the file length matches what the footer implies. Fails only when
+/// the header is unusable.
 pub fn read_shard_meta<S: ShardSource + ?Sized>(src: &S) -> Result<ShardMeta> {
     let header = read_shard_header(src)?;
     let shard_index = header.shard_index;
     let file_bytes = src
         .len_bytes()
         .map_err(|e| ErasureError::io(Some(shard_index), "reading length", e))?;
-    let footer = read_footer(src, &header, file_bytes);
+    let (footer, description) = match read_tail(src, &header, file_bytes) {
+        Ok((footer, description)) => (Ok(footer), description),
+        Err(e) => (Err(e), None),
+    };
     Ok(ShardMeta {
         header,
         footer,
+        description,
         file_bytes,
     })
 }
 
-fn read_footer<S: ShardSource + ?Sized>(
+fn read_tail<S: ShardSource + ?Sized>(
     src: &S,
     header: &ShardHeader,
     file_bytes: u64,
-) -> Result<ShardFooter> {
+) -> Result<(ShardFooter, Option<Result<BundleDescription>>)> {
     let bad = |reason: String| ErasureError::BadFooter {
         shard_index: header.shard_index,
         reason,
@@ -175,17 +186,49 @@ fn read_footer<S: ShardSource + ?Sized>(
             "file is {file_bytes} bytes, less than header and footer"
         )));
     }
-    let bytes = read_up_to(src, file_bytes - FOOTER_BYTES as u64, FOOTER_BYTES as u64)
-        .map_err(|e| ErasureError::io(Some(header.shard_index), "reading footer", e))?;
-    let footer = ShardFooter::decode(&bytes, header)?;
-    let layout = BundleLayout::new(header.code, footer.bundle_len)?;
-    if layout.shard_file_bytes() != file_bytes {
+    let tail_bytes = TAIL_READ_BYTES.min(file_bytes - HEADER_BYTES as u64);
+    let io = |e| ErasureError::io(Some(header.shard_index), "reading the shard's end", e);
+    let mut tail = read_up_to(src, file_bytes - tail_bytes, tail_bytes).map_err(io)?;
+    if tail.len() as u64 != tail_bytes {
         return Err(bad(format!(
-            "file is {file_bytes} bytes, the footer implies {}",
-            layout.shard_file_bytes()
+            "file shrank while read: {} of {tail_bytes} tail bytes",
+            tail.len()
         )));
     }
-    Ok(footer)
+    let footer = ShardFooter::decode(&tail[tail.len() - FOOTER_BYTES..], header)?;
+    let layout = BundleLayout::new(header.code, footer.bundle_len)?;
+    let expected = layout.shard_file_bytes() + footer.description_bytes();
+    if expected != file_bytes {
+        return Err(bad(format!(
+            "file is {file_bytes} bytes, the footer implies {expected}"
+        )));
+    }
+    let Some(d) = footer.description else {
+        return Ok((footer, None));
+    };
+    let want = u64::from(d.bytes) + FOOTER_BYTES as u64;
+    if want > tail_bytes {
+        tail = read_up_to(src, file_bytes - want, want).map_err(io)?;
+    }
+    let start = tail.len().saturating_sub(want as usize);
+    let bytes = tail
+        .get(start..tail.len() - FOOTER_BYTES)
+        .filter(|b| b.len() == d.bytes as usize);
+    let description = match bytes {
+        None => Err(ErasureError::BadDescription {
+            reason: "file shrank while read".into(),
+        }),
+        Some(b) if crate::crc::crc32c(b) != d.crc32c => Err(ErasureError::BadDescription {
+            reason: format!(
+                "shard {}: checksum {:08x} in the footer, computed {:08x}",
+                header.shard_index,
+                d.crc32c,
+                crate::crc::crc32c(b)
+            ),
+        }),
+        Some(b) => BundleDescription::decode(b),
+    };
+    Ok((footer, Some(description)))
 }
 
 /// Reads every chunk of a shard and returns the numbers of those that are missing (file too

@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::code::{BundleId, Code};
+use crate::description::BundleDescription;
 use crate::encode::StripeEncoder;
 use crate::error::{ErasureError, Result};
 use crate::format::{BundleInfo, IndexLocation};
@@ -111,10 +112,14 @@ impl<S: ShardSink> StreamingWriter<S> {
         Ok(())
     }
 
-    /// Writes the last stripe and the footers, commits every sink, returns the bundle's info
-    /// and the sinks.
-    pub fn finish(mut self, index: IndexLocation) -> Result<(BundleInfo, Vec<S>)> {
-        let finished = self.encoder.finish(index)?;
+    /// Writes the last stripe, the description and the footers, commits every sink, returns the
+    /// bundle's info and the sinks.
+    pub fn finish(
+        mut self,
+        index: IndexLocation,
+        description: &BundleDescription,
+    ) -> Result<(BundleInfo, Vec<S>)> {
+        let finished = self.encoder.finish(index, description)?;
         for (i, (sink, tail)) in self.sinks.iter_mut().zip(&finished.tails).enumerate() {
             sink.append(tail).map_err(|e| sink_error(i, e))?;
             sink.commit().map_err(|e| sink_error(i, e))?;
@@ -217,6 +222,7 @@ pub fn write_shard_files(
     bundle_id: BundleId,
     bundle: &mut impl Read,
     index: IndexLocation,
+    description: &BundleDescription,
 ) -> Result<(BundleInfo, Vec<PathBuf>)> {
     let mut sinks = Vec::with_capacity(code.total_shards());
     for i in 0..code.total_shards() {
@@ -238,6 +244,6 @@ pub fn write_shard_files(
         };
         writer.write_bundle_bytes(&buf[..n])?;
     }
-    let (info, sinks) = writer.finish(index)?;
+    let (info, sinks) = writer.finish(index, description)?;
     Ok((info, sinks.iter().map(|s| s.path().to_path_buf()).collect()))
 }

@@ -5,9 +5,9 @@ mod common;
 
 use bitmountain_erasure::{
     BundleId, BundleLayout, BundleReader, Candidate, Code, ErasureError, IndexLocation, RangeRead,
-    ShardSource, StripeEncoder,
+    ShardFooter, ShardHeader, ShardSource, StripeEncoder,
 };
-use common::{bundle_bytes, encode, Counting, Failing};
+use common::{bundle_bytes, description, description_bytes, encode, Counting, Failing};
 
 fn lengths_for(code: &Code) -> Vec<u64> {
     let cell = u64::from(code.cell_bytes());
@@ -31,7 +31,7 @@ fn every_length_edge_case_round_trips_with_and_without_losses() {
             for s in &shards {
                 assert_eq!(
                     s.len() as u64,
-                    layout.shard_file_bytes(),
+                    layout.shard_file_bytes() + description_bytes(),
                     "k={k} m={m} len={len}"
                 );
             }
@@ -68,7 +68,7 @@ fn sans_io_encoder_output_equals_streaming_writer_output() {
             s.extend_from_slice(&bytes);
         }
     }
-    let finished = enc.finish(index).unwrap();
+    let finished = enc.finish(index, &description()).unwrap();
     for (s, tail) in shards.iter_mut().zip(finished.tails) {
         s.extend_from_slice(&tail);
     }
@@ -79,7 +79,9 @@ fn sans_io_encoder_output_equals_streaming_writer_output() {
 fn index_location_outside_bundle_is_rejected() {
     let code = Code::with_sizes(2, 1, 64, 64).unwrap();
     let enc = StripeEncoder::new(code, BundleId::default()).unwrap();
-    let err = enc.finish(IndexLocation { offset: 0, len: 1 }).unwrap_err();
+    let err = enc
+        .finish(IndexLocation { offset: 0, len: 1 }, &description())
+        .unwrap_err();
     assert!(
         matches!(err, ErasureError::InvalidIndexLocation { .. }),
         "{err}"
@@ -282,7 +284,9 @@ fn rebuild_produces_byte_identical_shards() {
             .enumerate()
             .map(|(i, s)| (!targets.contains(&(i as u16))).then_some(s))
             .collect();
-        let mut reader = BundleReader::new(info, sources).unwrap();
+        let mut reader = BundleReader::new(info, sources)
+            .unwrap()
+            .with_description(Some(description()));
         let sinks = vec![Vec::new(); targets.len()];
         let mut rebuilt = sinks;
         reader
@@ -310,6 +314,7 @@ fn files_are_written_atomically_and_decode() {
         id,
         &mut &data[..],
         IndexLocation::default(),
+        &description(),
     )
     .unwrap();
     assert_eq!(paths.len(), 6);
@@ -391,7 +396,7 @@ fn sans_io_rebuild_driven_by_hand_matches_the_original_shard() {
         gather.decode().unwrap();
         rebuilt.extend_from_slice(&rebuild.frame_window(&gather).unwrap()[0]);
     }
-    rebuilt.extend_from_slice(&rebuild.footers()[0]);
+    rebuilt.extend_from_slice(&rebuild.tails(Some(&description())).unwrap()[0]);
     assert_eq!(rebuilt, original);
     assert!(ShardRebuild::new(info, &[4, 4]).is_err());
     assert!(ShardRebuild::new(info, &[6]).is_err());
@@ -438,4 +443,66 @@ fn in_memory_shards_are_lent_checked_and_decoded_in_place() {
     let mut out = Vec::new();
     reader.read_bundle(&mut out).unwrap();
     assert!(out == data);
+}
+
+/// Turns a version-2 shard into the version-1 shard an older writer made: no description, a
+/// version-1 footer.
+fn as_version_1(shard: &[u8]) -> Vec<u8> {
+    let header = ShardHeader::decode(shard).unwrap();
+    let footer_at = shard.len() - bitmountain_erasure::format::FOOTER_BYTES;
+    let footer = ShardFooter::decode(&shard[footer_at..], &header).unwrap();
+    let mut v1 = shard[..footer_at - footer.description_bytes() as usize].to_vec();
+    v1.extend_from_slice(
+        &ShardFooter {
+            description: None,
+            ..footer
+        }
+        .encode(),
+    );
+    v1
+}
+
+#[test]
+fn shards_carry_the_description_and_version_1_shards_stay_readable() {
+    let code = Code::with_sizes(3, 2, 256, 64).unwrap();
+    let data = bundle_bytes(5000, 3);
+    let index = IndexLocation {
+        offset: 4000,
+        len: 500,
+    };
+    let (_, shards) = encode(code, &data, index);
+    let (reader, _) = BundleReader::open(shards.iter().collect()).unwrap();
+    assert_eq!(reader.description(), Some(&description()));
+    for s in &shards {
+        let meta = bitmountain_erasure::read_shard_meta(s).unwrap();
+        assert_eq!(meta.description.unwrap().unwrap(), description());
+    }
+
+    let old: Vec<Vec<u8>> = shards.iter().map(|s| as_version_1(s)).collect();
+    let layout = BundleLayout::new(code, 5000).unwrap();
+    assert!(old
+        .iter()
+        .all(|s| s.len() as u64 == layout.shard_file_bytes()));
+    // Two version-1 shards lost; the rest still decode, and a rebuild writes version 1 again.
+    let (mut reader, outcome) = BundleReader::open(old[..3].iter().collect()).unwrap();
+    assert!(outcome.iter().all(|c| matches!(
+        c,
+        Candidate::Placed {
+            footer_error: None,
+            ..
+        }
+    )));
+    assert_eq!(reader.description(), None);
+    assert_eq!(reader.read_range(0, 5000).unwrap(), data);
+    let rebuilt = reader.rebuild_shards(&[3], vec![Vec::new()]).unwrap();
+    assert_eq!(rebuilt[0], old[3]);
+
+    // A garbled description is reported, and the shard's data stays usable.
+    let mut bad = shards[0].clone();
+    let at = bad.len() - bitmountain_erasure::format::FOOTER_BYTES - 3;
+    bad[at] ^= 1;
+    let meta = bitmountain_erasure::read_shard_meta(&bad).unwrap();
+    assert!(meta.footer.is_ok());
+    let err = meta.description.unwrap().unwrap_err().to_string();
+    assert!(err.contains("checksum"), "{err}");
 }

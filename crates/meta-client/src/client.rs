@@ -79,6 +79,10 @@ impl MetaClient {
         self.transport.credentials()
     }
 
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     fn over(transport: Arc<Transport>, batching: bool) -> Self {
         Self {
             batcher: Batcher::new(Arc::clone(&transport), batching),

@@ -252,6 +252,8 @@ fields! {
     Item = "item",
     BatchResult = "batch result",
     BatchResults = "batch results",
+    Backup = "backup",
+    ClusterId = "cluster id",
     DataDir = "data",
     Token = "token",
     Role = "role",

@@ -12,6 +12,8 @@
 //!   `set_partition`).
 //! - `transport`: connections, member rotation, leader redirects, retries and backoff to the
 //!   call's deadline: the one place calls are made.
+//! - [`backup`]: `MetaClient::backup`, the one streaming call (the state for a backup);
+//!   [`recovery`]: a node's scan reports and the recovery's state (disaster recovery).
 //! - `batch`: the batch sender that lets concurrent allocations and commits share `Batch`
 //!   calls.
 //! - [`wire`]: every conversion between the domain types and the generated
@@ -22,9 +24,11 @@
 //!   heartbeats, repairs, the cluster status).
 //! - [`error`]: [`MetaError`], its one conversion to a gRPC status and back.
 
+pub mod backup;
 mod batch;
 pub mod client;
 pub mod error;
+pub mod recovery;
 mod transport;
 pub mod types;
 pub mod wire;

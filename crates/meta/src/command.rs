@@ -14,8 +14,11 @@ use crate::error::Result;
 use crate::keys;
 use crate::state::apply::Applier;
 use crate::types::{
-    BundleId, BundleRecord, Code, DiskRecord, DiskState, NodeRecord, NodeState, RepairSettings,
+    BundleId, BundleRecord, Code, DiskRecord, DiskState, FoundShard, FoundTombstone, NodeRecord,
+    NodeState, RepairSettings,
 };
+
+pub use crate::recovery::RecoveryReport;
 
 /// A disk in a registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +135,60 @@ pub enum Command {
         #[serde(default)]
         rewritten_shards: Vec<u32>,
     },
+    /// Start rebuilding the group from the disks (the first command of `meta recover`).
+    EnterRecovery {
+        /// Leader's clock.
+        now_ms: u64,
+        /// When the backup the group started from was taken (0: none).
+        backup_unix_ms: u64,
+        /// The `meta recover` run asking (a request already carried out changes nothing).
+        request_id: String,
+    },
+    /// A batch of one disk's scan during a recovery.
+    RecordScan(RecordScan),
+    /// Records the leader rebuilt from the scans; found keys of the bundles settled.
+    RecoverBundles(RecoverBundles),
+    /// The end of a recovery.
+    FinishRecovery {
+        /// What it found and did.
+        report: crate::recovery::RecoveryReport,
+        /// Nodes keep shards of bundles the group does not know until then.
+        orphan_hold_until_unix_ms: u64,
+    },
+}
+
+/// [`Command::RecordScan`]: part of one disk's scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordScan {
+    /// The reporting node, which must own the disk.
+    pub node_id: u64,
+    /// The disk scanned.
+    pub disk_id: u64,
+    /// Shard files found (their `disk_id` is the disk's).
+    pub shards: Vec<FoundShard>,
+    /// Tombstones found.
+    pub tombstones: Vec<FoundTombstone>,
+    /// The disk's scan is complete.
+    pub last: bool,
+}
+
+/// [`Command::RecoverBundles`]: a batch of rebuilt records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverBundles {
+    /// Sealed records with every disk chosen (missing shards placed where repair rebuilds
+    /// them), and the shards to rebuild.
+    pub bundles: Vec<RecoveredRecord>,
+    /// Bundles settled without a record (lost, deleted, never committed): their found keys go.
+    pub settled: Vec<BundleId>,
+    /// Leader's clock.
+    pub now_ms: u64,
+}
+
+/// One rebuilt record and the shards repair must rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveredRecord {
+    pub record: BundleRecord,
+    pub damaged: Vec<u32>,
 }
 
 /// [`Command::RegisterNode`]: a node and its disks, new or again.
@@ -153,6 +210,10 @@ pub struct RegisterNode {
     pub disks: Vec<DiskSpec>,
     /// Cluster id to adopt if none is set yet.
     pub cluster_id_candidate: String,
+    /// The cluster id the node's disks carry ("" for new disks only): adopted by a recovering
+    /// group without one, refused when it differs from the group's.
+    #[serde(default)]
+    pub cluster_id: String,
     /// Leader's clock (0 in commands from before the field existed).
     #[serde(default)]
     pub now_ms: u64,
@@ -285,6 +346,8 @@ impl Command {
             Command::RegisterNode { .. }
                 | Command::SetDiskState { .. }
                 | Command::SetNodeState { .. }
+                | Command::RecordScan { .. }
+                | Command::RecoverBundles { .. }
         )
     }
 
@@ -321,6 +384,17 @@ impl Command {
                 now_ms,
                 rewritten_shards,
             } => a.update_placement(id, expected_generation, placement, now_ms, rewritten_shards),
+            Command::EnterRecovery {
+                now_ms,
+                backup_unix_ms,
+                request_id,
+            } => a.enter_recovery(now_ms, backup_unix_ms, request_id),
+            Command::RecordScan(r) => a.record_scan(r),
+            Command::RecoverBundles(r) => a.recover_bundles(r),
+            Command::FinishRecovery {
+                report,
+                orphan_hold_until_unix_ms,
+            } => a.finish_recovery(report, orphan_hold_until_unix_ms),
         }
     }
 }

@@ -48,6 +48,14 @@ pub const REPAIR: u8 = 0x30;
 pub const REPAIR_BY_BUNDLE: u8 = 0x31;
 /// `0x40 | token id (8 bytes)` → access token record (`VALUE_V1` JSON, the secret's hash only).
 pub const TOKEN: u8 = 0x40;
+/// `0x50 | bundle id | shard u32 | disk u64` → a shard file a disk's scan reported during a
+/// recovery (`VALUE_V1` JSON `FoundShard`); removed when the recovery settles its bundle.
+pub const FOUND_SHARD: u8 = 0x50;
+/// `0x51 | bundle id | disk u64` → a tombstone a disk's scan reported during a recovery
+/// (`VALUE_V1` JSON: deleted_unix_ms); removed with the bundle's found shards.
+pub const FOUND_TOMBSTONE: u8 = 0x51;
+/// `0x52` → the last finished recovery's report (`VALUE_V1` JSON, `RecoveryReport`).
+pub const RECOVERY_REPORT: &[u8] = &[0x52];
 
 fn with(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -127,6 +135,31 @@ pub fn repair(healthy: u32, id: BundleId) -> Vec<u8> {
 /// Repair-by-bundle key.
 pub fn repair_by_bundle(id: BundleId) -> Vec<u8> {
     with(REPAIR_BY_BUNDLE, &[&id.to_bytes()])
+}
+
+/// Found-shard key.
+pub fn found_shard(id: BundleId, shard: u32, disk: u64) -> Vec<u8> {
+    with(
+        FOUND_SHARD,
+        &[&id.to_bytes(), &shard.to_be_bytes(), &disk.to_be_bytes()],
+    )
+}
+/// Found-shard prefix of one bundle.
+pub fn found_shard_prefix(id: BundleId) -> Vec<u8> {
+    with(FOUND_SHARD, &[&id.to_bytes()])
+}
+/// Found-tombstone key.
+pub fn found_tombstone(id: BundleId, disk: u64) -> Vec<u8> {
+    with(FOUND_TOMBSTONE, &[&id.to_bytes(), &disk.to_be_bytes()])
+}
+/// Found-tombstone prefix of one bundle.
+pub fn found_tombstone_prefix(id: BundleId) -> Vec<u8> {
+    with(FOUND_TOMBSTONE, &[&id.to_bytes()])
+}
+/// The bundle id right after a one-byte prefix (found-shard and found-tombstone keys).
+pub fn leading_bundle_id(key: &[u8]) -> Option<BundleId> {
+    let b: [u8; 16] = key.get(1..17)?.try_into().ok()?;
+    Some(BundleId(u128::from_be_bytes(b)))
 }
 
 /// Access token key.

@@ -21,6 +21,8 @@
 //!   of each command family, wire conversions, and [`serve`] (what `bitmountain meta` runs).
 //! - [`durability`]: the live durability model's inputs from a cluster status (the leader's
 //!   metric and `bitmountain durability --cluster` share it).
+//! - [`recovery`]: rebuilding bundle records from disk scans (disaster recovery); the plan is
+//!   pure and unit-tested.
 //! - [`healing`]: the failure detector, repair claims and leases, repair status, rebalance;
 //!   planning there is pure and unit-tested.
 //! - [`types`], [`client`], [`error`], [`wire`]: re-exported from `bitmountain-meta-client`
@@ -33,6 +35,7 @@ pub mod durability;
 pub mod healing;
 pub mod keys;
 pub mod placement;
+pub mod recovery;
 pub mod rules;
 pub mod server;
 pub mod state;

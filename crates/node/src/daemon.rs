@@ -36,6 +36,7 @@ use crate::limits::{
     WORKER_SHUTDOWN_GRACE,
 };
 use crate::node_state::{KnownDisk, NodeStateFile, PendingRegistration};
+use crate::recovery::{RecoveryControl, ScanReporter};
 use crate::shard_io::{Peers, ShardIo};
 use crate::shard_service::{DiskSet, NodeShardService};
 use crate::tokens::{max_table_age, TokenCache};
@@ -218,7 +219,7 @@ async fn register(
     address: &str,
     state: &mut NodeStateFile,
     found: Vec<FoundDisk>,
-) -> Result<Vec<DiskStore>> {
+) -> Result<(Vec<DiskStore>, bool)> {
     let new_disks: Vec<PathBuf> = found
         .iter()
         .filter_map(|d| match d {
@@ -244,6 +245,14 @@ async fn register(
             FoundDisk::New(path) => disk_info(path, 0),
         })
         .collect();
+    // The cluster the node's disks belong to: a group rebuilding itself takes it.
+    let cluster_id = match found.iter().find_map(|d| match d {
+        FoundDisk::Existing(store) => Some(store.identity().cluster_id.to_string()),
+        FoundDisk::New(_) => None,
+    }) {
+        Some(id) => id,
+        None => state.cluster_id.clone(),
+    };
     let request = Registration {
         request_id,
         node_id: state.node_id,
@@ -252,6 +261,7 @@ async fn register(
         rack: cfg.rack.clone(),
         host: cfg.host.clone(),
         disks,
+        cluster_id,
     };
     let response = loop {
         match meta.register_node(&request).await {
@@ -307,7 +317,7 @@ async fn register(
         });
     }
     state.save(&cfg.data_dir)?;
-    Ok(stores)
+    Ok((stores, response.recovering))
 }
 
 /// Runs a node until `shutdown` resolves or the server fails.
@@ -349,7 +359,12 @@ pub async fn run(
         .map(TlsFiles::credentials)
         .unwrap_or_default();
     let meta = Arc::new(MetaClient::new(&cfg.meta)?.with_credentials(credentials.clone()));
-    let stores = register(&cfg, &meta, &address, &mut state, found).await?;
+    let (stores, recovering) = register(&cfg, &meta, &address, &mut state, found).await?;
+    let recovery = Arc::new(RecoveryControl::default());
+    if recovering {
+        tracing::warn!("the metadata group is recovering: this node reports its disks' scans");
+        recovery.observe(true, u64::MAX);
+    }
     for store in &stores {
         match store.clean_temp() {
             Ok(0) => {}
@@ -383,7 +398,15 @@ pub async fn run(
         Some(_) => Some(load_tokens(&meta, cfg.heartbeat_interval).await),
         None => None,
     };
-    let workers = start_workers(&cfg, &state, &disks, &coordinator, &healer, tokens.clone())?;
+    let workers = start_workers(
+        &cfg,
+        &state,
+        &disks,
+        &coordinator,
+        &healer,
+        tokens.clone(),
+        recovery,
+    )?;
     if cfg.tls.is_none() {
         workers.spawn(InsecureWarning {
             what: format!("storage node {} at {address}", state.node_id),
@@ -449,6 +472,7 @@ fn start_workers(
     coordinator: &Arc<Coordinator>,
     healer: &Arc<Healer>,
     tokens: Option<Arc<TokenCache>>,
+    recovery: Arc<RecoveryControl>,
 ) -> Result<Arc<Workers>> {
     let workers = Arc::new(Workers::new());
     let cluster_ok = Arc::new(AtomicBool::new(true));
@@ -470,6 +494,7 @@ fn start_workers(
         healer: Arc::clone(healer),
         workers: Arc::downgrade(&workers),
         tokens,
+        recovery: Arc::clone(&recovery),
     });
     workers.spawn(GcWorker::new(
         Arc::clone(coordinator),
@@ -480,7 +505,15 @@ fn start_workers(
             stale_copy: cfg.stale_copy_grace,
         },
         cluster_ok,
+        Arc::clone(&recovery),
     ));
+    workers.spawn(ScanReporter {
+        meta: Arc::clone(&coordinator.meta),
+        node_id: state.node_id,
+        disks: disks.clone(),
+        control: recovery,
+        note: String::new(),
+    });
     workers.spawn(RepairWorker::new(Arc::clone(healer)));
     workers.spawn(Scrubber::new(Arc::clone(healer)));
     Ok(workers)

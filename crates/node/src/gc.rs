@@ -12,7 +12,9 @@
 //!
 //! Never deleted: a shard the committed placement names, a shard of a pending bundle, and
 //! anything while the metadata group is unreachable or belongs to another cluster (an answer
-//! "unknown bundle" from the wrong group must not empty the disks).
+//! "unknown bundle" from the wrong group must not empty the disks); shards of unknown bundles
+//! are also kept while the group recovers and for the hold after it (a later recovery may
+//! need them).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,6 +26,8 @@ use bitmountain_worker::{Next, StepError, Worker};
 use crate::coordinator::Coordinator;
 use crate::heal::Healer;
 use crate::limits::GC_PURGES_PER_PASS;
+use crate::recovery::RecoveryControl;
+use crate::shard_io::DeleteWhy;
 use crate::shard_service::blocking;
 
 /// What one pass did.
@@ -54,6 +58,7 @@ pub struct GcWorker {
     interval: Duration,
     grace: GcGrace,
     cluster_ok: Arc<AtomicBool>,
+    recovery: Arc<RecoveryControl>,
     note: String,
 }
 
@@ -65,6 +70,7 @@ impl GcWorker {
         interval: Duration,
         grace: GcGrace,
         cluster_ok: Arc<AtomicBool>,
+        recovery: Arc<RecoveryControl>,
     ) -> Self {
         Self {
             coordinator,
@@ -72,6 +78,7 @@ impl GcWorker {
             interval,
             grace,
             cluster_ok,
+            recovery,
             note: String::new(),
         }
     }
@@ -91,7 +98,7 @@ impl Worker for GcWorker {
             self.note = "paused: the metadata group belongs to another cluster".into();
             return Ok(Next::Every(self.interval));
         }
-        let report = gc_pass(&self.coordinator, &self.healer, self.grace).await;
+        let report = gc_pass(&self.coordinator, &self.healer, self.grace, &self.recovery).await;
         if report != GcReport::default() {
             tracing::info!(?report, "garbage collection pass");
         }
@@ -112,7 +119,12 @@ impl Worker for GcWorker {
 }
 
 /// One pass; errors are logged and leave things for the next pass.
-pub async fn gc_pass(coordinator: &Coordinator, healer: &Healer, grace: GcGrace) -> GcReport {
+pub async fn gc_pass(
+    coordinator: &Coordinator,
+    healer: &Healer,
+    grace: GcGrace,
+    recovery: &RecoveryControl,
+) -> GcReport {
     let mut report = GcReport::default();
     match coordinator
         .meta
@@ -181,7 +193,11 @@ pub async fn gc_pass(coordinator: &Coordinator, healer: &Healer, grace: GcGrace)
             });
             let delete = match state {
                 Some(BundleState::Deleting) => true,
-                None => id.unix_ms().saturating_add(grace_ms) < now_ms,
+                // Not while a recovery may still need them (it rebuilds records from shards).
+                None => {
+                    id.unix_ms().saturating_add(grace_ms) < now_ms
+                        && recovery.may_delete_orphans(now_ms)
+                }
                 Some(BundleState::Sealed) => stale_copy,
                 Some(BundleState::Pending) => false,
             };
@@ -194,7 +210,12 @@ pub async fn gc_pass(coordinator: &Coordinator, healer: &Healer, grace: GcGrace)
                 node_id: coordinator.node_id,
                 node_address: coordinator.address.clone(),
             };
-            match coordinator.io.delete(&loc, shard.bundle).await {
+            let why = if state == Some(BundleState::Deleting) {
+                DeleteWhy::BundleDeleted
+            } else {
+                DeleteWhy::NotPlacedHere
+            };
+            match coordinator.io.delete(&loc, shard.bundle, why).await {
                 Ok(true) => {
                     tracing::info!(bundle = %id, shard = shard.shard, disk = disk.disk_id(), state = ?state, "garbage collection deleted a shard");
                     if stale_copy {

@@ -12,6 +12,7 @@ use bitmountain_worker::{Next, StepError, Worker, Workers};
 
 use crate::daemon::disk_info;
 use crate::heal::Healer;
+use crate::recovery::RecoveryControl;
 use crate::shard_service::DiskSet;
 use crate::tokens::TokenCache;
 
@@ -33,6 +34,8 @@ pub struct Heartbeats {
     pub workers: Weak<Workers>,
     /// The copy of the token table to keep current; `None` with `--insecure`.
     pub tokens: Option<Arc<TokenCache>>,
+    /// Whether the group recovers, and how long unknown shards are kept.
+    pub recovery: Arc<RecoveryControl>,
 }
 
 impl Heartbeats {
@@ -96,6 +99,8 @@ impl Worker for Heartbeats {
             tracing::error!(ours = %self.cluster_id, theirs = %r.cluster_id, "the metadata group belongs to another cluster; garbage collection paused");
         }
         self.cluster_ok.store(same, Ordering::Relaxed);
+        self.recovery
+            .observe(r.recovering, r.orphan_hold_until_unix_ms);
         if let Some(settings) = r.repair_settings {
             self.healer.apply_settings(settings);
         }

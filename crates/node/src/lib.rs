@@ -30,6 +30,7 @@ pub mod heal;
 pub mod heartbeat;
 pub mod limits;
 pub mod node_state;
+pub mod recovery;
 pub mod shard_client;
 pub mod shard_io;
 pub mod shard_service;

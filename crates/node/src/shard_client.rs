@@ -18,6 +18,7 @@ use crate::limits::{
     CONNECT_TIMEOUT_MS, H2_CONNECTION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, MAX_MESSAGE_BYTES,
     SHARD_PIECE_BYTES, SHARD_RPC_TIMEOUT_MS, SHARD_WRITE_PIECE_BYTES,
 };
+use crate::shard_io::DeleteWhy;
 use crate::shard_service::ShardAddress;
 
 /// Messages buffered towards one target before the sender waits: the back-pressure that keeps a
@@ -152,10 +153,11 @@ impl ShardClient {
     }
 
     /// Deletes a shard; `false` when it was not there.
-    pub async fn delete(&self, shard: ShardAddress) -> Result<bool> {
+    pub async fn delete(&self, shard: ShardAddress, why: DeleteWhy) -> Result<bool> {
         let request = Self::request(
             DeleteShardRequest {
                 shard: Some(shard.to_proto()),
+                bundle_deleted: why == DeleteWhy::BundleDeleted,
             },
             SHARD_RPC_TIMEOUT_MS,
         );

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bitmountain_disk::PendingShard;
+use bitmountain_disk::{DiskStore, PendingShard};
 use bitmountain_erasure::BundleId;
 use bitmountain_meta_client::ShardLocation;
 use bytes::Bytes;
@@ -147,15 +147,45 @@ impl ShardIo {
         ))
     }
 
-    /// Deletes a shard file; `false` when it was not there.
-    pub async fn delete(&self, loc: &ShardLocation, bundle: BundleId) -> Result<bool> {
+    /// Deletes a shard file; `false` when it was not there. For a deleted bundle the disk first
+    /// records a tombstone (even when the file is already gone).
+    pub async fn delete(
+        &self,
+        loc: &ShardLocation,
+        bundle: BundleId,
+        why: DeleteWhy,
+    ) -> Result<bool> {
         let address = Self::address(loc, bundle)?;
         if self.is_local(loc) {
             let disk = self.disks.get(loc.disk_id)?;
-            return blocking(move || Ok(disk.delete_shard(address.bundle, address.shard)?)).await;
+            return blocking(move || delete_local(&disk, address, why)).await;
         }
-        self.peers.client(&loc.node_address)?.delete(address).await
+        self.peers
+            .client(&loc.node_address)?
+            .delete(address, why)
+            .await
     }
+}
+
+/// Why a shard is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteWhy {
+    /// Its bundle was deleted: a tombstone is recorded first.
+    BundleDeleted,
+    /// The bundle lives on, but not here: a stale copy, an orphan of a failed upload, a shard
+    /// moved away.
+    NotPlacedHere,
+}
+
+/// Deletes a shard on one of this node's disks (shared by local calls and `DeleteShard`).
+pub fn delete_local(disk: &DiskStore, address: ShardAddress, why: DeleteWhy) -> Result<bool> {
+    if why == DeleteWhy::BundleDeleted {
+        disk.record_tombstone(
+            address.bundle,
+            bitmountain_meta_client::types::now_unix_ms(),
+        )?;
+    }
+    Ok(disk.delete_shard(address.bundle, address.shard)?)
 }
 
 /// A shard file being written, here or on another node. Dropped before [`ShardWriter::finish`],

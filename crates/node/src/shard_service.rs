@@ -21,6 +21,7 @@ use crate::error::{NodeError, Result};
 use crate::limits::{
     MAX_CONCURRENT_SHARD_WRITES, MAX_SHARD_BYTES, SHARD_PIECE_BYTES, UPLOAD_IDLE_TIMEOUT_MS,
 };
+use crate::shard_io::{delete_local, DeleteWhy};
 
 /// Read pieces buffered ahead of a slow reader.
 const READ_PIECES_IN_FLIGHT: usize = 4;
@@ -346,9 +347,13 @@ impl NodeService for NodeShardService {
         request: Request<DeleteShardRequest>,
     ) -> std::result::Result<Response<DeleteShardResponse>, Status> {
         let address = ShardAddress::from_proto(request.get_ref().shard.as_ref())?;
+        let why = if request.get_ref().bundle_deleted {
+            DeleteWhy::BundleDeleted
+        } else {
+            DeleteWhy::NotPlacedHere
+        };
         let disk = self.disks.get(address.disk_id)?;
-        let existed =
-            blocking(move || Ok(disk.delete_shard(address.bundle, address.shard)?)).await?;
+        let existed = blocking(move || delete_local(&disk, address, why)).await?;
         Ok(Response::new(DeleteShardResponse { existed }))
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bitmountain_disk::{ClusterId, DiskStore};
 use bitmountain_erasure::BundleId;
+use bitmountain_node::shard_io::DeleteWhy;
 use bitmountain_node::shard_service::ShardAddress;
 use bitmountain_node::{DiskSet, NodeError, NodeShardService, ShardClient};
 use bitmountain_proto::v1::node_service_server::NodeServiceServer;
@@ -88,8 +89,30 @@ async fn write_read_list_delete_round_trip() {
         vec![(BundleId([0x42; 16]), 3, data.len() as u64)]
     );
     assert!(node.client.list(12).await.unwrap().is_empty());
-    assert!(node.client.delete(shard(11, 3)).await.unwrap());
-    assert!(!node.client.delete(shard(11, 3)).await.unwrap());
+    // A stale copy goes without a trace; a deleted bundle's shard leaves a tombstone first.
+    let tombstones = |root: &std::path::Path| {
+        DiskStore::open(root, None)
+            .unwrap()
+            .tombstones()
+            .unwrap()
+            .tombstones
+    };
+    assert!(node
+        .client
+        .delete(shard(11, 3), DeleteWhy::NotPlacedHere)
+        .await
+        .unwrap());
+    assert!(tombstones(&node.roots[0]).is_empty());
+    assert!(!node
+        .client
+        .delete(shard(11, 3), DeleteWhy::BundleDeleted)
+        .await
+        .unwrap());
+    let recorded = tombstones(&node.roots[0]);
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].bundle, BundleId([0x42; 16]));
+    assert!(recorded[0].deleted_unix_ms > 0);
+    assert!(tombstones(&node.roots[1]).is_empty());
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@
 //!   `driver/requests.rs` what arrives on the queue and the proposers waiting for answers,
 //!   `driver/ready.rs` the handling of one Ready, `driver/apply.rs` applying committed entries.
 //! - [`entry_cache`]: the newest log entries in memory; `batch`: several proposals in one shared
-//!   entry; `snapshot`: snapshot files (generate, verify, install).
+//!   entry; `snapshot`: snapshot files (generate, verify, install); [`backup`]: the applied state
+//!   written to a file for a backup, and a new group of one restored from one.
 //! - [`transport`]: Raft messages over gRPC: `transport/outbound.rs` (envelopes on one stream per
 //!   peer), `transport/inbound.rs` (the `RaftTransport` service), `transport/snapshot_stream.rs`
 //!   (snapshots on their own RPC), test-only partitions in `transport/mod.rs`.
@@ -19,6 +20,7 @@
 //! The state machine is generic ([`StateMachine`]); the metadata group's lives in
 //! `bitmountain-meta`.
 
+pub mod backup;
 mod batch;
 pub mod driver;
 pub mod engine;

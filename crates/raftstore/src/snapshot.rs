@@ -149,10 +149,23 @@ impl CrcWriter {
     }
 }
 
-/// Builds a snapshot of the applied state as a file in `dir` (runs on its own thread) and
-/// returns the raft-rs snapshot that describes it. Older generated files are removed.
-pub(crate) fn generate(db: &DB, dir: &Path) -> Result<Snapshot> {
-    let started = std::time::Instant::now();
+/// A state file written from one RocksDB snapshot: what it holds and how to check it.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    /// Applied index and term the state is at.
+    pub index: u64,
+    pub term: u64,
+    pub conf_state: ConfState,
+    pub members: Members,
+    pub records: u64,
+    pub file_bytes: u64,
+    /// The CRC32C stored at the file's end.
+    pub crc: u32,
+}
+
+/// Writes the applied state (members and every state-machine record, as of one RocksDB
+/// snapshot) to `path` in the snapshot file format, synced. Removes `path` on failure.
+pub(crate) fn write_state_file(db: &DB, path: &Path) -> Result<StateFile> {
     let snap = db.snapshot();
     let db_err = |source| RaftStoreError::Db {
         path: db.path().to_path_buf(),
@@ -164,7 +177,7 @@ pub(crate) fn generate(db: &DB, dir: &Path) -> Result<Snapshot> {
         Some(v) => decode_index_term(&v, "apply state")?,
         None => (0, 0),
     };
-    let cs: ConfState = match snap.get_cf(apply, KEY_CONF_STATE).map_err(db_err)? {
+    let conf_state: ConfState = match snap.get_cf(apply, KEY_CONF_STATE).map_err(db_err)? {
         Some(v) => pb_parse(&v, "conf state")?,
         None => ConfState::default(),
     };
@@ -172,12 +185,10 @@ pub(crate) fn generate(db: &DB, dir: &Path) -> Result<Snapshot> {
         Some(v) => decode_members(&v)?,
         None => Members::new(),
     };
-    let done = file_path(dir, Side::Generated, index, term);
-    let tmp = tmp_path(&done);
-    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let file = File::create(path).map_err(io_err(path))?;
     let mut w = CrcWriter {
         inner: BufWriter::with_capacity(FILE_BUFFER_BYTES, file),
-        path: tmp.clone(),
+        path: path.to_path_buf(),
         crc: 0,
         bytes: 0,
     };
@@ -211,32 +222,60 @@ pub(crate) fn generate(db: &DB, dir: &Path) -> Result<Snapshot> {
         w.put(&crc.to_be_bytes())?;
         Ok(crc)
     };
-    let crc = match write(&mut w, &mut count) {
-        Ok(crc) => crc,
+    let finished = write(&mut w, &mut count).and_then(|crc| {
+        let file_bytes = w.bytes;
+        let file = w.inner.into_inner().map_err(|e| RaftStoreError::Io {
+            path: path.to_path_buf(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io_err(path))?;
+        Ok((crc, file_bytes))
+    });
+    let (crc, file_bytes) = match finished {
+        Ok(done) => done,
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(path);
             return Err(e);
         }
     };
-    let file_bytes = w.bytes;
-    let file = w.inner.into_inner().map_err(|e| RaftStoreError::Io {
-        path: tmp.clone(),
-        source: e.into_error(),
-    })?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
+    Ok(StateFile {
+        index,
+        term,
+        conf_state,
+        members,
+        records: count,
+        file_bytes,
+        crc,
+    })
+}
+
+/// Builds a snapshot of the applied state as a file in `dir` (runs on its own thread) and
+/// returns the raft-rs snapshot that describes it. Older generated files are removed.
+pub(crate) fn generate(db: &DB, dir: &Path) -> Result<Snapshot> {
+    let started = std::time::Instant::now();
+    // The file's name needs the index, known once written: write under a temporary name.
+    let tmp = dir.join(format!("gen-{}.tmp", std::process::id()));
+    let state = write_state_file(db, &tmp)?;
+    let done = file_path(dir, Side::Generated, state.index, state.term);
     publish(&tmp, &done)?;
     remove_other_generated(dir, &done);
     let mut s = Snapshot::default();
-    s.mut_metadata().set_index(index);
-    s.mut_metadata().set_term(term);
-    s.mut_metadata().set_conf_state(cs);
-    s.set_data(Descriptor { file_bytes, crc }.encode().into());
+    s.mut_metadata().set_index(state.index);
+    s.mut_metadata().set_term(state.term);
+    s.mut_metadata().set_conf_state(state.conf_state);
+    s.set_data(
+        Descriptor {
+            file_bytes: state.file_bytes,
+            crc: state.crc,
+        }
+        .encode()
+        .into(),
+    );
     tracing::info!(
-        index,
-        term,
-        records = count,
-        file_bytes,
+        index = state.index,
+        term = state.term,
+        records = state.records,
+        file_bytes = state.file_bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "snapshot generated"
     );
@@ -453,9 +492,23 @@ pub(crate) fn install(
     cs: &ConfState,
     hs: &HardState,
 ) -> Result<Members> {
+    install_as(engine, desc, (index, term), cs, hs, None)
+}
+
+/// [`install`], with the member addresses `members` instead of the file's when given (a
+/// restore makes a new group of one from another group's state).
+pub(crate) fn install_as(
+    engine: &Engine,
+    desc: &Descriptor,
+    (index, term): (u64, u64),
+    cs: &ConfState,
+    hs: &HardState,
+    members: Option<&Members>,
+) -> Result<Members> {
     let path = file_path(engine.snap_dir(), Side::Received, index, term);
     // Everything is checked before anything is destroyed.
-    let (members, records) = verify(&path, desc)?;
+    let (file_members, records) = verify(&path, desc)?;
+    let members = members.cloned().unwrap_or(file_members);
     let raft = engine.cf(CF_RAFT)?;
     let apply = engine.cf(CF_APPLY)?;
     let mut b = WriteBatch::default();

@@ -1,7 +1,6 @@
 //! Client commands for people: `put`, `get`, `cat`, `ls`, `export`, `rm`. They talk to any
 //! storage node through the client library (`bitmountain-client`).
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,16 +93,6 @@ pub struct RmArgs {
     json: bool,
 }
 
-fn parse_label(text: &str) -> anyhow::Result<(String, String)> {
-    let (k, v) = text
-        .split_once('=')
-        .with_context(|| format!("label {text:?}: expected KEY=VALUE"))?;
-    if k.is_empty() {
-        bail!("label {text:?}: the key is empty");
-    }
-    Ok((k.to_owned(), v.to_owned()))
-}
-
 /// Splits `BUNDLE_ID/PATH`.
 fn split_file(text: &str) -> anyhow::Result<(&str, &str)> {
     match text.split_once('/') {
@@ -140,13 +129,7 @@ fn progress_bar(
 }
 
 pub fn put(args: PutArgs) -> anyhow::Result<()> {
-    let mut labels = BTreeMap::new();
-    for l in &args.labels {
-        let (k, v) = parse_label(l)?;
-        if labels.insert(k.clone(), v).is_some() {
-            bail!("label {k:?} is given twice");
-        }
-    }
+    let labels = common::parse_labels(&args.labels)?;
     let code = match &args.code {
         Some(text) => Some(Code::parse(text).with_context(|| {
             format!("--code {text:?}: expected K+M (e.g. 10+4) or K+M:CELL_BYTES")
@@ -248,7 +231,7 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let label = args.label.as_deref().map(parse_label).transpose()?;
+    let label = args.label.as_deref().map(common::parse_label).transpose()?;
     let bundles =
         rt.block_on(client.list_all(label.as_ref().map(|(k, v)| (k.as_str(), v.as_str()))))?;
     if args.json {

@@ -187,3 +187,28 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     out.flush()?;
     Ok(())
 }
+
+/// Parses one `KEY=VALUE` label.
+pub fn parse_label(text: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = text
+        .split_once('=')
+        .with_context(|| format!("label {text:?}: expected KEY=VALUE"))?;
+    if k.is_empty() {
+        anyhow::bail!("label {text:?}: the key is empty");
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// Parses repeated `KEY=VALUE` labels; a key given twice is refused.
+pub fn parse_labels(
+    texts: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut labels = std::collections::BTreeMap::new();
+    for l in texts {
+        let (k, v) = parse_label(l)?;
+        if labels.insert(k.clone(), v).is_some() {
+            anyhow::bail!("label {k:?} is given twice");
+        }
+    }
+    Ok(labels)
+}

@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context};
 use bitmountain_bundle::BundleReader;
-use bitmountain_erasure::{shard_file_name, write_shard_files, BundleId, Code, IndexLocation};
+use bitmountain_erasure::{
+    shard_file_name, write_shard_files, BundleDescription, BundleId, Code, IndexLocation,
+};
 
 use super::bundle::pack_dir;
 use super::common;
 use super::sharded_bundle::ShardedBundle;
+use super::units;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -87,6 +90,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         IndexLocation {
             offset: packed.index_offset,
             len: packed.index_length,
+        },
+        &BundleDescription {
+            created_unix_ms: units::now_unix_ms(),
+            file_count: packed.file_count,
+            labels: [("demo".to_owned(), "sample-book".to_owned())].into(),
         },
     )?;
     let shard_bytes: u64 = paths

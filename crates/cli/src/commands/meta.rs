@@ -27,6 +27,17 @@ pub enum MetaAction {
     /// label, state and expiry indexes, the repair queue against shard health, placed bytes.
     /// Names every violation and exits non-zero if there is one.
     Check(CheckArgs),
+    /// Write a consistent copy of the group's state (one applied index, streamed from the
+    /// leader, checksummed) to a file.
+    Backup(super::meta_backup::BackupArgs),
+    /// Make a new one-member group from a backup in an empty data directory (the cluster id is
+    /// kept, so the nodes' disks are recognised); then start it and `member add` the others.
+    Restore(super::meta_backup::RestoreArgs),
+    /// Rebuild a lost metadata group from the shard files on the nodes' disks (optionally
+    /// starting from a backup): runs a new one-member group in recovery mode; nodes that
+    /// register report their disks, and the group leaves recovery once every registered disk
+    /// has (or on `meta recover finish`). `meta recover status` shows the report.
+    Recover(super::meta_recover::RecoverCli),
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,25 +54,25 @@ pub struct CheckArgs {
 pub struct MetaArgs {
     /// Member id (non-zero). Required on the first start; later read from --data.
     #[arg(long)]
-    id: Option<u64>,
+    pub(super) id: Option<u64>,
     /// Take the member id from the host name: its last number plus one (`meta-0` is member 1),
     /// as Kubernetes StatefulSets number their pods from 0.
     #[arg(long, conflicts_with = "id")]
     id_from_hostname: bool,
     /// Data directory (RocksDB: Raft log, Raft state and the state machine).
     #[arg(long, required = true)]
-    data: Option<PathBuf>,
+    pub(super) data: Option<PathBuf>,
     /// Address to serve gRPC on (members, nodes and clients all use it).
     #[arg(long, required = true)]
-    listen: Option<SocketAddr>,
+    pub(super) listen: Option<SocketAddr>,
     /// Address others reach this member at, if not --listen (e.g. when listening on 0.0.0.0).
     #[arg(long)]
-    advertise: Option<String>,
+    pub(super) advertise: Option<String>,
     /// Create a new group with these initial members: ID=ADDR,ID=ADDR,... (every initial member
     /// gets the same list). Ignored once the data directory is initialized. A member added
     /// later with `bitmountain member add` starts without it.
     #[arg(long, value_delimiter = ',')]
-    bootstrap: Vec<String>,
+    pub(super) bootstrap: Vec<String>,
     /// Code for allocations that name none: K+M or K+M:CELL_BYTES.
     #[arg(long, default_value = "10+4")]
     default_code: String,
@@ -89,6 +100,10 @@ pub struct MetaArgs {
     /// Compact the Raft log when it holds more applied entries than this.
     #[arg(long, default_value_t = bitmountain_raftstore::DEFAULT_COMPACT_LOG_ENTRIES)]
     compact_log_entries: u64,
+    /// In recovery (`meta recover`): leave it this long after the last disk registered or
+    /// reported, once every registered disk has reported.
+    #[arg(long, default_value_t = bitmountain_meta::server::DEFAULT_RECOVERY_SETTLE_MS)]
+    recovery_settle_ms: u64,
     /// Test only: accept partition commands (MetaAdmin.SetPartition).
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
@@ -154,6 +169,9 @@ fn parse_bootstrap(list: &[String]) -> anyhow::Result<Option<Members>> {
 pub fn run(cli: MetaCli) -> anyhow::Result<()> {
     match cli.action {
         Some(MetaAction::Check(args)) => check(args),
+        Some(MetaAction::Backup(args)) => super::meta_backup::backup(args),
+        Some(MetaAction::Restore(args)) => super::meta_backup::restore(args),
+        Some(MetaAction::Recover(cli)) => super::meta_recover::run(cli),
         None => serve(cli.run),
     }
 }
@@ -200,7 +218,7 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(args: MetaArgs) -> anyhow::Result<()> {
+pub(super) fn serve(args: MetaArgs) -> anyhow::Result<()> {
     // clap requires both unless a subcommand is given.
     let (Some(data_dir), Some(listen)) = (args.data, args.listen) else {
         anyhow::bail!("--data and --listen are required to run a member");
@@ -233,6 +251,7 @@ fn serve(args: MetaArgs) -> anyhow::Result<()> {
             heartbeat_interval_ms: 1000,
             node_down_grace_ms: args.node_down_grace_ms,
             repair_lease_ms: args.repair_lease_ms,
+            recovery_settle_ms: args.recovery_settle_ms,
             ..MetaConfig::default()
         },
         tls,

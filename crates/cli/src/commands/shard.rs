@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use bitmountain_erasure::{
-    read_shard_header, scan_shard, write_shard_files, BundleId, BundleInfo, BundleReader,
-    Candidate, Code, ErasureError, FileShardSource, IndexLocation,
+    read_shard_header, scan_shard, write_shard_files, BundleDescription, BundleId, BundleInfo,
+    BundleReader, Candidate, Code, ErasureError, FileShardSource, IndexLocation,
 };
 
 use super::common;
 use super::fsutil::AtomicFile;
+use super::units;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ShardCommand {
@@ -67,6 +68,18 @@ pub struct EncodeArgs {
     /// Length of the bundle's index; by default read from the bundle file's trailer.
     #[arg(long, requires = "index_offset")]
     index_length: Option<u64>,
+    /// A label every shard's description carries (repeatable): KEY=VALUE.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+}
+
+/// The description the encoded shards carry: the labels given, now, the trailer's file count.
+fn description(args: &EncodeArgs, file_count: u64) -> anyhow::Result<BundleDescription> {
+    Ok(BundleDescription {
+        created_unix_ms: units::now_unix_ms(),
+        file_count,
+        labels: common::parse_labels(&args.labels)?,
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,19 +188,22 @@ fn encode_stdin(args: &EncodeArgs, code: Code, bundle_id: BundleId) -> anyhow::R
         let excess = tail.len().saturating_sub(TRAILER_BYTES);
         tail.drain(..excess);
     }
-    let index = match (args.index_offset, args.index_length) {
-        (Some(offset), Some(len)) => IndexLocation { offset, len },
-        _ => {
-            let trailer = Trailer::decode(&tail).context(
-                "the stream on stdin did not end with a bundle trailer; pass --index-offset and --index-length",
-            )?;
-            IndexLocation {
-                offset: trailer.index_offset,
-                len: trailer.index_length,
-            }
-        }
+    let trailer = Trailer::decode(&tail).ok();
+    let index = match (args.index_offset, args.index_length, &trailer) {
+        (Some(offset), Some(len), _) => IndexLocation { offset, len },
+        (_, _, Some(trailer)) => IndexLocation {
+            offset: trailer.index_offset,
+            len: trailer.index_length,
+        },
+        _ => bail!(
+            "the stream on stdin did not end with a bundle trailer; pass --index-offset and \
+             --index-length"
+        ),
     };
-    let (info, _sinks) = writer.finish(index).context("finishing the shard files")?;
+    let file_count = trailer.map_or(0, |t| u64::from(t.file_count));
+    let (info, _sinks) = writer
+        .finish(index, &description(args, file_count)?)
+        .context("finishing the shard files")?;
     let mut out = common::stdout();
     writeln!(out, "bundle {}", info.bundle_id)?;
     writeln!(
@@ -216,33 +232,38 @@ fn encode(args: EncodeArgs) -> anyhow::Result<()> {
     }
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
-    let index = match (args.index_offset, args.index_length) {
-        (Some(offset), Some(len)) => IndexLocation { offset, len },
-        _ => {
-            let trailer = bitmountain_bundle::read_trailer(&file).with_context(|| {
-                format!(
-                    "{} has no readable bundle trailer to locate its index; pass --index-offset and \
-                     --index-length (0 and 0 for a file that is not a bundle)",
-                    args.file.display()
-                )
-            })?;
-            IndexLocation {
-                offset: trailer.index_offset,
-                len: trailer.index_length,
-            }
-        }
+    let trailer = bitmountain_bundle::read_trailer(&file).ok();
+    let index = match (args.index_offset, args.index_length, &trailer) {
+        (Some(offset), Some(len), _) => IndexLocation { offset, len },
+        (_, _, Some(trailer)) => IndexLocation {
+            offset: trailer.index_offset,
+            len: trailer.index_length,
+        },
+        _ => bail!(
+            "{} has no readable bundle trailer to locate its index; pass --index-offset and \
+             --index-length (0 and 0 for a file that is not a bundle)",
+            args.file.display()
+        ),
     };
+    let description = description(&args, trailer.map_or(0, |t| u64::from(t.file_count)))?;
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let (info, paths) = write_shard_files(&args.out_dir, code, bundle_id, &mut reader, index)
-        .with_context(|| {
-            format!(
-                "encoding {} into {}",
-                args.file.display(),
-                args.out_dir.display()
-            )
-        })?;
+    let (info, paths) = write_shard_files(
+        &args.out_dir,
+        code,
+        bundle_id,
+        &mut reader,
+        index,
+        &description,
+    )
+    .with_context(|| {
+        format!(
+            "encoding {} into {}",
+            args.file.display(),
+            args.out_dir.display()
+        )
+    })?;
     let mut out = common::stdout();
     writeln!(out, "bundle {}", info.bundle_id)?;
     writeln!(
@@ -533,7 +554,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<()> {
 
 fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let bundle_id = args.bundle_id.as_deref().map(parse_bundle_id).transpose()?;
-    let (report, _reader) = examine(&args.dir, bundle_id, true)?;
+    let (report, reader) = examine(&args.dir, bundle_id, true)?;
     let info = report.info;
     let recoverable = report.recoverable();
     let healthy = report.slots.iter().filter(|s| s.status == "ok").count();
@@ -573,6 +594,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             "sha256": hex::encode(info.sha256),
             "index_offset": info.index.offset,
             "index_len": info.index.len,
+            "description": reader.description().map(description_json),
             "healthy_shards": healthy,
             "state": state,
             "recoverable": recoverable,
@@ -587,6 +609,17 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             "bundle {} {} length {} B",
             info.bundle_id, info.code, info.bundle_len
         )?;
+        match reader.description() {
+            Some(d) => writeln!(
+                out,
+                "created {} ({} ms), {} files, labels {}",
+                units::time(d.created_unix_ms),
+                d.created_unix_ms,
+                d.file_count,
+                format_labels(&d.labels)
+            )?,
+            None => writeln!(out, "no description (shard format version 1)")?,
+        }
         for s in &report.slots {
             let file = s
                 .file
@@ -620,4 +653,25 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A description as JSON (shared by `shard verify` and `recover scan`).
+pub fn description_json(d: &BundleDescription) -> serde_json::Value {
+    serde_json::json!({
+        "created_unix_ms": d.created_unix_ms,
+        "file_count": d.file_count,
+        "labels": d.labels,
+    })
+}
+
+/// Labels as `k=v,k=v` (`-` for none).
+pub fn format_labels(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "-".into();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }

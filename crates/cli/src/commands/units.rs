@@ -52,6 +52,19 @@ pub fn decimal_bytes(n: f64) -> String {
     }
 }
 
+/// Milliseconds since the Unix epoch, now (0 on a clock before 1970).
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `2026-12-05T08:10:27Z`: a time in Unix milliseconds, to the second (UTC).
+pub fn time(unix_ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 /// `2h 30m 12s` to the second; below a second, `250ms` (a heartbeat's age).
 pub fn duration(d: Duration) -> String {
     let rounded = if d.as_secs() == 0 {

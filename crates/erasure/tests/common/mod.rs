@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::io;
 
 use bitmountain_erasure::{
-    BundleId, BundleInfo, Code, IndexLocation, ShardSource, StreamingWriter,
+    BundleDescription, BundleId, BundleInfo, Code, IndexLocation, ShardSource, StreamingWriter,
 };
 
 /// Deterministic pseudo-random bytes.
@@ -22,6 +22,20 @@ pub fn bundle_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The description every test bundle carries.
+pub fn description() -> BundleDescription {
+    BundleDescription {
+        created_unix_ms: 1_780_000_000_000,
+        file_count: 3,
+        labels: [("collection".to_owned(), "atlas".to_owned())].into(),
+    }
+}
+
+/// Bytes [`description`] takes in each shard.
+pub fn description_bytes() -> u64 {
+    description().encode().unwrap().len() as u64
+}
+
 /// Encodes `data` into k+m in-memory shard files.
 pub fn encode(code: Code, data: &[u8], index: IndexLocation) -> (BundleInfo, Vec<Vec<u8>>) {
     let sinks = vec![Vec::new(); code.total_shards()];
@@ -30,7 +44,7 @@ pub fn encode(code: Code, data: &[u8], index: IndexLocation) -> (BundleInfo, Vec
     for piece in data.chunks(777) {
         writer.write_bundle_bytes(piece).unwrap();
     }
-    writer.finish(index).unwrap()
+    writer.finish(index, &description()).unwrap()
 }
 
 /// A source that counts the bytes read through it.

@@ -160,6 +160,8 @@ pub struct Registration {
     pub host: String,
     /// The node's disks.
     pub disks: Vec<DiskReport>,
+    /// The cluster id its disks carry ("" when it has new disks only).
+    pub cluster_id: String,
 }
 
 /// The group's answer to a registration.
@@ -171,6 +173,8 @@ pub struct RegisteredNode {
     pub disk_ids: Vec<u64>,
     /// Written into every disk identity file; a disk of another cluster is refused.
     pub cluster_id: String,
+    /// The group is rebuilding itself from the disks: scan them and report.
+    pub recovering: bool,
 }
 
 /// A node's heartbeat: it is alive, and how its disks are.
@@ -195,6 +199,10 @@ pub struct HeartbeatReply {
     pub repair_settings: Option<RepairSettings>,
     /// The version of the access-token table (a node refreshes its copy when it moves).
     pub tokens_version: u64,
+    /// The group is rebuilding itself from the disks.
+    pub recovering: bool,
+    /// Until then, shards of bundles the group does not know are kept (0: no hold).
+    pub orphan_hold_until_unix_ms: u64,
 }
 
 /// The access-token table as the group holds it.

@@ -5,6 +5,7 @@
 
 mod bundle;
 mod cluster;
+mod recovery;
 mod repair;
 mod status;
 
@@ -16,6 +17,7 @@ pub use cluster::{
     DiskRecord, DiskReport, DiskState, DomainLevel, Heartbeat, HeartbeatReply, NodeRecord,
     NodeState, RegisteredNode, Registration, TokenTable,
 };
+pub use recovery::{FoundDescription, FoundFooter, FoundShard, FoundTombstone};
 pub use repair::{
     FinishedRepair, PlannedMove, RebalancePlan, RedundancyLevel, RepairAssignment, RepairClaim,
     RepairPage, RepairSettings, RepairStatus, RepairTarget, RepairTask, RunningRepair,

@@ -26,6 +26,11 @@ pub use access::{
 mod bundles;
 mod nodes;
 pub use nodes::worker_to_proto;
+mod recovery;
+pub use recovery::{
+    found_shard_from_proto, found_shard_to_proto, found_tombstone_from_proto,
+    found_tombstone_to_proto,
+};
 mod repairs;
 #[cfg(test)]
 mod tests;

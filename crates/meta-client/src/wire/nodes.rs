@@ -37,6 +37,7 @@ impl Registration {
                 host: self.host.clone(),
             }),
             disks: self.disks.iter().map(DiskReport::to_proto).collect(),
+            cluster_id: self.cluster_id.clone(),
         }
     }
 }
@@ -47,6 +48,7 @@ impl RegisteredNode {
             node_id: r.node_id,
             disk_ids: r.disks.iter().map(|d| d.disk_id).collect(),
             cluster_id: r.cluster_id,
+            recovering: r.recovering,
         }
     }
 }
@@ -71,6 +73,8 @@ impl HeartbeatReply {
                 .as_ref()
                 .map(|s| RepairSettings::from_proto(Some(s))),
             tokens_version: r.tokens_version,
+            recovering: r.recovering,
+            orphan_hold_until_unix_ms: r.orphan_hold_until_unix_ms,
         }
     }
 }

@@ -215,6 +215,16 @@ impl MetaAdmin for MetaServer {
         ok(MetaServer::revoke_token(self, req.into_inner()).await?)
     }
 
+    async fn recovery(&self, req: Request<pb::RecoveryRequest>) -> Rpc<pb::RecoveryResponse> {
+        ok(MetaServer::recovery(self, req.into_inner().finish).await?)
+    }
+
+    type BackupStream = super::backup::BackupStream;
+
+    async fn backup(&self, _req: Request<pb::BackupRequest>) -> Rpc<Self::BackupStream> {
+        ok(MetaServer::backup(self).await?)
+    }
+
     async fn set_partition(
         &self,
         req: Request<pb::SetPartitionRequest>,

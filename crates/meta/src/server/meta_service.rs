@@ -222,6 +222,13 @@ impl MetaService for MetaServer {
         ok(pb::ReportDamageResponse { queued })
     }
 
+    async fn report_scan(
+        &self,
+        req: Request<pb::ReportScanRequest>,
+    ) -> Rpc<pb::ReportScanResponse> {
+        ok(MetaServer::report_scan(self, req.into_inner()).await?)
+    }
+
     async fn cluster_status(
         &self,
         req: Request<pb::ClusterStatusRequest>,

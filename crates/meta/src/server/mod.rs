@@ -4,6 +4,9 @@
 //!   proposing, read barriers and the leader check every handler uses;
 //! - [`meta_service`]: `MetaService`, the API of nodes and clients (thin handlers);
 //! - [`admin`]: `MetaAdmin` (membership, value format, fault injection) and `Diagnostics`;
+//! - [`backup`]: `MetaAdmin.Backup`, the state streamed for `bitmountain meta backup`;
+//! - [`recovery`]: the leader's side of `bitmountain meta recover` (scan reports, planning the
+//!   records, the driver that enters and finishes a recovery);
 //! - [`bundles`] and [`topology`]: what the leader validates and decides before proposing a
 //!   command of that family (the "propose" side; apply is in `crate::state::apply`);
 //! - [`placement`]: the placement map allocations draw from;
@@ -14,16 +17,19 @@
 
 mod access;
 mod admin;
+mod backup;
 mod bundles;
 mod durability;
 mod meta_service;
 mod metrics;
 mod placement;
+mod recovery;
 mod serve;
 mod topology;
 mod wire;
 
 pub use access::{FirstAdminToken, ADMIN_TOKEN_FILE};
+pub use recovery::{RecoveryRequest, DEFAULT_RECOVERY_SETTLE_MS, RECOVERY_REQUEST_FILE};
 pub use serve::{serve, MemberOptions};
 
 use std::collections::HashMap;
@@ -87,6 +93,9 @@ pub struct MetaConfig {
     /// How this member calls the others outside Raft (its certificate; plaintext when it
     /// runs with `--insecure`).
     pub credentials: bitmountain_proto::Credentials,
+    /// A recovery ends this long after the last disk registered or reported, once every
+    /// registered disk has reported (nodes starting a little apart all get in).
+    pub recovery_settle_ms: u64,
 }
 
 impl Default for MetaConfig {
@@ -99,6 +108,7 @@ impl Default for MetaConfig {
             node_down_grace_ms: crate::healing::DEFAULT_NODE_DOWN_GRACE_MS,
             repair_lease_ms: crate::healing::DEFAULT_REPAIR_LEASE_MS,
             credentials: bitmountain_proto::Credentials::insecure(),
+            recovery_settle_ms: recovery::DEFAULT_RECOVERY_SETTLE_MS,
         }
     }
 }
@@ -127,6 +137,12 @@ pub(crate) struct Inner {
     pub(crate) workers: bitmountain_worker::Workers,
     /// The placement map allocations draw from; see [`MetaServer::placement_map`].
     placement: Mutex<Option<placement::CachedPlacement>>,
+    /// Backups being written ([`backup::MAX_CONCURRENT_BACKUPS`]).
+    pub(crate) backup_slots: Arc<tokio::sync::Semaphore>,
+    /// One recovery finish at a time (the driver's and `meta recover finish`).
+    pub(crate) recovery_lock: tokio::sync::Mutex<()>,
+    /// The `meta recover` request read from the data directory at start, until entered.
+    pub(crate) pending_recovery: Mutex<Option<recovery::RecoveryRequest>>,
 }
 
 /// A placement map and what it was built from.
@@ -154,6 +170,9 @@ impl MetaServer {
                 healing: crate::healing::Healing::default(),
                 workers: bitmountain_worker::Workers::new(),
                 placement: Mutex::new(None),
+                backup_slots: Arc::new(tokio::sync::Semaphore::new(backup::MAX_CONCURRENT_BACKUPS)),
+                recovery_lock: tokio::sync::Mutex::new(()),
+                pending_recovery: Mutex::new(None),
             }),
         }
     }

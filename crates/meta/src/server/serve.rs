@@ -105,11 +105,24 @@ pub async fn serve(
         )
     });
     let server = MetaServer::new(raft, store, meta_cfg);
+    if let Some(request) = super::recovery::RecoveryRequest::read(&opts.data_dir) {
+        let request = request?;
+        tracing::warn!(path = %opts.data_dir.display(), "a recovery was asked for: entering it once this member leads");
+        *server
+            .inner
+            .pending_recovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(request);
+    }
     tracing::info!(member = id, listen = %opts.listen, advertise = %advertise, load_ms = started.elapsed().as_millis() as u64, "metadata member starting");
     let workers = &server.inner.workers;
     workers.spawn(FailureDetector::new(server.clone()));
     workers.spawn(Expiry::new(server.clone()));
     workers.spawn(FirstAdminToken::new(server.clone(), opts.data_dir.clone()));
+    workers.spawn(super::recovery::RecoveryDriver::new(
+        server.clone(),
+        opts.data_dir.clone(),
+    ));
     if opts.tls.is_none() {
         workers.spawn(InsecureWarning {
             what: format!("metadata member {id} at {advertise}"),

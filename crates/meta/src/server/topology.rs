@@ -33,6 +33,7 @@ impl MetaServer {
             });
         }
         self.require_leader()?;
+        self.enter_pending_recovery().await?;
         let domain = r.domain.unwrap_or_default();
         let cmd = Command::RegisterNode(RegisterNode {
             request_id: r.request_id,
@@ -51,6 +52,7 @@ impl MetaServer {
                 })
                 .collect(),
             cluster_id_candidate: format!("{:032x}", rand::random::<u128>()),
+            cluster_id: r.cluster_id,
             now_ms: now_unix_ms(),
         });
         match self.propose(cmd).await? {
@@ -75,6 +77,7 @@ impl MetaServer {
                     node_id: node.id,
                     disks: disks.iter().map(|d| self.disk_proto(d)).collect(),
                     cluster_id,
+                    recovering: self.inner.store.map().cluster.recovery.is_some(),
                 })
             }
             other => Err(unexpected(other)),
@@ -120,15 +123,14 @@ impl MetaServer {
                 .collect(),
         };
         self.heartbeats().insert(r.node_id, heard);
-        let (settings, tokens_version) = {
-            let map = self.inner.store.map();
-            (map.cluster.repair_settings, map.cluster.tokens_version)
-        };
+        let map = self.inner.store.map();
         Ok(pb::HeartbeatResponse {
             cluster_id,
             heartbeat_interval_ms: self.inner.cfg.heartbeat_interval_ms,
-            repair: Some(settings.to_proto()),
-            tokens_version,
+            repair: Some(map.cluster.repair_settings.to_proto()),
+            tokens_version: map.cluster.tokens_version,
+            recovering: map.cluster.recovery.is_some(),
+            orphan_hold_until_unix_ms: map.cluster.orphan_hold_until_unix_ms,
         })
     }
 

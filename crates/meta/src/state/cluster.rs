@@ -58,6 +58,29 @@ pub struct ClusterRecord {
     /// earlier are not in it): the codes in use the live durability model weighs.
     #[serde(default)]
     pub sealed_bytes_by_code: Vec<CodeBytes>,
+    /// A recovery in progress: the group is rebuilding bundle records from the disks' scans.
+    #[serde(default)]
+    pub recovery: Option<RecoveryState>,
+    /// Until then nodes keep shards of bundles the group does not know (set by a recovery:
+    /// shards of a bundle it found lost may yet be joined by a disk that comes back).
+    #[serde(default)]
+    pub orphan_hold_until_unix_ms: u64,
+    /// The last `meta recover` request carried out.
+    #[serde(default)]
+    pub last_recovery_request: String,
+}
+
+/// A recovery in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryState {
+    pub started_unix_ms: u64,
+    /// The state came from a backup taken then (0: rebuilt from the disks alone).
+    pub backup_unix_ms: u64,
+    /// Disks whose scan is complete.
+    pub disks_reported: std::collections::BTreeSet<u64>,
+    /// Shard records and tombstones reported so far.
+    pub shards_found: u64,
+    pub tombstones_found: u64,
 }
 
 /// Bytes of sealed bundles with one code.

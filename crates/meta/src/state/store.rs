@@ -120,6 +120,11 @@ impl MetaStore {
         &self.db
     }
 
+    /// The shared DB handle (a backup reads a consistent RocksDB snapshot of it).
+    pub(crate) fn db_handle(&self) -> Arc<DB> {
+        Arc::clone(&self.db)
+    }
+
     pub(crate) fn cf(&self) -> Result<&rocksdb::ColumnFamily> {
         self.db.cf_handle(CF_SM).ok_or_else(|| MetaError::Corrupt {
             what: "column family sm missing".into(),

@@ -31,6 +31,7 @@ fn register(n: u64) -> Command {
             capacity_bytes: 1 << 40,
         }],
         cluster_id_candidate: "c".into(),
+        cluster_id: String::new(),
         now_ms: 1_000,
     })
 }
@@ -468,4 +469,159 @@ fn the_token_table_takes_each_token_once_and_revokes_for_good() {
     let map = one.store.map().cluster.clone();
     assert_eq!((map.tokens, map.tokens_version), (2, 3));
     assert_eq!(one.store.list_tokens(10).unwrap().len(), 2);
+}
+
+/// A node of a recovering group, with the ids and cluster id its disks carry.
+fn recovering_node(node: u64, disk: u64, cluster: &str) -> Command {
+    Command::RegisterNode(RegisterNode {
+        request_id: format!("r{node}"),
+        node_id: node,
+        address: format!("127.0.0.1:{node}"),
+        zone: String::new(),
+        rack: String::new(),
+        host: format!("host-{node}"),
+        disks: vec![DiskSpec {
+            disk_id: disk,
+            path: "/d".into(),
+            capacity_bytes: 1 << 40,
+        }],
+        cluster_id_candidate: "fresh".into(),
+        cluster_id: cluster.into(),
+        now_ms: 1_000,
+    })
+}
+
+#[test]
+fn a_recovery_takes_the_nodes_ids_rebuilds_records_and_ends() {
+    use crate::command::{RecordScan, RecoverBundles, RecoveredRecord, RecoveryReport};
+    use crate::types::{BundleRecord, FoundShard};
+
+    let mut m = OneByOne::new();
+    let enter = Command::EnterRecovery {
+        now_ms: 5,
+        backup_unix_ms: 0,
+        request_id: "req-1".into(),
+    };
+    m.apply(&enter).unwrap();
+    for n in 1..=3u64 {
+        match m.apply(&recovering_node(10 + n, 100 + n, "abc")).unwrap() {
+            Applied::Node { node, disks, .. } => {
+                assert_eq!(node.id, 10 + n);
+                assert_eq!(disks[0].id, 100 + n);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    {
+        let map = m.store.map();
+        assert_eq!(map.cluster.cluster_id, "abc");
+        assert!(map.cluster.next_node_id > 13 && map.cluster.next_disk_id > 103);
+    }
+    let e = m.apply(&recovering_node(20, 200, "zzz")).unwrap_err();
+    assert!(e.to_string().contains("belong to cluster zzz"), "{e}");
+
+    let id = BundleId((1u128 << 80) | 7);
+    let code = Code {
+        data_shards: 2,
+        parity_shards: 1,
+        cell_bytes: 1 << 20,
+    };
+    let found = FoundShard {
+        bundle: id,
+        shard_index: 0,
+        disk_id: 101,
+        code: Some(code),
+        chunk_bytes: 65536,
+        footer: None,
+        description: None,
+        problem: None,
+    };
+    let scan = |node: u64, last: bool| {
+        Command::RecordScan(RecordScan {
+            node_id: node,
+            disk_id: 101,
+            shards: vec![found.clone()],
+            tombstones: vec![],
+            last,
+        })
+    };
+    assert!(matches!(
+        m.apply(&scan(12, true)),
+        Err(MetaError::DiskOwnedByOtherNode { .. })
+    ));
+    m.apply(&scan(11, true)).unwrap();
+    assert!(m
+        .store
+        .get_raw(&keys::found_shard(id, 0, 101))
+        .unwrap()
+        .is_some());
+
+    let record = BundleRecord {
+        id,
+        state: BundleState::Sealed,
+        code,
+        length: 5_000,
+        index_offset: 10,
+        index_length: 20,
+        sha256: vec![1; 32],
+        file_count: 3,
+        labels: BTreeMap::from([("shelf".to_string(), "A1".to_string())]),
+        created_unix_ms: 4,
+        expires_unix_ms: 0,
+        placement: vec![101, 102, 103],
+        placement_generation: 1,
+        request_id: String::new(),
+        accounted_shard_bytes: code.shard_bytes(5_000),
+    };
+    let twice = RecoveredRecord {
+        record: BundleRecord {
+            placement: vec![101, 101, 103],
+            ..record.clone()
+        },
+        damaged: vec![],
+    };
+    let recover = |b: RecoveredRecord| {
+        Command::RecoverBundles(RecoverBundles {
+            bundles: vec![b],
+            settled: vec![],
+            now_ms: 6,
+        })
+    };
+    assert!(matches!(
+        m.apply(&recover(twice)),
+        Err(MetaError::MalformedPlacement { .. })
+    ));
+    m.apply(&recover(RecoveredRecord {
+        record: record.clone(),
+        damaged: vec![2],
+    }))
+    .unwrap();
+    assert_eq!(m.store.bundle(id).unwrap().unwrap(), record);
+    assert!(m
+        .store
+        .get_raw(&keys::found_shard(id, 0, 101))
+        .unwrap()
+        .is_none());
+    assert_eq!(m.store.map().cluster.repairs, 1);
+    assert_eq!(m.store.map().cluster.sealed, 1);
+
+    m.apply(&Command::FinishRecovery {
+        report: RecoveryReport {
+            format: 1,
+            recovered: 1,
+            ..RecoveryReport::default()
+        },
+        orphan_hold_until_unix_ms: 99,
+    })
+    .unwrap();
+    {
+        let map = m.store.map();
+        assert!(map.cluster.recovery.is_none());
+        assert_eq!(map.cluster.orphan_hold_until_unix_ms, 99);
+    }
+    assert!(m.store.get_raw(keys::RECOVERY_REPORT).unwrap().is_some());
+    // The same request again changes nothing; a scan outside a recovery is refused.
+    m.apply(&enter).unwrap();
+    assert!(m.store.map().cluster.recovery.is_none());
+    assert!(m.apply(&scan(11, false)).is_err());
 }

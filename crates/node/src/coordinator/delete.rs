@@ -7,6 +7,7 @@ use bitmountain_meta_client::{Bundle, BundleId, MetaError};
 use super::upload::erasure_id;
 use super::Coordinator;
 use crate::error::{NodeError, Result};
+use crate::shard_io::DeleteWhy;
 
 impl Coordinator {
     /// Deletes a sealed bundle; returns its record as it was marked deleting.
@@ -38,9 +39,13 @@ impl Coordinator {
     pub async fn finish_delete(&self, bundle: &Bundle) -> bool {
         let id = bundle.record.id;
         let eid = erasure_id(id);
-        let results =
-            futures::future::join_all(bundle.locations.iter().map(|loc| self.io.delete(loc, eid)))
-                .await;
+        let results = futures::future::join_all(
+            bundle
+                .locations
+                .iter()
+                .map(|loc| self.io.delete(loc, eid, DeleteWhy::BundleDeleted)),
+        )
+        .await;
         let mut all_gone = true;
         for (loc, result) in bundle.locations.iter().zip(results) {
             if let Err(e) = result {

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bitmountain_bundle::{Index, IndexEntry};
-use bitmountain_erasure::{BundleInfo, Codec, Fetch, IndexLocation, LossKind, RangeRead};
+use bitmountain_erasure::{
+    BundleDescription, BundleInfo, Codec, Fetch, IndexLocation, LossKind, RangeRead,
+};
 use bitmountain_meta_client::{Bundle, BundleId, MetaClient};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -77,6 +79,16 @@ impl CachedBundle {
 
     pub fn id(&self) -> BundleId {
         self.bundle.record.id
+    }
+
+    /// What every shard of the bundle says of it beyond its bytes, from the record.
+    pub fn description(&self) -> BundleDescription {
+        let rec = &self.bundle.record;
+        BundleDescription {
+            created_unix_ms: rec.created_unix_ms,
+            file_count: rec.file_count,
+            labels: rec.labels.clone(),
+        }
     }
 }
 

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use bitmountain_bundle::{BundleWriter, WriterOptions};
 use bitmountain_erasure::{
-    BundleId as ErasureBundleId, BundleInfo, Code, EncodedStripe, IndexLocation, StripeEncoder,
+    BundleDescription, BundleId as ErasureBundleId, BundleInfo, Code, EncodedStripe, IndexLocation,
+    StripeEncoder,
 };
 use bitmountain_meta_client::{
     AllocateRequest, Bundle, BundleId, Code as MetaCode, CommitRequest, ShardLocation,
@@ -41,7 +42,7 @@ use crate::limits::{
     TARGET_FINISH_TIMEOUT_MS, TARGET_QUEUE_BYTES, TARGET_STALL_TIMEOUT_MS,
     UPLOAD_INPUT_QUEUE_MESSAGES, UPLOAD_STRIPE_QUEUE,
 };
-use crate::shard_io::ShardIo;
+use crate::shard_io::{DeleteWhy, ShardIo};
 
 /// What a client sends, message by message (converted from the wire by the service).
 #[derive(Debug)]
@@ -172,8 +173,14 @@ impl Coordinator {
         let (input_tx, input_rx) = mpsc::channel(UPLOAD_INPUT_QUEUE_MESSAGES);
         let (stripe_tx, stripe_rx) = mpsc::channel(UPLOAD_STRIPE_QUEUE);
         let max_files = self.config.max_files_per_upload;
+        // Every shard describes the bundle as the metadata group records it.
+        let description = BundleDescription {
+            created_unix_ms: bundle.record.created_unix_ms,
+            file_count: 0,
+            labels: bundle.record.labels.clone(),
+        };
         let encode_task = tokio::task::spawn_blocking(move || {
-            encode_bundle(encoder, max_files, input_rx, stripe_tx)
+            encode_bundle(encoder, description, max_files, input_rx, stripe_tx)
         });
         let tolerated = meta_code.parity_shards.saturating_sub(1) as usize;
         let distribute_task = tokio::spawn(distribute(stripe_rx, target_txs, tolerated, stall));
@@ -323,7 +330,14 @@ impl Coordinator {
             .collect();
         tokio::spawn(async move {
             for loc in locations {
-                if let Err(e) = io.delete(&loc, ErasureBundleId(id.to_bytes())).await {
+                if let Err(e) = io
+                    .delete(
+                        &loc,
+                        ErasureBundleId(id.to_bytes()),
+                        DeleteWhy::NotPlacedHere,
+                    )
+                    .await
+                {
                     tracing::debug!(bundle = %id, shard = loc.shard_index, error = %e, "orphan shard left for garbage collection");
                 }
             }
@@ -488,6 +502,7 @@ enum Step {
 /// The encoder thread: MIME bundle → stripes → distributor.
 fn encode_bundle(
     encoder: StripeEncoder,
+    mut description: BundleDescription,
     max_files: u64,
     mut rx: mpsc::Receiver<EncoderInput>,
     tx: mpsc::Sender<EncoderOutput>,
@@ -562,12 +577,16 @@ fn encode_bundle(
         }
     };
     let sink = summary.output;
+    description.file_count = summary.file_count;
     let finished = sink
         .encoder
-        .finish(IndexLocation {
-            offset: summary.index_offset,
-            len: summary.index_length,
-        })
+        .finish(
+            IndexLocation {
+                offset: summary.index_offset,
+                len: summary.index_length,
+            },
+            &description,
+        )
         .map_err(NodeError::from)?;
     if sink
         .tx

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use bitmountain_erasure::{read_shard_meta, scan_shard, ShardRebuild};
+use bitmountain_erasure::{read_shard_meta, scan_shard, shard_tail, ShardRebuild};
 use bitmountain_meta_client::types::{FinishedRepair, RepairAssignment};
 use bitmountain_meta_client::{BundleId, MetaError};
 use bitmountain_worker::{Next, StepError, Worker};
@@ -29,6 +29,7 @@ use crate::coordinator::upload::erasure_id;
 use crate::coordinator::CachedBundle;
 use crate::error::{NodeError, Result};
 use crate::limits::{MOVE_PIECE_BYTES, REPAIR_BUSY_POLL, REPAIR_COMMIT_ATTEMPTS};
+use crate::shard_io::DeleteWhy;
 use crate::shard_service::blocking;
 
 /// The repair worker as a background worker: claims repairs from the leader and starts each
@@ -206,14 +207,20 @@ async fn repair_bundle(
         if old.disk_id != t.from_disk_id {
             continue;
         }
-        if let Err(e) = co.io.delete(old, erasure_id(id)).await {
+        if let Err(e) = co
+            .io
+            .delete(old, erasure_id(id), DeleteWhy::NotPlacedHere)
+            .await
+        {
             tracing::debug!(bundle = %id, shard = t.shard, disk = old.disk_id, error = %e, "old copy not deleted (garbage collection will)");
         }
     }
     Ok(written)
 }
 
-/// Copies a healthy shard file from where it is to `t.disk_id` on this node.
+/// Copies a healthy shard's header and framed data from where it is to `t.disk_id` on this node,
+/// and ends the copy with the description and footer the record implies (so a copy of a
+/// version-1 shard is of version 2; the verification after it checks the data's CRCs).
 async fn copy_shard(healer: &Healer, b: &CachedBundle, t: Target) -> Result<u64> {
     let co = &healer.coordinator;
     let source = b
@@ -222,7 +229,8 @@ async fn copy_shard(healer: &Healer, b: &CachedBundle, t: Target) -> Result<u64>
         .get(usize::from(t.shard))
         .cloned()
         .ok_or_else(|| NodeError::Internal(format!("no location for shard {}", t.shard)))?;
-    let file_bytes = b.info.layout()?.shard_file_bytes();
+    let file_bytes = b.info.layout()?.tail_offset();
+    let tail = shard_tail(&b.info, t.shard, Some(&b.description()))?;
     let disk = co.io.disks().get(t.disk_id)?;
     let bundle_id = b.info.bundle_id;
     let shard = t.shard;
@@ -250,8 +258,13 @@ async fn copy_shard(healer: &Healer, b: &CachedBundle, t: Target) -> Result<u64>
         .await?;
         at += len;
     }
-    blocking(move || Ok(pending.commit()?)).await?;
-    Ok(file_bytes)
+    let tail_bytes = tail.len() as u64;
+    blocking(move || {
+        pending.write(&tail)?;
+        Ok(pending.commit()?)
+    })
+    .await?;
+    Ok(file_bytes + tail_bytes)
 }
 
 /// Rebuilds `targets` from k healthy shards of the bundle, window by window.
@@ -300,10 +313,10 @@ async fn rebuild_shards(healer: &Healer, b: &CachedBundle, targets: &[Target]) -
         pendings = batch;
         written += bytes;
     }
-    let footers = rebuild.footers();
+    let tails = rebuild.tails(Some(&b.description()))?;
     blocking(move || {
-        for (p, footer) in pendings.iter_mut().zip(&footers) {
-            p.write(footer)?;
+        for (p, tail) in pendings.iter_mut().zip(&tails) {
+            p.write(tail)?;
             p.commit()?;
         }
         Ok(())
@@ -327,6 +340,7 @@ async fn verify_local(healer: &Healer, b: &CachedBundle, t: Target) -> Result<()
             || meta.header.shard_index != t.shard
             || footer.sha256 != info.sha256
             || footer.bundle_len != info.bundle_len
+            || !matches!(meta.description, Some(Ok(_)))
             || !bad.is_empty()
         {
             return Err(NodeError::Damaged {

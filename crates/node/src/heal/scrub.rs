@@ -121,6 +121,9 @@ fn check_shard(
         Ok(f) => f,
         Err(e) => return Some(format!("footer: {e}")),
     };
+    if let Some(Err(e)) = &meta.description {
+        return Some(format!("description: {e}"));
+    }
     let layout = match BundleLayout::new(meta.header.code, footer.bundle_len) {
         Ok(l) => l,
         Err(e) => return Some(format!("layout: {e}")),

@@ -1,7 +1,7 @@
 //! Applying commands, one file per family: [`access`] (access tokens), [`bundles`] (allocate,
 //! commit, abort, expire, delete, purge), [`placement`] (placement changes and planned moves),
 //! [`repair`] (the repair queue, damage reports, throttles), [`topology`] (nodes, disks, the
-//! value format). The dispatch is `Command::apply` (`crate::command`).
+//! value format), [`recovery`] (rebuilding the group from the disks' scans). The dispatch is `Command::apply` (`crate::command`).
 //!
 //! An [`Applier`] is one entry's view: reads see the DB plus the round's earlier entries
 //! (never the entry's own writes), writes are collected and reach the round's batch at its
@@ -15,6 +15,7 @@
 pub(crate) mod access;
 mod bundles;
 mod placement;
+mod recovery;
 mod repair;
 mod topology;
 

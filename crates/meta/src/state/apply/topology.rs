@@ -11,10 +11,28 @@ use crate::types::{DiskRecord, DiskState, NodeRecord, NodeState};
 
 impl Applier<'_> {
     pub(crate) fn register(&mut self, r: RegisterNode) -> ApplyResult {
+        let recovering = self.map.cluster.recovery.is_some();
+        let cluster_id = match self.map.cluster.cluster_id.as_str() {
+            // A group rebuilding itself from the disks takes their cluster's id.
+            "" if recovering && !r.cluster_id.is_empty() => r.cluster_id.clone(),
+            "" => r.cluster_id_candidate.clone(),
+            id => id.to_owned(),
+        };
+        if !r.cluster_id.is_empty() && r.cluster_id != cluster_id {
+            return Err(MetaError::InvalidArgument {
+                field: crate::error::Field::ClusterId,
+                reason: format!(
+                    "the node's disks belong to cluster {}, this metadata group is cluster \
+                     {cluster_id}; point the node at its own cluster's members (or rebuild that \
+                     cluster's group with `bitmountain meta recover`)",
+                    r.cluster_id
+                ),
+            });
+        }
         if self.map.cluster.cluster_id.is_empty() {
             // The group's first registration: it writes the newest value format from here on
             // (every member applies this same entry, so all switch at the same index).
-            self.map.cluster.cluster_id = r.cluster_id_candidate.clone();
+            self.map.cluster.cluster_id = cluster_id;
             self.map.cluster.value_format = keys::VALUE_FORMAT_NEWEST;
         }
         let prior: Option<u64> = if r.request_id.is_empty() {
@@ -84,24 +102,34 @@ impl Applier<'_> {
     /// The id a registration gets (a new one for a new node), refused before anything changes
     /// if it names a node or disk the map does not hold, or another node's disk.
     fn registering_node(&mut self, prior: Option<u64>, r: &RegisterNode) -> Result<u64> {
+        // A recovering group learns nodes and disks from the nodes themselves.
+        let recovering = self.map.cluster.recovery.is_some();
         let id = match (prior, r.node_id) {
             (Some(p), _) => p,
             (None, 0) => 0,
-            (None, n) if self.map.nodes.contains_key(&n) => n,
+            (None, n) if self.map.nodes.contains_key(&n) || recovering => n,
             (None, n) => return Err(MetaError::UnknownNode { id: n }),
         };
         for d in r.disks.iter().filter(|d| d.disk_id != 0) {
-            let disk = self
-                .map
-                .disks
-                .get(&d.disk_id)
-                .ok_or(MetaError::UnknownDisk { id: d.disk_id })?;
+            let disk = match self.map.disks.get(&d.disk_id) {
+                Some(disk) => disk,
+                None if recovering => continue,
+                None => return Err(MetaError::UnknownDisk { id: d.disk_id }),
+            };
             if id != 0 && disk.node_id != id {
                 return Err(MetaError::DiskOwnedByOtherNode {
                     disk_id: d.disk_id,
                     owner: disk.node_id,
                     node_id: id,
                 });
+            }
+        }
+        if recovering {
+            // Ids the nodes bring are never handed out again.
+            let c = &mut self.map.cluster;
+            c.next_node_id = c.next_node_id.max(id.saturating_add(1));
+            for d in &r.disks {
+                c.next_disk_id = c.next_disk_id.max(d.disk_id.saturating_add(1));
             }
         }
         Ok(if id == 0 {
