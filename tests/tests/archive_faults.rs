@@ -7,8 +7,6 @@
 use std::time::{Duration, Instant};
 
 use bitmountain_client::{PutOptions, UploadFile};
-use bitmountain_proto::archive::v1 as pb;
-use bitmountain_proto::archive::v1::archive_service_client::ArchiveServiceClient;
 use bitmountain_tests::cluster::{
     assert_files_read_back, pseudo_random_bytes, sample_files, Cluster,
 };

@@ -287,9 +287,12 @@ fn lose_and_recover(cluster: &mut Cluster, backup: Option<&std::path::Path>) -> 
     doc
 }
 
+/// A bundle's files: (path, bytes).
+type Files = Vec<(String, Vec<u8>)>;
+
 struct Uploaded {
-    maps: (String, Vec<(String, Vec<u8>)>),
-    books: (String, Vec<(String, Vec<u8>)>),
+    maps: (String, Files),
+    books: (String, Files),
     weeded: String,
 }
 
@@ -319,7 +322,7 @@ async fn assert_recovered(
     cluster: &Cluster,
     u: &Uploaded,
     report: &serde_json::Value,
-    older: Option<(&String, &Vec<(String, Vec<u8>)>)>,
+    older: Option<(&String, &Files)>,
 ) {
     let client = cluster.client_all();
     let mut listed: Vec<String> = client

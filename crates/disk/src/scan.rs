@@ -74,7 +74,7 @@ impl DiskStore {
             });
         }
         Ok(DiskScan {
-            identity: self.identity().clone(),
+            identity: *self.identity(),
             shards,
             tombstones: self.tombstones()?,
         })

@@ -37,7 +37,7 @@ pub enum MetaAction {
     /// starting from a backup): runs a new one-member group in recovery mode; nodes that
     /// register report their disks, and the group leaves recovery once every registered disk
     /// has (or on `meta recover finish`). `meta recover status` shows the report.
-    Recover(super::meta_recover::RecoverCli),
+    Recover(Box<super::meta_recover::RecoverCli>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -171,7 +171,7 @@ pub fn run(cli: MetaCli) -> anyhow::Result<()> {
         Some(MetaAction::Check(args)) => check(args),
         Some(MetaAction::Backup(args)) => super::meta_backup::backup(args),
         Some(MetaAction::Restore(args)) => super::meta_backup::restore(args),
-        Some(MetaAction::Recover(cli)) => super::meta_recover::run(cli),
+        Some(MetaAction::Recover(cli)) => super::meta_recover::run(*cli),
         None => serve(cli.run),
     }
 }
