@@ -148,7 +148,7 @@ impl ShardIo {
     }
 
     /// Deletes a shard file; `false` when it was not there. For a deleted bundle the disk first
-    /// records a tombstone (even when the file is already gone).
+    /// records a tombstone.
     pub async fn delete(
         &self,
         loc: &ShardLocation,
@@ -177,9 +177,11 @@ pub enum DeleteWhy {
     NotPlacedHere,
 }
 
-/// Deletes a shard on one of this node's disks (shared by local calls and `DeleteShard`).
+/// Deletes a shard on one of this node's disks (shared by local calls and `DeleteShard`). The
+/// tombstone goes first, and only with a file to delete: a retried delete (garbage collection
+/// retries while another node is down) finds the file gone and its tombstone already there.
 pub fn delete_local(disk: &DiskStore, address: ShardAddress, why: DeleteWhy) -> Result<bool> {
-    if why == DeleteWhy::BundleDeleted {
+    if why == DeleteWhy::BundleDeleted && disk.shard_len(address.bundle, address.shard).is_ok() {
         disk.record_tombstone(
             address.bundle,
             bitmountain_meta_client::types::now_unix_ms(),

@@ -103,6 +103,15 @@ async fn write_read_list_delete_round_trip() {
         .await
         .unwrap());
     assert!(tombstones(&node.roots[0]).is_empty());
+    let mut upload = node.client.upload(shard(11, 3), 10_000);
+    upload.send(&data[..1000]).await.unwrap();
+    upload.finish().await.unwrap();
+    assert!(node
+        .client
+        .delete(shard(11, 3), DeleteWhy::BundleDeleted)
+        .await
+        .unwrap());
+    // A retried delete finds the file gone and the tombstone there: no second one.
     assert!(!node
         .client
         .delete(shard(11, 3), DeleteWhy::BundleDeleted)
