@@ -16,7 +16,7 @@ pub struct RecoveryStatus {
     pub disks_registered: Vec<u64>,
     pub shards_found: u64,
     pub tombstones_found: u64,
-    /// The last finished recovery's report as JSON (docs/formats.md, "Recovery report");
+    /// The last finished recovery's report as JSON (docs/formats.md, "Recovery");
     /// empty: none.
     pub report_json: String,
 }

@@ -51,9 +51,11 @@ fn scan(args: ScanArgs) -> anyhow::Result<()> {
     for dir in &args.disks {
         let store = DiskStore::open(dir, None)
             .with_context(|| format!("opening disk {}", dir.display()))?;
+        let started = std::time::Instant::now();
         let scan = store
             .scan()
             .with_context(|| format!("scanning disk {}", dir.display()))?;
+        let scan_ms = started.elapsed().as_secs_f64() * 1000.0;
         clusters.insert(scan.identity.cluster_id.to_string());
         let (s, t) = bitmountain_node::recovery::found(&scan);
         disks.push(serde_json::json!({
@@ -63,6 +65,7 @@ fn scan(args: ScanArgs) -> anyhow::Result<()> {
             "shards": s.len(),
             "tombstones": t.len(),
             "damaged_tombstone_records": scan.tombstones.damaged_records,
+            "scan_ms": scan_ms,
         }));
         shards.extend(s);
         tombstones.extend(t);

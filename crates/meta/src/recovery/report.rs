@@ -1,5 +1,5 @@
 //! What a finished recovery reports (`bitmountain meta recover status`, `docs/formats.md`,
-//! "Recovery report"). Lists are capped at [`MAX_REPORT_LIST`]; the counts are whole.
+//! "Recovery"). Lists are capped at [`MAX_REPORT_LIST`]; the counts are whole.
 
 use std::collections::BTreeMap;
 
