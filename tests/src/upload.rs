@@ -45,6 +45,7 @@ impl SlowUpload {
                 path: path.into(),
                 content_type: String::new(),
                 size_bytes: bytes.len() as u64,
+                sha256: Vec::new(),
             }))
             .await
         {

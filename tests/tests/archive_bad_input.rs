@@ -19,6 +19,7 @@ fn file(path: &str, size: u64) -> Item {
         path: path.into(),
         content_type: String::new(),
         size_bytes: size,
+        sha256: Vec::new(),
     })
 }
 
@@ -122,6 +123,25 @@ async fn bad_requests_get_typed_errors_and_lose_nothing() {
     .await
     .unwrap_err();
     assert_eq!(kind(&status), "bad_upload", "{status:?}");
+    // An expected SHA-256 that is not 32 bytes.
+    let status = upload(
+        &addr,
+        vec![
+            start(),
+            Item::File(pb::FileStart {
+                path: "digest".into(),
+                size_bytes: 1,
+                sha256: vec![0; 31],
+                ..Default::default()
+            }),
+            Item::Data(vec![0].into()),
+            Item::End(pb::BundleEnd {}),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(kind(&status), "bad_upload", "{status:?}");
+    assert!(status.message().contains("32 bytes"), "{status:?}");
     let status = upload(&addr, vec![start(), Item::Data(vec![0; 5].into())])
         .await
         .unwrap_err();

@@ -58,6 +58,9 @@ pub struct UploadFile {
     pub content_type: Option<String>,
     pub size_bytes: u64,
     pub source: UploadSource,
+    /// The SHA-256 the file must have (fixity at ingest): the cluster refuses the upload with
+    /// `digest_mismatch` if the bytes it receives hash otherwise.
+    pub expected_sha256: Option<[u8; 32]>,
 }
 
 impl UploadFile {
@@ -69,7 +72,14 @@ impl UploadFile {
             content_type: None,
             size_bytes: bytes.len() as u64,
             source: UploadSource::Bytes(bytes),
+            expected_sha256: None,
         }
+    }
+
+    /// The same file, to be checked against `sha256` when it arrives.
+    pub fn with_sha256(mut self, sha256: [u8; 32]) -> Self {
+        self.expected_sha256 = Some(sha256);
+        self
     }
 }
 
@@ -81,6 +91,9 @@ pub struct PutOptions {
     pub code: Option<Code>,
     /// Bytes of file content sent so far, for progress displays.
     pub progress: Option<Arc<AtomicU64>>,
+    /// SHA-256 digests files must have, by path in the bundle (fixity at ingest, e.g. from a
+    /// manifest): `put_dir` sends each with its file and refuses a path the directory lacks.
+    pub expected_sha256: BTreeMap<String, [u8; 32]>,
 }
 
 #[derive(Debug, Default)]
@@ -284,9 +297,19 @@ impl ArchiveClient {
         let walked = tokio::task::spawn_blocking(move || crate::walk::walk_files(&dir))
             .await
             .map_err(|e| ClientError::BadInput(format!("walking the directory failed: {e}")))??;
+        if let Some(absent) = options
+            .expected_sha256
+            .keys()
+            .find(|p| !walked.iter().any(|f| &f.relative == *p))
+        {
+            return Err(ClientError::BadInput(format!(
+                "a digest is given for {absent:?}, which the directory does not hold"
+            )));
+        }
         let files: Vec<UploadFile> = walked
             .into_iter()
             .map(|f| UploadFile {
+                expected_sha256: options.expected_sha256.get(&f.relative).copied(),
                 path: f.relative,
                 content_type: None,
                 size_bytes: f.len_bytes,
@@ -700,6 +723,7 @@ fn produce_upload(
             path: file.path.clone(),
             content_type: file.content_type.clone().unwrap_or_default(),
             size_bytes: file.size_bytes,
+            sha256: file.expected_sha256.map(|d| d.to_vec()).unwrap_or_default(),
         };
         if !send(item(Item::File(header))) {
             return Ok(());

@@ -79,11 +79,30 @@ fn upload_item(msg: std::result::Result<pb::PutBundleRequest, Status>) -> Result
                 expected_content_bytes: start.expected_content_bytes,
             }))
         }
-        Some(pb::put_bundle_request::Item::File(f)) => Ok(UploadItem::File(FileHeader {
-            path: f.path,
-            content_type: f.content_type,
-            size_bytes: f.size_bytes,
-        })),
+        Some(pb::put_bundle_request::Item::File(f)) => {
+            let expected_sha256 = match f.sha256.len() {
+                0 => None,
+                32 => {
+                    let mut d = [0u8; 32];
+                    d.copy_from_slice(&f.sha256);
+                    Some(d)
+                }
+                n => {
+                    return Err(NodeError::BadUpload {
+                        reason: format!(
+                            "file {:?}: an expected SHA-256 is 32 bytes, not {n}",
+                            f.path
+                        ),
+                    })
+                }
+            };
+            Ok(UploadItem::File(FileHeader {
+                path: f.path,
+                content_type: f.content_type,
+                size_bytes: f.size_bytes,
+                expected_sha256,
+            }))
+        }
         Some(pb::put_bundle_request::Item::Data(bytes)) => Ok(UploadItem::Data(bytes)),
         Some(pb::put_bundle_request::Item::End(_)) => Ok(UploadItem::End),
     }

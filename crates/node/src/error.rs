@@ -65,6 +65,17 @@ pub enum NodeError {
     #[error("upload rejected: {reason}; nothing was stored")]
     BadUpload { reason: String },
 
+    #[error(
+        "upload rejected: file {path:?} has SHA-256 {actual}, but its sender expected {expected}: \
+         the file changed or was damaged before it arrived; nothing was stored, check the file \
+         and upload the bundle again"
+    )]
+    DigestMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+
     #[error("a message was over the size limit ({detail}); send file data in pieces of at most 4 MiB. Nothing was stored")]
     MessageTooLarge { detail: String },
 
@@ -135,6 +146,7 @@ impl NodeError {
             NodeError::BadPath { .. } => ErrorKind::BadPath,
             NodeError::TooManyFiles { .. } => ErrorKind::TooManyFiles,
             NodeError::BadUpload { .. } => ErrorKind::BadUpload,
+            NodeError::DigestMismatch { .. } => ErrorKind::DigestMismatch,
             NodeError::MessageTooLarge { .. } => ErrorKind::MessageTooLarge,
             NodeError::UploadIncomplete { .. } => ErrorKind::UploadIncomplete,
             NodeError::UploadIdle { .. } => ErrorKind::UploadIdle,
@@ -169,6 +181,15 @@ impl NodeError {
                 problem: e.to_string(),
             },
             BundleError::TooManyFiles { limit } => NodeError::TooManyFiles { limit },
+            BundleError::Sha256Mismatch {
+                path,
+                expected,
+                actual,
+            } => NodeError::DigestMismatch {
+                path,
+                expected,
+                actual,
+            },
             other => NodeError::BadUpload {
                 reason: other.to_string(),
             },

@@ -172,6 +172,8 @@ error_kinds! {
     TooManyFiles = "too_many_files", InvalidArgument, false;
     /// An upload is refused for another reason.
     BadUpload = "bad_upload", InvalidArgument, false;
+    /// A file's bytes differ from the SHA-256 its sender gave in advance (fixity at ingest).
+    DigestMismatch = "digest_mismatch", InvalidArgument, false;
     /// A message was over the size limit.
     MessageTooLarge = "message_too_large", ResourceExhausted, false;
     /// An upload stream ended early.

@@ -25,6 +25,11 @@ pub struct PutArgs {
     /// Erasure code K+M (e.g. 10+4), or K+M:CELL_BYTES; default: the cluster's.
     #[arg(long)]
     code: Option<String>,
+    /// The files' SHA-256 digests (`sha256sum` format, paths relative to DIR): every file must
+    /// be listed, and the cluster refuses the upload (`digest_mismatch`) if a file's bytes
+    /// differ from its digest when they arrive.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Print the result as JSON.
@@ -137,12 +142,27 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
         None => None,
     };
     let files = bitmountain_client::walk::walk_files(&args.dir)?;
+    let expected_sha256 = match &args.manifest {
+        Some(path) => {
+            let digests = super::manifest::read(path)?;
+            if let Some(f) = files.iter().find(|f| !digests.contains_key(&f.relative)) {
+                bail!(
+                    "{} is not in the manifest {}: with --manifest every file needs its digest",
+                    f.relative,
+                    path.display()
+                );
+            }
+            digests
+        }
+        None => Default::default(),
+    };
     let total: u64 = files.iter().map(|f| f.len_bytes).sum();
     let sent = Arc::new(AtomicU64::new(0));
     let options = PutOptions {
         labels,
         code,
         progress: Some(Arc::clone(&sent)),
+        expected_sha256,
     };
     let client = args.cluster.archive_client()?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -68,6 +68,8 @@ pub struct FileHeader {
     /// Empty: guessed from the path's extension.
     pub content_type: String,
     pub size_bytes: u64,
+    /// The SHA-256 the sender expects; the upload is refused if the bytes differ.
+    pub expected_sha256: Option<[u8; 32]>,
 }
 
 /// One file as stored.
@@ -610,7 +612,12 @@ fn write_file(
     rx: &mut mpsc::Receiver<EncoderInput>,
 ) -> std::result::Result<(bitmountain_bundle::IndexEntry, Option<EncoderInput>), Step> {
     let mut file = writer
-        .start_file(&header.path, content_type, header.size_bytes, None)
+        .start_file(
+            &header.path,
+            content_type,
+            header.size_bytes,
+            header.expected_sha256,
+        )
         .map_err(Step::Bundle)?;
     loop {
         match rx.blocking_recv() {
