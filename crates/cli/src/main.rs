@@ -60,6 +60,9 @@ enum Command {
     Export(commands::archive::ExportArgs),
     /// Delete a bundle.
     Rm(commands::archive::RmArgs),
+    /// Every bundle with its files, digests, labels and storage locations (`--jsonl`: one JSON
+    /// object per bundle and line).
+    Inventory(commands::inventory::InventoryArgs),
     /// Run a storage node (`node --data DIR --disk DIR --listen ADDR --meta ADDR`), or drain,
     /// remove or restore one (`node drain|remove|up ID`).
     Node(commands::node::NodeCli),
@@ -118,6 +121,7 @@ fn main() -> std::process::ExitCode {
         Command::Ls(args) => commands::archive::ls(args),
         Command::Export(args) => commands::archive::export(args),
         Command::Rm(args) => commands::archive::rm(args),
+        Command::Inventory(args) => commands::inventory::run(args),
         Command::Node(args) => commands::node::run(args),
         Command::Disk(cmd) => commands::disk::run(cmd),
         Command::Repair(cmd) => commands::repair::run(cmd),

@@ -15,6 +15,7 @@ pub mod durability;
 pub mod durability_live;
 pub mod fsutil;
 pub mod health;
+pub mod inventory;
 pub mod manifest;
 pub mod member;
 pub mod meta;
