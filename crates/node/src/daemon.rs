@@ -495,6 +495,10 @@ fn start_workers(
         workers: Arc::downgrade(&workers),
         tokens,
         recovery: Arc::clone(&recovery),
+        address: coordinator.address.clone(),
+        zone: cfg.zone.clone(),
+        rack: cfg.rack.clone(),
+        host: cfg.host.clone(),
     });
     workers.spawn(GcWorker::new(
         Arc::clone(coordinator),

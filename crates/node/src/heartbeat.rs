@@ -1,13 +1,14 @@
 //! Heartbeats: every interval the node tells the metadata leader its disks' capacity, use and
 //! health, its scrub results and its workers' status (leader soft state there), and learns
-//! the repair throttles in force and whether the group is still its cluster's.
+//! the repair throttles in force and whether the group is still its cluster's. A group that
+//! answers it does not know the node (rebuilt from the disks) gets the node's registration again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bitmountain_meta_client::types::{DiskReport, Heartbeat, WorkerReport};
-use bitmountain_meta_client::{DiskState, MetaClient};
+use bitmountain_meta_client::types::{DiskReport, Heartbeat, Registration, WorkerReport};
+use bitmountain_meta_client::{DiskState, MetaClient, MetaError};
 use bitmountain_worker::{Next, StepError, Worker, Workers};
 
 use crate::daemon::disk_info;
@@ -36,9 +37,58 @@ pub struct Heartbeats {
     pub tokens: Option<Arc<TokenCache>>,
     /// Whether the group recovers, and how long unknown shards are kept.
     pub recovery: Arc<RecoveryControl>,
+    /// Where the node is reached and its failure domain, to register again with a group that
+    /// does not know it (one rebuilt from the disks).
+    pub address: String,
+    pub zone: String,
+    pub rack: String,
+    pub host: String,
 }
 
 impl Heartbeats {
+    /// Registers again, with the node's own id and its disks' ids, after the group answered
+    /// that it does not know this node: a group rebuilt from the disks (`meta recover`) takes
+    /// them; any other group refuses, and the error is the step's.
+    async fn register_again(&self, disks: Vec<DiskReport>) -> Result<(), String> {
+        let ids: Vec<u64> = disks.iter().map(|d| d.disk_id).collect();
+        let r = self
+            .meta
+            .register_node(&Registration {
+                request_id: format!("again-{}-{:032x}", self.node_id, rand::random::<u128>()),
+                node_id: self.node_id,
+                address: self.address.clone(),
+                zone: self.zone.clone(),
+                rack: self.rack.clone(),
+                host: self.host.clone(),
+                disks,
+                cluster_id: self.cluster_id.clone(),
+            })
+            .await
+            .map_err(|e| {
+                format!(
+                    "the metadata group does not know this node, and registering again failed: {e}"
+                )
+            })?;
+        if r.node_id != self.node_id || r.disk_ids != ids || r.cluster_id != self.cluster_id {
+            // Never expected: the group registers a known id as given. Restarting the node
+            // settles it through its normal start-up.
+            return Err(format!(
+                "registered again but the group answered node {} disks {:?} of cluster {}; \
+                 restart this node",
+                r.node_id, r.disk_ids, r.cluster_id
+            ));
+        }
+        tracing::warn!(
+            node = self.node_id,
+            recovering = r.recovering,
+            "the metadata group did not know this node (rebuilt?): registered again"
+        );
+        if r.recovering {
+            self.recovery.observe(true, u64::MAX);
+        }
+        Ok(())
+    }
+
     /// Each disk's capacity, use and health (read on a blocking thread: statfs and the
     /// identity check touch the disks) and its last scrub.
     async fn disk_infos(&self) -> Result<Vec<DiskReport>, String> {
@@ -82,18 +132,27 @@ impl Worker for Heartbeats {
             .upgrade()
             .map(|w| w.statuses().iter().map(WorkerReport::from).collect())
             .unwrap_or_default();
-        let r = self
+        let sent = self
             .meta
             .heartbeat(&Heartbeat {
                 node_id: self.node_id,
-                disks,
+                disks: disks.clone(),
                 workers,
             })
-            .await
-            .map_err(|e| {
+            .await;
+        let r = match sent {
+            Ok(r) => r,
+            Err(MetaError::UnknownNode { .. }) => {
+                self.register_again(disks)
+                    .await
+                    .map_err(|e| StepError::new(e, every))?;
+                return Ok(every);
+            }
+            Err(e) => {
                 tracing::warn!(error = %e, "heartbeat failed");
-                StepError::new(format!("heartbeat failed: {e}"), every)
-            })?;
+                return Err(StepError::new(format!("heartbeat failed: {e}"), every));
+            }
+        };
         let same = r.cluster_id == self.cluster_id;
         if !same {
             tracing::error!(ours = %self.cluster_id, theirs = %r.cluster_id, "the metadata group belongs to another cluster; garbage collection paused");
