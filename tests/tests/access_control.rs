@@ -186,6 +186,22 @@ async fn archive_call(
         "ArchiveService/DeleteBundle" => archive
             .delete_bundle(apb::DeleteBundleRequest {
                 bundle_id: UNKNOWN_BUNDLE.into(),
+                reason: "access test".into(),
+            })
+            .await
+            .map(drop),
+        "ArchiveService/SetRetention" => archive
+            .set_retention(apb::SetRetentionRequest {
+                bundle_id: UNKNOWN_BUNDLE.into(),
+                retain_until_unix_ms: 1,
+            })
+            .await
+            .map(drop),
+        "ArchiveService/SetLegalHold" => archive
+            .set_legal_hold(apb::SetLegalHoldRequest {
+                bundle_id: UNKNOWN_BUNDLE.into(),
+                hold: true,
+                reason: "access test".into(),
             })
             .await
             .map(drop),
@@ -206,6 +222,8 @@ const RPCS: &[(&str, Needs)] = &[
     ("ArchiveService/ListBundles", Needs::Read),
     ("ArchiveService/ExportBundle", Needs::Read),
     ("ArchiveService/DeleteBundle", Needs::Delete),
+    ("ArchiveService/SetRetention", Needs::Delete),
+    ("ArchiveService/SetLegalHold", Needs::Delete),
     ("ArchiveService/ClusterStatus", Needs::Read),
     ("MetaService/ClusterStatus", Needs::Read),
     ("MetaService/RepairStatus", Needs::Operate),
@@ -380,11 +398,11 @@ async fn scoped_tokens_across_two_labels() {
     let st = client(&maps).status().await.unwrap();
     assert_eq!(st.bundles_sealed, 2);
     // The curator deletes in its scope only; the writer deletes nothing.
-    let e = client(&books).delete(&m1).await.unwrap_err();
+    let e = client(&books).delete(&m1, "test").await.unwrap_err();
     assert_eq!(e.kind(), Some("permission_denied"), "{e}");
-    let e = client(&maps).delete(&m1).await.unwrap_err();
+    let e = client(&maps).delete(&m1, "test").await.unwrap_err();
     assert_eq!(e.kind(), Some("permission_denied"), "{e}");
-    client(&books).delete(&b1).await.unwrap();
+    client(&books).delete(&b1, "test").await.unwrap();
     // And nothing of the other collection was lost.
     let all = cluster.client(1);
     assert_eq!(all.read_file(&m1, "a.txt").await.unwrap(), b"abc");

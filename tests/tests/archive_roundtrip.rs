@@ -142,14 +142,14 @@ async fn bundles_round_trip_byte_for_byte() {
     );
 
     // Delete: the bundle disappears for readers and its shard files go.
-    client.delete(&put.bundle_id).await.unwrap();
+    client.delete(&put.bundle_id, "test").await.unwrap();
     let err = reader
         .read_file(&put.bundle_id, &files[0].path)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), Some("unknown_bundle"), "{err}");
     assert!(cluster.bundle_shards(&put.bundle_id).is_empty());
-    let err = client.delete(&put.bundle_id).await.unwrap_err();
+    let err = client.delete(&put.bundle_id, "test").await.unwrap_err();
     assert_eq!(err.kind(), Some("unknown_bundle"), "{err}");
 }
 

@@ -229,7 +229,10 @@ fn dev_cluster_put_ls_get_status_and_restart() {
     );
     assert_eq!(std::fs::read(&again).unwrap(), page);
 
-    ok(&config, &[&["rm", id.as_str()], &c[..]].concat());
+    ok(
+        &config,
+        &[&["rm", id.as_str(), "--reason", "dev test"], &c[..]].concat(),
+    );
     let gone = cli(&config, &[&["cat", &file], &c[..]].concat());
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));

@@ -83,7 +83,10 @@ async fn the_disks_alone_describe_every_bundle_and_every_delete() {
     let a = put(&client, &maps, &[("collection", "maps"), ("shelf", "B-7")]).await;
     let b = put(&client, &books, &[("collection", "books")]).await;
     let c = put(&client, &gone, &[("collection", "weeded")]).await;
-    client.delete(&c).await.unwrap();
+    client
+        .delete(&c, "weeded from the collection")
+        .await
+        .unwrap();
 
     let (ok, doc) = scan(&cluster);
     assert!(ok, "{doc}");
@@ -313,7 +316,10 @@ async fn archive_some(cluster: &Cluster) -> Uploaded {
     let a = put(&client, &maps, &[("collection", "maps"), ("shelf", "B-7")]).await;
     let b = put(&client, &books, &[("collection", "books")]).await;
     let c = put(&client, &sample_files(2, 23), &[("collection", "weeded")]).await;
-    client.delete(&c).await.unwrap();
+    client
+        .delete(&c, "weeded from the collection")
+        .await
+        .unwrap();
     let cut = SlowUpload::start(&cluster.addr(2)).await;
     assert!(cut.file("partial.bin", &sample_files(5, 24)[4].1).await);
     assert!(cut.cut().await.is_err(), "a cut upload must not commit");

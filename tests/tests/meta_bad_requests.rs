@@ -31,7 +31,7 @@ async fn bad_requests_get_typed_errors() {
         .await
         .unwrap_err();
     assert!(matches!(e, MetaError::UnknownBundle { .. }), "{e:?}");
-    let e = client.delete_bundle(ghost).await.unwrap_err();
+    let e = client.delete_bundle(ghost, "test").await.unwrap_err();
     assert!(matches!(e, MetaError::UnknownBundle { .. }), "{e:?}");
 
     // Unplaceable: 8 shards on 6 hosts.
@@ -317,7 +317,7 @@ async fn bad_requests_get_typed_errors() {
         .allocate_bundle(&allocation("to-abort", RS_4_2))
         .await
         .unwrap();
-    let e = client.delete_bundle(p.record.id).await.unwrap_err();
+    let e = client.delete_bundle(p.record.id, "test").await.unwrap_err();
     assert!(matches!(e, MetaError::WrongState { .. }), "{e:?}");
     client.abort_bundle(p.record.id).await.unwrap();
     assert!(matches!(

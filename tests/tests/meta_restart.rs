@@ -53,7 +53,7 @@ async fn full_restart_keeps_state() {
             .await
             .unwrap();
         if i % 10 == 0 {
-            client.delete_bundle(b.record.id).await.unwrap();
+            client.delete_bundle(b.record.id, "test").await.unwrap();
         }
         sealed.push(b.record.id);
     }

@@ -183,6 +183,8 @@ policy! {
         "GetBundle" => Access::NODE,
         "ListBundles" => Access::NODE,
         "DeleteBundle" => Access::NODE,
+        "SetRetention" => Access::NODE,
+        "SetLegalHold" => Access::NODE,
         "PurgeBundle" => Access::NODE,
         // Repair and scrub workers.
         "UpdatePlacement" => Access::NODE,
@@ -239,6 +241,9 @@ policy! {
         "ListBundles" => Access::token(Read),
         "ExportBundle" => Access::token(Read),
         "DeleteBundle" => Access::token(Delete),
+        // What may refuse a delete is decided by those who may delete.
+        "SetRetention" => Access::token(Delete),
+        "SetLegalHold" => Access::token(Delete),
         "ClusterStatus" => Access::token(Read),
     }
     "grpc.health.v1.Health" {
@@ -376,6 +381,8 @@ mod role_tests {
         ("/bitmountain.v1.MetaService/GetBundle", NODE),
         ("/bitmountain.v1.MetaService/ListBundles", NODE),
         ("/bitmountain.v1.MetaService/DeleteBundle", NODE),
+        ("/bitmountain.v1.MetaService/SetRetention", NODE),
+        ("/bitmountain.v1.MetaService/SetLegalHold", NODE),
         ("/bitmountain.v1.MetaService/PurgeBundle", NODE),
         ("/bitmountain.v1.MetaService/UpdatePlacement", NODE),
         ("/bitmountain.v1.MetaService/ListDiskBundles", NODE),
@@ -419,6 +426,14 @@ mod role_tests {
         ("/bitmountain.archive.v1.ArchiveService/ExportBundle", READ),
         (
             "/bitmountain.archive.v1.ArchiveService/DeleteBundle",
+            DELETE,
+        ),
+        (
+            "/bitmountain.archive.v1.ArchiveService/SetRetention",
+            DELETE,
+        ),
+        (
+            "/bitmountain.archive.v1.ArchiveService/SetLegalHold",
             DELETE,
         ),
         ("/bitmountain.archive.v1.ArchiveService/ClusterStatus", READ),

@@ -58,11 +58,17 @@ enum Command {
     Ls(commands::archive::LsArgs),
     /// Write a bundle's whole MIME stream (readable by any MIME library and `bundle` tools).
     Export(commands::archive::ExportArgs),
-    /// Delete a bundle.
+    /// Delete a bundle (`--reason` required; refused while retained or held).
     Rm(commands::archive::RmArgs),
     /// Every bundle with its files, digests, labels and storage locations (`--jsonl`: one JSON
     /// object per bundle and line).
     Inventory(commands::inventory::InventoryArgs),
+    /// Extend a bundle's retention (`retention set ID --until DATE`).
+    #[command(subcommand)]
+    Retention(commands::preserve::RetentionCommand),
+    /// Put a bundle under a legal hold or clear it (`hold set|clear ID --reason TEXT`).
+    #[command(subcommand)]
+    Hold(commands::preserve::HoldCommand),
     /// Run a storage node (`node --data DIR --disk DIR --listen ADDR --meta ADDR`), or drain,
     /// remove or restore one (`node drain|remove|up ID`).
     Node(commands::node::NodeCli),
@@ -122,6 +128,8 @@ fn main() -> std::process::ExitCode {
         Command::Export(args) => commands::archive::export(args),
         Command::Rm(args) => commands::archive::rm(args),
         Command::Inventory(args) => commands::inventory::run(args),
+        Command::Retention(cmd) => commands::preserve::retention_command(cmd),
+        Command::Hold(cmd) => commands::preserve::hold_command(cmd),
         Command::Node(args) => commands::node::run(args),
         Command::Disk(cmd) => commands::disk::run(cmd),
         Command::Repair(cmd) => commands::repair::run(cmd),

@@ -94,6 +94,8 @@ pub struct PutOptions {
     /// SHA-256 digests files must have, by path in the bundle (fixity at ingest, e.g. from a
     /// manifest): `put_dir` sends each with its file and refuses a path the directory lacks.
     pub expected_sha256: BTreeMap<String, [u8; 32]>,
+    /// Deletes of the bundle are refused before this time (0: no retention).
+    pub retain_until_unix_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -145,7 +147,7 @@ fn strip(addr: &str) -> String {
         .to_owned()
 }
 
-fn with_timeout<T>(message: T, timeout_ms: u64) -> tonic::Request<T> {
+pub(crate) fn with_timeout<T>(message: T, timeout_ms: u64) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(Duration::from_millis(timeout_ms));
     request
@@ -224,7 +226,7 @@ impl ArchiveClient {
 
     /// Runs `call` against the nodes in turn, starting with the last one that answered, until
     /// one answers (with a result or with an error of its own).
-    async fn failover<T, F, Fut>(&self, call: F) -> Result<T>
+    pub(crate) async fn failover<T, F, Fut>(&self, call: F) -> Result<T>
     where
         F: Fn(ArchiveServiceClient<AuthChannel>, String) -> Fut,
         Fut: Future<Output = std::result::Result<T, tonic::Status>>,
@@ -640,27 +642,12 @@ impl ArchiveClient {
         Ok(received)
     }
 
-    /// Deletes a bundle; returns its record as it was marked deleted.
-    pub async fn delete(&self, bundle_id: &str) -> Result<BundleInfo> {
-        let request = pb::DeleteBundleRequest {
-            bundle_id: bundle_id.to_owned(),
-        };
-        let response = self
-            .failover(|mut stub, _| {
-                let request = with_timeout(request.clone(), CALL_TIMEOUT_MS);
-                async move { Ok(stub.delete_bundle(request).await?.into_inner()) }
-            })
-            .await?;
-        {
-            let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
-            caches.indexes.remove(bundle_id);
-            caches.records.remove(bundle_id);
-            caches.order.retain(|b| b != bundle_id);
-        }
-        response
-            .bundle
-            .map(BundleInfo::from_proto)
-            .ok_or_else(|| ClientError::Integrity("the node answered without a bundle".into()))
+    /// Drops what the client cached of a bundle.
+    pub(crate) fn forget(&self, bundle_id: &str) {
+        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        caches.indexes.remove(bundle_id);
+        caches.records.remove(bundle_id);
+        caches.order.retain(|b| b != bundle_id);
     }
 
     /// The cluster as a node sees it.
@@ -714,6 +701,7 @@ fn produce_upload(
             .collect(),
         code: options.code.map(Code::to_proto),
         expected_content_bytes,
+        retain_until_unix_ms: options.retain_until_unix_ms,
     };
     if !send(item(Item::Start(start))) {
         return Ok(());

@@ -75,6 +75,17 @@ pub struct BundleInfo {
     pub index_length: u64,
     pub shards: Vec<ShardInfo>,
     pub placement_generation: u64,
+    /// Deletes are refused before this time (0: no retention).
+    pub retain_until_unix_ms: u64,
+    /// A legal hold, while one refuses deletes.
+    pub legal_hold: Option<LegalHoldInfo>,
+}
+
+/// A legal hold on a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LegalHoldInfo {
+    pub reason: String,
+    pub since_unix_ms: u64,
 }
 
 impl BundleInfo {
@@ -101,6 +112,11 @@ impl BundleInfo {
                 })
                 .collect(),
             placement_generation: b.placement_generation,
+            retain_until_unix_ms: b.retain_until_unix_ms,
+            legal_hold: (b.legal_hold_since_unix_ms != 0).then_some(LegalHoldInfo {
+                reason: b.legal_hold_reason,
+                since_unix_ms: b.legal_hold_since_unix_ms,
+            }),
         }
     }
 }

@@ -243,15 +243,49 @@ impl MetaClient {
     }
 
     /// Marks a sealed bundle deleting.
-    pub async fn delete_bundle(&self, id: BundleId) -> Result<Bundle> {
+    pub async fn delete_bundle(&self, id: BundleId, reason: &str) -> Result<Bundle> {
         let r = pb::DeleteBundleRequest {
             id: Some(id.to_proto()),
+            reason: reason.to_owned(),
         };
         let resp = self
             .transport
             .service(|mut c| {
                 let r = r.clone();
                 async move { c.delete_bundle(r).await }
+            })
+            .await?;
+        Bundle::from_response(resp.bundle)
+    }
+
+    /// Extends a sealed bundle's retention (an earlier date is refused).
+    pub async fn set_retention(&self, id: BundleId, retain_until_unix_ms: u64) -> Result<Bundle> {
+        let r = pb::SetRetentionRequest {
+            id: Some(id.to_proto()),
+            retain_until_unix_ms,
+        };
+        let resp = self
+            .transport
+            .service(|mut c| {
+                let r = r.clone();
+                async move { c.set_retention(r).await }
+            })
+            .await?;
+        Bundle::from_response(resp.bundle)
+    }
+
+    /// Sets (`hold`) or clears a sealed bundle's legal hold; `reason` is required either way.
+    pub async fn set_legal_hold(&self, id: BundleId, hold: bool, reason: &str) -> Result<Bundle> {
+        let r = pb::SetLegalHoldRequest {
+            id: Some(id.to_proto()),
+            hold,
+            reason: reason.to_owned(),
+        };
+        let resp = self
+            .transport
+            .service(|mut c| {
+                let r = r.clone();
+                async move { c.set_legal_hold(r).await }
             })
             .await?;
         Bundle::from_response(resp.bundle)

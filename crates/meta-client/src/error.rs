@@ -143,6 +143,30 @@ pub enum MetaError {
         /// Why, naming the members in the way.
         reason: String,
     },
+    /// A delete of a bundle under retention.
+    #[error(
+        "bundle {id} is retained until {until_unix_ms} (Unix ms) and cannot be deleted before \
+         then; retention is extended, never shortened"
+    )]
+    Retained {
+        /// The bundle.
+        id: BundleId,
+        /// Its retention date.
+        until_unix_ms: u64,
+    },
+    /// A delete of a bundle under a legal hold.
+    #[error(
+        "bundle {id} is under a legal hold ({reason:?}, since {since_unix_ms} Unix ms) and cannot \
+         be deleted; clear the hold first (`bitmountain hold clear`)"
+    )]
+    LegalHold {
+        /// The bundle.
+        id: BundleId,
+        /// The hold's reason.
+        reason: String,
+        /// When it was set.
+        since_unix_ms: u64,
+    },
     /// No access token with this id.
     #[error("unknown token {id}: list tokens with `bitmountain token list`")]
     UnknownToken {
@@ -254,6 +278,8 @@ fields! {
     BatchResults = "batch results",
     Backup = "backup",
     ClusterId = "cluster id",
+    Retention = "retention",
+    Reason = "reason",
     DataDir = "data",
     Token = "token",
     Role = "role",
@@ -317,6 +343,8 @@ impl MetaError {
             MetaError::StillHoldsShards { .. } => ErrorKind::StillHoldsShards,
             MetaError::ValueFormatRefused { .. } => ErrorKind::ValueFormatRefused,
             MetaError::UnknownToken { .. } => ErrorKind::UnknownToken,
+            MetaError::Retained { .. } => ErrorKind::Retained,
+            MetaError::LegalHold { .. } => ErrorKind::LegalHold,
             MetaError::TokenRefused { .. } => ErrorKind::TokenRefused,
             MetaError::Raft { kind, .. } => *kind,
             MetaError::Corrupt { .. } => ErrorKind::Corrupt,

@@ -86,10 +86,28 @@ pub enum Command {
         /// Leader's clock.
         now_ms: u64,
     },
-    /// Mark a sealed bundle deleting.
+    /// Mark a sealed bundle deleting (refused while it is retained or held).
     Delete {
         /// Bundle.
         id: BundleId,
+        /// Leader's clock. 0: no retention or hold check (commands from before retention
+        /// existed, and a recovery deleting again a bundle a tombstone says was deleted).
+        #[serde(default)]
+        now_ms: u64,
+    },
+    /// Extend a sealed bundle's retention.
+    SetRetention {
+        /// Bundle.
+        id: BundleId,
+        /// New date; never earlier than the current one.
+        retain_until_unix_ms: u64,
+    },
+    /// Set (`Some`) or clear a legal hold.
+    SetLegalHold {
+        /// Bundle.
+        id: BundleId,
+        /// The hold, or `None` to clear it.
+        hold: Option<crate::types::LegalHold>,
     },
     /// Remove a deleted bundle's record once its shards are gone.
     Purge {
@@ -238,6 +256,9 @@ pub struct Allocate {
     pub now_ms: u64,
     /// Expiry.
     pub expires_ms: u64,
+    /// Retention of the sealed bundle (0: none).
+    #[serde(default)]
+    pub retain_until_unix_ms: u64,
 }
 
 /// [`Command::Commit`]: a pending bundle sealed with what the upload wrote.
@@ -372,7 +393,12 @@ impl Command {
             Command::Commit(c) => a.commit(c),
             Command::Abort { id } => a.abort(id),
             Command::Expire { ids, now_ms } => a.expire(ids, now_ms),
-            Command::Delete { id } => a.delete(id),
+            Command::Delete { id, now_ms } => a.delete(id, now_ms),
+            Command::SetRetention {
+                id,
+                retain_until_unix_ms,
+            } => a.set_retention(id, retain_until_unix_ms),
+            Command::SetLegalHold { id, hold } => a.set_legal_hold(id, hold),
             Command::Purge { id } => a.purge(id),
             Command::ReportDamage { id, shards, now_ms } => a.report_damage(id, shards, now_ms),
             Command::CreateToken(c) => a.create_token(c),

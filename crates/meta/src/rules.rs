@@ -231,6 +231,7 @@ pub(crate) mod tests {
             placement_generation: 1,
             request_id: String::new(),
             accounted_shard_bytes: 50,
+            preservation: Default::default(),
         }
     }
 

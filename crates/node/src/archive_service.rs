@@ -77,6 +77,7 @@ fn upload_item(msg: std::result::Result<pb::PutBundleRequest, Status>) -> Result
                 labels,
                 code,
                 expected_content_bytes: start.expected_content_bytes,
+                retain_until_unix_ms: start.retain_until_unix_ms,
             }))
         }
         Some(pb::put_bundle_request::Item::File(f)) => {
@@ -106,6 +107,19 @@ fn upload_item(msg: std::result::Result<pb::PutBundleRequest, Status>) -> Result
         Some(pb::put_bundle_request::Item::Data(bytes)) => Ok(UploadItem::Data(bytes)),
         Some(pb::put_bundle_request::Item::End(_)) => Ok(UploadItem::End),
     }
+}
+
+/// A reason a delete or a legal hold change must give.
+fn check_reason(what: &str, reason: &str) -> Result<()> {
+    if reason.trim().is_empty() || reason.len() > bitmountain_meta_client::types::MAX_REASON_BYTES {
+        return Err(NodeError::BadRequest {
+            reason: format!(
+                "{what} needs a reason (`--reason`): say why, in at most {} bytes",
+                bitmountain_meta_client::types::MAX_REASON_BYTES
+            ),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn code_to_proto(code: &MetaCode) -> pb::Code {
@@ -155,6 +169,18 @@ pub(crate) fn bundle_to_proto(b: &Bundle) -> pb::BundleInfo {
             })
             .collect(),
         placement_generation: r.placement_generation,
+        retain_until_unix_ms: r.preservation.retain_until_unix_ms,
+        legal_hold_reason: r
+            .preservation
+            .legal_hold
+            .as_ref()
+            .map(|h| h.reason.clone())
+            .unwrap_or_default(),
+        legal_hold_since_unix_ms: r
+            .preservation
+            .legal_hold
+            .as_ref()
+            .map_or(0, |h| h.since_unix_ms),
     }
 }
 
@@ -222,6 +248,24 @@ impl ArchiveApi {
         }
         let bundle = self.coordinator.sealed_bundle(id, false).await?;
         access::check(principal, BundleAction::Read, &bundle.bundle.record.labels)
+    }
+
+    /// Refuses a delete, retention or hold change of bundle `id` outside the caller's scope; a
+    /// bundle the group does not know is reported by the change itself.
+    async fn check_scope<T>(
+        &self,
+        request: &Request<T>,
+        id: bitmountain_meta_client::BundleId,
+    ) -> Result<()> {
+        let principal = access::principal(request);
+        if !access::is_scoped(principal.as_ref()) {
+            return Ok(());
+        }
+        match self.coordinator.meta.get_bundle(id, false).await {
+            Ok(b) => access::check(principal.as_ref(), BundleAction::Delete, &b.record.labels),
+            Err(bitmountain_meta_client::MetaError::UnknownBundle { .. }) => Ok(()),
+            Err(e) => Err(NodeError::from(e)),
+        }
     }
 }
 
@@ -454,17 +498,51 @@ impl ArchiveService for ArchiveApi {
         request: Request<pb::DeleteBundleRequest>,
     ) -> std::result::Result<Response<pb::DeleteBundleResponse>, Status> {
         let id = parse_bundle_id(&request.get_ref().bundle_id)?;
-        let principal = access::principal(&request);
-        if access::is_scoped(principal.as_ref()) {
-            // The labels decide; a bundle the group does not know is reported by the delete.
-            match self.coordinator.meta.get_bundle(id, false).await {
-                Ok(b) => access::check(principal.as_ref(), BundleAction::Delete, &b.record.labels)?,
-                Err(bitmountain_meta_client::MetaError::UnknownBundle { .. }) => {}
-                Err(e) => return Err(NodeError::from(e).into()),
-            }
-        }
-        let bundle = self.coordinator.delete_bundle(id).await?;
+        let reason = request.get_ref().reason.clone();
+        check_reason("a delete", &reason)?;
+        self.check_scope(&request, id).await?;
+        let bundle = self.coordinator.delete_bundle(id, &reason).await?;
         Ok(Response::new(pb::DeleteBundleResponse {
+            bundle: Some(bundle_to_proto(&bundle)),
+        }))
+    }
+
+    async fn set_retention(
+        &self,
+        request: Request<pb::SetRetentionRequest>,
+    ) -> std::result::Result<Response<pb::SetRetentionResponse>, Status> {
+        let id = parse_bundle_id(&request.get_ref().bundle_id)?;
+        self.check_scope(&request, id).await?;
+        let until = request.get_ref().retain_until_unix_ms;
+        let bundle = self
+            .coordinator
+            .meta
+            .set_retention(id, until)
+            .await
+            .map_err(NodeError::from)?;
+        self.coordinator.forget_bundle(id);
+        Ok(Response::new(pb::SetRetentionResponse {
+            bundle: Some(bundle_to_proto(&bundle)),
+        }))
+    }
+
+    async fn set_legal_hold(
+        &self,
+        request: Request<pb::SetLegalHoldRequest>,
+    ) -> std::result::Result<Response<pb::SetLegalHoldResponse>, Status> {
+        let id = parse_bundle_id(&request.get_ref().bundle_id)?;
+        let (hold, reason) = (request.get_ref().hold, request.get_ref().reason.clone());
+        check_reason("a legal hold change", &reason)?;
+        self.check_scope(&request, id).await?;
+        let bundle = self
+            .coordinator
+            .meta
+            .set_legal_hold(id, hold, &reason)
+            .await
+            .map_err(NodeError::from)?;
+        self.coordinator.forget_bundle(id);
+        tracing::info!(bundle = %id, hold, %reason, "legal hold changed");
+        Ok(Response::new(pb::SetLegalHoldResponse {
             bundle: Some(bundle_to_proto(&bundle)),
         }))
     }

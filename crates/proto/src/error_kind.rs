@@ -113,6 +113,10 @@ error_kinds! {
     StillHoldsShards = "still_holds_shards", FailedPrecondition, false;
     /// The group cannot switch to the value format asked for.
     ValueFormatRefused = "value_format_refused", FailedPrecondition, false;
+    /// A delete of a bundle whose retention has not ended.
+    Retained = "retained", FailedPrecondition, false;
+    /// A delete of a bundle under a legal hold.
+    LegalHold = "legal_hold", FailedPrecondition, false;
     /// No access token with this id.
     UnknownToken = "unknown_token", NotFound, false;
     /// A token change the table refuses (an id taken, the first admin token already made,

@@ -25,6 +25,13 @@ pub struct PutArgs {
     /// Erasure code K+M (e.g. 10+4), or K+M:CELL_BYTES; default: the cluster's.
     #[arg(long)]
     code: Option<String>,
+    /// Refuse deletes of the bundle before this date (`2036-01-31` or RFC 3339), in UTC;
+    /// retention can later be extended, never shortened.
+    #[arg(long, value_name = "DATE", conflicts_with = "retain")]
+    retain_until: Option<String>,
+    /// Refuse deletes of the bundle for this long from now (`10y`, `90days`).
+    #[arg(long, value_name = "DURATION")]
+    retain: Option<String>,
     /// The files' SHA-256 digests (`sha256sum` format, paths relative to DIR): every file must
     /// be listed, and the cluster refuses the upload (`digest_mismatch`) if a file's bytes
     /// differ from its digest when they arrive.
@@ -91,6 +98,9 @@ pub struct ExportArgs {
 pub struct RmArgs {
     /// Bundle id.
     bundle: String,
+    /// Why the bundle goes (required; logged by the node and the metadata group).
+    #[arg(long)]
+    reason: String,
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Print the deleted bundle's record as JSON.
@@ -163,6 +173,10 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
         code,
         progress: Some(Arc::clone(&sent)),
         expected_sha256,
+        retain_until_unix_ms: super::preserve::retention(
+            args.retain_until.as_deref(),
+            args.retain.as_deref(),
+        )?,
     };
     let client = args.cluster.archive_client()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -296,7 +310,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
 
 pub fn rm(args: RmArgs) -> anyhow::Result<()> {
     let client = args.cluster.archive_client()?;
-    let bundle = common::client_runtime()?.block_on(client.delete(&args.bundle))?;
+    let bundle = common::client_runtime()?.block_on(client.delete(&args.bundle, &args.reason))?;
     if args.json {
         common::print_json(&bundle)?;
     } else {

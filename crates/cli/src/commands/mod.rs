@@ -22,6 +22,7 @@ pub mod meta;
 pub mod meta_backup;
 pub mod meta_recover;
 pub mod node;
+pub mod preserve;
 pub mod rebalance;
 pub mod recover;
 pub mod repair;

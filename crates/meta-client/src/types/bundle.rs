@@ -209,7 +209,34 @@ pub struct BundleRecord {
     pub request_id: String,
     /// Bytes charged to each placement disk.
     pub accounted_shard_bytes: u64,
+    /// Retention and legal hold (what refuses a delete).
+    #[serde(default)]
+    pub preservation: Preservation,
 }
+
+/// What keeps a bundle from being deleted: a retention date and a legal hold, independent of
+/// each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preservation {
+    /// Deletes are refused before this time (0: no retention). Extended, never shortened.
+    #[serde(default)]
+    pub retain_until_unix_ms: u64,
+    /// While set, deletes are refused whatever the retention.
+    #[serde(default)]
+    pub legal_hold: Option<LegalHold>,
+}
+
+/// A legal hold on a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegalHold {
+    /// Why (required).
+    pub reason: String,
+    /// When it was set.
+    pub since_unix_ms: u64,
+}
+
+/// Longest reason for a delete or a legal hold.
+pub const MAX_REASON_BYTES: usize = 1024;
 
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -257,6 +284,8 @@ pub struct AllocateRequest {
     pub expected_length: u64,
     /// Allocation lifetime (0: default).
     pub ttl_ms: u64,
+    /// Retention of the sealed bundle (0: none).
+    pub retain_until_unix_ms: u64,
 }
 
 /// What a commit reports.

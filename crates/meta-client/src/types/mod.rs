@@ -10,8 +10,8 @@ mod repair;
 mod status;
 
 pub use bundle::{
-    AllocateRequest, Bundle, BundleId, BundleRecord, BundleState, Code, CommitRequest,
-    ShardLocation, MAX_CELL_BYTES, MAX_SHARDS,
+    AllocateRequest, Bundle, BundleId, BundleRecord, BundleState, Code, CommitRequest, LegalHold,
+    Preservation, ShardLocation, MAX_CELL_BYTES, MAX_REASON_BYTES, MAX_SHARDS,
 };
 pub use cluster::{
     DiskRecord, DiskReport, DiskState, DomainLevel, Heartbeat, HeartbeatReply, NodeRecord,

@@ -242,6 +242,7 @@ impl AllocateRequest {
             labels: labels_to_proto(&self.labels),
             expected_length: self.expected_length,
             ttl_ms: self.ttl_ms,
+            retain_until_unix_ms: self.retain_until_unix_ms,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::command::{Allocate, Command, Commit};
 use crate::error::Result;
 use crate::keys;
 use crate::types::{BundleId, BundleRecord, BundleState, Code};
+use crate::types::{LegalHold, Preservation};
 
 fn id_from(b: &[u8], what: &str) -> Result<BundleId> {
     let arr: [u8; 16] = b
@@ -90,6 +91,7 @@ pub(crate) fn encode_bundle(b: &BundleRecord, value_format: u8) -> Vec<u8> {
         placement_generation: b.placement_generation,
         request_id: b.request_id.clone(),
         accounted_shard_bytes: b.accounted_shard_bytes,
+        preservation: Default::default(),
     })
 }
 
@@ -120,6 +122,13 @@ pub(crate) fn decode_bundle(v: &[u8]) -> Result<BundleRecord> {
         placement_generation: s.placement_generation,
         request_id: s.request_id,
         accounted_shard_bytes: s.accounted_shard_bytes,
+        preservation: Preservation {
+            retain_until_unix_ms: s.retain_until_unix_ms,
+            legal_hold: (s.legal_hold_since_unix_ms != 0).then(|| LegalHold {
+                reason: s.legal_hold_reason,
+                since_unix_ms: s.legal_hold_since_unix_ms,
+            }),
+        },
     })
 }
 
@@ -157,6 +166,7 @@ pub(crate) fn encode_command(cmd: &Command) -> Option<Vec<u8>> {
             placement: a.placement.clone(),
             now_ms: a.now_ms,
             expires_ms: a.expires_ms,
+            retain_until_unix_ms: a.retain_until_unix_ms,
         }),
         Command::Commit(c) => st::stored_command::Command::Commit(st::StoredCommit {
             id: c.id.to_bytes().to_vec(),
@@ -193,6 +203,7 @@ pub(crate) fn decode_command(body: &[u8]) -> Result<Command> {
             placement: a.placement,
             now_ms: a.now_ms,
             expires_ms: a.expires_ms,
+            retain_until_unix_ms: a.retain_until_unix_ms,
         })),
         Some(st::stored_command::Command::Commit(c)) => Ok(Command::Commit(Commit {
             id: id_from(&c.id, WHAT)?,
@@ -237,6 +248,7 @@ mod tests {
             placement_generation: 3,
             request_id: "req-7".into(),
             accounted_shard_bytes: 12_400_000,
+            preservation: Default::default(),
         }
     }
 

@@ -249,6 +249,7 @@ fn plan_bundle(
         placement_generation: 1,
         request_id: String::new(),
         accounted_shard_bytes: code.shard_bytes(footer.length),
+        preservation: Default::default(),
     };
     extra.sort();
     Ok(RecoveredBundle {

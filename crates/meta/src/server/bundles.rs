@@ -63,6 +63,7 @@ impl MetaServer {
                 placement,
                 now_ms: now,
                 expires_ms: now + ttl,
+                retain_until_unix_ms: req.retain_until_unix_ms,
             });
             match self.propose(cmd).await {
                 Err(MetaError::PlacementStale { .. }) if attempt < 3 => {

@@ -132,8 +132,52 @@ impl MetaService for MetaServer {
     ) -> Rpc<pb::DeleteBundleResponse> {
         let id = BundleId::from_proto(req.get_ref().id.as_ref())?;
         self.require_leader()?;
-        let b = self.bundle_cmd(Command::Delete { id }).await?;
+        let reason = &req.get_ref().reason;
+        let b = self
+            .bundle_cmd(Command::Delete {
+                id,
+                now_ms: now_unix_ms(),
+            })
+            .await?;
+        tracing::info!(bundle = %id, reason = %reason, "bundle deleted");
         ok(pb::DeleteBundleResponse {
+            bundle: Some(self.to_proto(&b)),
+        })
+    }
+
+    async fn set_retention(
+        &self,
+        req: Request<pb::SetRetentionRequest>,
+    ) -> Rpc<pb::SetRetentionResponse> {
+        let r = req.into_inner();
+        let id = BundleId::from_proto(r.id.as_ref())?;
+        self.require_leader()?;
+        let b = self
+            .bundle_cmd(Command::SetRetention {
+                id,
+                retain_until_unix_ms: r.retain_until_unix_ms,
+            })
+            .await?;
+        ok(pb::SetRetentionResponse {
+            bundle: Some(self.to_proto(&b)),
+        })
+    }
+
+    async fn set_legal_hold(
+        &self,
+        req: Request<pb::SetLegalHoldRequest>,
+    ) -> Rpc<pb::SetLegalHoldResponse> {
+        let r = req.into_inner();
+        let id = BundleId::from_proto(r.id.as_ref())?;
+        check_reason(&r.reason)?;
+        self.require_leader()?;
+        let hold = r.hold.then(|| crate::types::LegalHold {
+            reason: r.reason.clone(),
+            since_unix_ms: now_unix_ms(),
+        });
+        let b = self.bundle_cmd(Command::SetLegalHold { id, hold }).await?;
+        tracing::info!(bundle = %id, hold = r.hold, reason = %r.reason, "legal hold changed");
+        ok(pb::SetLegalHoldResponse {
             bundle: Some(self.to_proto(&b)),
         })
     }
@@ -280,4 +324,18 @@ impl MetaService for MetaServer {
     async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Rpc<pb::RebalanceResponse> {
         ok(self.rebalance_now(req.into_inner()).await?)
     }
+}
+
+/// A reason a delete or a legal hold must give: not empty, at most `MAX_REASON_BYTES`.
+pub(crate) fn check_reason(reason: &str) -> crate::error::Result<()> {
+    if reason.trim().is_empty() || reason.len() > crate::types::MAX_REASON_BYTES {
+        return Err(MetaError::InvalidArgument {
+            field: crate::error::Field::Reason,
+            reason: format!(
+                "required: say why, in at most {} bytes",
+                crate::types::MAX_REASON_BYTES
+            ),
+        });
+    }
+    Ok(())
 }

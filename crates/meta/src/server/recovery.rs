@@ -317,7 +317,8 @@ impl MetaServer {
             .await?;
         }
         for id in deletes {
-            self.propose(Command::Delete { id }).await?;
+            // Deleted before the disaster: past whatever retention or hold the backup shows.
+            self.propose(Command::Delete { id, now_ms: 0 }).await?;
         }
         report.finished_unix_ms = now_unix_ms();
         tracing::info!(

@@ -24,6 +24,18 @@ impl MetaServer {
             labels: labels_to_proto(&b.labels),
             created_unix_ms: b.created_unix_ms,
             expires_unix_ms: b.expires_unix_ms,
+            retain_until_unix_ms: b.preservation.retain_until_unix_ms,
+            legal_hold_reason: b
+                .preservation
+                .legal_hold
+                .as_ref()
+                .map(|h| h.reason.clone())
+                .unwrap_or_default(),
+            legal_hold_since_unix_ms: b
+                .preservation
+                .legal_hold
+                .as_ref()
+                .map_or(0, |h| h.since_unix_ms),
             placement: b
                 .placement
                 .iter()

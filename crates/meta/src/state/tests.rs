@@ -572,6 +572,7 @@ fn a_recovery_takes_the_nodes_ids_rebuilds_records_and_ends() {
         placement_generation: 1,
         request_id: String::new(),
         accounted_shard_bytes: code.shard_bytes(5_000),
+        preservation: Default::default(),
     };
     let twice = RecoveredRecord {
         record: BundleRecord {

@@ -10,9 +10,10 @@ use crate::error::{NodeError, Result};
 use crate::shard_io::DeleteWhy;
 
 impl Coordinator {
-    /// Deletes a sealed bundle; returns its record as it was marked deleting.
-    pub async fn delete_bundle(&self, id: BundleId) -> Result<Bundle> {
-        let bundle = match self.meta.delete_bundle(id).await {
+    /// Deletes a sealed bundle (refused while retained or held); returns its record as it was
+    /// marked deleting. `reason` is logged here and by the metadata group.
+    pub async fn delete_bundle(&self, id: BundleId, reason: &str) -> Result<Bundle> {
+        let bundle = match self.meta.delete_bundle(id, reason).await {
             Ok(b) => b,
             Err(MetaError::UnknownBundle { .. }) => {
                 return Err(NodeError::UnknownBundle {
@@ -29,6 +30,7 @@ impl Coordinator {
             }
             Err(e) => return Err(e.into()),
         };
+        tracing::info!(bundle = %id, %reason, "bundle deleted");
         self.forget_bundle(id);
         self.finish_delete(&bundle).await;
         Ok(bundle)

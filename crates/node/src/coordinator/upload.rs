@@ -59,6 +59,8 @@ pub struct UploadStart {
     pub labels: BTreeMap<String, String>,
     pub code: Option<MetaCode>,
     pub expected_content_bytes: u64,
+    /// Deletes are refused before this time (0: no retention).
+    pub retain_until_unix_ms: u64,
 }
 
 /// One file's header; its bytes follow in `Data` items.
@@ -129,6 +131,7 @@ impl Coordinator {
             // The MIME framing and the index add a little to the content.
             expected_length: start.expected_content_bytes,
             ttl_ms: 0,
+            retain_until_unix_ms: start.retain_until_unix_ms,
         };
         let bundle = self.meta.allocate_bundle(&request).await?;
         let id = bundle.record.id;

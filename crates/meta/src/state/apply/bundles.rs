@@ -58,6 +58,10 @@ impl Applier<'_> {
             placement_generation: 1,
             request_id: c.request_id,
             accounted_shard_bytes: shard_bytes,
+            preservation: crate::types::Preservation {
+                retain_until_unix_ms: c.retain_until_unix_ms,
+                legal_hold: None,
+            },
         };
         for (i, d) in rec.placement.iter().enumerate() {
             self.put_raw(
@@ -181,8 +185,23 @@ impl Applier<'_> {
         Ok(Applied::Done)
     }
 
-    pub(crate) fn delete(&mut self, id: BundleId) -> ApplyResult {
+    pub(crate) fn delete(&mut self, id: BundleId, now_ms: u64) -> ApplyResult {
         let mut b = self.known_bundle(id)?;
+        if now_ms > 0 && b.state == BundleState::Sealed {
+            if let Some(hold) = &b.preservation.legal_hold {
+                return Err(MetaError::LegalHold {
+                    id,
+                    reason: hold.reason.clone(),
+                    since_unix_ms: hold.since_unix_ms,
+                });
+            }
+            if now_ms < b.preservation.retain_until_unix_ms {
+                return Err(MetaError::Retained {
+                    id,
+                    until_unix_ms: b.preservation.retain_until_unix_ms,
+                });
+            }
+        }
         match b.state {
             BundleState::Deleting => return Ok(Applied::Bundle(b)),
             BundleState::Pending => {
@@ -249,5 +268,55 @@ impl Applier<'_> {
         self.del(&keys::bundle(b.id));
         self.count(b.state, false);
         Ok(())
+    }
+}
+
+impl Applier<'_> {
+    /// Extends a sealed bundle's retention; an earlier date than the current one is refused.
+    pub(crate) fn set_retention(&mut self, id: BundleId, until_unix_ms: u64) -> ApplyResult {
+        let mut b = self.sealed_bundle(id)?;
+        let current = b.preservation.retain_until_unix_ms;
+        if until_unix_ms < current {
+            return Err(MetaError::InvalidArgument {
+                field: Field::Retention,
+                reason: format!(
+                    "bundle {id} is retained until {current} (Unix ms); retention is extended, \
+                     never shortened"
+                ),
+            });
+        }
+        b.preservation.retain_until_unix_ms = until_unix_ms;
+        self.put_bundle(&b);
+        Ok(Applied::Bundle(b))
+    }
+
+    /// Sets or clears a sealed bundle's legal hold (setting it again keeps its first time).
+    pub(crate) fn set_legal_hold(
+        &mut self,
+        id: BundleId,
+        hold: Option<crate::types::LegalHold>,
+    ) -> ApplyResult {
+        let mut b = self.sealed_bundle(id)?;
+        b.preservation.legal_hold = match (b.preservation.legal_hold.take(), hold) {
+            (Some(old), Some(new)) => Some(crate::types::LegalHold {
+                since_unix_ms: old.since_unix_ms,
+                ..new
+            }),
+            (_, hold) => hold,
+        };
+        self.put_bundle(&b);
+        Ok(Applied::Bundle(b))
+    }
+
+    fn sealed_bundle(&self, id: BundleId) -> Result<BundleRecord> {
+        let b = self.known_bundle(id)?;
+        if b.state != BundleState::Sealed {
+            return Err(MetaError::WrongState {
+                id,
+                state: b.state,
+                hint: "retention and legal holds apply to sealed bundles".into(),
+            });
+        }
+        Ok(b)
     }
 }
