@@ -91,7 +91,18 @@ pub(crate) fn encode_bundle(b: &BundleRecord, value_format: u8) -> Vec<u8> {
         placement_generation: b.placement_generation,
         request_id: b.request_id.clone(),
         accounted_shard_bytes: b.accounted_shard_bytes,
-        preservation: Default::default(),
+        retain_until_unix_ms: b.preservation.retain_until_unix_ms,
+        legal_hold_reason: b
+            .preservation
+            .legal_hold
+            .as_ref()
+            .map(|h| h.reason.clone())
+            .unwrap_or_default(),
+        legal_hold_since_unix_ms: b
+            .preservation
+            .legal_hold
+            .as_ref()
+            .map_or(0, |h| h.since_unix_ms),
     })
 }
 
@@ -262,6 +273,20 @@ mod tests {
         assert_eq!(decode_bundle(&v1).unwrap(), b);
         assert_eq!(decode_bundle(&v2).unwrap(), b);
         assert!(v2.len() * 2 < v1.len(), "v2 {} v1 {}", v2.len(), v1.len());
+        // Retention and a legal hold survive both versions too.
+        let kept = BundleRecord {
+            preservation: Preservation {
+                retain_until_unix_ms: 2_100_000_000_000,
+                legal_hold: Some(LegalHold {
+                    reason: "litigation 2026-17".into(),
+                    since_unix_ms: 1_800_000_000_000,
+                }),
+            },
+            ..b
+        };
+        for format in [keys::VALUE_V1, keys::VALUE_V2] {
+            assert_eq!(decode_bundle(&encode_bundle(&kept, format)).unwrap(), kept);
+        }
     }
 
     #[test]
