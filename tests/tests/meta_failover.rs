@@ -31,6 +31,7 @@ async fn alloc_commit(
             labels,
             expected_length: 1 << 20,
             ttl_ms: 0,
+            retain_until_unix_ms: 0,
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -32,6 +32,7 @@ async fn full_restart_keeps_state() {
                 labels,
                 expected_length: 4 << 20,
                 ttl_ms: 0,
+                retain_until_unix_ms: 0,
             })
             .await
             .unwrap();

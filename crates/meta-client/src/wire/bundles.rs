@@ -54,7 +54,7 @@ impl Bundle {
                 accounted_shard_bytes: 0,
                 preservation: Preservation {
                     retain_until_unix_ms: b.retain_until_unix_ms,
-                    legal_hold: (b.legal_hold_since_unix_ms != 0).then(|| LegalHold {
+                    legal_hold: (b.legal_hold_since_unix_ms != 0).then_some(LegalHold {
                         reason: b.legal_hold_reason.clone(),
                         since_unix_ms: b.legal_hold_since_unix_ms,
                     }),

@@ -135,7 +135,7 @@ pub(crate) fn decode_bundle(v: &[u8]) -> Result<BundleRecord> {
         accounted_shard_bytes: s.accounted_shard_bytes,
         preservation: Preservation {
             retain_until_unix_ms: s.retain_until_unix_ms,
-            legal_hold: (s.legal_hold_since_unix_ms != 0).then(|| LegalHold {
+            legal_hold: (s.legal_hold_since_unix_ms != 0).then_some(LegalHold {
                 reason: s.legal_hold_reason,
                 since_unix_ms: s.legal_hold_since_unix_ms,
             }),
@@ -313,6 +313,7 @@ mod tests {
             placement: b.placement.clone(),
             now_ms: 5,
             expires_ms: 6,
+            retain_until_unix_ms: 7,
         });
         let commit = Command::Commit(Commit {
             id: b.id,

@@ -72,6 +72,7 @@ fn history(disks: &[u64]) -> Vec<Command> {
             placement: (0..4).map(|k| disks[((i + k) % 6) as usize]).collect(),
             now_ms: 10 + i,
             expires_ms: 1_000_000,
+            retain_until_unix_ms: 0,
         })
     };
     let commit = |i: u64, missing: Vec<u32>| {
@@ -243,6 +244,7 @@ fn groups_write_the_value_format_their_cluster_record_names() {
         placement: disks.clone(),
         now_ms: 1,
         expires_ms: 1_000,
+        retain_until_unix_ms: 0,
     }))
     .unwrap();
     let raw = store.get_raw(&keys::bundle(id)).unwrap().unwrap();
@@ -347,6 +349,7 @@ fn the_checker_names_each_broken_invariant() {
         placement: disks.clone(),
         now_ms: 1,
         expires_ms: 1_000_000,
+        retain_until_unix_ms: 0,
     }));
     // A disk that fails while the bundle is pending: its commit queues the repair.
     apply(Command::SetDiskState {
