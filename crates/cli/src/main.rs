@@ -63,6 +63,10 @@ enum Command {
     /// Every bundle with its files, digests, labels and storage locations (`--jsonl`: one JSON
     /// object per bundle and line).
     Inventory(commands::inventory::InventoryArgs),
+    /// Read files back and check their SHA-256 against the digest recorded at ingest
+    /// (`fixity check --bundle ID | --label k=v | --all`).
+    #[command(subcommand)]
+    Fixity(commands::fixity::FixityCommand),
     /// Extend a bundle's retention (`retention set ID --until DATE`).
     #[command(subcommand)]
     Retention(commands::preserve::RetentionCommand),
@@ -128,6 +132,7 @@ fn main() -> std::process::ExitCode {
         Command::Export(args) => commands::archive::export(args),
         Command::Rm(args) => commands::archive::rm(args),
         Command::Inventory(args) => commands::inventory::run(args),
+        Command::Fixity(cmd) => commands::fixity::run(cmd),
         Command::Retention(cmd) => commands::preserve::retention_command(cmd),
         Command::Hold(cmd) => commands::preserve::hold_command(cmd),
         Command::Node(args) => commands::node::run(args),

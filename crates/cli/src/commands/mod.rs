@@ -13,6 +13,7 @@ pub mod dev_tls;
 pub mod disk;
 pub mod durability;
 pub mod durability_live;
+pub mod fixity;
 pub mod fsutil;
 pub mod health;
 pub mod inventory;
