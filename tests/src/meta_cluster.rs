@@ -194,6 +194,21 @@ impl MetaCluster {
     }
 
     fn spawn(&mut self, id: u64, bootstrap: Option<&str>) {
+        let id_arg = id.to_string();
+        let mut tail: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(b) = bootstrap {
+            tail.extend(["--bootstrap".into(), b.into()]);
+        }
+        self.launch(
+            id,
+            &["meta", "--id", &id_arg, "--enable-fault-injection"],
+            &tail,
+        );
+    }
+
+    /// Starts member `id`: `bitmountain <head> --data DATA --listen ADDR <security> <the
+    /// cluster's extra arguments> <tail>`, its output appended to its log.
+    fn launch(&mut self, id: u64, head: &[&str], tail: &[std::ffi::OsString]) {
         let extra = self.extra_args.clone();
         let security = self.security_args(&self.pki.meta_dir);
         let m = self.members.get_mut(&id).expect("member defined");
@@ -203,11 +218,13 @@ impl MetaCluster {
             .open(&m.log)
             .expect("open member log");
         let mut cmd = crate::bitmountain();
-        cmd.args(["meta", "--id", &id.to_string(), "--data"])
+        cmd.args(head)
+            .arg("--data")
             .arg(&m.data)
-            .args(["--listen", &m.addr, "--enable-fault-injection"])
+            .args(["--listen", &m.addr])
             .args(&security)
             .args(&extra)
+            .args(tail)
             .env(
                 "BITMOUNTAIN_LOG",
                 std::env::var("BITMOUNTAIN_LOG").unwrap_or_else(|_| "info".into()),
@@ -215,9 +232,6 @@ impl MetaCluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        if let Some(b) = bootstrap {
-            cmd.args(["--bootstrap", b]);
-        }
         m.child = Some(cmd.spawn().expect("spawn bitmountain meta"));
     }
 
@@ -241,28 +255,7 @@ impl MetaCluster {
     /// Restarts a killed member from its data directory alone (same address).
     pub fn restart(&mut self, id: u64) {
         self.kill(id);
-        let extra = self.extra_args.clone();
-        let security = self.security_args(&self.pki.meta_dir);
-        let m = self.members.get_mut(&id).expect("member defined");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&m.log)
-            .expect("open member log");
-        let mut cmd = crate::bitmountain();
-        cmd.args(["meta", "--data"])
-            .arg(&m.data)
-            .args(["--listen", &m.addr, "--enable-fault-injection"])
-            .args(&security)
-            .args(&extra)
-            .env(
-                "BITMOUNTAIN_LOG",
-                std::env::var("BITMOUNTAIN_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        m.child = Some(cmd.spawn().expect("spawn bitmountain meta"));
+        self.launch(id, &["meta", "--enable-fault-injection"], &[]);
     }
 
     /// Starts member `id` with `meta recover` into its (empty) data directory, at its address,
@@ -270,32 +263,12 @@ impl MetaCluster {
     /// Its first leader makes a new admin token ([`MetaCluster::forget_admin_token`]).
     pub fn recover(&mut self, id: u64, backup: Option<&std::path::Path>, extra: &[&str]) {
         self.kill(id);
-        let security = self.security_args(&self.pki.meta_dir);
-        let base = self.extra_args.clone();
-        let m = self.members.get_mut(&id).expect("member defined");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&m.log)
-            .expect("open member log");
-        let mut cmd = crate::bitmountain();
-        cmd.args(["meta", "recover", "--id", &id.to_string(), "--data"])
-            .arg(&m.data)
-            .args(["--listen", &m.addr])
-            .args(&security)
-            .args(&base)
-            .args(extra)
-            .env(
-                "BITMOUNTAIN_LOG",
-                std::env::var("BITMOUNTAIN_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        let mut tail: Vec<std::ffi::OsString> = extra.iter().map(Into::into).collect();
         if let Some(b) = backup {
-            cmd.arg("--from").arg(b);
+            tail.extend(["--from".into(), b.into()]);
         }
-        m.child = Some(cmd.spawn().expect("spawn bitmountain meta recover"));
+        let id_arg = id.to_string();
+        self.launch(id, &["meta", "recover", "--id", &id_arg], &tail);
     }
 
     /// Forgets the admin token read so far (a group rebuilt without a backup makes a new one).

@@ -168,50 +168,38 @@ async fn a_backup_restores_a_lost_metadata_group() {
     let data = cluster.meta.members[&1].data.clone();
     std::fs::remove_dir_all(&data).unwrap();
 
+    let restore = |file: &std::path::Path| {
+        run(&[
+            "meta",
+            "restore",
+            file.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--id",
+            "1",
+            "--listen",
+            &member,
+        ])
+    };
     // A damaged copy is refused before anything is written.
     let damaged = dir.join("damaged.backup");
     let mut bytes = std::fs::read(&backup).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
     std::fs::write(&damaged, &bytes).unwrap();
-    let refused = run(&[
-        "meta",
-        "restore",
-        damaged.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--id",
-        "1",
-        "--listen",
-        &member,
-    ]);
+    let refused = restore(&damaged);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("SHA-256"), "{err}");
 
-    run_ok(&[
-        "meta",
-        "restore",
-        backup.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--id",
-        "1",
-        "--listen",
-        &member,
-    ]);
+    let restored = restore(&backup);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
     // Restoring over a member's data is refused.
-    let twice = run(&[
-        "meta",
-        "restore",
-        backup.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--id",
-        "1",
-        "--listen",
-        &member,
-    ]);
+    let twice = restore(&backup);
     assert!(!twice.status.success());
 
     cluster.meta.restart(1);

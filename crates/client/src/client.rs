@@ -504,10 +504,7 @@ impl ArchiveClient {
                 async move { Ok(stub.stat_bundle(request).await?.into_inner()) }
             })
             .await?;
-        let info = response
-            .bundle
-            .map(BundleInfo::from_proto)
-            .ok_or_else(|| ClientError::Integrity("the node answered without a bundle".into()))?;
+        let info = BundleInfo::from_answer(response.bundle)?;
         let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
         caches.remember(bundle_id);
         caches

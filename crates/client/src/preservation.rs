@@ -4,7 +4,7 @@
 use bitmountain_proto::archive::v1 as pb;
 
 use crate::client::{with_timeout, ArchiveClient, CALL_TIMEOUT_MS};
-use crate::error::{ClientError, Result};
+use crate::error::Result;
 use crate::types::BundleInfo;
 
 impl ArchiveClient {
@@ -22,10 +22,7 @@ impl ArchiveClient {
             })
             .await?;
         self.forget(bundle_id);
-        response
-            .bundle
-            .map(BundleInfo::from_proto)
-            .ok_or_else(|| ClientError::Integrity("the node answered without a bundle".into()))
+        BundleInfo::from_answer(response.bundle)
     }
 
     /// Extends a bundle's retention to `retain_until_unix_ms` (an earlier date is refused).
@@ -45,10 +42,7 @@ impl ArchiveClient {
             })
             .await?;
         self.forget(bundle_id);
-        response
-            .bundle
-            .map(BundleInfo::from_proto)
-            .ok_or_else(|| ClientError::Integrity("the node answered without a bundle".into()))
+        BundleInfo::from_answer(response.bundle)
     }
 
     /// Sets (`hold`) or clears a legal hold on a bundle; the reason is required either way.
@@ -70,9 +64,6 @@ impl ArchiveClient {
             })
             .await?;
         self.forget(bundle_id);
-        response
-            .bundle
-            .map(BundleInfo::from_proto)
-            .ok_or_else(|| ClientError::Integrity("the node answered without a bundle".into()))
+        BundleInfo::from_answer(response.bundle)
     }
 }

@@ -89,6 +89,13 @@ pub struct LegalHoldInfo {
 }
 
 impl BundleInfo {
+    /// The bundle an answer must carry.
+    pub(crate) fn from_answer(b: Option<pb::BundleInfo>) -> crate::error::Result<Self> {
+        b.map(Self::from_proto).ok_or_else(|| {
+            crate::error::ClientError::Integrity("the node answered without a bundle".into())
+        })
+    }
+
     pub(crate) fn from_proto(b: pb::BundleInfo) -> Self {
         BundleInfo {
             code: Code::from_proto(b.code.as_ref()),

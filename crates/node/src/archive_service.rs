@@ -140,6 +140,7 @@ fn state_name(state: BundleState) -> &'static str {
 
 pub(crate) fn bundle_to_proto(b: &Bundle) -> pb::BundleInfo {
     let r = &b.record;
+    let (legal_hold_reason, legal_hold_since_unix_ms) = r.preservation.hold_parts();
     pb::BundleInfo {
         bundle_id: r.id.to_string(),
         state: state_name(r.state).into(),
@@ -170,17 +171,8 @@ pub(crate) fn bundle_to_proto(b: &Bundle) -> pb::BundleInfo {
             .collect(),
         placement_generation: r.placement_generation,
         retain_until_unix_ms: r.preservation.retain_until_unix_ms,
-        legal_hold_reason: r
-            .preservation
-            .legal_hold
-            .as_ref()
-            .map(|h| h.reason.clone())
-            .unwrap_or_default(),
-        legal_hold_since_unix_ms: r
-            .preservation
-            .legal_hold
-            .as_ref()
-            .map_or(0, |h| h.since_unix_ms),
+        legal_hold_reason,
+        legal_hold_since_unix_ms,
     }
 }
 

@@ -20,18 +20,11 @@ pub use crate::snapshot::StateFile;
 /// unfinished (`*.tmp`) files are removed when the member starts.
 pub fn scratch_path(db: &DB, name: &str) -> std::path::PathBuf {
     let data = db.path().parent().unwrap_or(db.path());
-    data.join("snap").join(format!(
-        "{name}-{}-{:016x}.tmp",
-        std::process::id(),
-        rand_suffix()
-    ))
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0);
-    h.finish()
+    // Unique within the process by a counter, across processes by the process id.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    data.join("snap")
+        .join(format!("{name}-{}-{n}.tmp", std::process::id()))
 }
 
 /// Writes the applied state to `path`, synced. A failed write leaves no file.

@@ -100,7 +100,7 @@ fn start(args: RecoverArgs) -> anyhow::Result<()> {
             }
         };
         RecoveryRequest {
-            id: format!("{:032x}", rand_id()),
+            id: super::shard::random_bundle_id().to_hex(),
             backup_unix_ms,
         }
         .write(&data)
@@ -111,17 +111,6 @@ fn start(args: RecoverArgs) -> anyhow::Result<()> {
          once every registered disk has reported (`bitmountain meta recover status`)"
     );
     super::meta::serve(meta)
-}
-
-fn rand_id() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut id = 0u128;
-    for _ in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(id);
-        id = (id << 64) | u128::from(h.finish());
-    }
-    id
 }
 
 fn status(args: StatusArgs, finish: bool) -> anyhow::Result<()> {

@@ -73,13 +73,28 @@ pub struct EncodeArgs {
     labels: Vec<String>,
 }
 
-/// The description the encoded shards carry: the labels given, now, the trailer's file count.
-fn description(args: &EncodeArgs, file_count: u64) -> anyhow::Result<BundleDescription> {
-    Ok(BundleDescription {
+/// Where the bundle's index is (the flags, else the trailer; `no_trailer` says what is missing
+/// when neither) and the description the shards carry: the labels given, now, the trailer's
+/// file count.
+fn index_and_description(
+    args: &EncodeArgs,
+    trailer: Option<bitmountain_bundle::Trailer>,
+    no_trailer: impl FnOnce() -> String,
+) -> anyhow::Result<(IndexLocation, BundleDescription)> {
+    let index = match (args.index_offset, args.index_length, &trailer) {
+        (Some(offset), Some(len), _) => IndexLocation { offset, len },
+        (_, _, Some(t)) => IndexLocation {
+            offset: t.index_offset,
+            len: t.index_length,
+        },
+        _ => bail!(no_trailer()),
+    };
+    let description = BundleDescription {
         created_unix_ms: units::now_unix_ms(),
-        file_count,
+        file_count: trailer.map_or(0, |t| u64::from(t.file_count)),
         labels: common::parse_labels(&args.labels)?,
-    })
+    };
+    Ok((index, description))
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,9 +152,10 @@ fn parse_bundle_id(hex: &str) -> anyhow::Result<BundleId> {
     BundleId::from_hex(hex).with_context(|| format!("bundle id {hex:?} is not 32 hex digits"))
 }
 
-/// A random 128-bit id. `RandomState` is seeded from the OS's randomness; two of them give two
-/// independent 64-bit halves (not for cryptography: an id only needs to be unique).
-fn random_bundle_id() -> BundleId {
+/// A random 128-bit id (also `meta recover`'s request id). `RandomState` is seeded from the
+/// OS's randomness; two of them give two independent 64-bit halves (not for cryptography: an
+/// id only needs to be unique).
+pub(super) fn random_bundle_id() -> BundleId {
     let mut id = [0u8; 16];
     for half in id.chunks_exact_mut(8) {
         let mut hasher = RandomState::new().build_hasher();
@@ -188,21 +204,13 @@ fn encode_stdin(args: &EncodeArgs, code: Code, bundle_id: BundleId) -> anyhow::R
         let excess = tail.len().saturating_sub(TRAILER_BYTES);
         tail.drain(..excess);
     }
-    let trailer = Trailer::decode(&tail).ok();
-    let index = match (args.index_offset, args.index_length, &trailer) {
-        (Some(offset), Some(len), _) => IndexLocation { offset, len },
-        (_, _, Some(trailer)) => IndexLocation {
-            offset: trailer.index_offset,
-            len: trailer.index_length,
-        },
-        _ => bail!(
-            "the stream on stdin did not end with a bundle trailer; pass --index-offset and \
-             --index-length"
-        ),
-    };
-    let file_count = trailer.map_or(0, |t| u64::from(t.file_count));
+    let (index, description) = index_and_description(args, Trailer::decode(&tail).ok(), || {
+        "the stream on stdin did not end with a bundle trailer; pass --index-offset and \
+         --index-length"
+            .into()
+    })?;
     let (info, _sinks) = writer
-        .finish(index, &description(args, file_count)?)
+        .finish(index, &description)
         .context("finishing the shard files")?;
     let mut out = common::stdout();
     writeln!(out, "bundle {}", info.bundle_id)?;
@@ -233,19 +241,13 @@ fn encode(args: EncodeArgs) -> anyhow::Result<()> {
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
     let trailer = bitmountain_bundle::read_trailer(&file).ok();
-    let index = match (args.index_offset, args.index_length, &trailer) {
-        (Some(offset), Some(len), _) => IndexLocation { offset, len },
-        (_, _, Some(trailer)) => IndexLocation {
-            offset: trailer.index_offset,
-            len: trailer.index_length,
-        },
-        _ => bail!(
+    let (index, description) = index_and_description(&args, trailer, || {
+        format!(
             "{} has no readable bundle trailer to locate its index; pass --index-offset and \
              --index-length (0 and 0 for a file that is not a bundle)",
             args.file.display()
-        ),
-    };
-    let description = description(&args, trailer.map_or(0, |t| u64::from(t.file_count)))?;
+        )
+    })?;
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);

@@ -52,12 +52,8 @@ pub fn decimal_bytes(n: f64) -> String {
     }
 }
 
-/// Milliseconds since the Unix epoch, now (0 on a clock before 1970).
-pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Milliseconds since the Unix epoch, now (the metadata types' clock, one for the whole binary).
+pub use bitmountain_meta::types::now_unix_ms;
 
 /// `2026-12-05T08:10:27Z`: a time in Unix milliseconds, to the second (UTC).
 pub fn time(unix_ms: u64) -> String {

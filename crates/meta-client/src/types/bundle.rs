@@ -226,6 +226,31 @@ pub struct Preservation {
     pub legal_hold: Option<LegalHold>,
 }
 
+impl Preservation {
+    /// From the flat fields the wire and the stored record carry: a hold is set when its time
+    /// is not 0.
+    pub fn from_parts(
+        retain_until_unix_ms: u64,
+        hold_reason: String,
+        hold_since_unix_ms: u64,
+    ) -> Self {
+        Self {
+            retain_until_unix_ms,
+            legal_hold: (hold_since_unix_ms != 0).then_some(LegalHold {
+                reason: hold_reason,
+                since_unix_ms: hold_since_unix_ms,
+            }),
+        }
+    }
+
+    /// The hold as those flat fields: its reason and time (`""`, 0: no hold).
+    pub fn hold_parts(&self) -> (String, u64) {
+        self.legal_hold
+            .as_ref()
+            .map_or((String::new(), 0), |h| (h.reason.clone(), h.since_unix_ms))
+    }
+}
+
 /// A legal hold on a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LegalHold {

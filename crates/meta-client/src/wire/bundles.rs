@@ -5,7 +5,7 @@ use bitmountain_proto::v1 as pb;
 use super::labels_from_proto;
 use crate::error::{Field, MetaError, Result};
 use crate::types::{
-    Bundle, BundleId, BundleRecord, BundleState, Code, LegalHold, Preservation, ShardLocation,
+    Bundle, BundleId, BundleRecord, BundleState, Code, Preservation, ShardLocation,
 };
 
 impl Bundle {
@@ -52,13 +52,11 @@ impl Bundle {
                 placement_generation: b.placement_generation,
                 request_id: String::new(),
                 accounted_shard_bytes: 0,
-                preservation: Preservation {
-                    retain_until_unix_ms: b.retain_until_unix_ms,
-                    legal_hold: (b.legal_hold_since_unix_ms != 0).then_some(LegalHold {
-                        reason: b.legal_hold_reason.clone(),
-                        since_unix_ms: b.legal_hold_since_unix_ms,
-                    }),
-                },
+                preservation: Preservation::from_parts(
+                    b.retain_until_unix_ms,
+                    b.legal_hold_reason,
+                    b.legal_hold_since_unix_ms,
+                ),
             },
             locations,
         })

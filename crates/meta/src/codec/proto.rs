@@ -18,8 +18,8 @@ use super::corrupt;
 use crate::command::{Allocate, Command, Commit};
 use crate::error::Result;
 use crate::keys;
+use crate::types::Preservation;
 use crate::types::{BundleId, BundleRecord, BundleState, Code};
-use crate::types::{LegalHold, Preservation};
 
 fn id_from(b: &[u8], what: &str) -> Result<BundleId> {
     let arr: [u8; 16] = b
@@ -73,6 +73,7 @@ pub(crate) fn encode_bundle(b: &BundleRecord, value_format: u8) -> Vec<u8> {
     if value_format < keys::VALUE_V2 {
         return super::json::encode_value(b);
     }
+    let (legal_hold_reason, legal_hold_since_unix_ms) = b.preservation.hold_parts();
     with_version(&st::StoredBundle {
         id: b.id.to_bytes().to_vec(),
         state: u32::from(b.state.tag()),
@@ -92,17 +93,8 @@ pub(crate) fn encode_bundle(b: &BundleRecord, value_format: u8) -> Vec<u8> {
         request_id: b.request_id.clone(),
         accounted_shard_bytes: b.accounted_shard_bytes,
         retain_until_unix_ms: b.preservation.retain_until_unix_ms,
-        legal_hold_reason: b
-            .preservation
-            .legal_hold
-            .as_ref()
-            .map(|h| h.reason.clone())
-            .unwrap_or_default(),
-        legal_hold_since_unix_ms: b
-            .preservation
-            .legal_hold
-            .as_ref()
-            .map_or(0, |h| h.since_unix_ms),
+        legal_hold_reason,
+        legal_hold_since_unix_ms,
     })
 }
 
@@ -133,13 +125,11 @@ pub(crate) fn decode_bundle(v: &[u8]) -> Result<BundleRecord> {
         placement_generation: s.placement_generation,
         request_id: s.request_id,
         accounted_shard_bytes: s.accounted_shard_bytes,
-        preservation: Preservation {
-            retain_until_unix_ms: s.retain_until_unix_ms,
-            legal_hold: (s.legal_hold_since_unix_ms != 0).then_some(LegalHold {
-                reason: s.legal_hold_reason,
-                since_unix_ms: s.legal_hold_since_unix_ms,
-            }),
-        },
+        preservation: Preservation::from_parts(
+            s.retain_until_unix_ms,
+            s.legal_hold_reason,
+            s.legal_hold_since_unix_ms,
+        ),
     })
 }
 
@@ -239,6 +229,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::types::LegalHold;
 
     fn record() -> BundleRecord {
         BundleRecord {

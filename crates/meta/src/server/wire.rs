@@ -12,6 +12,7 @@ use crate::wire::{labels_to_proto, worker_to_proto};
 impl MetaServer {
     pub(crate) fn to_proto(&self, b: &BundleRecord) -> pb::BundleRecord {
         let map = self.inner.store.map();
+        let (legal_hold_reason, legal_hold_since_unix_ms) = b.preservation.hold_parts();
         pb::BundleRecord {
             id: Some(b.id.to_proto()),
             state: b.state.to_proto() as i32,
@@ -25,17 +26,8 @@ impl MetaServer {
             created_unix_ms: b.created_unix_ms,
             expires_unix_ms: b.expires_unix_ms,
             retain_until_unix_ms: b.preservation.retain_until_unix_ms,
-            legal_hold_reason: b
-                .preservation
-                .legal_hold
-                .as_ref()
-                .map(|h| h.reason.clone())
-                .unwrap_or_default(),
-            legal_hold_since_unix_ms: b
-                .preservation
-                .legal_hold
-                .as_ref()
-                .map_or(0, |h| h.since_unix_ms),
+            legal_hold_reason,
+            legal_hold_since_unix_ms,
             placement: b
                 .placement
                 .iter()
