@@ -514,6 +514,7 @@ pub async fn alloc_commit_pair(client: &MetaClient, request_id: String) -> bool 
                 sha256: vec![3; 32],
                 file_count: 1000,
                 missing_shards: vec![],
+                ..Default::default()
             },
         )
         .await
@@ -539,6 +540,7 @@ pub fn commit_request(file_count: u64) -> CommitRequest {
         sha256: vec![1; 32],
         file_count,
         missing_shards: vec![],
+        ..Default::default()
     }
 }
 

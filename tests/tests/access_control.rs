@@ -84,6 +84,14 @@ async fn call(
             .heartbeat(pb::HeartbeatRequest::default())
             .await
             .map(drop),
+        "MetaAdmin/ListAudit" => admin()
+            .list_audit(pb::ListAuditRequest::default())
+            .await
+            .map(drop),
+        "MetaService/RecordEvents" => meta()
+            .record_events(pb::RecordEventsRequest::default())
+            .await
+            .map(drop),
         "MetaAdmin/ListTokens" => admin()
             .list_tokens(pb::ListTokensRequest {})
             .await
@@ -194,6 +202,7 @@ async fn archive_call(
             .set_retention(apb::SetRetentionRequest {
                 bundle_id: UNKNOWN_BUNDLE.into(),
                 retain_until_unix_ms: 1,
+                governance_reason: String::new(),
             })
             .await
             .map(drop),
@@ -207,6 +216,12 @@ async fn archive_call(
             .map(drop),
         "ArchiveService/ClusterStatus" => archive
             .cluster_status(apb::ClusterStatusRequest {})
+            .await
+            .map(drop),
+        "ArchiveService/CheckFixity" => archive
+            .check_fixity(apb::CheckFixityRequest {
+                bundle_id: bundle.into(),
+            })
             .await
             .map(drop),
         other => panic!("no call for {other}"),
@@ -225,7 +240,10 @@ const RPCS: &[(&str, Needs)] = &[
     ("ArchiveService/SetRetention", Needs::Delete),
     ("ArchiveService/SetLegalHold", Needs::Delete),
     ("ArchiveService/ClusterStatus", Needs::Read),
+    ("ArchiveService/CheckFixity", Needs::Read),
     ("MetaService/ClusterStatus", Needs::Read),
+    ("MetaService/RecordEvents", Needs::PeerOnly),
+    ("MetaAdmin/ListAudit", Needs::Operate),
     ("MetaService/RepairStatus", Needs::Operate),
     ("MetaService/ListRepairs", Needs::Operate),
     ("MetaService/Rebalance", Needs::Operate),

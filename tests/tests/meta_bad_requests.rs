@@ -31,7 +31,10 @@ async fn bad_requests_get_typed_errors() {
         .await
         .unwrap_err();
     assert!(matches!(e, MetaError::UnknownBundle { .. }), "{e:?}");
-    let e = client.delete_bundle(ghost, "test").await.unwrap_err();
+    let e = client
+        .delete_bundle(ghost, "test", &Default::default())
+        .await
+        .unwrap_err();
     assert!(matches!(e, MetaError::UnknownBundle { .. }), "{e:?}");
 
     // Unplaceable: 8 shards on 6 hosts.
@@ -317,7 +320,10 @@ async fn bad_requests_get_typed_errors() {
         .allocate_bundle(&allocation("to-abort", RS_4_2))
         .await
         .unwrap();
-    let e = client.delete_bundle(p.record.id, "test").await.unwrap_err();
+    let e = client
+        .delete_bundle(p.record.id, "test", &Default::default())
+        .await
+        .unwrap_err();
     assert!(matches!(e, MetaError::WrongState { .. }), "{e:?}");
     client.abort_bundle(p.record.id).await.unwrap();
     assert!(matches!(

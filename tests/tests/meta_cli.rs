@@ -103,22 +103,22 @@ async fn value_format_switch_checks_every_member() {
         .unwrap()
     };
     let v: serde_json::Value = serde_json::from_slice(&status).unwrap();
-    assert_eq!(v["value_format"].as_u64(), Some(2), "{v}");
+    assert_eq!(v["value_format"].as_u64(), Some(3), "{v}");
     for m in v["members"].as_array().unwrap() {
-        assert_eq!(m["newest_value_format"].as_u64(), Some(2), "{m}");
+        assert_eq!(m["newest_value_format"].as_u64(), Some(3), "{m}");
     }
 
     // The current format: every member confirms, nothing changes.
-    let out = set_value_format(addr.clone(), "2").await;
+    let out = set_value_format(addr.clone(), "3").await;
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("value format: 2"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("value format: 3"));
 
     // Formats the group cannot take, each with the reason.
-    let out = set_value_format(addr.clone(), "3").await;
+    let out = set_value_format(addr.clone(), "4").await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("reads value formats 1 to 2"), "{err}");
-    let out = set_value_format(addr.clone(), "1").await;
+    assert!(err.contains("reads value formats 1 to 3"), "{err}");
+    let out = set_value_format(addr.clone(), "2").await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("never goes back"), "{err}");
@@ -126,7 +126,7 @@ async fn value_format_switch_checks_every_member() {
     // A member that does not answer blocks the switch, by name.
     let down = if leader == 3 { 2 } else { 3 };
     cluster.kill(down);
-    let out = set_value_format(addr.clone(), "2").await;
+    let out = set_value_format(addr.clone(), "3").await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

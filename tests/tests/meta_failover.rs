@@ -51,6 +51,7 @@ async fn alloc_commit(
                 sha256: vec![7; 32],
                 file_count: 3,
                 missing_shards: vec![],
+                ..Default::default()
             },
         )
         .await

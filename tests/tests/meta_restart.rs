@@ -49,12 +49,16 @@ async fn full_restart_keeps_state() {
                     sha256: vec![i as u8; 32],
                     file_count: 10,
                     missing_shards: vec![],
+                    ..Default::default()
                 },
             )
             .await
             .unwrap();
         if i % 10 == 0 {
-            client.delete_bundle(b.record.id, "test").await.unwrap();
+            client
+                .delete_bundle(b.record.id, "test", &Default::default())
+                .await
+                .unwrap();
         }
         sealed.push(b.record.id);
     }

@@ -14,6 +14,7 @@ use crate::cert::{peer_identity, PeerIdentity};
 use crate::error::AuthError;
 use crate::permission::{Principal, TokenPrincipal};
 use crate::policy::{self, Access};
+use crate::refusals::{Refusal, RefusalLog, RefusedCaller};
 use crate::token::{self, Token, TokenError, TokenId, TokenRecord};
 
 /// Where the token records are: the metadata store on a member, a cached copy on a node.
@@ -53,6 +54,7 @@ pub struct Authorizer {
     served: Option<&'static [&'static str]>,
     unauthenticated: AtomicU64,
     permission_denied: AtomicU64,
+    refusals: Arc<RefusalLog>,
 }
 
 impl fmt::Debug for Authorizer {
@@ -72,6 +74,7 @@ impl Authorizer {
             served: None,
             unauthenticated: AtomicU64::new(0),
             permission_denied: AtomicU64::new(0),
+            refusals: Arc::default(),
         }
     }
 
@@ -81,6 +84,11 @@ impl Authorizer {
     pub fn serving(mut self, services: &'static [&'static str]) -> Authorizer {
         self.served = Some(services);
         self
+    }
+
+    /// The refusals waiting for the audit trail (handlers add theirs here too).
+    pub fn refusals(&self) -> &Arc<RefusalLog> {
+        &self.refusals
     }
 
     /// Requests refused so far.
@@ -107,7 +115,7 @@ impl Authorizer {
         if let Err(e) = &result {
             let token = seen.token_id.map(|id| id.to_string());
             let token = token.as_deref();
-            let peer = seen.peer.map(|p| p.to_string());
+            let peer = seen.peer.as_ref().map(|p| p.to_string());
             let peer = peer.as_deref();
             match e.kind() {
                 bitmountain_proto::ErrorKind::Unauthenticated => {
@@ -119,6 +127,15 @@ impl Authorizer {
                     tracing::warn!(method = path, token, peer, error = %e, "request refused");
                 }
                 _ => tracing::debug!(method = path, token, error = %e, "request refused"),
+            }
+            if e.is_denial() {
+                self.refusals.push(Refusal {
+                    time_unix_ms: now_unix_ms,
+                    method: path.to_owned(),
+                    caller: seen.caller(),
+                    object: None,
+                    message: e.to_string(),
+                });
             }
         }
         result
@@ -186,6 +203,7 @@ impl Authorizer {
             .lookup(token.id())
             .map_err(|e| AuthError::Unavailable { reason: e.0 })?;
         let principal = TokenPrincipal::from(token::verify(&token, record.as_ref(), now_unix_ms)?);
+        seen.token_name = Some(principal.name.clone());
         match access.token_permission() {
             Some(p) if principal.role.has(p) => Ok(Principal::Token(principal)),
             Some(permission) => Err(AuthError::MissingPermission {
@@ -206,7 +224,22 @@ impl Authorizer {
 #[derive(Default)]
 struct Seen {
     token_id: Option<TokenId>,
+    /// The token's name, once its secret was verified.
+    token_name: Option<String>,
     peer: Option<PeerIdentity>,
+}
+
+impl Seen {
+    fn caller(&self) -> RefusedCaller {
+        match (&self.token_id, &self.peer) {
+            (Some(id), _) => RefusedCaller::Token {
+                id: *id,
+                name: self.token_name.clone(),
+            },
+            (None, Some(p)) => RefusedCaller::Peer(p.clone()),
+            (None, None) => RefusedCaller::Anonymous,
+        }
+    }
 }
 
 /// The one `authorization` header's value; several are malformed (which one would count?).

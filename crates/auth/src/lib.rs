@@ -17,6 +17,8 @@
 //! layer cannot see — a bundle's labels — is decided by the handlers with
 //! [`Principal::may_access`] and [`Principal::upload_labels`], pure functions too.
 //!
+//! Refused requests go to a bounded [`RefusalLog`] the server's audit reporter drains.
+//!
 //! [`tls`] turns a `--tls-dir` into the server's and client's TLS settings.
 //!
 //! Nothing here does network or disk I/O except [`cert`] (which writes key files); the token
@@ -29,6 +31,7 @@ pub mod error;
 pub mod layer;
 pub mod permission;
 pub mod policy;
+pub mod refusals;
 pub mod tls;
 pub mod token;
 
@@ -38,5 +41,6 @@ pub use error::AuthError;
 pub use layer::{AuthLayer, AuthService, PeerCertificates};
 pub use permission::{BundleAction, Permission, Principal, Role, Scope, TokenPrincipal};
 pub use policy::Access;
+pub use refusals::{Refusal, RefusalLog, RefusedCaller};
 pub use tls::InsecureWarning;
 pub use token::{Token, TokenError, TokenHash, TokenId, TokenRecord};

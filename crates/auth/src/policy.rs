@@ -44,6 +44,13 @@ impl Access {
         nodes: false,
         token: None,
     };
+    /// Members and storage nodes (a certificate of either role).
+    pub const PEER: Access = Access {
+        open: false,
+        members: true,
+        nodes: true,
+        token: None,
+    };
     /// Storage nodes only (certificate role `node`).
     pub const NODE: Access = Access {
         open: false,
@@ -201,6 +208,8 @@ policy! {
         "Rebalance" => Access::token(Operate),
         // `status` (clients), a node relaying its clients' status, members checking each other.
         "ClusterStatus" => Access::peer_or_token(Read),
+        // Refused requests and fixity checks members and nodes saw, for the audit trail.
+        "RecordEvents" => Access::PEER,
     }
     "bitmountain.v1.MetaAdmin" {
         "AddMember" => Access::token(Admin),
@@ -214,6 +223,8 @@ policy! {
         // The whole state, token hashes included.
         "Backup" => Access::token(Admin),
         "Recovery" => Access::token(Admin),
+        // Operators and auditors review who did what.
+        "ListAudit" => Access::token(Operate),
         // Nodes fetch the table to check their clients' tokens.
         "ListTokens" => Access::node_or_token(Admin),
     }
@@ -245,6 +256,8 @@ policy! {
         "SetRetention" => Access::token(Delete),
         "SetLegalHold" => Access::token(Delete),
         "ClusterStatus" => Access::token(Read),
+        // Reads the bundle on the node; the outcome is audited with the caller as agent.
+        "CheckFixity" => Access::token(Read),
     }
     "grpc.health.v1.Health" {
         // Open, so a probe or a constrained token never reads "forbidden" as "down".
@@ -393,6 +406,7 @@ mod role_tests {
         ("/bitmountain.v1.MetaService/SetRepairSettings", OPERATE),
         ("/bitmountain.v1.MetaService/RepairStatus", OPERATE),
         ("/bitmountain.v1.MetaService/Rebalance", OPERATE),
+        ("/bitmountain.v1.MetaService/RecordEvents", "meta node"),
         (
             "/bitmountain.v1.MetaService/ClusterStatus",
             "meta node reader writer curator operator admin",
@@ -406,6 +420,7 @@ mod role_tests {
         ("/bitmountain.v1.MetaAdmin/RevokeToken", ADMIN),
         ("/bitmountain.v1.MetaAdmin/Backup", ADMIN),
         ("/bitmountain.v1.MetaAdmin/Recovery", ADMIN),
+        ("/bitmountain.v1.MetaAdmin/ListAudit", OPERATE),
         ("/bitmountain.v1.MetaAdmin/ListTokens", "node admin"),
         ("/bitmountain.v1.RaftTransport/Stream", MEMBER),
         ("/bitmountain.v1.RaftTransport/StreamSnapshot", MEMBER),
@@ -437,6 +452,7 @@ mod role_tests {
             DELETE,
         ),
         ("/bitmountain.archive.v1.ArchiveService/ClusterStatus", READ),
+        ("/bitmountain.archive.v1.ArchiveService/CheckFixity", READ),
         ("/grpc.health.v1.Health/Check", OPEN),
         ("/grpc.health.v1.Health/Watch", OPEN),
         (

@@ -67,6 +67,9 @@ enum Command {
     /// (`fixity check --bundle ID | --label k=v | --all`).
     #[command(subcommand)]
     Fixity(commands::fixity::FixityCommand),
+    /// The audit trail: who did what, and what was refused (`audit [--since T] [--bundle ID]
+    /// [--agent NAME] [--action A] [--json]`); `audit verify` checks its hash chain.
+    Audit(commands::audit::AuditArgs),
     /// Extend a bundle's retention (`retention set ID --until DATE`).
     #[command(subcommand)]
     Retention(commands::preserve::RetentionCommand),
@@ -133,6 +136,7 @@ fn main() -> std::process::ExitCode {
         Command::Rm(args) => commands::archive::rm(args),
         Command::Inventory(args) => commands::inventory::run(args),
         Command::Fixity(cmd) => commands::fixity::run(cmd),
+        Command::Audit(args) => commands::audit::run(args),
         Command::Retention(cmd) => commands::preserve::retention_command(cmd),
         Command::Hold(cmd) => commands::preserve::hold_command(cmd),
         Command::Node(args) => commands::node::run(args),

@@ -24,6 +24,7 @@ pub mod walk;
 
 pub use client::{ArchiveClient, PutOptions, UploadFile, UploadSource};
 pub use error::{ClientError, Result};
+pub use preservation::{FileFixity, Fixity, FIXITY_CALL_TIMEOUT_MS};
 pub use types::{
     BundleInfo, ClusterStatus, Code, DiskStatus, FileDigest, FileInfo, LegalHoldInfo, NodeStatus,
     PutResult, ShardInfo,

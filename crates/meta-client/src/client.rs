@@ -16,7 +16,7 @@ use crate::batch::{BatchStats, Batcher};
 use crate::error::{Field, MetaError, Result};
 use crate::transport::{self, Transport};
 use crate::types::{
-    AllocateRequest, Bundle, BundleId, BundleState, ClusterStatus, CommitRequest, DiskState,
+    Agent, AllocateRequest, Bundle, BundleId, BundleState, ClusterStatus, CommitRequest, DiskState,
     FinishedRepair, Heartbeat, HeartbeatReply, MemberInfo, NodeState, RebalancePlan,
     RegisteredNode, Registration, RepairClaim, RepairPage, RepairSettings, RepairStatus,
     TokenTable,
@@ -243,10 +243,12 @@ impl MetaClient {
     }
 
     /// Marks a sealed bundle deleting.
-    pub async fn delete_bundle(&self, id: BundleId, reason: &str) -> Result<Bundle> {
+    /// `agent`: the client a node deletes for (the deletion event's agent).
+    pub async fn delete_bundle(&self, id: BundleId, reason: &str, agent: &Agent) -> Result<Bundle> {
         let r = pb::DeleteBundleRequest {
             id: Some(id.to_proto()),
             reason: reason.to_owned(),
+            on_behalf_of: Some(wire::agent_to_proto(agent)),
         };
         let resp = self
             .transport
@@ -259,10 +261,20 @@ impl MetaClient {
     }
 
     /// Extends a sealed bundle's retention (an earlier date is refused).
-    pub async fn set_retention(&self, id: BundleId, retain_until_unix_ms: u64) -> Result<Bundle> {
+    /// With a `governance_reason`, the date may be earlier (governance mode: the node lets
+    /// only admins ask).
+    pub async fn set_retention(
+        &self,
+        id: BundleId,
+        retain_until_unix_ms: u64,
+        governance_reason: &str,
+        agent: &Agent,
+    ) -> Result<Bundle> {
         let r = pb::SetRetentionRequest {
             id: Some(id.to_proto()),
             retain_until_unix_ms,
+            on_behalf_of: Some(wire::agent_to_proto(agent)),
+            governance_reason: governance_reason.to_owned(),
         };
         let resp = self
             .transport
@@ -275,11 +287,18 @@ impl MetaClient {
     }
 
     /// Sets (`hold`) or clears a sealed bundle's legal hold; `reason` is required either way.
-    pub async fn set_legal_hold(&self, id: BundleId, hold: bool, reason: &str) -> Result<Bundle> {
+    pub async fn set_legal_hold(
+        &self,
+        id: BundleId,
+        hold: bool,
+        reason: &str,
+        agent: &Agent,
+    ) -> Result<Bundle> {
         let r = pb::SetLegalHoldRequest {
             id: Some(id.to_proto()),
             hold,
             reason: reason.to_owned(),
+            on_behalf_of: Some(wire::agent_to_proto(agent)),
         };
         let resp = self
             .transport

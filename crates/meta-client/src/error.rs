@@ -284,6 +284,10 @@ fields! {
     Token = "token",
     Role = "role",
     Expiry = "expires",
+    Events = "events",
+    Agent = "agent",
+    Action = "action",
+    Outcome = "outcome",
     // A name this binary does not know (from a newer member), shown as the word it stands for.
     Unknown = "field",
 }

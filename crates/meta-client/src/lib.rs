@@ -14,6 +14,8 @@
 //!   call's deadline: the one place calls are made.
 //! - [`backup`]: `MetaClient::backup`, the one streaming call (the state for a backup);
 //!   [`recovery`]: a node's scan reports and the recovery's state (disaster recovery).
+//! - [`audit`]: pages of the audit trail, events members and nodes report, and the worker
+//!   that reports a server's refused requests.
 //! - `batch`: the batch sender that lets concurrent allocations and commits share `Batch`
 //!   calls.
 //! - [`wire`]: every conversion between the domain types and the generated
@@ -24,6 +26,7 @@
 //!   heartbeats, repairs, the cluster status).
 //! - [`error`]: [`MetaError`], its one conversion to a gRPC status and back.
 
+pub mod audit;
 pub mod backup;
 mod batch;
 pub mod client;

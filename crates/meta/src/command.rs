@@ -14,8 +14,8 @@ use crate::error::Result;
 use crate::keys;
 use crate::state::apply::Applier;
 use crate::types::{
-    BundleId, BundleRecord, Code, DiskRecord, DiskState, FoundShard, FoundTombstone, NodeRecord,
-    NodeState, RepairSettings,
+    Agent, BundleId, BundleRecord, Code, DiskRecord, DiskState, FoundShard, FoundTombstone,
+    NewEvent, NodeRecord, NodeState, RepairSettings,
 };
 
 pub use crate::recovery::RecoveryReport;
@@ -46,6 +46,9 @@ pub enum Command {
         state: DiskState,
         /// Leader's clock.
         now_ms: u64,
+        /// Who decided (an operator's token, or `system:failure-detector`).
+        #[serde(default)]
+        agent: Agent,
     },
     /// Decision on a node (operator, or the leader's failure detector).
     SetNodeState {
@@ -56,11 +59,20 @@ pub enum Command {
         /// Leader's clock.
         #[serde(default)]
         now_ms: u64,
+        /// Who decided.
+        #[serde(default)]
+        agent: Agent,
     },
     /// New repair throttles.
     SetRepairSettings {
         /// Settings (a zero `max_repairs_per_node` keeps the current value).
         settings: RepairSettings,
+        /// Leader's clock.
+        #[serde(default)]
+        now_ms: u64,
+        /// Who changed them.
+        #[serde(default)]
+        agent: Agent,
     },
     /// Moves planned by a rebalance: each applies only if the bundle's placement generation is
     /// still the one it was planned against.
@@ -91,16 +103,32 @@ pub enum Command {
         /// Bundle.
         id: BundleId,
         /// Leader's clock. 0: no retention or hold check (commands from before retention
-        /// existed, and a recovery deleting again a bundle a tombstone says was deleted).
+        /// existed). Nor is there one for agent `system:recovery` (a recovery deleting again a
+        /// bundle a tombstone says was deleted).
         #[serde(default)]
         now_ms: u64,
+        /// Why (audited).
+        #[serde(default)]
+        reason: String,
+        /// Who asked.
+        #[serde(default)]
+        agent: Agent,
     },
     /// Extend a sealed bundle's retention.
     SetRetention {
         /// Bundle.
         id: BundleId,
-        /// New date; never earlier than the current one.
+        /// New date; never earlier than the current one, unless `governance_reason` says why.
         retain_until_unix_ms: u64,
+        /// Non-empty: governance mode (an admin shortening the retention, with this reason).
+        #[serde(default)]
+        governance_reason: String,
+        /// Leader's clock.
+        #[serde(default)]
+        now_ms: u64,
+        /// Who asked.
+        #[serde(default)]
+        agent: Agent,
     },
     /// Set (`Some`) or clear a legal hold.
     SetLegalHold {
@@ -108,6 +136,15 @@ pub enum Command {
         id: BundleId,
         /// The hold, or `None` to clear it.
         hold: Option<crate::types::LegalHold>,
+        /// Why it is set or cleared (audited).
+        #[serde(default)]
+        reason: String,
+        /// Leader's clock.
+        #[serde(default)]
+        now_ms: u64,
+        /// Who asked.
+        #[serde(default)]
+        agent: Agent,
     },
     /// Remove a deleted bundle's record once its shards are gone.
     Purge {
@@ -127,8 +164,14 @@ pub enum Command {
     /// Write bundle records and allocate/commit commands in `value_format` from this entry on
     /// (the leader proposes it only once every member confirmed it reads that format).
     SetValueFormat {
-        /// `keys::VALUE_V1` or `keys::VALUE_V2`; never older than the current one.
+        /// `keys::VALUE_V1` to `keys::VALUE_FORMAT_NEWEST`; never older than the current one.
         value_format: u8,
+        /// Leader's clock.
+        #[serde(default)]
+        now_ms: u64,
+        /// Who asked.
+        #[serde(default)]
+        agent: Agent,
     },
     /// Add an access token (its record holds the secret's hash, never the secret).
     CreateToken(CreateToken),
@@ -138,6 +181,9 @@ pub enum Command {
         id: bitmountain_auth::TokenId,
         /// Leader's clock.
         now_ms: u64,
+        /// Who revoked it.
+        #[serde(default)]
+        agent: Agent,
     },
     /// Compare-and-set a bundle's placement.
     UpdatePlacement {
@@ -152,6 +198,9 @@ pub enum Command {
         /// Shards rewritten in place (their disk stays).
         #[serde(default)]
         rewritten_shards: Vec<u32>,
+        /// The node whose worker rebuilt or moved the shards.
+        #[serde(default)]
+        agent: Agent,
     },
     /// Start rebuilding the group from the disks (the first command of `meta recover`).
     EnterRecovery {
@@ -173,6 +222,21 @@ pub enum Command {
         /// Nodes keep shards of bundles the group does not know until then.
         orphan_hold_until_unix_ms: u64,
     },
+    /// Events a member or node reported (refused requests, fixity checks), recorded as they are.
+    RecordEvents(RecordEvents),
+}
+
+/// [`Command::RecordEvents`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordEvents {
+    /// At most `MAX_REPORTED_EVENTS`.
+    pub events: Vec<NewEvent>,
+    /// The member or node that reported them.
+    pub source: String,
+    /// Events the reporter dropped (recorded as one event).
+    pub dropped: u64,
+    /// Leader's clock.
+    pub now_ms: u64,
 }
 
 /// [`Command::RecordScan`]: part of one disk's scan.
@@ -235,6 +299,9 @@ pub struct RegisterNode {
     /// Leader's clock (0 in commands from before the field existed).
     #[serde(default)]
     pub now_ms: u64,
+    /// The node registering, by its certificate.
+    #[serde(default)]
+    pub agent: Agent,
 }
 
 /// [`Command::Allocate`]: a new pending bundle on disks the leader chose.
@@ -280,6 +347,9 @@ pub struct Commit {
     pub missing_shards: Vec<u32>,
     /// Leader's clock.
     pub now_ms: u64,
+    /// Who uploaded (the ingestion event's agent).
+    #[serde(default)]
+    pub agent: Agent,
 }
 
 /// [`Command::CreateToken`]: a new token's record.
@@ -290,6 +360,12 @@ pub struct CreateToken {
     /// Applies only while the table is at this version (`Some(0)`: the group's first admin
     /// token, made once by whichever member leads first); `None`: whatever the version.
     pub if_version: Option<u64>,
+    /// Who made it (`system:bootstrap` for the group's first admin token).
+    #[serde(default)]
+    pub agent: Agent,
+    /// Leader's clock.
+    #[serde(default)]
+    pub now_ms: u64,
 }
 
 /// What an applied command returns to the proposer.
@@ -372,44 +448,86 @@ impl Command {
         )
     }
 
-    /// Applies the command through the family file that owns it (`state/apply/`).
+    /// Applies the command through the family file that owns it (`state/apply/`). A refusal
+    /// of a command someone asked for is recorded in the audit trail (`crate::audit`).
     pub(crate) fn apply(self, a: &mut Applier<'_>) -> ApplyResult {
+        let refusal = crate::audit::refusal_of(&self);
+        let result = self.apply_inner(a);
+        if let (Err(e), Some(event)) = (&result, refusal) {
+            a.audit_refusal(event, e);
+        }
+        result
+    }
+
+    fn apply_inner(self, a: &mut Applier<'_>) -> ApplyResult {
         match self {
             Command::RegisterNode(r) => a.register(r),
             Command::SetDiskState {
                 disk_id,
                 state,
                 now_ms,
-            } => a.set_disk_state(disk_id, state, now_ms),
+                agent,
+            } => a.set_disk_state(disk_id, state, now_ms, agent),
             Command::SetNodeState {
                 node_id,
                 state,
                 now_ms,
-            } => a.set_node_state(node_id, state, now_ms),
-            Command::SetValueFormat { value_format } => a.set_value_format(value_format),
-            Command::SetRepairSettings { settings } => a.set_repair_settings(settings),
+                agent,
+            } => a.set_node_state(node_id, state, now_ms, agent),
+            Command::SetValueFormat {
+                value_format,
+                now_ms,
+                agent,
+            } => a.set_value_format(value_format, now_ms, agent),
+            Command::SetRepairSettings {
+                settings,
+                now_ms,
+                agent,
+            } => a.set_repair_settings(settings, now_ms, agent),
             Command::QueueMoves { moves, now_ms } => a.queue_moves(moves, now_ms),
             Command::Allocate(c) => a.allocate(c),
             Command::Commit(c) => a.commit(c),
             Command::Abort { id } => a.abort(id),
             Command::Expire { ids, now_ms } => a.expire(ids, now_ms),
-            Command::Delete { id, now_ms } => a.delete(id, now_ms),
+            Command::Delete {
+                id,
+                now_ms,
+                reason,
+                agent,
+            } => a.delete(id, now_ms, &reason, agent),
             Command::SetRetention {
                 id,
                 retain_until_unix_ms,
-            } => a.set_retention(id, retain_until_unix_ms),
-            Command::SetLegalHold { id, hold } => a.set_legal_hold(id, hold),
+                governance_reason,
+                now_ms,
+                agent,
+            } => a.set_retention(id, retain_until_unix_ms, &governance_reason, now_ms, agent),
+            Command::SetLegalHold {
+                id,
+                hold,
+                reason,
+                now_ms,
+                agent,
+            } => a.set_legal_hold(id, hold, &reason, now_ms, agent),
             Command::Purge { id } => a.purge(id),
             Command::ReportDamage { id, shards, now_ms } => a.report_damage(id, shards, now_ms),
             Command::CreateToken(c) => a.create_token(c),
-            Command::RevokeToken { id, now_ms } => a.revoke_token(id, now_ms),
+            Command::RevokeToken { id, now_ms, agent } => a.revoke_token(id, now_ms, agent),
             Command::UpdatePlacement {
                 id,
                 expected_generation,
                 placement,
                 now_ms,
                 rewritten_shards,
-            } => a.update_placement(id, expected_generation, placement, now_ms, rewritten_shards),
+                agent,
+            } => a.update_placement(
+                id,
+                expected_generation,
+                placement,
+                now_ms,
+                rewritten_shards,
+                agent,
+            ),
             Command::EnterRecovery {
                 now_ms,
                 backup_unix_ms,
@@ -421,6 +539,7 @@ impl Command {
                 report,
                 orphan_hold_until_unix_ms,
             } => a.finish_recovery(report, orphan_hold_until_unix_ms),
+            Command::RecordEvents(r) => a.record_events(r),
         }
     }
 }

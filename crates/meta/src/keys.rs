@@ -12,8 +12,11 @@ pub const VALUE_V1: u8 = 1;
 /// values and the allocate and commit commands in the Raft log, in groups whose
 /// `ClusterRecord::value_format` is 2 (`crate::codec`).
 pub const VALUE_V2: u8 = 2;
+/// Group value format 3: the encodings of version 2, and the audit trail (`AUDIT`) kept from
+/// then on. Not a version byte: no value starts with it.
+pub const VALUE_FORMAT_AUDIT: u8 = 3;
 /// The value format a new group writes.
-pub const VALUE_FORMAT_NEWEST: u8 = VALUE_V2;
+pub const VALUE_FORMAT_NEWEST: u8 = VALUE_FORMAT_AUDIT;
 
 /// `0x01` → cluster record (id, id counters, bundle counts by state, repair count).
 pub const CLUSTER: &[u8] = &[0x01];
@@ -56,6 +59,11 @@ pub const FOUND_SHARD: u8 = 0x50;
 pub const FOUND_TOMBSTONE: u8 = 0x51;
 /// `0x52` → the last finished recovery's report (`VALUE_V1` JSON, `RecoveryReport`).
 pub const RECOVERY_REPORT: &[u8] = &[0x52];
+/// `0x60 | seq u64` → an audit event (`AUDIT_EVENT_VERSION` JSON, chained by SHA-256; the head
+/// is in the cluster record). Never rewritten or removed.
+pub const AUDIT: u8 = 0x60;
+/// `0x61 | bundle id | seq u64` → empty: a bundle's audit events.
+pub const AUDIT_BY_BUNDLE: u8 = 0x61;
 
 fn with(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -160,6 +168,29 @@ pub fn found_tombstone_prefix(id: BundleId) -> Vec<u8> {
 pub fn leading_bundle_id(key: &[u8]) -> Option<BundleId> {
     let b: [u8; 16] = key.get(1..17)?.try_into().ok()?;
     Some(BundleId(u128::from_be_bytes(b)))
+}
+
+/// Audit event key.
+pub fn audit(seq: u64) -> Vec<u8> {
+    with(AUDIT, &[&seq.to_be_bytes()])
+}
+/// The event number of an audit key.
+pub fn audit_seq(key: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+/// A bundle's audit index key.
+pub fn audit_by_bundle(id: BundleId, seq: u64) -> Vec<u8> {
+    with(AUDIT_BY_BUNDLE, &[&id.to_bytes(), &seq.to_be_bytes()])
+}
+/// A bundle's audit index prefix.
+pub fn audit_by_bundle_prefix(id: BundleId) -> Vec<u8> {
+    with(AUDIT_BY_BUNDLE, &[&id.to_bytes()])
+}
+/// The event number at the end of an audit index key.
+pub fn trailing_seq(key: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
 }
 
 /// Access token key.

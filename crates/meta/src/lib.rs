@@ -23,12 +23,15 @@
 //!   metric and `bitmountain durability --cluster` share it).
 //! - [`recovery`]: rebuilding bundle records from disk scans (disaster recovery); the plan is
 //!   pure and unit-tested.
+//! - `audit`: what the audit trail records and where (the writes are `state/apply/audit.rs`,
+//!   the reports and reads `server/audit.rs`).
 //! - [`healing`]: the failure detector, repair claims and leases, repair status, rebalance;
 //!   planning there is pure and unit-tested.
 //! - [`types`], [`client`], [`error`], [`wire`]: re-exported from `bitmountain-meta-client`
 //!   (no RocksDB), which storage nodes use on their own; the handlers convert to and from the
 //!   wire with [`wire`]'s functions, as the client does.
 
+pub(crate) mod audit;
 pub(crate) mod codec;
 pub mod command;
 pub mod durability;
@@ -40,6 +43,8 @@ pub mod rules;
 pub mod server;
 pub mod state;
 
+/// The audit trail's client side (pages, reports, the refusal reporter).
+pub use bitmountain_meta_client::audit as audit_client;
 pub use bitmountain_meta_client::{client, error, types, wire};
 
 /// The one conversion of replica errors into [`MetaError`] (kind and leader hint preserved).

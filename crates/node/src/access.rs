@@ -1,13 +1,12 @@
 //! What the auth layer cannot decide, decided per request by the archive API: a bundle's
-//! labels against the caller's scope. The layer has already checked the caller's role for the
+//! labels against the caller's scope (the archive handlers apply `Principal::may_access` and
+//! `Principal::upload_labels` themselves, noting refusals for the audit trail). The layer has already checked the caller's role for the
 //! method and put its [`Principal`] into the request; these functions apply its scope to the
 //! bundle the request names, to an upload's labels, to a listing and to status counts. The
 //! decisions are `bitmountain_auth`'s (pure); this file only fetches what they need. With
 //! `--insecure` there is no principal and nothing is limited.
 
-use std::collections::BTreeMap;
-
-use bitmountain_auth::{BundleAction, Principal};
+use bitmountain_auth::Principal;
 use bitmountain_meta_client::types::BundleCounts;
 use bitmountain_meta_client::{BundleState, MetaClient};
 use tonic::Request;
@@ -28,29 +27,6 @@ pub fn principal<T>(request: &Request<T>) -> Option<Principal> {
 /// Whether the caller's token is limited to labels (then bundles' labels must be fetched).
 pub fn is_scoped(principal: Option<&Principal>) -> bool {
     matches!(principal, Some(Principal::Token(t)) if !t.scope.is_unscoped())
-}
-
-/// Refuses `action` on a bundle carrying `labels` if the caller's scope does not allow it.
-pub fn check(
-    principal: Option<&Principal>,
-    action: BundleAction,
-    labels: &BTreeMap<String, String>,
-) -> Result<()> {
-    match principal {
-        Some(p) => Ok(p.may_access(action, labels)?),
-        None => Ok(()),
-    }
-}
-
-/// The labels an upload gets: the caller's scope added, a conflicting value refused.
-pub fn upload_labels(
-    principal: Option<&Principal>,
-    requested: BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>> {
-    match principal {
-        Some(p) => Ok(p.upload_labels(requested)?),
-        None => Ok(requested),
-    }
 }
 
 /// How to list bundles for a caller who asked for `requested`.
@@ -159,21 +135,5 @@ mod tests {
         let open = token(&[]);
         assert_eq!(list_plan(Some(&open), None), ListPlan::By(None));
         assert_eq!(list_plan(None, kv("a", "b")), ListPlan::By(kv("a", "b")));
-    }
-
-    #[test]
-    fn checks_pass_without_a_principal_and_apply_the_scope_with_one() {
-        let scoped = token(&["collection=maps"]);
-        let maps: BTreeMap<String, String> = [("collection".into(), "maps".into())].into();
-        let books: BTreeMap<String, String> = [("collection".into(), "books".into())].into();
-        assert!(check(None, BundleAction::Delete, &books).is_ok());
-        assert!(check(Some(&scoped), BundleAction::Read, &maps).is_ok());
-        assert!(check(Some(&scoped), BundleAction::Read, &books).is_err());
-        assert!(
-            check(Some(&scoped), BundleAction::Delete, &maps).is_err(),
-            "a writer"
-        );
-        assert_eq!(upload_labels(Some(&scoped), BTreeMap::new()).unwrap(), maps);
-        assert!(upload_labels(Some(&scoped), books).is_err());
     }
 }

@@ -1,12 +1,14 @@
 //! ArchiveService: the public API over gRPC. This module only converts between wire messages
 //! and the coordinator's domain types; every decision is made in `coordinator`, and the
-//! caller's scope is applied through `access`.
+//! caller's scope is applied through `access`. What the audit trail needs — the client each
+//! change is made for, refusals of scope, reads — goes through `audit`.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bitmountain_auth::{BundleAction, Principal};
 use bitmountain_bundle::IndexEntry;
+use bitmountain_meta_client::types::Agent;
 use bitmountain_meta_client::{Bundle, BundleState, Code as MetaCode};
 use bitmountain_proto::archive::v1 as pb;
 use bitmountain_proto::archive::v1::archive_service_server::ArchiveService;
@@ -16,6 +18,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access;
+use crate::audit::NodeAudit;
 use crate::console::view::{disk_state_name, node_state_name};
 use crate::coordinator::upload::{FileHeader, UploadItem, UploadStart};
 use crate::coordinator::{parse_bundle_id, Coordinator};
@@ -26,12 +29,31 @@ use crate::limits::{INDEX_PAGE_ENTRIES, READ_PIECE_BYTES, READ_WINDOW_BYTES};
 #[derive(Debug, Clone)]
 pub struct ArchiveApi {
     coordinator: Arc<Coordinator>,
+    audit: Arc<NodeAudit>,
 }
 
 impl ArchiveApi {
-    pub fn new(coordinator: Arc<Coordinator>) -> Self {
-        ArchiveApi { coordinator }
+    pub fn new(coordinator: Arc<Coordinator>, audit: Arc<NodeAudit>) -> Self {
+        ArchiveApi { coordinator, audit }
     }
+}
+
+/// The archive methods whose refusals a handler decides, named as the audit trail names them.
+mod method {
+    pub const PUT_BUNDLE: &str = "/bitmountain.archive.v1.ArchiveService/PutBundle";
+    pub const GET_FILE: &str = "/bitmountain.archive.v1.ArchiveService/GetFile";
+    pub const GET_INDEX: &str = "/bitmountain.archive.v1.ArchiveService/GetIndex";
+    pub const STAT_BUNDLE: &str = "/bitmountain.archive.v1.ArchiveService/StatBundle";
+    pub const EXPORT_BUNDLE: &str = "/bitmountain.archive.v1.ArchiveService/ExportBundle";
+    pub const DELETE_BUNDLE: &str = "/bitmountain.archive.v1.ArchiveService/DeleteBundle";
+    pub const SET_RETENTION: &str = "/bitmountain.archive.v1.ArchiveService/SetRetention";
+    pub const SET_LEGAL_HOLD: &str = "/bitmountain.archive.v1.ArchiveService/SetLegalHold";
+    pub const CHECK_FIXITY: &str = "/bitmountain.archive.v1.ArchiveService/CheckFixity";
+}
+
+/// The agent a request acts as, for the changes the node makes for it.
+fn agent(principal: Option<&Principal>) -> Agent {
+    principal.map(Agent::of).unwrap_or_default()
 }
 
 type RpcStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
@@ -78,6 +100,8 @@ fn upload_item(msg: std::result::Result<pb::PutBundleRequest, Status>) -> Result
                 code,
                 expected_content_bytes: start.expected_content_bytes,
                 retain_until_unix_ms: start.retain_until_unix_ms,
+                // Set by the handler from the caller's credentials, never from the message.
+                agent: Agent::default(),
             }))
         }
         Some(pb::put_bundle_request::Item::File(f)) => {
@@ -236,16 +260,64 @@ impl ArchiveApi {
         id: bitmountain_meta_client::BundleId,
     ) -> Result<()> {
         if !access::is_scoped(principal) {
-            return access::check(principal, BundleAction::Read, &Default::default());
+            return self.check(
+                method::GET_FILE,
+                principal,
+                BundleAction::Read,
+                id,
+                &Default::default(),
+            );
         }
         let bundle = self.coordinator.sealed_bundle(id, false).await?;
-        access::check(principal, BundleAction::Read, &bundle.bundle.record.labels)
+        let labels = &bundle.bundle.record.labels;
+        self.check(method::GET_FILE, principal, BundleAction::Read, id, labels)
+    }
+
+    /// Governance mode (shortening a retention) is for tokens with the `admin` permission; a
+    /// refusal is noted for the audit trail.
+    fn may_govern(
+        &self,
+        principal: Option<&Principal>,
+        id: bitmountain_meta_client::BundleId,
+    ) -> Result<()> {
+        let Some(p @ Principal::Token(t)) = principal else {
+            return Ok(()); // a peer, or no access control
+        };
+        if t.role.has(bitmountain_auth::Permission::Admin) {
+            return Ok(());
+        }
+        let e = bitmountain_auth::AuthError::MissingPermission {
+            who: p.to_string(),
+            permission: bitmountain_auth::Permission::Admin,
+            what: "shortening a retention (governance mode)".into(),
+        };
+        self.audit
+            .refused(method::SET_RETENTION, Some(p), format!("bundle {id}"), &e);
+        Err(NodeError::from(e))
+    }
+
+    /// `access::check`, a refusal noted for the audit trail.
+    fn check(
+        &self,
+        method: &str,
+        principal: Option<&Principal>,
+        action: BundleAction,
+        id: bitmountain_meta_client::BundleId,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let Some(p) = principal else { return Ok(()) };
+        p.may_access(action, labels).map_err(|e| {
+            self.audit
+                .refused(method, Some(p), format!("bundle {id}"), &e);
+            NodeError::from(e)
+        })
     }
 
     /// Refuses a delete, retention or hold change of bundle `id` outside the caller's scope; a
     /// bundle the group does not know is reported by the change itself.
     async fn check_scope<T>(
         &self,
+        method: &str,
         request: &Request<T>,
         id: bitmountain_meta_client::BundleId,
     ) -> Result<()> {
@@ -254,7 +326,13 @@ impl ArchiveApi {
             return Ok(());
         }
         match self.coordinator.meta.get_bundle(id, false).await {
-            Ok(b) => access::check(principal.as_ref(), BundleAction::Delete, &b.record.labels),
+            Ok(b) => self.check(
+                method,
+                principal.as_ref(),
+                BundleAction::Delete,
+                id,
+                &b.record.labels,
+            ),
             Err(bitmountain_meta_client::MetaError::UnknownBundle { .. }) => Ok(()),
             Err(e) => Err(NodeError::from(e)),
         }
@@ -268,11 +346,19 @@ impl ArchiveService for ArchiveApi {
         request: Request<Streaming<pb::PutBundleRequest>>,
     ) -> std::result::Result<Response<pb::PutBundleResponse>, Status> {
         let principal = access::principal(&request);
+        let audit = Arc::clone(&self.audit);
         let items = request.into_inner().map(move |m| match upload_item(m)? {
             // A scoped writer's uploads carry its scope's labels.
             UploadItem::Start(mut start) => {
                 let asked = std::mem::take(&mut start.labels);
-                start.labels = access::upload_labels(principal.as_ref(), asked)?;
+                start.labels = match &principal {
+                    Some(p) => p.upload_labels(asked).map_err(|e| {
+                        audit.refused(method::PUT_BUNDLE, Some(p), "upload".into(), &e);
+                        NodeError::from(e)
+                    })?,
+                    None => asked,
+                };
+                start.agent = agent(principal.as_ref());
                 Ok(UploadItem::Start(start))
             }
             other => Ok(other),
@@ -309,6 +395,7 @@ impl ArchiveService for ArchiveApi {
         let id = parse_bundle_id(&req.bundle_id)?;
         self.may_read(principal.as_ref(), id).await?;
         let (bundle, entry) = self.coordinator.locate_file(id, &req.path).await?;
+        let audit = (principal.as_ref(), id, &entry.path);
         if req.offset > entry.length {
             return Err(NodeError::BadRange {
                 reason: format!(
@@ -322,6 +409,7 @@ impl ArchiveService for ArchiveApi {
             .length
             .unwrap_or(u64::MAX)
             .min(entry.length - req.offset);
+        self.audit.read(audit.0, audit.1, audit.2, req.offset, len);
         let whole = req.offset == 0 && len == entry.length;
         let info = file_info(&entry);
         if len <= READ_WINDOW_BYTES {
@@ -381,9 +469,11 @@ impl ArchiveService for ArchiveApi {
     ) -> std::result::Result<Response<Self::GetIndexStream>, Status> {
         let id = parse_bundle_id(&request.get_ref().bundle_id)?;
         let bundle = self.coordinator.sealed_bundle(id, false).await?;
-        access::check(
+        self.check(
+            method::GET_INDEX,
             access::principal(&request).as_ref(),
             BundleAction::Read,
+            id,
             &bundle.bundle.record.labels,
         )?;
         let index = self.coordinator.index(&bundle).await?;
@@ -411,9 +501,11 @@ impl ArchiveService for ArchiveApi {
     ) -> std::result::Result<Response<pb::StatBundleResponse>, Status> {
         let id = parse_bundle_id(&request.get_ref().bundle_id)?;
         let bundle = self.coordinator.sealed_bundle(id, true).await?;
-        access::check(
+        self.check(
+            method::STAT_BUNDLE,
             access::principal(&request).as_ref(),
             BundleAction::Read,
+            id,
             &bundle.bundle.record.labels,
         )?;
         Ok(Response::new(pb::StatBundleResponse {
@@ -470,12 +562,16 @@ impl ArchiveService for ArchiveApi {
     ) -> std::result::Result<Response<Self::ExportBundleStream>, Status> {
         let id = parse_bundle_id(&request.get_ref().bundle_id)?;
         let bundle = self.coordinator.sealed_bundle(id, false).await?;
-        access::check(
-            access::principal(&request).as_ref(),
+        let principal = access::principal(&request);
+        self.check(
+            method::EXPORT_BUNDLE,
+            principal.as_ref(),
             BundleAction::Read,
+            id,
             &bundle.bundle.record.labels,
         )?;
         let len = bundle.info.bundle_len;
+        self.audit.read(principal.as_ref(), id, "", 0, len);
         let sha = bundle.info.sha256;
         let windows = self.coordinator.stream_range(bundle, 0, len, Some(sha));
         Ok(Response::new(pieces_stream(
@@ -492,8 +588,10 @@ impl ArchiveService for ArchiveApi {
         let id = parse_bundle_id(&request.get_ref().bundle_id)?;
         let reason = request.get_ref().reason.clone();
         check_reason("a delete", &reason)?;
-        self.check_scope(&request, id).await?;
-        let bundle = self.coordinator.delete_bundle(id, &reason).await?;
+        self.check_scope(method::DELETE_BUNDLE, &request, id)
+            .await?;
+        let agent = agent(access::principal(&request).as_ref());
+        let bundle = self.coordinator.delete_bundle(id, &reason, &agent).await?;
         Ok(Response::new(pb::DeleteBundleResponse {
             bundle: Some(bundle_to_proto(&bundle)),
         }))
@@ -504,12 +602,20 @@ impl ArchiveService for ArchiveApi {
         request: Request<pb::SetRetentionRequest>,
     ) -> std::result::Result<Response<pb::SetRetentionResponse>, Status> {
         let id = parse_bundle_id(&request.get_ref().bundle_id)?;
-        self.check_scope(&request, id).await?;
+        self.check_scope(method::SET_RETENTION, &request, id)
+            .await?;
         let until = request.get_ref().retain_until_unix_ms;
+        let governance = request.get_ref().governance_reason.clone();
+        let principal = access::principal(&request);
+        if !governance.is_empty() {
+            check_reason("a governance-mode retention change", &governance)?;
+            self.may_govern(principal.as_ref(), id)?;
+        }
+        let agent = agent(principal.as_ref());
         let bundle = self
             .coordinator
             .meta
-            .set_retention(id, until)
+            .set_retention(id, until, &governance, &agent)
             .await
             .map_err(NodeError::from)?;
         self.coordinator.forget_bundle(id);
@@ -525,11 +631,13 @@ impl ArchiveService for ArchiveApi {
         let id = parse_bundle_id(&request.get_ref().bundle_id)?;
         let (hold, reason) = (request.get_ref().hold, request.get_ref().reason.clone());
         check_reason("a legal hold change", &reason)?;
-        self.check_scope(&request, id).await?;
+        self.check_scope(method::SET_LEGAL_HOLD, &request, id)
+            .await?;
+        let agent = agent(access::principal(&request).as_ref());
         let bundle = self
             .coordinator
             .meta
-            .set_legal_hold(id, hold, &reason)
+            .set_legal_hold(id, hold, &reason, &agent)
             .await
             .map_err(NodeError::from)?;
         self.coordinator.forget_bundle(id);
@@ -537,6 +645,29 @@ impl ArchiveService for ArchiveApi {
         Ok(Response::new(pb::SetLegalHoldResponse {
             bundle: Some(bundle_to_proto(&bundle)),
         }))
+    }
+
+    async fn check_fixity(
+        &self,
+        request: Request<pb::CheckFixityRequest>,
+    ) -> std::result::Result<Response<pb::CheckFixityResponse>, Status> {
+        let id = parse_bundle_id(&request.get_ref().bundle_id)?;
+        let principal = access::principal(&request);
+        let bundle = self.coordinator.sealed_bundle(id, false).await?;
+        let labels = &bundle.bundle.record.labels;
+        self.check(
+            method::CHECK_FIXITY,
+            principal.as_ref(),
+            BundleAction::Read,
+            id,
+            labels,
+        )?;
+        let report = self.coordinator.check_fixity(id).await?;
+        let recorded =
+            crate::fixity::record(&self.coordinator.meta, &report, agent(principal.as_ref())).await;
+        Ok(Response::new(crate::fixity::report_to_proto(
+            &report, recorded,
+        )))
     }
 
     async fn cluster_status(

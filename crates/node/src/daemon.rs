@@ -413,6 +413,24 @@ pub async fn run(
         });
     }
     let auth = tokens.map(|t| AuthLayer::new(Authorizer::new(t).serving(policy::NODE_SERVICES)));
+    // Refusals (the layer's and the handlers') go to the group's audit trail; reads to the
+    // node's own access log.
+    let refusals = auth.as_ref().map(|a| Arc::clone(a.authorizer().refusals()));
+    if let Some(log) = &refusals {
+        let client = Arc::clone(&meta);
+        workers.spawn(bitmountain_meta_client::audit::RefusalReporter::new(
+            Arc::clone(log),
+            Box::new(move || Ok(Arc::clone(&client))),
+        ));
+    }
+    let audit = crate::audit::NodeAudit::new(refusals, Some(&cfg.data_dir)).map_err(|e| {
+        NodeError::BadRequest {
+            reason: format!(
+                "read access log under {}: {e} (is the data directory writable?)",
+                cfg.data_dir.display()
+            ),
+        }
+    })?;
     // The console judges tokens with the same authorizer (and counts its refusals with it).
     console.start(
         Arc::clone(&meta),
@@ -420,7 +438,16 @@ pub async fn run(
         auth.as_ref().map(|a| Arc::clone(a.authorizer())),
     );
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    let served = serve(listener, &cfg, auth, disks, &healer, coordinator, shutdown).await;
+    let served = serve(
+        listener,
+        &cfg,
+        auth,
+        disks,
+        &healer,
+        (coordinator, Arc::new(audit)),
+        shutdown,
+    )
+    .await;
     if let Some(task) = metrics_task {
         task.abort();
     }
@@ -530,7 +557,7 @@ async fn serve(
     auth: Option<AuthLayer>,
     disks: DiskSet,
     healer: &Arc<Healer>,
-    coordinator: Arc<Coordinator>,
+    (coordinator, audit): (Arc<Coordinator>, Arc<crate::audit::NodeAudit>),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -549,7 +576,7 @@ async fn serve(
 
     let shard_service = NodeShardService::with_idle_timeout(disks, cfg.shard_idle_timeout)
         .with_scrub(Arc::clone(&healer.scrub_control));
-    let archive = crate::archive_service::ArchiveApi::new(coordinator);
+    let archive = crate::archive_service::ArchiveApi::new(coordinator, audit);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &cfg.tls {
         builder = builder

@@ -16,15 +16,20 @@
 //! Its metrics listener (`--metrics-listen`) also serves the read-only web console
 //! ([`console`]).
 //!
+//! What the audit trail needs from a node ([`audit`]): refusals its handlers decide, and the
+//! local read access log.
+//!
 //! Every request has a named limit ([`limits`]), every RPC a deadline, and every error becomes a
 //! `tonic::Status` in one place ([`error`]).
 
 pub mod access;
 pub mod archive_service;
+pub mod audit;
 pub mod console;
 pub mod coordinator;
 pub mod daemon;
 pub mod error;
+pub mod fixity;
 pub mod gc;
 pub mod heal;
 pub mod heartbeat;

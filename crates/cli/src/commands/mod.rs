@@ -2,6 +2,7 @@
 //! serve them all.
 
 pub mod archive;
+pub mod audit;
 pub mod bundle;
 pub mod cert;
 pub mod common;

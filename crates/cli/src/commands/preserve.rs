@@ -13,13 +13,21 @@ use super::units;
 #[derive(Debug, clap::Subcommand)]
 pub enum RetentionCommand {
     /// Extend a bundle's retention (deletes are refused before the date); a date earlier than
-    /// the current one is refused.
+    /// the current one is refused, except in governance mode.
     Set {
         /// Bundle id.
         bundle: String,
-        /// The new date (`2036-01-31` or RFC 3339), UTC.
+        /// The new date (`2036-01-31` or RFC 3339), UTC; with `--governance`, `none` removes
+        /// the retention.
         #[arg(long, value_name = "DATE")]
         until: String,
+        /// Governance mode: shorten or remove the retention (a token with `admin`; the reason
+        /// is audited).
+        #[arg(long, requires = "reason")]
+        governance: bool,
+        /// Why (required with `--governance`; audited).
+        #[arg(long, requires = "governance")]
+        reason: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -104,11 +112,20 @@ pub fn retention_command(cmd: RetentionCommand) -> anyhow::Result<()> {
         RetentionCommand::Set {
             bundle,
             until,
+            governance,
+            reason,
             cluster,
         } => {
-            let ms = parse_date(&until)?;
+            let ms = match until.as_str() {
+                "none" if governance => 0,
+                _ => parse_date(&until)?,
+            };
             let client = cluster.archive_client()?;
-            let b = common::client_runtime()?.block_on(client.set_retention(&bundle, ms))?;
+            let rt = common::client_runtime()?;
+            let b = match reason.filter(|_| governance) {
+                Some(reason) => rt.block_on(client.shorten_retention(&bundle, ms, &reason))?,
+                None => rt.block_on(client.set_retention(&bundle, ms))?,
+            };
             print(&b)
         }
     }

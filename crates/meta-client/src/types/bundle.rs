@@ -328,4 +328,6 @@ pub struct CommitRequest {
     pub file_count: u64,
     /// Shards that are not durable.
     pub missing_shards: Vec<u32>,
+    /// Who uploaded (the client a node uploads for): the ingestion event's agent.
+    pub agent: super::Agent,
 }

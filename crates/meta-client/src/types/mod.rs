@@ -3,12 +3,17 @@
 //!
 //! [`MetaClient`]: crate::MetaClient
 
+pub mod audit;
 mod bundle;
 mod cluster;
 mod recovery;
 mod repair;
 mod status;
 
+pub use audit::{
+    Agent, AgentKind, AuditAction, AuditEvent, AuditHead, ChainReport, ChainVerifier, NewEvent,
+    Outcome,
+};
 pub use bundle::{
     AllocateRequest, Bundle, BundleId, BundleRecord, BundleState, Code, CommitRequest, LegalHold,
     Preservation, ShardLocation, MAX_CELL_BYTES, MAX_REASON_BYTES, MAX_SHARDS,
@@ -30,4 +35,13 @@ pub fn now_unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// A Unix time in milliseconds as RFC 3339 (UTC), `none` for 0: for messages and audit details.
+pub fn unix_ms_text(unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "none".into();
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(t).to_string()
 }

@@ -19,6 +19,10 @@ use crate::types::{
     RepairSettings, RepairTask,
 };
 
+mod audit;
+pub use audit::{
+    agent_from_proto, agent_to_proto, event_from_proto, event_to_proto, head_from_proto,
+};
 mod access;
 pub use access::{
     role_from_str, scope_from_proto, token_from_proto, token_id_from_str, token_to_proto,
@@ -259,6 +263,7 @@ impl CommitRequest {
             sha256: self.sha256.clone(),
             file_count: self.file_count,
             missing_shards: self.missing_shards.clone(),
+            on_behalf_of: Some(agent_to_proto(&self.agent)),
         }
     }
 }

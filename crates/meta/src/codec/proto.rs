@@ -19,7 +19,7 @@ use crate::command::{Allocate, Command, Commit};
 use crate::error::Result;
 use crate::keys;
 use crate::types::Preservation;
-use crate::types::{BundleId, BundleRecord, BundleState, Code};
+use crate::types::{Agent, AgentKind, BundleId, BundleRecord, BundleState, Code};
 
 fn id_from(b: &[u8], what: &str) -> Result<BundleId> {
     let arr: [u8; 16] = b
@@ -178,6 +178,9 @@ pub(crate) fn encode_command(cmd: &Command) -> Option<Vec<u8>> {
             file_count: c.file_count,
             missing_shards: c.missing_shards.clone(),
             now_ms: c.now_ms,
+            agent_kind: c.agent.kind.as_str().to_owned(),
+            agent_id: c.agent.id.clone(),
+            agent_name: c.agent.name.clone(),
         }),
         _ => return None,
     };
@@ -215,6 +218,11 @@ pub(crate) fn decode_command(body: &[u8]) -> Result<Command> {
             file_count: c.file_count,
             missing_shards: c.missing_shards,
             now_ms: c.now_ms,
+            agent: Agent {
+                kind: AgentKind::parse(&c.agent_kind),
+                id: c.agent_id,
+                name: c.agent_name,
+            },
         })),
         // A command a newer member wrote in a variant this binary does not know.
         None => Err(corrupt(
@@ -315,6 +323,11 @@ mod tests {
             file_count: 4,
             missing_shards: vec![2, 9],
             now_ms: 7,
+            agent: crate::types::Agent {
+                kind: crate::types::AgentKind::Token,
+                id: "0123456789abcdef".into(),
+                name: "ci".into(),
+            },
         });
         for cmd in [allocate, commit] {
             let v = encode_command(&cmd).unwrap();

@@ -107,6 +107,7 @@ impl MetaServer {
                 node_id,
                 state,
                 now_ms: now_unix_ms(),
+                agent: crate::types::Agent::system("failure-detector"),
             })
             .await?;
         }
@@ -119,6 +120,7 @@ impl MetaServer {
                 disk_id,
                 state: DiskState::Failed,
                 now_ms: now_unix_ms(),
+                agent: crate::types::Agent::system("failure-detector"),
             })
             .await?;
         }

@@ -68,6 +68,7 @@ impl MetaServer {
     pub(crate) async fn create_token(
         &self,
         r: pb::CreateTokenRequest,
+        agent: crate::types::Agent,
     ) -> Result<pb::CreateTokenResponse> {
         let role = role_from_str(&r.role)?;
         let scope = scope_from_proto(&r.scope)?;
@@ -89,7 +90,7 @@ impl MetaServer {
         }
         self.require_leader()?;
         let (record, token) = self
-            .propose_token(&r.name, role, scope, r.expires_unix_ms, None)
+            .propose_token(&r.name, role, scope, r.expires_unix_ms, None, agent)
             .await?;
         tracing::info!(token = %record.id, name = %record.name, role = record.role.as_str(), "access token created");
         Ok(pb::CreateTokenResponse {
@@ -105,13 +106,20 @@ impl MetaServer {
         scope: Scope,
         expires_unix_ms: u64,
         if_version: Option<u64>,
+        agent: crate::types::Agent,
     ) -> Result<(TokenRecord, Token)> {
         let token = Token::generate().map_err(|e| MetaError::TokenRefused {
             reason: format!("no random bytes for a secret: {e}"),
         })?;
-        let record = TokenRecord::new(&token, name, role, scope, now_unix_ms(), expires_unix_ms);
+        let now_ms = now_unix_ms();
+        let record = TokenRecord::new(&token, name, role, scope, now_ms, expires_unix_ms);
         match self
-            .propose(Command::CreateToken(CreateToken { record, if_version }))
+            .propose(Command::CreateToken(CreateToken {
+                record,
+                if_version,
+                agent,
+                now_ms,
+            }))
             .await?
         {
             Applied::Token(record) => Ok((record, token)),
@@ -136,6 +144,7 @@ impl MetaServer {
     pub(crate) async fn revoke_token(
         &self,
         r: pb::RevokeTokenRequest,
+        agent: crate::types::Agent,
     ) -> Result<pb::RevokeTokenResponse> {
         let id: TokenId = token_id_from_str(&r.id)?;
         self.require_leader()?;
@@ -143,6 +152,7 @@ impl MetaServer {
             .propose(Command::RevokeToken {
                 id,
                 now_ms: now_unix_ms(),
+                agent,
             })
             .await?
         {
@@ -175,7 +185,14 @@ impl FirstAdminToken {
     async fn make(&self) -> Result<PathBuf> {
         let (record, token) = self
             .server
-            .propose_token("admin (first)", Role::Admin, Scope::default(), 0, Some(0))
+            .propose_token(
+                "admin (first)",
+                Role::Admin,
+                Scope::default(),
+                0,
+                Some(0),
+                crate::types::Agent::system("bootstrap"),
+            )
             .await?;
         let path = self.data_dir.join(ADMIN_TOKEN_FILE);
         write_secret_file(&path, &token.expose_secret()).map_err(|e| MetaError::TokenRefused {

@@ -7,14 +7,17 @@ use bitmountain_proto::v1 as pb;
 use bitmountain_proto::v1::meta_admin_server::MetaAdmin;
 use tonic::Request;
 
+use super::audit::agent_of;
+use super::meta_service::principal;
 use super::{ok, MetaServer, Rpc, MEMBER_CHECK_TIMEOUT};
 use crate::command::Command;
 use crate::error::{MetaError, Result};
+use crate::types::{now_unix_ms, Agent};
 
 impl MetaServer {
     /// Switches the group to `requested` once every other member confirms its binary reads
     /// it; asking for the current format re-checks the members and changes nothing.
-    async fn switch_value_format(&self, requested: u32) -> Result<u32> {
+    async fn switch_value_format(&self, requested: u32, agent: Agent) -> Result<u32> {
         self.require_leader()?;
         let current = self.inner.store.value_format();
         let value_format = crate::state::value_format_switch(current, requested)?;
@@ -49,8 +52,12 @@ impl MetaServer {
             });
         }
         if value_format > current {
-            self.propose(Command::SetValueFormat { value_format })
-                .await?;
+            self.propose(Command::SetValueFormat {
+                value_format,
+                now_ms: now_unix_ms(),
+                agent,
+            })
+            .await?;
         }
         Ok(u32::from(self.inner.store.value_format()))
     }
@@ -59,6 +66,7 @@ impl MetaServer {
 #[tonic::async_trait]
 impl MetaAdmin for MetaServer {
     async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Rpc<pb::AddMemberResponse> {
+        let agent = agent_of(principal(&req), None);
         let r = req.into_inner();
         if r.id == 0 || r.address.is_empty() {
             return Err(MetaError::InvalidArgument {
@@ -116,10 +124,14 @@ impl MetaAdmin for MetaServer {
                 .promote(r.id, &r.address)
                 .await
                 .map_err(crate::raft_error)?;
+            let detail = format!("member {} at {} added as a voter", r.id, r.address);
+            self.record_member_change(agent, r.id, detail).await;
             return ok(pb::AddMemberResponse {
                 members: Self::members_of(&cs, &raft.status(), Some((r.id, &r.address))),
             });
         }
+        let detail = format!("member {} at {} added as a learner", r.id, r.address);
+        self.record_member_change(agent, r.id, detail).await;
         ok(pb::AddMemberResponse {
             members: Self::members_proto(&raft.status()),
         })
@@ -129,6 +141,7 @@ impl MetaAdmin for MetaServer {
         &self,
         req: Request<pb::RemoveMemberRequest>,
     ) -> Rpc<pb::RemoveMemberResponse> {
+        let agent = agent_of(principal(&req), None);
         let r = req.into_inner();
         self.require_leader()?;
         let raft = &self.inner.raft;
@@ -150,6 +163,8 @@ impl MetaAdmin for MetaServer {
             .into());
         }
         let cs = raft.remove(r.id).await.map_err(crate::raft_error)?;
+        let detail = format!("member {} removed", r.id);
+        self.record_member_change(agent, r.id, detail).await;
         ok(pb::RemoveMemberResponse {
             members: Self::members_of(&cs, &raft.status(), None),
         })
@@ -159,6 +174,7 @@ impl MetaAdmin for MetaServer {
         &self,
         req: Request<pb::TransferLeaderRequest>,
     ) -> Rpc<pb::TransferLeaderResponse> {
+        let agent = agent_of(principal(&req), None);
         let r = req.into_inner();
         let raft = &self.inner.raft;
         let st = raft.status();
@@ -176,6 +192,10 @@ impl MetaAdmin for MetaServer {
         } else {
             r.timeout_ms
         });
+        // Recorded while this member still leads; a transfer that then fails is recorded too,
+        // with its error, by the answer the operator gets (the event says it was asked for).
+        let detail = format!("leadership asked to move to member {}", r.to_id);
+        self.record_member_change(agent, r.to_id, detail).await;
         raft.transfer_leader(r.to_id, timeout)
             .await
             .map_err(crate::raft_error)?;
@@ -188,8 +208,9 @@ impl MetaAdmin for MetaServer {
         &self,
         req: Request<pb::SetValueFormatRequest>,
     ) -> Rpc<pb::SetValueFormatResponse> {
+        let agent = agent_of(principal(&req), None);
         let value_format = self
-            .switch_value_format(req.into_inner().value_format)
+            .switch_value_format(req.into_inner().value_format, agent)
             .await?;
         ok(pb::SetValueFormatResponse { value_format })
     }
@@ -198,7 +219,8 @@ impl MetaAdmin for MetaServer {
         &self,
         req: Request<pb::CreateTokenRequest>,
     ) -> Rpc<pb::CreateTokenResponse> {
-        ok(MetaServer::create_token(self, req.into_inner()).await?)
+        let agent = agent_of(principal(&req), None);
+        ok(MetaServer::create_token(self, req.into_inner(), agent).await?)
     }
 
     async fn list_tokens(
@@ -212,7 +234,8 @@ impl MetaAdmin for MetaServer {
         &self,
         req: Request<pb::RevokeTokenRequest>,
     ) -> Rpc<pb::RevokeTokenResponse> {
-        ok(MetaServer::revoke_token(self, req.into_inner()).await?)
+        let agent = agent_of(principal(&req), None);
+        ok(MetaServer::revoke_token(self, req.into_inner(), agent).await?)
     }
 
     async fn recovery(&self, req: Request<pb::RecoveryRequest>) -> Rpc<pb::RecoveryResponse> {
@@ -223,6 +246,10 @@ impl MetaAdmin for MetaServer {
 
     async fn backup(&self, _req: Request<pb::BackupRequest>) -> Rpc<Self::BackupStream> {
         ok(MetaServer::backup(self).await?)
+    }
+
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Rpc<pb::ListAuditResponse> {
+        ok(MetaServer::list_audit(self, req.into_inner()).await?)
     }
 
     async fn set_partition(

@@ -84,7 +84,12 @@ impl MetaServer {
         }
     }
 
-    pub(super) async fn commit(&self, r: pb::CommitBundleRequest) -> Result<BundleRecord> {
+    pub(super) async fn commit(
+        &self,
+        r: pb::CommitBundleRequest,
+        principal: Option<&bitmountain_auth::Principal>,
+    ) -> Result<BundleRecord> {
+        let agent = super::audit::agent_of(principal, r.on_behalf_of.as_ref());
         let id = BundleId::from_proto(r.id.as_ref())?;
         if r.sha256.len() != 32 {
             return Err(MetaError::InvalidArgument {
@@ -114,12 +119,17 @@ impl MetaServer {
             file_count: r.file_count,
             missing_shards: r.missing_shards,
             now_ms: now_unix_ms(),
+            agent,
         }))
         .await
     }
 
     /// One item of a batch, handled as its unary call would be.
-    pub(super) async fn batch_item(&self, item: pb::BatchItem) -> pb::BatchResult {
+    pub(super) async fn batch_item(
+        &self,
+        item: pb::BatchItem,
+        principal: Option<&bitmountain_auth::Principal>,
+    ) -> pb::BatchResult {
         use pb::batch_item::Item;
         use pb::batch_result::Result as Answer;
         let answer = match item.item {
@@ -128,7 +138,7 @@ impl MetaServer {
                     bundle: Some(self.to_proto(&b)),
                 })
             }),
-            Some(Item::Commit(r)) => self.commit(r).await.map(|b| {
+            Some(Item::Commit(r)) => self.commit(r, principal).await.map(|b| {
                 Answer::Commit(pb::CommitBundleResponse {
                     bundle: Some(self.to_proto(&b)),
                 })
@@ -163,6 +173,7 @@ impl MetaServer {
     pub(crate) async fn change_placement(
         &self,
         r: pb::UpdatePlacementRequest,
+        agent: crate::types::Agent,
     ) -> Result<BundleRecord> {
         let id = BundleId::from_proto(r.id.as_ref())?;
         let mut placement = vec![u64::MAX; r.placement.len()];
@@ -196,6 +207,7 @@ impl MetaServer {
             placement,
             now_ms: now_unix_ms(),
             rewritten_shards: r.rewritten_shards,
+            agent,
         })
         .await
     }

@@ -2,10 +2,12 @@
 //! family's leader-side function (`bundles`, `topology`, `crate::healing`) or read the store,
 //! encode.
 
+use bitmountain_auth::Principal;
 use bitmountain_proto::v1 as pb;
 use bitmountain_proto::v1::meta_service_server::MetaService;
 use tonic::Request;
 
+use super::audit::agent_of;
 use super::{ok, page_size, MetaServer, Rpc};
 use crate::client::MAX_BATCH_ITEMS;
 use crate::command::{Applied, Command};
@@ -19,7 +21,8 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pb::RegisterNodeRequest>,
     ) -> Rpc<pb::RegisterNodeResponse> {
-        ok(self.register(req.into_inner()).await?)
+        let agent = agent_of(principal(&req), None);
+        ok(self.register(req.into_inner(), agent).await?)
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Rpc<pb::HeartbeatResponse> {
@@ -30,14 +33,16 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pb::SetDiskStateRequest>,
     ) -> Rpc<pb::SetDiskStateResponse> {
-        ok(self.change_disk_state(req.into_inner()).await?)
+        let agent = agent_of(principal(&req), None);
+        ok(self.change_disk_state(req.into_inner(), agent).await?)
     }
 
     async fn set_node_state(
         &self,
         req: Request<pb::SetNodeStateRequest>,
     ) -> Rpc<pb::SetNodeStateResponse> {
-        ok(self.change_node_state(req.into_inner()).await?)
+        let agent = agent_of(principal(&req), None);
+        ok(self.change_node_state(req.into_inner(), agent).await?)
     }
 
     async fn allocate_bundle(
@@ -54,13 +59,15 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pb::CommitBundleRequest>,
     ) -> Rpc<pb::CommitBundleResponse> {
-        let b = self.commit(req.into_inner()).await?;
+        let p = principal(&req).cloned();
+        let b = self.commit(req.into_inner(), p.as_ref()).await?;
         ok(pb::CommitBundleResponse {
             bundle: Some(self.to_proto(&b)),
         })
     }
 
     async fn batch(&self, req: Request<pb::BatchRequest>) -> Rpc<pb::BatchResponse> {
+        let p = principal(&req).cloned();
         let items = req.into_inner().items;
         if items.len() > MAX_BATCH_ITEMS {
             return Err(MetaError::InvalidArgument {
@@ -75,8 +82,11 @@ impl MetaService for MetaServer {
         // A member that does not lead redirects the whole batch, like a unary call; an item
         // that meets a lost leadership later gets `not_leader` on its own.
         self.require_leader()?;
-        let results =
-            futures::future::join_all(items.into_iter().map(|item| self.batch_item(item)));
+        let results = futures::future::join_all(
+            items
+                .into_iter()
+                .map(|item| self.batch_item(item, p.as_ref())),
+        );
         ok(pb::BatchResponse {
             results: results.await,
         })
@@ -132,11 +142,14 @@ impl MetaService for MetaServer {
     ) -> Rpc<pb::DeleteBundleResponse> {
         let id = BundleId::from_proto(req.get_ref().id.as_ref())?;
         self.require_leader()?;
+        let agent = agent_of(principal(&req), req.get_ref().on_behalf_of.as_ref());
         let reason = &req.get_ref().reason;
         let b = self
             .bundle_cmd(Command::Delete {
                 id,
                 now_ms: now_unix_ms(),
+                reason: reason.clone(),
+                agent,
             })
             .await?;
         tracing::info!(bundle = %id, reason = %reason, "bundle deleted");
@@ -149,13 +162,20 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pb::SetRetentionRequest>,
     ) -> Rpc<pb::SetRetentionResponse> {
+        let agent = agent_of(principal(&req), req.get_ref().on_behalf_of.as_ref());
         let r = req.into_inner();
         let id = BundleId::from_proto(r.id.as_ref())?;
+        if !r.governance_reason.is_empty() {
+            check_reason(&r.governance_reason)?;
+        }
         self.require_leader()?;
         let b = self
             .bundle_cmd(Command::SetRetention {
                 id,
                 retain_until_unix_ms: r.retain_until_unix_ms,
+                governance_reason: r.governance_reason,
+                now_ms: now_unix_ms(),
+                agent,
             })
             .await?;
         ok(pb::SetRetentionResponse {
@@ -167,15 +187,25 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pb::SetLegalHoldRequest>,
     ) -> Rpc<pb::SetLegalHoldResponse> {
+        let agent = agent_of(principal(&req), req.get_ref().on_behalf_of.as_ref());
         let r = req.into_inner();
         let id = BundleId::from_proto(r.id.as_ref())?;
         check_reason(&r.reason)?;
         self.require_leader()?;
+        let now_ms = now_unix_ms();
         let hold = r.hold.then(|| crate::types::LegalHold {
             reason: r.reason.clone(),
-            since_unix_ms: now_unix_ms(),
+            since_unix_ms: now_ms,
         });
-        let b = self.bundle_cmd(Command::SetLegalHold { id, hold }).await?;
+        let b = self
+            .bundle_cmd(Command::SetLegalHold {
+                id,
+                hold,
+                reason: r.reason.clone(),
+                now_ms,
+                agent,
+            })
+            .await?;
         tracing::info!(bundle = %id, hold = r.hold, reason = %r.reason, "legal hold changed");
         ok(pb::SetLegalHoldResponse {
             bundle: Some(self.to_proto(&b)),
@@ -196,7 +226,12 @@ impl MetaService for MetaServer {
         &self,
         req: Request<pb::UpdatePlacementRequest>,
     ) -> Rpc<pb::UpdatePlacementResponse> {
-        let b = self.change_placement(req.into_inner()).await?;
+        // A repair's or move's worker runs on the node that asks.
+        let agent = crate::types::Agent {
+            name: agent_of(principal(&req), None).id,
+            ..crate::types::Agent::system("repair")
+        };
+        let b = self.change_placement(req.into_inner(), agent).await?;
         ok(pb::UpdatePlacementResponse {
             bundle: Some(self.to_proto(&b)),
         })
@@ -306,8 +341,12 @@ impl MetaService for MetaServer {
     ) -> Rpc<pb::SetRepairSettingsResponse> {
         let settings = crate::types::RepairSettings::from_proto(req.get_ref().settings.as_ref());
         self.require_leader()?;
-        self.propose(Command::SetRepairSettings { settings })
-            .await?;
+        self.propose(Command::SetRepairSettings {
+            settings,
+            now_ms: now_unix_ms(),
+            agent: agent_of(principal(&req), None),
+        })
+        .await?;
         ok(pb::SetRepairSettingsResponse {
             settings: Some(self.inner.store.map().cluster.repair_settings.to_proto()),
         })
@@ -324,6 +363,20 @@ impl MetaService for MetaServer {
     async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Rpc<pb::RebalanceResponse> {
         ok(self.rebalance_now(req.into_inner()).await?)
     }
+
+    async fn record_events(
+        &self,
+        req: Request<pb::RecordEventsRequest>,
+    ) -> Rpc<pb::RecordEventsResponse> {
+        let p = principal(&req).cloned();
+        let recorded = MetaServer::record_events(self, p.as_ref(), req.into_inner()).await?;
+        ok(pb::RecordEventsResponse { recorded })
+    }
+}
+
+/// The caller, as the access layer found it (none without access control).
+pub(super) fn principal<T>(req: &Request<T>) -> Option<&Principal> {
+    req.extensions().get::<Principal>()
 }
 
 /// A reason a delete or a legal hold must give: not empty, at most `MAX_REASON_BYTES`.

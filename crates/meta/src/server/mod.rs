@@ -4,6 +4,7 @@
 //!   proposing, read barriers and the leader check every handler uses;
 //! - [`meta_service`]: `MetaService`, the API of nodes and clients (thin handlers);
 //! - [`admin`]: `MetaAdmin` (membership, value format, fault injection) and `Diagnostics`;
+//! - [`audit`]: who a request acts as, events members and nodes report, pages of the trail;
 //! - [`backup`]: `MetaAdmin.Backup`, the state streamed for `bitmountain meta backup`;
 //! - [`recovery`]: the leader's side of `bitmountain meta recover` (scan reports, planning the
 //!   records, the driver that enters and finishes a recovery);
@@ -17,6 +18,7 @@
 
 mod access;
 mod admin;
+mod audit;
 mod backup;
 mod bundles;
 mod durability;

@@ -318,7 +318,14 @@ impl MetaServer {
         }
         for id in deletes {
             // Deleted before the disaster: past whatever retention or hold the backup shows.
-            self.propose(Command::Delete { id, now_ms: 0 }).await?;
+            self.propose(Command::Delete {
+                id,
+                now_ms: now,
+                reason: "a tombstone on the disks says it was deleted before the metadata was lost"
+                    .into(),
+                agent: crate::types::Agent::system("recovery"),
+            })
+            .await?;
         }
         report.finished_unix_ms = now_unix_ms();
         tracing::info!(

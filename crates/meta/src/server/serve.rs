@@ -123,6 +123,14 @@ pub async fn serve(
         server.clone(),
         opts.data_dir.clone(),
     ));
+    if let Some(auth) = &auth {
+        // Requests this member refuses go to the audit trail, through whichever member leads.
+        let reporter = server.clone();
+        workers.spawn(bitmountain_meta_client::audit::RefusalReporter::new(
+            Arc::clone(auth.authorizer().refusals()),
+            Box::new(move || reporter.members_client()),
+        ));
+    }
     if opts.tls.is_none() {
         workers.spawn(InsecureWarning {
             what: format!("metadata member {id} at {advertise}"),

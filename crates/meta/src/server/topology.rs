@@ -19,6 +19,7 @@ impl MetaServer {
     pub(crate) async fn register(
         &self,
         r: pb::RegisterNodeRequest,
+        agent: crate::types::Agent,
     ) -> Result<pb::RegisterNodeResponse> {
         if r.address.is_empty() {
             return Err(MetaError::InvalidArgument {
@@ -54,6 +55,7 @@ impl MetaServer {
             cluster_id_candidate: format!("{:032x}", rand::random::<u128>()),
             cluster_id: r.cluster_id,
             now_ms: now_unix_ms(),
+            agent,
         });
         match self.propose(cmd).await? {
             Applied::Node {
@@ -138,6 +140,7 @@ impl MetaServer {
     pub(crate) async fn change_disk_state(
         &self,
         r: pb::SetDiskStateRequest,
+        agent: crate::types::Agent,
     ) -> Result<pb::SetDiskStateResponse> {
         let state = DiskState::from_proto(r.state()).ok_or(MetaError::InvalidArgument {
             field: crate::error::Field::State,
@@ -149,6 +152,7 @@ impl MetaServer {
                 disk_id: r.disk_id,
                 state,
                 now_ms: now_unix_ms(),
+                agent,
             })
             .await?
         {
@@ -167,6 +171,7 @@ impl MetaServer {
     pub(crate) async fn change_node_state(
         &self,
         r: pb::SetNodeStateRequest,
+        agent: crate::types::Agent,
     ) -> Result<pb::SetNodeStateResponse> {
         let state = NodeState::from_proto(r.state()).ok_or(MetaError::InvalidArgument {
             field: crate::error::Field::State,
@@ -178,6 +183,7 @@ impl MetaServer {
                 node_id: r.node_id,
                 state,
                 now_ms: now_unix_ms(),
+                agent,
             })
             .await?
         {

@@ -101,6 +101,13 @@ pub fn check(store: &MetaStore) -> Result<CheckReport> {
     check_indexes(store, &mut report)?;
     check_map(store, &placed, &mut report);
     check_tokens(store, &mut report)?;
+    // The audit trail's chain, as `audit verify` walks it.
+    if let Some(b) = store.verify_audit()?.first_break {
+        report.violation(format!(
+            "audit trail breaks at event {}: {}",
+            b.seq, b.problem
+        ));
+    }
     Ok(report)
 }
 

@@ -68,6 +68,10 @@ pub struct ClusterRecord {
     /// The last `meta recover` request carried out.
     #[serde(default)]
     pub last_recovery_request: String,
+    /// The audit trail's last event (`keys::AUDIT`): what `audit verify` checks the chain's
+    /// end against.
+    #[serde(default)]
+    pub audit: crate::types::AuditHead,
 }
 
 /// A recovery in progress.

@@ -10,15 +10,20 @@
 //!   dispatch, the round's write buffer, stopping on what cannot be applied).
 //! - `apply/`: the commands' application, one file per family.
 //! - [`check`]: the invariant checker (`bitmountain meta check`).
+//! - [`audit_reads`]: pages of the audit trail and the chain's check.
 
 pub(crate) mod apply;
+pub mod audit_reads;
 pub mod check;
 pub mod cluster;
 pub mod machine;
 pub mod store;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_audit;
 
+pub use audit_reads::{AuditQuery, MAX_AUDIT_SCAN_PER_PAGE};
 pub use check::{check, CheckReport};
 pub(crate) use cluster::value_format_switch;
 pub use cluster::{ClusterMap, ClusterRecord};

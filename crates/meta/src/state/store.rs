@@ -74,7 +74,7 @@ fn bounded_to(upper: Vec<u8>) -> rocksdb::ReadOptions {
     ro
 }
 
-fn db_err(e: rocksdb::Error) -> MetaError {
+pub(super) fn db_err(e: rocksdb::Error) -> MetaError {
     MetaError::Corrupt {
         what: format!("rocksdb: {e}"),
     }
@@ -115,7 +115,6 @@ impl MetaStore {
     }
 
     /// The DB the store reads.
-    #[cfg(test)]
     pub(crate) fn db(&self) -> &DB {
         &self.db
     }

@@ -17,7 +17,7 @@ use crate::keys;
 use crate::types::{BundleId, BundleState, Code, DiskState};
 
 /// The registration of node `n` with one new 1 TiB disk.
-fn register(n: u64) -> Command {
+pub(super) fn register(n: u64) -> Command {
     Command::RegisterNode(RegisterNode {
         request_id: format!("n{n}"),
         node_id: 0,
@@ -33,6 +33,7 @@ fn register(n: u64) -> Command {
         cluster_id_candidate: "c".into(),
         cluster_id: String::new(),
         now_ms: 1_000,
+        agent: Default::default(),
     })
 }
 
@@ -56,7 +57,7 @@ fn prefix_end_is_the_first_key_after_the_prefix() {
 
 /// The commands of a short history: registrations, allocations (one retried), commits (one
 /// with a missing shard, one repeated), an abort, and a disk failure in the middle.
-fn history(disks: &[u64]) -> Vec<Command> {
+pub(super) fn history(disks: &[u64]) -> Vec<Command> {
     let code = Code {
         data_shards: 2,
         parity_shards: 2,
@@ -85,6 +86,7 @@ fn history(disks: &[u64]) -> Vec<Command> {
             file_count: 10,
             missing_shards: missing,
             now_ms: 500,
+            agent: Default::default(),
         })
     };
     let mut h = Vec::new();
@@ -100,6 +102,7 @@ fn history(disks: &[u64]) -> Vec<Command> {
         disk_id: disks[5],
         state: DiskState::Failed,
         now_ms: 600,
+        agent: Default::default(),
     });
     h.push(commit(3, vec![]));
     h.push(commit(3, vec![]));
@@ -163,16 +166,16 @@ fn run_in_rounds(round: usize) -> (Vec<String>, KeyValues) {
 
 /// A state machine on a fresh store that applies one entry per round, as the leader
 /// encodes it (in the store's current value format).
-struct OneByOne {
+pub(super) struct OneByOne {
     _dir: tempfile::TempDir,
     engine: bitmountain_raftstore::Engine,
-    store: Arc<MetaStore>,
+    pub(super) store: Arc<MetaStore>,
     sm: MetaStateMachine,
     index: u64,
 }
 
 impl OneByOne {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let engine = bitmountain_raftstore::Engine::open(dir.path()).unwrap();
         let store = MetaStore::load(engine.db().clone()).unwrap();
@@ -198,7 +201,7 @@ impl OneByOne {
         r
     }
 
-    fn apply(&mut self, c: &Command) -> ApplyResult {
+    pub(super) fn apply(&mut self, c: &Command) -> ApplyResult {
         let bytes = c.encode(self.store.value_format());
         self.apply_bytes(&bytes)
     }
@@ -227,8 +230,8 @@ fn groups_write_the_value_format_their_cluster_record_names() {
             }
         })
         .collect();
-    // The first registration switched the group to version 2.
-    assert_eq!(store.value_format(), keys::VALUE_V2);
+    // The first registration switched the group to the newest format.
+    assert_eq!(store.value_format(), keys::VALUE_FORMAT_NEWEST);
     let code = Code {
         data_shards: 2,
         parity_shards: 2,
@@ -267,7 +270,13 @@ fn groups_write_the_value_format_their_cluster_record_names() {
 fn a_group_switches_to_a_newer_value_format_and_never_back() {
     let mut one = OneByOne::new();
     let store = one.store.clone();
-    let mut apply = |value_format: u8| one.apply(&Command::SetValueFormat { value_format });
+    let mut apply = |value_format: u8| {
+        one.apply(&Command::SetValueFormat {
+            value_format,
+            now_ms: 0,
+            agent: Default::default(),
+        })
+    };
     assert_eq!(store.value_format(), keys::VALUE_V1);
     assert!(apply(keys::VALUE_V1).is_ok());
     assert!(apply(keys::VALUE_V2).is_ok());
@@ -356,6 +365,7 @@ fn the_checker_names_each_broken_invariant() {
         disk_id: disks[3],
         state: DiskState::Failed,
         now_ms: 2,
+        agent: Default::default(),
     });
     apply(Command::Commit(Commit {
         id,
@@ -366,6 +376,7 @@ fn the_checker_names_each_broken_invariant() {
         file_count: 1,
         missing_shards: vec![],
         now_ms: 3,
+        agent: Default::default(),
     }));
     assert!(store.repair_task(id).unwrap().is_some());
     assert_invariants(&store);
@@ -428,6 +439,8 @@ fn the_token_table_takes_each_token_once_and_revokes_for_good() {
         Command::CreateToken(crate::command::CreateToken {
             record: record.clone(),
             if_version,
+            agent: Default::default(),
+            now_ms: 0,
         })
     };
     let admin = record(Role::Admin);
@@ -447,6 +460,7 @@ fn the_token_table_takes_each_token_once_and_revokes_for_good() {
     let revoke = Command::RevokeToken {
         id: reader.id,
         now_ms: 50,
+        agent: Default::default(),
     };
     let Applied::Token(revoked) = one.apply(&revoke).unwrap() else {
         panic!("a revoke answers the token")
@@ -456,6 +470,7 @@ fn the_token_table_takes_each_token_once_and_revokes_for_good() {
     let again = Command::RevokeToken {
         id: reader.id,
         now_ms: 99,
+        agent: Default::default(),
     };
     let Applied::Token(same) = one.apply(&again).unwrap() else {
         panic!("a revoke answers the token")
@@ -464,6 +479,7 @@ fn the_token_table_takes_each_token_once_and_revokes_for_good() {
     let unknown = Command::RevokeToken {
         id: record(Role::Reader).id,
         now_ms: 1,
+        agent: Default::default(),
     };
     assert!(matches!(
         one.apply(&unknown).unwrap_err(),
@@ -491,6 +507,7 @@ fn recovering_node(node: u64, disk: u64, cluster: &str) -> Command {
         cluster_id_candidate: "fresh".into(),
         cluster_id: cluster.into(),
         now_ms: 1_000,
+        agent: Default::default(),
     })
 }
 

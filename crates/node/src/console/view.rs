@@ -111,7 +111,7 @@ pub struct Level {
     pub bundles: u64,
 }
 
-/// The audit trail's recent events; not recorded by this version.
+/// The audit trail's recent events: not shown by the console yet (`bitmountain audit` reads it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditPanel {
     pub available: bool,
@@ -199,7 +199,7 @@ pub fn build(inputs: Inputs<'_>) -> ConsoleView {
         },
         audit: AuditPanel {
             available: false,
-            note: "this version records no audit trail",
+            note: "the console does not show the audit trail yet: run `bitmountain audit` (a token with `operate`)",
         },
     }
 }

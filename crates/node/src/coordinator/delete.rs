@@ -2,6 +2,7 @@
 //! once), then every shard the placement names is deleted, then the record is purged. A shard
 //! on a node that is down keeps the record in state deleting; garbage collection finishes it.
 
+use bitmountain_meta_client::types::Agent;
 use bitmountain_meta_client::{Bundle, BundleId, MetaError};
 
 use super::upload::erasure_id;
@@ -12,8 +13,8 @@ use crate::shard_io::DeleteWhy;
 impl Coordinator {
     /// Deletes a sealed bundle (refused while retained or held); returns its record as it was
     /// marked deleting. `reason` is logged here and by the metadata group.
-    pub async fn delete_bundle(&self, id: BundleId, reason: &str) -> Result<Bundle> {
-        let bundle = match self.meta.delete_bundle(id, reason).await {
+    pub async fn delete_bundle(&self, id: BundleId, reason: &str, agent: &Agent) -> Result<Bundle> {
+        let bundle = match self.meta.delete_bundle(id, reason, agent).await {
             Ok(b) => b,
             Err(MetaError::UnknownBundle { .. }) => {
                 return Err(NodeError::UnknownBundle {

@@ -6,6 +6,7 @@
 
 mod cache;
 mod delete;
+pub mod fixity;
 pub mod read;
 pub mod upload;
 

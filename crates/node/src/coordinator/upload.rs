@@ -28,7 +28,7 @@ use bitmountain_erasure::{
     StripeEncoder,
 };
 use bitmountain_meta_client::{
-    AllocateRequest, Bundle, BundleId, Code as MetaCode, CommitRequest, ShardLocation,
+    types::Agent, AllocateRequest, Bundle, BundleId, Code as MetaCode, CommitRequest, ShardLocation,
 };
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -61,6 +61,8 @@ pub struct UploadStart {
     pub expected_content_bytes: u64,
     /// Deletes are refused before this time (0: no retention).
     pub retain_until_unix_ms: u64,
+    /// Who uploads (the ingestion event's agent).
+    pub agent: Agent,
 }
 
 /// One file's header; its bytes follow in `Data` items.
@@ -124,6 +126,7 @@ impl Coordinator {
             code.validate()?;
             erasure_code(code)?;
         }
+        let agent = start.agent;
         let request = AllocateRequest {
             request_id: format!("put-{}-{:032x}", self.node_id, rand::random::<u128>()),
             code: start.code,
@@ -136,7 +139,7 @@ impl Coordinator {
         let bundle = self.meta.allocate_bundle(&request).await?;
         let id = bundle.record.id;
         tracing::debug!(bundle = %id, code = %bundle.record.code, "upload allocated");
-        match self.upload_allocated(&bundle, &mut items).await {
+        match self.upload_allocated(&bundle, &mut items, agent).await {
             Ok(outcome) => Ok(outcome),
             Err(err) => {
                 tracing::info!(bundle = %id, error = %err, "upload failed; aborting its allocation");
@@ -152,7 +155,12 @@ impl Coordinator {
         }
     }
 
-    async fn upload_allocated<S>(&self, bundle: &Bundle, items: &mut S) -> Result<UploadOutcome>
+    async fn upload_allocated<S>(
+        &self,
+        bundle: &Bundle,
+        items: &mut S,
+        agent: Agent,
+    ) -> Result<UploadOutcome>
     where
         S: Stream<Item = Result<UploadItem>> + Unpin + Send,
     {
@@ -221,7 +229,7 @@ impl Coordinator {
             Err(EncodeFailure::Node(e)) => return Err(e),
         };
         distributed?;
-        self.commit_durable(bundle, code, summary, target_tasks)
+        self.commit_durable(bundle, code, summary, target_tasks, agent)
             .await
     }
 
@@ -267,6 +275,7 @@ impl Coordinator {
         code: Code,
         summary: EncodeSummary,
         target_tasks: Vec<JoinHandle<Result<u64>>>,
+        agent: Agent,
     ) -> Result<UploadOutcome> {
         let id = bundle.record.id;
         let total = code.total_shards();
@@ -312,6 +321,7 @@ impl Coordinator {
                     sha256: info.sha256.to_vec(),
                     file_count: summary.file_count,
                     missing_shards: missing_shards.clone(),
+                    agent,
                 },
             )
             .await?;

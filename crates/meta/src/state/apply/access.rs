@@ -2,11 +2,13 @@
 //! hash only). Every change bumps `ClusterRecord::tokens_version`, which heartbeats carry, so
 //! nodes know when to fetch the table again.
 
+use super::topology::topology_event;
 use super::Applier;
 use crate::command::{Applied, ApplyResult, CreateToken};
 use crate::error::MetaError;
 use crate::keys;
 use crate::state::KeyReader;
+use crate::types::{Agent, AuditAction};
 
 /// Most tokens the table holds (revoked ones included): every node keeps a copy in memory.
 pub const MAX_TOKENS: u64 = 10_000;
@@ -38,10 +40,32 @@ impl Applier<'_> {
                 ),
             });
         }
+        if c.if_version == Some(0) && self.map.cluster == Default::default() {
+            // The group's first command (its first admin token, made before any node
+            // registers): the group writes the newest value format from here on, as the
+            // first registration does otherwise — so the trail starts with this token.
+            self.map.cluster.value_format = keys::VALUE_FORMAT_NEWEST;
+        }
         self.put(&keys::token(id), &c.record);
         let cluster = &mut self.map.cluster;
         cluster.tokens += 1;
         cluster.tokens_version += 1;
+        let r = &c.record;
+        let detail = format!(
+            "name {:?}, role {}, scope {}, expires {}",
+            r.name,
+            r.role,
+            r.scope,
+            crate::types::unix_ms_text(r.expires_unix_ms)
+        );
+        let event = topology_event(
+            c.now_ms,
+            c.agent,
+            AuditAction::TokenCreation,
+            format!("token {id}"),
+            detail,
+        );
+        self.audit(event, "");
         Ok(Applied::Token(c.record))
     }
 
@@ -49,6 +73,7 @@ impl Applier<'_> {
         &mut self,
         id: bitmountain_auth::TokenId,
         now_ms: u64,
+        agent: Agent,
     ) -> ApplyResult {
         let mut record = self
             .token(id)?
@@ -60,6 +85,10 @@ impl Applier<'_> {
         record.revoked_unix_ms = now_ms.max(1);
         self.put(&keys::token(id), &record);
         self.map.cluster.tokens_version += 1;
+        let detail = format!("name {:?}, role {}", record.name, record.role);
+        let object = format!("token {id}");
+        let event = topology_event(now_ms, agent, AuditAction::TokenRevocation, object, detail);
+        self.audit(event, "");
         Ok(Applied::Token(record))
     }
 }

@@ -11,7 +11,7 @@ use crate::error::{MetaError, Result};
 use crate::keys;
 use crate::rules;
 use crate::state::KeyReader;
-use crate::types::{BundleId, BundleRecord, BundleState};
+use crate::types::{Agent, AuditAction, BundleId, BundleRecord, BundleState, NewEvent, Outcome};
 
 impl Applier<'_> {
     pub(crate) fn allocate(&mut self, c: Allocate) -> ApplyResult {
@@ -111,6 +111,7 @@ impl Applier<'_> {
                 expires_unix_ms: b.expires_unix_ms,
             });
         }
+        let agent = c.agent;
         let mut missing: Vec<u32> = c.missing_shards;
         missing.sort_unstable();
         missing.dedup();
@@ -153,10 +154,37 @@ impl Applier<'_> {
         // Shards the upload could not write, and shards whose disk failed or whose node went
         // down while the bundle was pending (the requeue of that change skipped the pending
         // bundle), are queued now.
+        let mut detail = format!(
+            "{} bytes in {} files, sha256 {}, code {}+{}",
+            b.length,
+            b.file_count,
+            hex::encode(&b.sha256),
+            b.code.data_shards,
+            b.code.parity_shards
+        );
+        if !missing.is_empty() {
+            detail.push_str(&format!(
+                ", shards {missing:?} not written (queued for repair)"
+            ));
+        }
         if !missing.is_empty() || !rules::shard_health(&self.map, &b, None).is_empty() {
             self.set_repair(&b, missing, BTreeMap::new(), c.now_ms)?;
         }
+        self.audit_bundle(c.now_ms, agent, AuditAction::Ingestion, id, detail);
         Ok(Applied::Bundle(b))
+    }
+
+    /// A successful action on bundle `id`, in the trail.
+    fn audit_bundle(
+        &mut self,
+        now_ms: u64,
+        agent: Agent,
+        action: AuditAction,
+        id: BundleId,
+        detail: String,
+    ) {
+        let event = NewEvent::bundle(now_ms, agent, action, id, Outcome::Success, detail);
+        self.audit(event, "");
     }
 
     pub(crate) fn abort(&mut self, id: BundleId) -> ApplyResult {
@@ -185,9 +213,18 @@ impl Applier<'_> {
         Ok(Applied::Done)
     }
 
-    pub(crate) fn delete(&mut self, id: BundleId, now_ms: u64) -> ApplyResult {
+    pub(crate) fn delete(
+        &mut self,
+        id: BundleId,
+        now_ms: u64,
+        reason: &str,
+        agent: Agent,
+    ) -> ApplyResult {
         let mut b = self.known_bundle(id)?;
-        if now_ms > 0 && b.state == BundleState::Sealed {
+        // A recovery deletes again what a tombstone says was deleted before the disaster,
+        // past whatever retention or hold the backup shows.
+        let checked = now_ms > 0 && agent != Agent::system("recovery");
+        if checked && b.state == BundleState::Sealed {
             if let Some(hold) = &b.preservation.legal_hold {
                 return Err(MetaError::LegalHold {
                     id,
@@ -229,6 +266,8 @@ impl Applier<'_> {
         self.unqueue_repair(id)?;
         b.state = BundleState::Deleting;
         self.put_bundle(&b);
+        let detail = format!("reason: {reason}");
+        self.audit_bundle(now_ms, agent, AuditAction::Deletion, id, detail);
         Ok(Applied::Bundle(b))
     }
 
@@ -273,10 +312,17 @@ impl Applier<'_> {
 
 impl Applier<'_> {
     /// Extends a sealed bundle's retention; an earlier date than the current one is refused.
-    pub(crate) fn set_retention(&mut self, id: BundleId, until_unix_ms: u64) -> ApplyResult {
+    pub(crate) fn set_retention(
+        &mut self,
+        id: BundleId,
+        until_unix_ms: u64,
+        governance_reason: &str,
+        now_ms: u64,
+        agent: Agent,
+    ) -> ApplyResult {
         let mut b = self.sealed_bundle(id)?;
         let current = b.preservation.retain_until_unix_ms;
-        if until_unix_ms < current {
+        if until_unix_ms < current && governance_reason.is_empty() {
             return Err(MetaError::InvalidArgument {
                 field: Field::Retention,
                 reason: format!(
@@ -285,8 +331,22 @@ impl Applier<'_> {
                 ),
             });
         }
+        if until_unix_ms == current {
+            return Ok(Applied::Bundle(b));
+        }
         b.preservation.retain_until_unix_ms = until_unix_ms;
         self.put_bundle(&b);
+        let mut detail = format!(
+            "retention until {} (was {})",
+            crate::types::unix_ms_text(until_unix_ms),
+            crate::types::unix_ms_text(current)
+        );
+        if until_unix_ms < current {
+            detail.push_str(&format!(
+                "; shortened in governance mode: {governance_reason}"
+            ));
+        }
+        self.audit_bundle(now_ms, agent, AuditAction::PolicyAssignment, id, detail);
         Ok(Applied::Bundle(b))
     }
 
@@ -295,8 +355,16 @@ impl Applier<'_> {
         &mut self,
         id: BundleId,
         hold: Option<crate::types::LegalHold>,
+        reason: &str,
+        now_ms: u64,
+        agent: Agent,
     ) -> ApplyResult {
         let mut b = self.sealed_bundle(id)?;
+        let detail = match (&b.preservation.legal_hold, &hold) {
+            (None, None) => None,
+            (_, Some(_)) => Some(format!("legal hold set: {reason}")),
+            (Some(_), None) => Some(format!("legal hold cleared: {reason}")),
+        };
         b.preservation.legal_hold = match (b.preservation.legal_hold.take(), hold) {
             (Some(old), Some(new)) => Some(crate::types::LegalHold {
                 since_unix_ms: old.since_unix_ms,
@@ -305,6 +373,9 @@ impl Applier<'_> {
             (_, hold) => hold,
         };
         self.put_bundle(&b);
+        if let Some(detail) = detail {
+            self.audit_bundle(now_ms, agent, AuditAction::PolicyAssignment, id, detail);
+        }
         Ok(Applied::Bundle(b))
     }
 

@@ -1,7 +1,8 @@
 //! Applying commands, one file per family: [`access`] (access tokens), [`bundles`] (allocate,
 //! commit, abort, expire, delete, purge), [`placement`] (placement changes and planned moves),
 //! [`repair`] (the repair queue, damage reports, throttles), [`topology`] (nodes, disks, the
-//! value format), [`recovery`] (rebuilding the group from the disks' scans). The dispatch is `Command::apply` (`crate::command`).
+//! value format), [`recovery`] (rebuilding the group from the disks' scans), [`audit`] (the audit trail's
+//! writes, which the others call). The dispatch is `Command::apply` (`crate::command`).
 //!
 //! An [`Applier`] is one entry's view: reads see the DB plus the round's earlier entries
 //! (never the entry's own writes), writes are collected and reach the round's batch at its
@@ -13,6 +14,7 @@
 //! a member that skipped or bent the entry would hold a different state from then on.
 
 pub(crate) mod access;
+mod audit;
 mod bundles;
 mod placement;
 mod recovery;

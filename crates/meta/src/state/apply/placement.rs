@@ -9,7 +9,7 @@ use crate::error::MetaError;
 use crate::keys;
 use crate::rules;
 use crate::state::KeyReader;
-use crate::types::{BundleId, BundleState};
+use crate::types::{Agent, AuditAction, BundleId, BundleState, NewEvent, Outcome};
 
 impl Applier<'_> {
     /// Compare-and-set of a bundle's placement on its generation; the shards it changes or
@@ -21,6 +21,7 @@ impl Applier<'_> {
         placement: Vec<u64>,
         now_ms: u64,
         rewritten_shards: Vec<u32>,
+        agent: Agent,
     ) -> ApplyResult {
         let mut b = self.known_bundle(id)?;
         if b.placement_generation != expected_generation {
@@ -50,9 +51,11 @@ impl Applier<'_> {
             return Err(no_such_shard(Field::RewrittenShards, *bad, &b));
         }
         let mut done: Vec<u32> = rewritten_shards;
+        let mut changes = Vec::new();
         for (i, (old, new)) in b.placement.clone().iter().zip(&placement).enumerate() {
             if old != new {
                 done.push(i as u32);
+                changes.push(format!("shard {i}: disk {old} → {new}"));
                 self.del(&keys::disk_bundle(*old, id));
                 self.put_raw(
                     &keys::disk_bundle(*new, id),
@@ -75,9 +78,31 @@ impl Applier<'_> {
             .unwrap_or_else(|| panic!("bytes repaired overflow a u64"));
         let task = self.repair_task(id)?;
         let (mut damaged, mut moves, since) = Self::task_parts(task.as_ref(), now_ms);
+        // Rebuilt shards were damaged or lost (PREMIS replication); the rest were moved.
+        let rebuilt: Vec<u32> = done
+            .iter()
+            .copied()
+            .filter(|s| !moves.contains_key(s))
+            .collect();
+        let action = if rebuilt.is_empty() {
+            AuditAction::Transfer
+        } else {
+            AuditAction::Replication
+        };
+        let detail = format!(
+            "shards {done:?} written ({} rebuilt); {}",
+            rebuilt.len(),
+            if changes.is_empty() {
+                "rewritten in place".to_owned()
+            } else {
+                changes.join(", ")
+            }
+        );
         damaged.retain(|s| !done.contains(s));
         moves.retain(|s, _| !done.contains(s));
         self.set_repair(&b, damaged, moves, since)?;
+        let event = NewEvent::bundle(now_ms, agent, action, id, Outcome::Success, detail);
+        self.audit(event, "");
         Ok(Applied::Bundle(b))
     }
 

@@ -9,7 +9,7 @@ use crate::keys;
 use crate::rules;
 use crate::state::cluster::RecoveryState;
 use crate::state::KeyReader;
-use crate::types::{BundleId, BundleRecord, BundleState};
+use crate::types::{Agent, AuditAction, BundleId, BundleRecord, BundleState};
 
 fn not_recovering(what: &str) -> MetaError {
     MetaError::InvalidArgument {
@@ -38,6 +38,18 @@ impl Applier<'_> {
         }
         // Until the recovery ends, no node deletes a shard the group does not know yet.
         self.map.cluster.orphan_hold_until_unix_ms = u64::MAX;
+        let detail = format!(
+            "started: rebuilding bundle records from the disks{}",
+            if backup_unix_ms == 0 {
+                String::new()
+            } else {
+                format!(
+                    " and a backup taken {}",
+                    crate::types::unix_ms_text(backup_unix_ms)
+                )
+            }
+        );
+        self.audit_recovery(now_ms, detail);
         Ok(Applied::Done)
     }
 
@@ -144,7 +156,30 @@ impl Applier<'_> {
         }
         self.map.cluster.orphan_hold_until_unix_ms = orphan_hold_until_unix_ms;
         self.put(keys::RECOVERY_REPORT, &report);
+        let r = &report;
+        let detail = format!(
+            "finished{}: {} disks reported, {} bundles recovered, {} added, {} lost, {} deleted              by tombstones, {} queued for repair",
+            if r.forced { " (forced)" } else { "" },
+            r.disks_reported.len(),
+            r.recovered,
+            r.added,
+            r.lost_count,
+            r.deleted,
+            r.queued_for_repair
+        );
+        self.audit_recovery(r.finished_unix_ms, detail);
         Ok(Applied::Done)
+    }
+
+    fn audit_recovery(&mut self, now_ms: u64, detail: String) {
+        let event = super::topology::topology_event(
+            now_ms,
+            Agent::system("recovery"),
+            AuditAction::Recovery,
+            "cluster".into(),
+            detail,
+        );
+        self.audit(event, "");
     }
 
     fn drop_found(&mut self, id: BundleId) -> Result<()> {

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::keys;
 use crate::rules;
 use crate::state::KeyReader;
-use crate::types::{BundleId, BundleRecord, BundleState, RepairSettings, RepairTask};
+use crate::types::{Agent, BundleId, BundleRecord, BundleState, RepairSettings, RepairTask};
 
 impl Applier<'_> {
     /// Shards of a sealed bundle found missing or corrupt by a reader or scrubber: queue (or
@@ -43,13 +43,30 @@ impl Applier<'_> {
     }
 
     /// New repair throttles (a zero `max_repairs_per_node` keeps the current value).
-    pub(crate) fn set_repair_settings(&mut self, settings: RepairSettings) -> ApplyResult {
+    pub(crate) fn set_repair_settings(
+        &mut self,
+        settings: RepairSettings,
+        now_ms: u64,
+        agent: Agent,
+    ) -> ApplyResult {
         let current = &mut self.map.cluster.repair_settings;
         if settings.max_repairs_per_node != 0 {
             current.max_repairs_per_node = settings.max_repairs_per_node;
         }
         current.bytes_per_sec = settings.bytes_per_sec;
         current.paused = settings.paused;
+        let detail = format!(
+            "repairs: at most {} per node, {} bytes/s (0: unlimited), paused {}",
+            current.max_repairs_per_node, current.bytes_per_sec, current.paused
+        );
+        let event = super::topology::topology_event(
+            now_ms,
+            agent,
+            crate::types::AuditAction::SettingsChange,
+            "cluster".into(),
+            detail,
+        );
+        self.audit(event, "");
         Ok(Applied::Done)
     }
 

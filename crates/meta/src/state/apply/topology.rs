@@ -7,7 +7,9 @@ use crate::command::{Applied, ApplyResult, RegisterNode};
 use crate::error::{MetaError, Result};
 use crate::keys;
 use crate::state::{value_format_switch, KeyReader};
-use crate::types::{DiskRecord, DiskState, NodeRecord, NodeState};
+use crate::types::{
+    Agent, AuditAction, DiskRecord, DiskState, NewEvent, NodeRecord, NodeState, Outcome,
+};
 
 impl Applier<'_> {
     pub(crate) fn register(&mut self, r: RegisterNode) -> ApplyResult {
@@ -92,6 +94,20 @@ impl Applier<'_> {
             out.push(entry.clone());
             self.dirty.disks.insert(disk_id);
         }
+        let disk_ids: Vec<u64> = out.iter().map(|d| d.id).collect();
+        let detail = format!(
+            "{} at {}, zone {:?}, rack {:?}, disks {disk_ids:?}",
+            node.host, node.address, node.zone, node.rack
+        );
+        let object = format!("node {id}");
+        let event = topology_event(
+            r.now_ms,
+            r.agent,
+            AuditAction::NodeRegistration,
+            object,
+            detail,
+        );
+        self.audit(event, "");
         Ok(Applied::Node {
             node,
             disks: out,
@@ -144,6 +160,7 @@ impl Applier<'_> {
         disk_id: u64,
         state: DiskState,
         now_ms: u64,
+        agent: Agent,
     ) -> ApplyResult {
         let was = self
             .map
@@ -178,6 +195,12 @@ impl Applier<'_> {
         } else {
             0
         };
+        if state != was {
+            let detail = format!("{was:?} → {state:?}; {queued} repairs queued");
+            let object = format!("disk {disk_id}");
+            let event = topology_event(now_ms, agent, AuditAction::DiskStateChange, object, detail);
+            self.audit(event, "");
+        }
         Ok(Applied::Disk {
             disk,
             repairs_queued: queued,
@@ -189,6 +212,7 @@ impl Applier<'_> {
         node_id: u64,
         state: NodeState,
         now_ms: u64,
+        agent: Agent,
     ) -> ApplyResult {
         let was = self
             .map
@@ -234,16 +258,51 @@ impl Applier<'_> {
             }
         }
         if state != was {
-            self.requeue_disks(&disks, now_ms)?;
+            let queued = self.requeue_disks(&disks, now_ms)?;
+            let detail = format!("{was:?} → {state:?}; {queued} repairs queued");
+            let object = format!("node {node_id}");
+            let event = topology_event(now_ms, agent, AuditAction::NodeStateChange, object, detail);
+            self.audit(event, "");
         }
         Ok(Applied::NodeUpdated(node))
     }
 
     /// Writes values in `value_format` from this entry on (never an older one).
-    pub(crate) fn set_value_format(&mut self, value_format: u8) -> ApplyResult {
-        self.map.cluster.value_format =
-            value_format_switch(self.map.cluster.value_format(), value_format.into())?;
+    /// The trail starts with the switch to format 3, which is its first event.
+    pub(crate) fn set_value_format(
+        &mut self,
+        value_format: u8,
+        now_ms: u64,
+        agent: Agent,
+    ) -> ApplyResult {
+        let was = self.map.cluster.value_format();
+        self.map.cluster.value_format = value_format_switch(was, value_format.into())?;
+        if value_format != was {
+            let detail = format!("value format {was} → {value_format}");
+            let object = "cluster".to_owned();
+            let event = topology_event(now_ms, agent, AuditAction::SettingsChange, object, detail);
+            self.audit(event, "");
+        }
         Ok(Applied::Done)
+    }
+}
+
+/// A successful change of the cluster, for the trail.
+pub(super) fn topology_event(
+    now_ms: u64,
+    agent: Agent,
+    action: AuditAction,
+    object: String,
+    detail: String,
+) -> NewEvent {
+    NewEvent {
+        time_unix_ms: now_ms,
+        agent,
+        action,
+        object,
+        bundle: None,
+        outcome: Outcome::Success,
+        detail,
     }
 }
 
