@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod http;
 pub mod meta_cluster;
 pub mod pki;
+pub mod pyvenv;
 pub mod upload;
 
 use std::path::PathBuf;

@@ -105,28 +105,10 @@ fn systemd_units_verify_and_are_hardened() {
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
 
-/// A virtualenv with kubernetes-validate, made once and kept outside the clone.
+/// kubernetes-validate, in a virtualenv of its own.
 fn kubernetes_validate() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
-    let venv = home
-        .join(".cache/bitmountain")
-        .join(format!("pyvenv-kubernetes-validate-{KUBERNETES_VALIDATE}"));
-    let tool = venv.join("bin/kubernetes-validate");
-    if !tool.exists() {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(made.success());
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet"])
-            .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}"))
-            .status()
-            .unwrap();
-        assert!(pip.success(), "pip install kubernetes-validate");
-    }
-    tool
+    bitmountain_tests::pyvenv::venv("kubernetes-validate", KUBERNETES_VALIDATE)
+        .join("bin/kubernetes-validate")
 }
 
 #[test]

@@ -18,7 +18,15 @@ use super::units;
 #[derive(Debug, clap::Args)]
 pub struct PutArgs {
     /// Directory whose files become one bundle (paths relative to it).
-    dir: PathBuf,
+    #[arg(required_unless_present = "bagit", conflicts_with = "bagit")]
+    dir: Option<PathBuf>,
+    /// A BagIt bag (RFC 8493) to upload as one bundle, keeping its paths: checked complete and
+    /// valid before a byte is sent, its manifests' digests checked again by the cluster.
+    #[arg(long, value_name = "BAG", conflicts_with = "manifest")]
+    bagit: Option<PathBuf>,
+    /// With --bagit: this bag-info.txt field becomes a label FIELD=value (repeatable).
+    #[arg(long, value_name = "FIELD", requires = "bagit")]
+    label_from_bag_info: Vec<String>,
     /// A label to find the bundle by (repeatable): KEY=VALUE.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
@@ -87,9 +95,13 @@ pub struct LsArgs {
 pub struct ExportArgs {
     /// Bundle id.
     bundle: String,
-    /// Output file (default: stdout).
-    #[arg(short, long)]
+    /// Output file (default: stdout); with --bagit, the bag's directory (must not exist).
+    #[arg(short, long, required_if_eq("bagit", "true"))]
     output: Option<PathBuf>,
+    /// Write a BagIt bag (RFC 8493): a bundle uploaded from a bag comes back as that bag, byte
+    /// for byte; any other becomes `data/` with manifests and bag-info.
+    #[arg(long)]
+    bagit: bool,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -144,28 +156,38 @@ fn progress_bar(
 }
 
 pub fn put(args: PutArgs) -> anyhow::Result<()> {
-    let labels = common::parse_labels(&args.labels)?;
+    let mut labels = common::parse_labels(&args.labels)?;
     let code = match &args.code {
         Some(text) => Some(Code::parse(text).with_context(|| {
             format!("--code {text:?}: expected K+M (e.g. 10+4) or K+M:CELL_BYTES")
         })?),
         None => None,
     };
-    let files = bitmountain_client::walk::walk_files(&args.dir)?;
-    let expected_sha256 = match &args.manifest {
-        Some(path) => {
-            let digests = super::manifest::read(path)?;
-            if let Some(f) = files.iter().find(|f| !digests.contains_key(&f.relative)) {
-                bail!(
-                    "{} is not in the manifest {}: with --manifest every file needs its digest",
-                    f.relative,
-                    path.display()
-                );
+    let (root, expected_sha256) = match (&args.dir, &args.bagit) {
+        (_, Some(bag)) => {
+            let valid = super::bagit::validate(bag).with_context(|| {
+                format!("{} is not a valid bag; nothing was uploaded", bag.display())
+            })?;
+            for name in &valid.unverified {
+                eprintln!("warning: {name} was not checked (its algorithm is not computed here); the bag's SHA-256/512 manifests were");
             }
-            digests
+            for field in &args.label_from_bag_info {
+                let value = valid
+                    .info
+                    .iter()
+                    .find(|(k, _)| k == field)
+                    .map(|(_, v)| v.clone())
+                    .with_context(|| {
+                        format!("--label-from-bag-info {field}: bag-info.txt has no such field")
+                    })?;
+                labels.insert(field.clone(), value);
+            }
+            (bag.clone(), valid.sha256)
         }
-        None => Default::default(),
+        (Some(dir), None) => (dir.clone(), dir_digests(dir, args.manifest.as_deref())?),
+        (None, None) => bail!("say what to upload: a directory, or --bagit BAG"),
     };
+    let files = bitmountain_client::walk::walk_files(&root)?;
     let total: u64 = files.iter().map(|f| f.len_bytes).sum();
     let sent = Arc::new(AtomicU64::new(0));
     let options = PutOptions {
@@ -182,10 +204,10 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let bar = progress_bar(total, sent, Arc::clone(&stop));
     let started = Instant::now();
-    let result = common::client_runtime()?.block_on(client.put_dir(&args.dir, &options));
+    let result = common::client_runtime()?.block_on(client.put_dir(&root, &options));
     stop.store(true, Ordering::Relaxed);
     let _ = bar.join();
-    let result = result.with_context(|| format!("uploading {}", args.dir.display()))?;
+    let result = result.with_context(|| format!("uploading {}", root.display()))?;
     if args.json {
         return common::print_json(&result);
     }
@@ -211,6 +233,26 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
     );
     writeln!(common::stdout(), "{}", result.bundle_id)?;
     Ok(())
+}
+
+/// The expected digests of a directory's upload: a `--manifest`'s, which must list every file.
+fn dir_digests(
+    dir: &Path,
+    manifest: Option<&Path>,
+) -> anyhow::Result<std::collections::BTreeMap<String, [u8; 32]>> {
+    let Some(path) = manifest else {
+        return Ok(Default::default());
+    };
+    let digests = super::manifest::read(path)?;
+    let files = bitmountain_client::walk::walk_files(dir)?;
+    if let Some(f) = files.iter().find(|f| !digests.contains_key(&f.relative)) {
+        bail!(
+            "{} is not in the manifest {}: with --manifest every file needs its digest",
+            f.relative,
+            path.display()
+        );
+    }
+    Ok(digests)
 }
 
 pub fn get(args: GetArgs) -> anyhow::Result<()> {
@@ -290,6 +332,18 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     let client = args.cluster.archive_client()?;
     let rt = common::client_runtime()?;
+    if args.bagit {
+        let dir = args.output.as_deref().context("--bagit needs -o DIR")?;
+        let bag = rt.block_on(super::bagit_export::export(&client, &args.bundle, dir))?;
+        eprintln!(
+            "wrote bag {} ({} payload files, {}){}",
+            dir.display(),
+            bag.payload_files,
+            units::bytes(bag.payload_bytes),
+            if bag.unchanged { ", as uploaded" } else { "" }
+        );
+        return Ok(());
+    }
     match &args.output {
         None => {
             let mut out = common::stdout();

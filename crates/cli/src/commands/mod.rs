@@ -3,6 +3,8 @@
 
 pub mod archive;
 pub mod audit;
+pub mod bagit;
+pub mod bagit_export;
 pub mod bundle;
 pub mod cert;
 pub mod common;
