@@ -306,24 +306,30 @@ pub fn is_bag(paths: &[&str]) -> bool {
         && paths.iter().any(|p| p.starts_with("data/"))
 }
 
+/// A payload file of a bag being written.
+#[derive(Debug, Clone)]
+pub struct PayloadFile {
+    /// Path in the bag (under `data/`).
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+    pub sha512: [u8; 64],
+}
+
 /// The tag files of a bag made from a bundle: `bagit.txt`, `bag-info.txt`, the payload
-/// manifests in SHA-256 and SHA-512, and the tag manifests over them. `files` are the payload's
-/// paths (under `data/`), sizes and digests.
-pub fn tag_files(
-    files: &[(String, u64, [u8; 32], [u8; 64])],
-    info: &[(String, String)],
-) -> Vec<(String, Vec<u8>)> {
+/// manifests in SHA-256 and SHA-512, and the tag manifests over them.
+pub fn tag_files(files: &[PayloadFile], info: &[(String, String)]) -> Vec<(String, Vec<u8>)> {
     let bagit = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n".to_vec();
-    let (bytes, count) = (files.iter().map(|f| f.1).sum::<u64>(), files.len());
+    let (bytes, count) = (files.iter().map(|f| f.bytes).sum::<u64>(), files.len());
     let mut bag_info = String::new();
     for (k, v) in info {
         bag_info.push_str(&format!("{k}: {v}\n"));
     }
     bag_info.push_str(&format!("Payload-Oxum: {bytes}.{count}\n"));
-    let manifest = |hexes: &dyn Fn(&(String, u64, [u8; 32], [u8; 64])) -> String| {
+    let manifest = |hexes: fn(&PayloadFile) -> String| {
         let mut m = String::new();
         for f in files {
-            m.push_str(&format!("{}  {}\n", hexes(f), encode_path(&f.0)));
+            m.push_str(&format!("{}  {}\n", hexes(f), encode_path(&f.path)));
         }
         m.into_bytes()
     };
@@ -332,11 +338,11 @@ pub fn tag_files(
         ("bag-info.txt".to_owned(), bag_info.into_bytes()),
         (
             "manifest-sha256.txt".to_owned(),
-            manifest(&|f| hex::encode(f.2)),
+            manifest(|f| hex::encode(f.sha256)),
         ),
         (
             "manifest-sha512.txt".to_owned(),
-            manifest(&|f| hex::encode(f.3)),
+            manifest(|f| hex::encode(f.sha512)),
         ),
     ];
     let mut tags256 = String::new();
@@ -390,12 +396,12 @@ mod tests {
     }
 
     fn write_bag(dir: &Path) {
-        let files = vec![(
-            "data/page 1.txt".to_owned(),
-            5u64,
-            Sha256::digest(b"hello").into(),
-            Sha512::digest(b"hello").into(),
-        )];
+        let files = vec![PayloadFile {
+            path: "data/page 1.txt".to_owned(),
+            bytes: 5,
+            sha256: Sha256::digest(b"hello").into(),
+            sha512: Sha512::digest(b"hello").into(),
+        }];
         std::fs::create_dir_all(dir.join("data")).unwrap();
         std::fs::write(dir.join("data/page 1.txt"), b"hello").unwrap();
         for (name, bytes) in tag_files(&files, &[("Source-Organization".into(), "Us".into())]) {

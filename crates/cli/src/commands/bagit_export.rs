@@ -112,12 +112,17 @@ async fn write_into(client: &ArchiveClient, id: &str, root: &Path) -> anyhow::Re
         hex::decode_to_slice(&f.sha256, &mut sha256)
             .with_context(|| format!("{id}/{}: the index's SHA-256 is not hex", f.path))?;
         if !unchanged || rel.starts_with("data/") {
-            payload.push((rel, f.size_bytes, sha256, out.sha.finalize().into()));
+            payload.push(bagit::PayloadFile {
+                path: rel,
+                bytes: f.size_bytes,
+                sha256,
+                sha512: out.sha.finalize().into(),
+            });
         }
     }
     let (payload_files, payload_bytes) = (
         payload.len() as u64,
-        payload.iter().map(|p| p.1).sum::<u64>(),
+        payload.iter().map(|p| p.bytes).sum::<u64>(),
     );
     if !unchanged {
         let today = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
