@@ -34,6 +34,9 @@ pub struct Fixity {
     pub failures: Vec<FileFixity>,
     /// Whether the audit trail holds the check's event.
     pub recorded: bool,
+    /// Files whose bytes were wrong in one shard with valid CRCs, confirmed right by decoding
+    /// around it: (path, shard), the shard queued for rewrite.
+    pub repaired: Vec<(String, u32)>,
 }
 
 impl ArchiveClient {
@@ -148,6 +151,7 @@ impl ArchiveClient {
                 })
                 .collect(),
             recorded: r.recorded,
+            repaired: r.repaired.into_iter().map(|f| (f.path, f.shard)).collect(),
         })
     }
 }

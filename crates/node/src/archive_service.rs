@@ -12,6 +12,7 @@ use bitmountain_meta_client::types::Agent;
 use bitmountain_meta_client::{Bundle, BundleState, Code as MetaCode};
 use bitmountain_proto::archive::v1 as pb;
 use bitmountain_proto::archive::v1::archive_service_server::ArchiveService;
+use sha2::Digest as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -416,10 +417,15 @@ impl ArchiveService for ArchiveApi {
             // One read window: read it here and answer from memory (no streaming tasks on the
             // critical path of small reads). Its chunks passed their CRC32C; the client checks
             // the file's SHA-256 end to end (the first message carries it).
-            let bytes = self
+            let mut bytes = self
                 .coordinator
                 .read_range(&bundle, entry.offset + req.offset, len)
                 .await?;
+            // A whole file is checked here too: bytes that pass their CRCs but not the
+            // file's SHA-256 are decoded around the shard that returned them.
+            if whole && <[u8; 32]>::from(sha2::Sha256::digest(&bytes)) != entry.sha256 {
+                bytes = self.coordinator.reread_verified(&bundle, &entry).await?;
+            }
             let bytes = bytes::Bytes::from(bytes);
             bitmountain_metrics::global()
                 .read_bytes

@@ -52,5 +52,13 @@ pub fn report_to_proto(r: &FixityReport, recorded: bool) -> pb::CheckFixityRespo
             })
             .collect(),
         recorded,
+        repaired: r
+            .repaired
+            .iter()
+            .map(|(path, shard)| pb::RepairedFile {
+                path: path.clone(),
+                shard: u32::from(*shard),
+            })
+            .collect(),
     }
 }

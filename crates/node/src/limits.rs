@@ -107,6 +107,10 @@ pub const MOVE_PIECE_BYTES: u64 = 4 << 20;
 pub const SCRUB_INTERVAL_MS: u64 = 7 * 24 * 3_600_000;
 /// Default shard bytes per second a scrub pass reads (per node).
 pub const SCRUB_BYTES_PER_SEC: u64 = 64 << 20;
+/// Default time within which the background fixity pass checks every bundle it owns (90 days).
+pub const FIXITY_INTERVAL_MS: u64 = 90 * 24 * 3_600_000;
+/// Default bundle bytes per second the background fixity pass reads (per node).
+pub const FIXITY_BYTES_PER_SEC: u64 = 32 << 20;
 /// Disk → shards entries one scrub request to the metadata group asks for.
 pub const SCRUB_META_PAGE: u32 = 1_000;
 /// A shard file the committed placement does not name (left by a repair or a move that lost

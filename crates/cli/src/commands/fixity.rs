@@ -74,6 +74,7 @@ pub fn run(cmd: FixityCommand) -> anyhow::Result<()> {
                         error: e.to_string(),
                     }],
                     recorded: false,
+                    repaired: Vec::new(),
                 },
             };
             bundles += 1;
@@ -84,6 +85,9 @@ pub fn run(cmd: FixityCommand) -> anyhow::Result<()> {
                 writeln!(stdout, "{}", serde_json::to_string(&r)?)?;
             } else if r.failed == 0 {
                 writeln!(stdout, "ok      {}  {} files", r.bundle_id, r.files)?;
+                for (path, shard) in &r.repaired {
+                    writeln!(stdout, "        {path}: shard {shard} held wrong bytes with valid CRCs; decoded from the others, queued for rewrite")?;
+                }
             } else {
                 writeln!(
                     stdout,

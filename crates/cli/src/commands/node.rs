@@ -82,6 +82,13 @@ pub struct NodeArgs {
     /// Shard bytes per second a scrub pass reads (0: unlimited).
     #[arg(long, default_value_t = bitmountain_node::limits::SCRUB_BYTES_PER_SEC)]
     scrub_bytes_per_sec: u64,
+    /// Every bundle whose shard 0 is on this node is read back against its ingest digests once
+    /// within this time (`90d`, `12h`), paced over it; each check is audited.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    fixity_interval: Duration,
+    /// Bundle bytes per second the fixity pass reads (0: unlimited).
+    #[arg(long, default_value_t = bitmountain_node::limits::FIXITY_BYTES_PER_SEC)]
+    fixity_bytes_per_sec: u64,
     /// Shard files the placement does not name here are deleted this long after their last
     /// write.
     #[arg(long, default_value_t = bitmountain_node::limits::STALE_COPY_GRACE_MS)]
@@ -117,6 +124,12 @@ impl NodeArgs {
         cfg.coordinator.max_files_per_upload = self.max_files_per_bundle;
         cfg.heal.scrub_interval = Duration::from_millis(self.scrub_interval_ms.max(1));
         cfg.heal.scrub_bytes_per_sec = self.scrub_bytes_per_sec;
+        anyhow::ensure!(
+            !self.fixity_interval.is_zero(),
+            "--fixity-interval must be longer than 0"
+        );
+        cfg.heal.fixity_interval = self.fixity_interval;
+        cfg.heal.fixity_bytes_per_sec = self.fixity_bytes_per_sec;
         cfg.stale_copy_grace = Duration::from_millis(self.stale_copy_grace_ms);
         cfg.tls = tls;
         cfg.metrics_listen = self.metrics_listen;

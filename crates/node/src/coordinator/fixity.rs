@@ -1,7 +1,9 @@
 //! Fixity: every file of a sealed bundle read back — through degraded reads around lost or
 //! CRC-damaged shards — and hashed against the SHA-256 its index recorded at ingest. The node
 //! does it, so no byte crosses to the client; the archive API records the outcome as a fixity
-//! event in the audit trail.
+//! event in the audit trail. A file whose bytes pass their CRCs but not its SHA-256 is decoded
+//! around each shard in turn (`verify.rs`): if one shard explains it, the right bytes are
+//! confirmed, the shard is queued for rewrite, and the file counts as repaired, not failed.
 
 use std::sync::Arc;
 
@@ -37,14 +39,30 @@ pub struct FixityReport {
     pub failed: u64,
     /// The first [`MAX_FIXITY_FAILURES_LISTED`] of them.
     pub failures: Vec<FileFailure>,
+    /// Files whose stored bytes were wrong in one shard (with valid CRCs), confirmed right by
+    /// decoding around it: (path, shard), the shard queued for rewrite.
+    pub repaired: Vec<(String, u16)>,
 }
 
 impl FixityReport {
     /// The audit event's detail: what was checked, and the failures by path.
     pub fn summary(&self) -> String {
+        let repaired = if self.repaired.is_empty() {
+            String::new()
+        } else {
+            let named: Vec<String> = self
+                .repaired
+                .iter()
+                .map(|(p, s)| format!("{p} (shard {s})"))
+                .collect();
+            format!(
+                "; wrong bytes with valid CRCs in {}, decoded from the other shards and queued                  for rewrite",
+                named.join(", ")
+            )
+        };
         if self.failed == 0 {
             return format!(
-                "{} files, {} bytes: every SHA-256 matches its ingest digest",
+                "{} files, {} bytes: every SHA-256 matches its ingest digest{repaired}",
                 self.files, self.bytes
             );
         }
@@ -57,7 +75,7 @@ impl FixityReport {
             })
             .collect();
         format!(
-            "{} of {} files fail: {}",
+            "{} of {} files fail: {}{repaired}",
             self.failed,
             self.files,
             named.join(", ")
@@ -79,6 +97,7 @@ impl Coordinator {
             bytes: 0,
             failed: 0,
             failures: Vec::new(),
+            repaired: Vec::new(),
         };
         for e in index.entries() {
             report.files += 1;
@@ -107,6 +126,22 @@ impl Coordinator {
                     actual_bytes: read,
                     error,
                 }),
+                None if got != e.sha256 && read == e.length => {
+                    match self.find_bad_shard(&b, e.offset, e.length, e.sha256).await {
+                        Some(shard) => {
+                            report.repaired.push((e.path.clone(), shard));
+                            None
+                        }
+                        None => Some(FileFailure {
+                            path: e.path.clone(),
+                            expected_sha256: e.sha256,
+                            expected_bytes: e.length,
+                            actual_sha256: Some(got),
+                            actual_bytes: read,
+                            error: String::new(),
+                        }),
+                    }
+                }
                 None if got != e.sha256 || read != e.length => Some(FileFailure {
                     path: e.path.clone(),
                     expected_sha256: e.sha256,

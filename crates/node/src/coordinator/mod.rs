@@ -9,6 +9,7 @@ mod delete;
 pub mod fixity;
 pub mod read;
 pub mod upload;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,12 +1,14 @@
 //! Self-healing on a storage node: the repair worker ([`repair`]) that claims repairs from the
 //! metadata leader, rebuilds or copies shards onto this node's disks, verifies them and commits
 //! the placement change; and the scrubber ([`scrub`]) that reads every shard on a schedule and
-//! turns what fails its checks into repairs.
+//! turns what fails its checks into repairs; and the background fixity pass ([`fixity`]) that
+//! reads every bundle it owns back against its ingest digests once per interval.
 //!
 //! Both write or read at a bounded rate ([`Throttle`]); the repair rate and the number of
 //! repairs in flight come from the metadata group (changed at runtime with
 //! `bitmountain repair throttle`), the scrub rate from the node's configuration.
 
+pub mod fixity;
 pub mod repair;
 pub mod scrub;
 
@@ -20,7 +22,10 @@ use bitmountain_meta_client::BundleId;
 use tokio::sync::Notify;
 
 use crate::coordinator::Coordinator;
-use crate::limits::{REPAIR_POLL_INTERVAL_MS, SCRUB_BYTES_PER_SEC, SCRUB_INTERVAL_MS};
+use crate::limits::{
+    FIXITY_BYTES_PER_SEC, FIXITY_INTERVAL_MS, REPAIR_POLL_INTERVAL_MS, SCRUB_BYTES_PER_SEC,
+    SCRUB_INTERVAL_MS,
+};
 
 /// How a node heals.
 #[derive(Debug, Clone)]
@@ -31,6 +36,10 @@ pub struct HealConfig {
     pub scrub_interval: Duration,
     /// Shard bytes per second a scrub pass reads; 0: unlimited.
     pub scrub_bytes_per_sec: u64,
+    /// Time within which the fixity pass checks every bundle this node owns.
+    pub fixity_interval: Duration,
+    /// Bundle bytes per second the fixity pass reads; 0: unlimited.
+    pub fixity_bytes_per_sec: u64,
 }
 
 impl Default for HealConfig {
@@ -39,6 +48,8 @@ impl Default for HealConfig {
             repair_poll_interval: Duration::from_millis(REPAIR_POLL_INTERVAL_MS),
             scrub_interval: Duration::from_millis(SCRUB_INTERVAL_MS),
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC,
+            fixity_interval: Duration::from_millis(FIXITY_INTERVAL_MS),
+            fixity_bytes_per_sec: FIXITY_BYTES_PER_SEC,
         }
     }
 }
@@ -116,6 +127,7 @@ pub struct Healer {
     settings: Mutex<RepairSettings>,
     repair_throttle: Throttle,
     scrub_throttle: Throttle,
+    fixity_throttle: Throttle,
     running: Mutex<HashSet<BundleId>>,
     scrubbed: Mutex<HashMap<u64, ScrubRecord>>,
     pub scrub_control: Arc<ScrubControl>,
@@ -128,6 +140,7 @@ impl Healer {
             coordinator,
             repair_throttle: Throttle::new(settings.bytes_per_sec),
             scrub_throttle: Throttle::new(config.scrub_bytes_per_sec),
+            fixity_throttle: Throttle::new(config.fixity_bytes_per_sec),
             settings: Mutex::new(settings),
             config,
             running: Mutex::default(),
