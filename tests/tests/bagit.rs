@@ -16,7 +16,8 @@ use bitmountain_tests::{run, run_ok};
 const BAGIT: &str = "1.9.0";
 
 fn python() -> PathBuf {
-    bitmountain_tests::pyvenv::venv("bagit", BAGIT).join("bin/python")
+    bitmountain_tests::pyvenv::venv(&format!("bagit-{BAGIT}"), &[format!("bagit=={BAGIT}")])
+        .join("bin/python")
 }
 
 /// Runs Python with the bagit library; panics with its output if it fails.

@@ -107,8 +107,11 @@ fn systemd_units_verify_and_are_hardened() {
 
 /// kubernetes-validate, in a virtualenv of its own.
 fn kubernetes_validate() -> PathBuf {
-    bitmountain_tests::pyvenv::venv("kubernetes-validate", KUBERNETES_VALIDATE)
-        .join("bin/kubernetes-validate")
+    bitmountain_tests::pyvenv::venv(
+        &format!("kubernetes-validate-{KUBERNETES_VALIDATE}"),
+        &[format!("kubernetes-validate=={KUBERNETES_VALIDATE}")],
+    )
+    .join("bin/kubernetes-validate")
 }
 
 #[test]

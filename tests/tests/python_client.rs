@@ -12,39 +12,12 @@ use bitmountain_tests::cluster::Cluster;
 /// Pinned so every run generates and runs the same stubs.
 const GRPC_VERSION: &str = "1.85.1";
 
-/// The virtualenv with grpcio-tools, made once and kept outside the clone.
+/// The virtualenv's Python with grpcio-tools.
 fn venv() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = home
-        .join(".cache/bitmountain")
-        .join(format!("pyvenv-grpc-{GRPC_VERSION}"));
-    let python = dir.join("bin/python");
-    let ready = Command::new(&python)
-        .args(["-c", "import grpc, grpc_tools, grpc_health"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status()
-            .expect("python3 (scripts/ensure-deps installs it)");
-        assert!(made.success(), "python3 -m venv {} failed", dir.display());
-        let installed = Command::new(dir.join("bin/pip"))
-            .args(["install", "--quiet"])
-            .arg(format!("grpcio=={GRPC_VERSION}"))
-            .arg(format!("grpcio-tools=={GRPC_VERSION}"))
-            .arg(format!("grpcio-health-checking=={GRPC_VERSION}"))
-            .status()
-            .expect("pip");
-        assert!(
-            installed.success(),
-            "pip install of grpcio-tools failed (is PyPI reachable?)"
-        );
-    }
-    python
+    let requirements = ["grpcio", "grpcio-tools", "grpcio-health-checking"]
+        .map(|p| format!("{p}=={GRPC_VERSION}"));
+    bitmountain_tests::pyvenv::venv(&format!("grpc-{GRPC_VERSION}"), &requirements)
+        .join("bin/python")
 }
 
 #[test]

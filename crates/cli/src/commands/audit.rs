@@ -239,15 +239,7 @@ async fn verify_online(client: &MetaClient) -> anyhow::Result<ChainReport> {
 }
 
 fn verify_stopped(dir: &std::path::Path) -> anyhow::Result<ChainReport> {
-    if !bitmountain_raftstore::Engine::exists(dir) {
-        bail!("{} holds no metadata member's data", dir.display());
-    }
-    let engine = bitmountain_raftstore::Engine::open(dir).with_context(|| {
-        format!(
-            "opening {} (is the member still running? stop it first)",
-            dir.display()
-        )
-    })?;
-    let store = bitmountain_meta::MetaStore::load(engine.db().clone())?;
+    let (_engine, store) = bitmountain_meta::state::check::open_stopped_member(dir)
+        .with_context(|| format!("opening {} (the member must be stopped)", dir.display()))?;
     Ok(store.verify_audit()?)
 }

@@ -260,18 +260,8 @@ fn backup_running(
 
 /// A stopped member's state, read from its data directory into `file`.
 fn backup_stopped(data: &Path, file: &mut File) -> anyhow::Result<(BackupHeader, [u8; 32])> {
-    ensure!(
-        bitmountain_raftstore::Engine::exists(data),
-        "{} holds no metadata member's data",
-        data.display()
-    );
-    let engine = bitmountain_raftstore::Engine::open(data).with_context(|| {
-        format!(
-            "opening {} (is the member still running? stop it first)",
-            data.display()
-        )
-    })?;
-    let store = bitmountain_meta::MetaStore::load(engine.db().clone())?;
+    let (engine, store) = bitmountain_meta::state::check::open_stopped_member(data)
+        .with_context(|| format!("opening {} (the member must be stopped)", data.display()))?;
     let cluster_id = store.map().cluster.cluster_id.clone();
     let scratch = bitmountain_raftstore::backup::scratch_path(engine.db(), "backup");
     let state = bitmountain_raftstore::backup::write_state(engine.db(), &scratch)

@@ -2,10 +2,11 @@
 //! types where one fits), how it ended ([`Outcome`]), the stored event ([`AuditEvent`]) and the
 //! chain check ([`ChainVerifier`]) that `bitmountain audit verify` runs, online and offline.
 //!
-//! An event's stored value is the version byte [`AUDIT_EVENT_VERSION`] followed by its JSON; the
-//! event carries the SHA-256 of the previous event's stored value, and the group's cluster record
-//! the SHA-256 of the last one (`docs/formats.md`, "Audit trail"). Editing, removing or
-//! reordering an event therefore breaks the chain at that event.
+//! An event's stored value is the version byte [`AUDIT_EVENT_VERSION`] followed by a protobuf
+//! `StoredAuditEvent` (`proto/state.proto`; version 1, JSON, is still read); the event carries
+//! the SHA-256 of the previous event's stored value, and the group's cluster record the SHA-256
+//! of the last one (`docs/formats.md`, "Audit trail"). Editing, removing or reordering an event
+//! therefore breaks the chain at that event.
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,11 +15,17 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use bitmountain_auth::Principal;
+use bitmountain_proto::state::v1 as st;
+use prost::Message as _;
 
 use super::BundleId;
 
-/// Version byte of a stored audit event (followed by its JSON).
-pub const AUDIT_EVENT_VERSION: u8 = 1;
+/// Version byte of a stored audit event (followed by a protobuf `StoredAuditEvent`). Every
+/// upload writes one on every member, so it is compact: JSON (version 1, still read) cost the
+/// allocate+commit benchmark twice as much.
+pub const AUDIT_EVENT_VERSION: u8 = 2;
+/// Version byte of events stored as JSON (groups of the first binary with the trail).
+pub const AUDIT_EVENT_VERSION_JSON: u8 = 1;
 /// Longest detail an event keeps (longer ones are cut at a character boundary, marked `…`).
 pub const MAX_AUDIT_DETAIL_BYTES: usize = 1024;
 /// Longest agent id, agent name, object or source an event keeps.
@@ -411,18 +418,76 @@ impl AuditEvent {
         }
     }
 
-    /// The stored value: version byte, then JSON. Our own type always serializes.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = vec![AUDIT_EVENT_VERSION];
-        #[allow(clippy::expect_used)]
-        serde_json::to_writer(&mut v, self).expect("an audit event always serializes to JSON");
-        v
+    /// The stored value of `e` numbered `seq` after the event that hashed to `prev`: what
+    /// `AuditEvent::chained(..).encode()` gives, built without the readable form (the apply
+    /// path writes one per upload on every member).
+    pub fn stored_value(seq: u64, prev: &[u8; 32], mut e: NewEvent, source: &str) -> Vec<u8> {
+        bound_in_place(&mut e.agent.id, MAX_AUDIT_FIELD_BYTES);
+        bound_in_place(&mut e.agent.name, MAX_AUDIT_FIELD_BYTES);
+        bound_in_place(&mut e.object, MAX_AUDIT_FIELD_BYTES);
+        bound_in_place(&mut e.detail, MAX_AUDIT_DETAIL_BYTES);
+        let implied_object = e.bundle.is_some_and(|b| is_bundle_object(&e.object, b));
+        let stored = st::StoredAuditEvent {
+            seq,
+            time_unix_ms: e.time_unix_ms,
+            agent_kind: match e.agent.kind {
+                AgentKind::Anonymous => String::new(),
+                k => k.as_str().to_owned(),
+            },
+            agent_id: e.agent.id,
+            agent_name: e.agent.name,
+            action: e.action.as_str().to_owned(),
+            object: if implied_object {
+                String::new()
+            } else {
+                e.object
+            },
+            bundle: e.bundle.map(|b| b.to_bytes().to_vec()).unwrap_or_default(),
+            outcome: e.outcome.as_str().to_owned(),
+            detail: e.detail,
+            source: bounded(source, MAX_AUDIT_FIELD_BYTES),
+            prev_sha256: prev.to_vec(),
+        };
+        with_version(&stored)
     }
 
-    /// A stored value back; the reason when it is not one.
+    /// The stored value: version byte, then the protobuf message. A bundle's event keeps the
+    /// bundle id alone (its object, `bundle <id>`, is implied).
+    pub fn encode(&self) -> Vec<u8> {
+        let bundle = self.bundle_id();
+        let implied_object = bundle.is_some_and(|b| is_bundle_object(&self.object, b));
+        let stored = st::StoredAuditEvent {
+            seq: self.seq,
+            time_unix_ms: self.time_unix_ms,
+            agent_kind: match self.agent.kind {
+                AgentKind::Anonymous => String::new(),
+                k => k.as_str().to_owned(),
+            },
+            agent_id: self.agent.id.clone(),
+            agent_name: self.agent.name.clone(),
+            action: self.action.as_str().to_owned(),
+            object: if implied_object {
+                String::new()
+            } else {
+                self.object.clone()
+            },
+            bundle: bundle.map(|b| b.to_bytes().to_vec()).unwrap_or_default(),
+            outcome: self.outcome.as_str().to_owned(),
+            detail: self.detail.clone(),
+            source: self.source.clone(),
+            prev_sha256: hex::decode(&self.prev_sha256).unwrap_or_default(),
+        };
+        with_version(&stored)
+    }
+
+    /// A stored value back (either version); the reason when it is not one.
     pub fn decode(v: &[u8]) -> Result<AuditEvent, String> {
         match v.split_first() {
-            Some((&AUDIT_EVENT_VERSION, body)) => {
+            Some((&AUDIT_EVENT_VERSION, body)) => Self::from_stored(
+                st::StoredAuditEvent::decode(body)
+                    .map_err(|e| format!("not an audit event: {e}"))?,
+            ),
+            Some((&AUDIT_EVENT_VERSION_JSON, body)) => {
                 serde_json::from_slice(body).map_err(|e| format!("not an audit event: {e}"))
             }
             Some((other, _)) => Err(format!("unknown audit event version {other}")),
@@ -430,9 +495,70 @@ impl AuditEvent {
         }
     }
 
+    fn from_stored(s: st::StoredAuditEvent) -> Result<AuditEvent, String> {
+        let bundle = match s.bundle.len() {
+            0 => None,
+            16 => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&s.bundle);
+                Some(BundleId(u128::from_be_bytes(b)))
+            }
+            n => return Err(format!("a {n}-byte bundle id")),
+        };
+        if s.prev_sha256.len() != 32 {
+            return Err(format!(
+                "a {}-byte previous-event hash",
+                s.prev_sha256.len()
+            ));
+        }
+        Ok(AuditEvent {
+            seq: s.seq,
+            time_unix_ms: s.time_unix_ms,
+            agent: Agent {
+                kind: AgentKind::parse(&s.agent_kind),
+                id: s.agent_id,
+                name: s.agent_name,
+            },
+            action: s.action.parse()?,
+            object: match (s.object.is_empty(), bundle) {
+                (true, Some(b)) => format!("bundle {b}"),
+                _ => s.object,
+            },
+            bundle: bundle.map(|b| b.to_string()).unwrap_or_default(),
+            outcome: s.outcome.parse()?,
+            detail: s.detail,
+            source: s.source,
+            prev_sha256: hex::encode(s.prev_sha256),
+        })
+    }
+
     /// The bundle the event is about, if any.
     pub fn bundle_id(&self) -> Option<BundleId> {
         self.bundle.parse().ok()
+    }
+}
+
+/// The version byte and the message.
+fn with_version(stored: &st::StoredAuditEvent) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + stored.encoded_len());
+    v.push(AUDIT_EVENT_VERSION);
+    #[allow(clippy::expect_used)]
+    stored
+        .encode(&mut v)
+        .expect("a Vec grows to hold any message");
+    v
+}
+
+/// Whether `object` is `bundle <id>` for `id` (then it is implied by the bundle field).
+fn is_bundle_object(object: &str, id: BundleId) -> bool {
+    object
+        .strip_prefix("bundle ")
+        .is_some_and(|rest| rest.parse::<BundleId>().ok() == Some(id))
+}
+
+fn bound_in_place(s: &mut String, max: usize) {
+    if s.len() > max {
+        *s = bounded(s, max);
     }
 }
 
@@ -687,8 +813,42 @@ mod tests {
         moved[2].0 = 9;
         assert_eq!(verify(&moved, head).first_break.unwrap().seq, 9);
         let mut garbage = events;
-        garbage[0].1 = vec![AUDIT_EVENT_VERSION, b'{'];
+        garbage[0].1 = vec![AUDIT_EVENT_VERSION, 0xff, 0xff];
         assert_eq!(verify(&garbage, head).first_break.unwrap().seq, 1);
+    }
+
+    #[test]
+    fn the_apply_path_stores_what_the_readable_form_encodes() {
+        let e = NewEvent::bundle(
+            5,
+            Agent::system("x".repeat(MAX_AUDIT_FIELD_BYTES + 9).as_str()),
+            AuditAction::Deletion,
+            BundleId(77),
+            Outcome::Success,
+            "y".repeat(MAX_AUDIT_DETAIL_BYTES * 2),
+        );
+        let prev = [7u8; 32];
+        assert_eq!(
+            AuditEvent::stored_value(3, &prev, e.clone(), "node:n1"),
+            AuditEvent::chained(3, &prev, e, "node:n1").encode()
+        );
+    }
+
+    #[test]
+    fn events_round_trip_compactly_and_json_ones_still_read() {
+        let (events, _) = chain(1);
+        let e = AuditEvent::decode(&events[0].1).unwrap();
+        assert_eq!(e.object, format!("bundle {}", BundleId(1)));
+        assert_eq!(AuditEvent::decode(&e.encode()).unwrap(), e);
+        let mut json = vec![AUDIT_EVENT_VERSION_JSON];
+        json.extend(serde_json::to_vec(&e).unwrap());
+        assert_eq!(AuditEvent::decode(&json).unwrap(), e);
+        assert!(
+            e.encode().len() * 2 < json.len(),
+            "{} vs {}",
+            e.encode().len(),
+            json.len()
+        );
     }
 
     #[test]

@@ -60,6 +60,16 @@ impl CheckReport {
 /// Opens a stopped member's data directory (finishing a snapshot install a crash cut short,
 /// as a restart would) and checks its state; returns the report and the applied index.
 pub fn check_data_dir(dir: &Path) -> Result<(CheckReport, u64)> {
+    let (engine, store) = open_stopped_member(dir)?;
+    let (applied, _) = engine.apply_state().map_err(crate::raft_error)?;
+    Ok((check(&store)?, applied))
+}
+
+/// A stopped member's RocksDB and its state (offline tools: `meta check`, `meta backup --data`,
+/// `audit verify --data`). A running member holds the DB's lock, so opening fails then.
+pub fn open_stopped_member(
+    dir: &Path,
+) -> Result<(bitmountain_raftstore::Engine, std::sync::Arc<MetaStore>)> {
     if !bitmountain_raftstore::Engine::exists(dir) {
         return Err(MetaError::InvalidArgument {
             field: crate::error::Field::DataDir,
@@ -67,9 +77,8 @@ pub fn check_data_dir(dir: &Path) -> Result<(CheckReport, u64)> {
         });
     }
     let engine = bitmountain_raftstore::Engine::open(dir).map_err(crate::raft_error)?;
-    let (applied, _) = engine.apply_state().map_err(crate::raft_error)?;
     let store = MetaStore::load(engine.db().clone())?;
-    Ok((check(&store)?, applied))
+    Ok((engine, store))
 }
 
 /// Checks every invariant of the state `store` holds (its cluster map as loaded).

@@ -117,40 +117,28 @@ impl Coordinator {
             }
             report.bytes += read;
             let got: [u8; 32] = h.finalize().into();
+            let failed = |actual_sha256, error| FileFailure {
+                path: e.path.clone(),
+                expected_sha256: e.sha256,
+                expected_bytes: e.length,
+                actual_sha256,
+                actual_bytes: read,
+                error,
+            };
             let failure = match error {
-                Some(error) => Some(FileFailure {
-                    path: e.path.clone(),
-                    expected_sha256: e.sha256,
-                    expected_bytes: e.length,
-                    actual_sha256: None,
-                    actual_bytes: read,
-                    error,
-                }),
-                None if got != e.sha256 && read == e.length => {
+                Some(error) => Some(failed(None, error)),
+                None if got == e.sha256 && read == e.length => None,
+                // Every chunk passed its CRC: one shard may have returned other bytes.
+                None if read == e.length => {
                     match self.find_bad_shard(&b, e.offset, e.length, e.sha256).await {
                         Some(shard) => {
                             report.repaired.push((e.path.clone(), shard));
                             None
                         }
-                        None => Some(FileFailure {
-                            path: e.path.clone(),
-                            expected_sha256: e.sha256,
-                            expected_bytes: e.length,
-                            actual_sha256: Some(got),
-                            actual_bytes: read,
-                            error: String::new(),
-                        }),
+                        None => Some(failed(Some(got), String::new())),
                     }
                 }
-                None if got != e.sha256 || read != e.length => Some(FileFailure {
-                    path: e.path.clone(),
-                    expected_sha256: e.sha256,
-                    expected_bytes: e.length,
-                    actual_sha256: Some(got),
-                    actual_bytes: read,
-                    error: String::new(),
-                }),
-                None => None,
+                None => Some(failed(Some(got), String::new())),
             };
             if let Some(f) = failure {
                 report.failed += 1;

@@ -26,7 +26,7 @@ impl Applier<'_> {
             panic!("audit event numbers past u64::MAX");
         };
         let bundle = event.bundle;
-        let stored = AuditEvent::chained(seq, &head.sha256, event, source).encode();
+        let stored = AuditEvent::stored_value(seq, &head.sha256, event, source);
         if let Some(id) = bundle {
             self.put_raw(&keys::audit_by_bundle(id, seq), &[]);
         }
