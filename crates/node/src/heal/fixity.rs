@@ -3,8 +3,10 @@
 //! the degraded-read path and hashed against its ingest digest (`coordinator::fixity`) — and
 //! each check is a fixity event in the audit trail (agent `system:fixity`, reported by this
 //! node). Shard 0's disk gives every bundle exactly one checking node, so the work spreads as the
-//! shards do. The pass is paced over the interval (one bundle every interval ÷ bundles) and
-//! throttled to `--fixity-bytes-per-sec`. Its position and its last pass's figures survive
+//! shards do. A pass takes half the interval (one bundle every half-interval ÷ bundles) and a
+//! new one starts every half interval: a bundle that arrives just after a pass listed its bundles
+//! is in the next, so no bundle waits longer than one interval. Throttled to
+//! `--fixity-bytes-per-sec`. Its position and its last pass's figures survive
 //! restarts in `<data>/fixity-pass.json`; the worker's status (in `status --json`) names the
 //! oldest check this node vouches for and the failures.
 //!
@@ -137,7 +139,9 @@ impl Worker for FixityPass {
     }
 
     async fn step(&mut self) -> Result<Next, StepError> {
-        let interval = self.healer.config.fixity_interval;
+        // Half the interval per pass: a bundle listed by neither of two passes in a row cannot
+        // exist, so each is checked within one interval.
+        let interval = self.healer.config.fixity_interval / 2;
         let now = now_unix_ms();
         if self.state.started_unix_ms == 0 {
             self.state = PassState {
@@ -155,7 +159,7 @@ impl Worker for FixityPass {
         }
         let todo = self.todo.get_or_insert_with(Vec::new);
         let Some(id) = todo.first().copied() else {
-            // The pass is done: the next starts one interval after this one did.
+            // The pass is done: the next starts half an interval after this one did.
             let next_start = self.state.started_unix_ms + interval.as_millis() as u64;
             if now < next_start {
                 return Ok(Next::After(
@@ -185,7 +189,7 @@ impl Worker for FixityPass {
             self.state.failed += 1;
         }
         self.save();
-        // Spread what is left over what is left of the interval.
+        // Spread what is left over what is left of the pass.
         let end = self.state.started_unix_ms + interval.as_millis() as u64;
         let left = Duration::from_millis(end.saturating_sub(now_unix_ms()));
         Ok(Next::After((left / remaining.max(1)).min(MAX_PACE)))
