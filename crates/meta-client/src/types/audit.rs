@@ -426,58 +426,24 @@ impl AuditEvent {
         bound_in_place(&mut e.agent.name, MAX_AUDIT_FIELD_BYTES);
         bound_in_place(&mut e.object, MAX_AUDIT_FIELD_BYTES);
         bound_in_place(&mut e.detail, MAX_AUDIT_DETAIL_BYTES);
-        let implied_object = e.bundle.is_some_and(|b| is_bundle_object(&e.object, b));
-        let stored = st::StoredAuditEvent {
-            seq,
-            time_unix_ms: e.time_unix_ms,
-            agent_kind: match e.agent.kind {
-                AgentKind::Anonymous => String::new(),
-                k => k.as_str().to_owned(),
-            },
-            agent_id: e.agent.id,
-            agent_name: e.agent.name,
-            action: e.action.as_str().to_owned(),
-            object: if implied_object {
-                String::new()
-            } else {
-                e.object
-            },
-            bundle: e.bundle.map(|b| b.to_bytes().to_vec()).unwrap_or_default(),
-            outcome: e.outcome.as_str().to_owned(),
-            detail: e.detail,
-            source: bounded(source, MAX_AUDIT_FIELD_BYTES),
-            prev_sha256: prev.to_vec(),
-        };
-        with_version(&stored)
+        let source = bounded(source, MAX_AUDIT_FIELD_BYTES);
+        stored(seq, prev.to_vec(), e, source)
     }
 
     /// The stored value: version byte, then the protobuf message. A bundle's event keeps the
     /// bundle id alone (its object, `bundle <id>`, is implied).
     pub fn encode(&self) -> Vec<u8> {
-        let bundle = self.bundle_id();
-        let implied_object = bundle.is_some_and(|b| is_bundle_object(&self.object, b));
-        let stored = st::StoredAuditEvent {
-            seq: self.seq,
+        let e = NewEvent {
             time_unix_ms: self.time_unix_ms,
-            agent_kind: match self.agent.kind {
-                AgentKind::Anonymous => String::new(),
-                k => k.as_str().to_owned(),
-            },
-            agent_id: self.agent.id.clone(),
-            agent_name: self.agent.name.clone(),
-            action: self.action.as_str().to_owned(),
-            object: if implied_object {
-                String::new()
-            } else {
-                self.object.clone()
-            },
-            bundle: bundle.map(|b| b.to_bytes().to_vec()).unwrap_or_default(),
-            outcome: self.outcome.as_str().to_owned(),
+            agent: self.agent.clone(),
+            action: self.action,
+            object: self.object.clone(),
+            bundle: self.bundle_id(),
+            outcome: self.outcome,
             detail: self.detail.clone(),
-            source: self.source.clone(),
-            prev_sha256: hex::decode(&self.prev_sha256).unwrap_or_default(),
         };
-        with_version(&stored)
+        let prev = hex::decode(&self.prev_sha256).unwrap_or_default();
+        stored(self.seq, prev, e, self.source.clone())
     }
 
     /// A stored value back (either version); the reason when it is not one.
@@ -536,6 +502,34 @@ impl AuditEvent {
     pub fn bundle_id(&self) -> Option<BundleId> {
         self.bundle.parse().ok()
     }
+}
+
+/// Event `e` numbered `seq` as stored (fields taken as they are): the one place the stored
+/// message is built, for the apply path and for re-encoding a readable event.
+fn stored(seq: u64, prev_sha256: Vec<u8>, e: NewEvent, source: String) -> Vec<u8> {
+    let implied_object = e.bundle.is_some_and(|b| is_bundle_object(&e.object, b));
+    let stored = st::StoredAuditEvent {
+        seq,
+        time_unix_ms: e.time_unix_ms,
+        agent_kind: match e.agent.kind {
+            AgentKind::Anonymous => String::new(),
+            k => k.as_str().to_owned(),
+        },
+        agent_id: e.agent.id,
+        agent_name: e.agent.name,
+        action: e.action.as_str().to_owned(),
+        object: if implied_object {
+            String::new()
+        } else {
+            e.object
+        },
+        bundle: e.bundle.map(|b| b.to_bytes().to_vec()).unwrap_or_default(),
+        outcome: e.outcome.as_str().to_owned(),
+        detail: e.detail,
+        source,
+        prev_sha256,
+    };
+    with_version(&stored)
 }
 
 /// The version byte and the message.
