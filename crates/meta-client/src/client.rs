@@ -573,6 +573,7 @@ impl MetaClient {
                 .map(wire::token_from_proto)
                 .collect::<Result<_>>()?,
             version: r.tokens_version,
+            fingerprint: r.tokens_fingerprint,
         })
     }
 

@@ -164,7 +164,7 @@ impl Worker for Heartbeats {
             self.healer.apply_settings(settings);
         }
         if let Some(cache) = &self.tokens {
-            if !cache.confirm(r.tokens_version) {
+            if !cache.confirm(r.tokens_version, r.tokens_fingerprint) {
                 let table = self.meta.list_tokens().await.map_err(|e| {
                     tracing::warn!(error = %e, "could not fetch the token table");
                     StepError::new(format!("fetching the token table: {e}"), every)

@@ -1,7 +1,7 @@
 //! The node's copy of the access-token table, which its auth layer checks client tokens
-//! against. The heartbeat keeps it current: every answer carries the table's version, and a
-//! new version is fetched at once, so a revoked or expired token is refused here within a
-//! heartbeat or two. A copy not confirmed for [`max_table_age`] is not trusted: the node then
+//! against. The heartbeat keeps it current: every answer carries the table's version and
+//! fingerprint, and a new one is fetched at once, so a revoked or expired token is refused here
+//! within a heartbeat or two. A copy not confirmed for [`max_table_age`] is not trusted: the node then
 //! refuses tokens (fails closed) until it hears from the metadata group again, rather than
 //! honour a token that may have been revoked meanwhile.
 
@@ -26,6 +26,7 @@ pub fn max_table_age(heartbeat_interval: Duration) -> Duration {
 struct Copy {
     tokens: HashMap<TokenId, TokenRecord>,
     version: u64,
+    fingerprint: u64,
     /// When the metadata group last confirmed this copy; `None` before the first fetch.
     confirmed: Option<Instant>,
 }
@@ -54,15 +55,17 @@ impl TokenCache {
         *copy = Copy {
             tokens,
             version: table.version,
+            fingerprint: table.fingerprint,
             confirmed: Some(Instant::now()),
         };
     }
 
-    /// The group says its table is at `version`: true (and the copy confirmed) if that is the
-    /// copy's; false if the copy must be fetched again.
-    pub fn confirm(&self, version: u64) -> bool {
+    /// The group says its table is at `version` with `fingerprint`: true (and the copy
+    /// confirmed) if that is the copy's; false if the copy must be fetched again. Both count:
+    /// a recovered or restored group reaches the copy's version with other tokens.
+    pub fn confirm(&self, version: u64, fingerprint: u64) -> bool {
         let mut copy = self.copy.write().unwrap_or_else(|p| p.into_inner());
-        if copy.confirmed.is_some() && copy.version == version {
+        if copy.confirmed.is_some() && copy.version == version && copy.fingerprint == fingerprint {
             copy.confirmed = Some(Instant::now());
             true
         } else {
@@ -106,6 +109,7 @@ mod tests {
             TokenTable {
                 tokens: vec![record],
                 version,
+                fingerprint: 7,
             },
         )
     }
@@ -115,7 +119,7 @@ mod tests {
         let cache = TokenCache::new(Duration::from_millis(50));
         let (token, t) = table(3);
         assert!(cache.lookup(token.id()).is_err());
-        assert!(!cache.confirm(3), "nothing to confirm yet");
+        assert!(!cache.confirm(3, 7), "nothing to confirm yet");
         cache.replace(t);
         assert!(cache.lookup(token.id()).unwrap().is_some());
         assert!(cache
@@ -127,9 +131,13 @@ mod tests {
             cache.lookup(token.id()).is_err(),
             "a stale copy fails closed"
         );
-        assert!(cache.confirm(3));
+        assert!(cache.confirm(3, 7));
         assert!(cache.lookup(token.id()).unwrap().is_some());
-        assert!(!cache.confirm(4), "a new version must be fetched");
+        assert!(!cache.confirm(4, 7), "a new version must be fetched");
+        assert!(
+            !cache.confirm(3, 8),
+            "another table of the same version (a recovered group's) must be fetched"
+        );
     }
 
     #[test]

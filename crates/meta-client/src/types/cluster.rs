@@ -199,6 +199,8 @@ pub struct HeartbeatReply {
     pub repair_settings: Option<RepairSettings>,
     /// The version of the access-token table (a node refreshes its copy when it moves).
     pub tokens_version: u64,
+    /// The table's fingerprint: with the version, it names the table's contents.
+    pub tokens_fingerprint: u64,
     /// The group is rebuilding itself from the disks.
     pub recovering: bool,
     /// Until then, shards of bundles the group does not know are kept (0: no hold).
@@ -212,4 +214,6 @@ pub struct TokenTable {
     pub tokens: Vec<bitmountain_auth::TokenRecord>,
     /// Its version ([`HeartbeatReply::tokens_version`]).
     pub version: u64,
+    /// Its fingerprint ([`HeartbeatReply::tokens_fingerprint`]).
+    pub fingerprint: u64,
 }

@@ -73,6 +73,7 @@ impl HeartbeatReply {
                 .as_ref()
                 .map(|s| RepairSettings::from_proto(Some(s))),
             tokens_version: r.tokens_version,
+            tokens_fingerprint: r.tokens_fingerprint,
             recovering: r.recovering,
             orphan_hold_until_unix_ms: r.orphan_hold_until_unix_ms,
         }

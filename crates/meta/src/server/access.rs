@@ -132,11 +132,15 @@ impl MetaServer {
         self.read_barrier(false).await?;
         let store = &self.inner.store;
         // The version first: a token created meanwhile makes the reader fetch again.
-        let version = store.map().cluster.tokens_version;
+        let (version, fingerprint) = {
+            let map = store.map();
+            (map.cluster.tokens_version, map.cluster.tokens_fingerprint)
+        };
         let tokens = store.list_tokens(MAX_TOKENS as usize)?;
         Ok(pb::ListTokensResponse {
             tokens: tokens.iter().map(token_to_proto).collect(),
             tokens_version: version,
+            tokens_fingerprint: fingerprint,
         })
     }
 

@@ -131,6 +131,7 @@ impl MetaServer {
             heartbeat_interval_ms: self.inner.cfg.heartbeat_interval_ms,
             repair: Some(map.cluster.repair_settings.to_proto()),
             tokens_version: map.cluster.tokens_version,
+            tokens_fingerprint: map.cluster.tokens_fingerprint,
             recovering: map.cluster.recovery.is_some(),
             orphan_hold_until_unix_ms: map.cluster.orphan_hold_until_unix_ms,
         })

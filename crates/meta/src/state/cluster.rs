@@ -47,6 +47,11 @@ pub struct ClusterRecord {
     /// a heartbeat answer names a newer version. 0: no token was ever made.
     #[serde(default)]
     pub tokens_version: u64,
+    /// Chained over every token record written (see `Applier::put_token`): with the version
+    /// it names the table's contents, which a recovered or restored group's version alone
+    /// does not (it counts again from its own start).
+    #[serde(default)]
+    pub tokens_fingerprint: u64,
     /// Access tokens in the table (revoked ones included).
     #[serde(default)]
     pub tokens: u64,

@@ -488,6 +488,29 @@ fn the_token_table_takes_each_token_once_and_revokes_for_good() {
     let map = one.store.map().cluster.clone();
     assert_eq!((map.tokens, map.tokens_version), (2, 3));
     assert_eq!(one.store.list_tokens(10).unwrap().len(), 2);
+
+    // Another group (a recovered one) reaches version 1 with its own admin token: the same
+    // version, another fingerprint, so nodes holding the first group's table fetch the new one.
+    // The same records give the same fingerprint on every member.
+    let fingerprint = |g: &OneByOne| {
+        let c = g.store.map().cluster.clone();
+        (c.tokens_version, c.tokens_fingerprint)
+    };
+    let mut replica = OneByOne::new();
+    replica.apply(&create(&admin, Some(0))).unwrap();
+    let mut other = OneByOne::new();
+    other.apply(&create(&record(Role::Admin), Some(0))).unwrap();
+    assert_eq!(fingerprint(&replica).0, fingerprint(&other).0);
+    assert_ne!(fingerprint(&replica), fingerprint(&other));
+    replica.apply(&create(&reader, None)).unwrap();
+    replica.apply(&revoke).unwrap();
+    assert_eq!(fingerprint(&replica), fingerprint(&one));
+    replica.apply(&again).unwrap();
+    assert_eq!(
+        fingerprint(&replica),
+        fingerprint(&one),
+        "a retried revoke changes nothing"
+    );
 }
 
 /// A node of a recovering group, with the ids and cluster id its disks carry.

@@ -1,14 +1,27 @@
 //! Access tokens: the table clients' tokens are checked against (records hold the secret's
-//! hash only). Every change bumps `ClusterRecord::tokens_version`, which heartbeats carry, so
-//! nodes know when to fetch the table again.
+//! hash only). Every change bumps `ClusterRecord::tokens_version` and chains
+//! `tokens_fingerprint`, which heartbeats carry, so nodes know when to fetch the table again.
+
+use bitmountain_auth::TokenRecord;
 
 use super::topology::topology_event;
 use super::Applier;
+use crate::codec;
 use crate::command::{Applied, ApplyResult, CreateToken};
 use crate::error::MetaError;
 use crate::keys;
 use crate::state::KeyReader;
 use crate::types::{Agent, AuditAction};
+
+/// The token table's fingerprint after a record stored as `value` is written.
+fn next_fingerprint(previous: u64, value: &[u8]) -> u64 {
+    let mut hashed = previous.to_le_bytes().to_vec();
+    hashed.extend_from_slice(value);
+    let digest = crate::types::audit::event_hash(&hashed);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
 
 /// Most tokens the table holds (revoked ones included): every node keeps a copy in memory.
 pub const MAX_TOKENS: u64 = 10_000;
@@ -46,10 +59,8 @@ impl Applier<'_> {
             // first registration does otherwise — so the trail starts with this token.
             self.map.cluster.value_format = keys::VALUE_FORMAT_NEWEST;
         }
-        self.put(&keys::token(id), &c.record);
-        let cluster = &mut self.map.cluster;
-        cluster.tokens += 1;
-        cluster.tokens_version += 1;
+        self.put_token(&c.record);
+        self.map.cluster.tokens += 1;
         let r = &c.record;
         let detail = format!(
             "name {:?}, role {}, scope {}, expires {}",
@@ -69,6 +80,15 @@ impl Applier<'_> {
         Ok(Applied::Token(c.record))
     }
 
+    /// Writes a token record and moves the table's version and fingerprint.
+    fn put_token(&mut self, record: &TokenRecord) {
+        let value = codec::encode_value(record);
+        let cluster = &mut self.map.cluster;
+        cluster.tokens_version += 1;
+        cluster.tokens_fingerprint = next_fingerprint(cluster.tokens_fingerprint, &value);
+        self.put_raw(&keys::token(record.id), &value);
+    }
+
     pub(crate) fn revoke_token(
         &mut self,
         id: bitmountain_auth::TokenId,
@@ -83,8 +103,7 @@ impl Applier<'_> {
             return Ok(Applied::Token(record));
         }
         record.revoked_unix_ms = now_ms.max(1);
-        self.put(&keys::token(id), &record);
-        self.map.cluster.tokens_version += 1;
+        self.put_token(&record);
         let detail = format!("name {:?}, role {}", record.name, record.role);
         let object = format!("token {id}");
         let event = topology_event(now_ms, agent, AuditAction::TokenRevocation, object, detail);
