@@ -372,7 +372,7 @@ fn frequent_errors(history: &[Entry], limit: usize) -> Vec<(String, u64)> {
         }
     }
     let mut list: Vec<(String, u64)> = counts.into_iter().collect();
-    list.sort_by(|a, b| b.1.cmp(&a.1));
+    list.sort_by_key(|e| std::cmp::Reverse(e.1));
     list.truncate(limit);
     list
 }
