@@ -7,6 +7,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::disks::SMALL_DISK;
 use super::hosts::{Hosts, MEMBERS, NODES};
 
 /// Which member a fault hits: the leader when it is injected, or a follower.
@@ -40,6 +41,10 @@ pub enum Fault {
     CutZone(usize),
     /// A rate limit and loss on everything a zone's nodes send.
     SlowZone(usize),
+    /// The small disk ([`super::disks::SMALL_DISK`]) filled up during uploads.
+    FillDisk,
+    /// A node disk's contents gone for the hold, then back (1 or 2; never the small disk).
+    VanishDisk { node: &'static str, disk: usize },
 }
 
 impl fmt::Display for Fault {
@@ -68,6 +73,8 @@ impl Fault {
             Fault::CutNodeFromMembers { .. } => "cut a node from the group",
             Fault::CutZone(_) => "cut a zone",
             Fault::SlowZone(_) => "slow, lossy zone",
+            Fault::FillDisk => "fill a disk",
+            Fault::VanishDisk { .. } => "a disk vanishes and returns",
         }
     }
 }
@@ -107,7 +114,7 @@ pub fn schedule(seed: u64, length: Duration, node_down_grace: Duration) -> Vec<P
                 break n;
             }
         };
-        let (fault, hold_s) = match rng.random_range(0..12) {
+        let (fault, hold_s) = match rng.random_range(0..14) {
             0 => (Fault::KillNodes(vec![node]), rng.random_range(3..15)),
             1 => (Fault::KillNodes(vec![node, other]), rng.random_range(3..12)),
             2 => (
@@ -152,6 +159,15 @@ pub fn schedule(seed: u64, length: Duration, node_down_grace: Duration) -> Vec<P
                 Fault::SlowZone(rng.random_range(0..3)),
                 rng.random_range(5..12),
             ),
+            12 => (Fault::FillDisk, rng.random_range(5..15)),
+            13 => {
+                let disk = if node == SMALL_DISK.0 {
+                    1
+                } else {
+                    rng.random_range(1..=2)
+                };
+                (Fault::VanishDisk { node, disk }, rng.random_range(5..15))
+            }
             _ => (
                 Fault::KillNodes(NODES[..3].to_vec()),
                 rng.random_range(2..6),
@@ -256,6 +272,14 @@ pub async fn inject(hosts: &Hosts, fault: &Fault) -> Injected {
             }
             zone(*z).to_vec()
         }
+        Fault::FillDisk => {
+            hosts.fill_small_disk();
+            vec![SMALL_DISK.0]
+        }
+        Fault::VanishDisk { node, disk } => {
+            hosts.vanish_disk(node, *disk);
+            vec![node]
+        }
     };
     Injected { services }
 }
@@ -289,6 +313,6 @@ mod tests {
             .iter()
             .map(|p| p.fault.kind())
             .collect();
-        assert_eq!(kinds.len(), 12, "{kinds:?}");
+        assert_eq!(kinds.len(), 14, "{kinds:?}");
     }
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use bitmountain_client::ArchiveClient;
 use bitmountain_proto::Credentials;
 
+use super::disks::{self, SmallDisk, SMALL_DISK};
+
 /// The metadata members' service names.
 pub const MEMBERS: [&str; 3] = ["m1", "m2", "m3"];
 /// The storage nodes' service names, two per zone (z1: n1 n2, z2: n3 n4, z3: n5 n6).
@@ -74,6 +76,9 @@ impl Drop for Image {
 /// A running compose project.
 #[derive(Debug)]
 pub struct Hosts {
+    /// [`SMALL_DISK`]: dropped after the containers (`Drop::drop` runs first) and before
+    /// the directory it is mounted in (fields drop in order).
+    small: SmallDisk,
     pub name: String,
     image: String,
     dir: tempfile::TempDir,
@@ -88,13 +93,16 @@ impl Hosts {
     pub fn start(name: &str, image: &Image) -> Hosts {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<u16> = NODES.iter().map(|_| free_port()).collect();
-        std::fs::write(dir.path().join("chaos.yml"), override_file(&ports)).expect("override");
+        let small = SmallDisk::create(dir.path());
+        let file = override_file(&ports, small.mount_point());
+        std::fs::write(dir.path().join("chaos.yml"), file).expect("override");
         let mut hosts = Hosts {
             name: name.to_owned(),
             image: image.tag.clone(),
             dir,
             node_addrs: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
             credentials: Credentials::insecure(),
+            small,
         };
         sh(hosts.compose().args(["up", "-d"]));
         let exports = sh(Command::new(repo().join("deploy/compose/client-env"))
@@ -256,8 +264,34 @@ impl Hosts {
         );
     }
 
-    /// Undoes every fault on `service`: running, not stopped, no iptables rules, no qdisc.
+    /// Fills [`SMALL_DISK`] up.
+    pub fn fill_small_disk(&self) {
+        self.small.fill();
+    }
+
+    /// The host directory of a node's disk (`disk`: 1 or 2) in its named volume.
+    fn disk_dir(&self, node: &str, disk: usize) -> Option<PathBuf> {
+        disks::volume_dir(&format!("{}_{node}-disk{disk}", self.name))
+    }
+
+    /// Makes the contents of a node's disk vanish (see [`disks::vanish`]).
+    pub fn vanish_disk(&self, node: &str, disk: usize) {
+        if let Some(dir) = self.disk_dir(node, disk) {
+            disks::vanish(&dir);
+        }
+    }
+
+    /// Undoes every fault on `service`: running, not stopped, no iptables rules, no qdisc,
+    /// its disks back and not full.
     pub fn heal(&self, service: &str) {
+        if service == SMALL_DISK.0 {
+            self.small.empty();
+        }
+        for disk in [1, 2] {
+            if let Some(dir) = self.disk_dir(service, disk) {
+                disks::restore(&dir);
+            }
+        }
         self.restart(service);
         self.signal_stop(service, false);
         if let Some(pid) = self.pid(service) {
@@ -392,8 +426,9 @@ impl Drop for Hosts {
 }
 
 /// The chaos run's additions to the compose file: no restart policy (the harness decides when
-/// a killed container comes back) and every node's archive port on the host's loopback.
-fn override_file(ports: &[u16]) -> String {
+/// a killed container comes back), every node's archive port on the host's loopback, and
+/// [`SMALL_DISK`] on its small filesystem.
+fn override_file(ports: &[u16], small_disk: &Path) -> String {
     let mut text = String::from("version: \"2.4\"\nservices:\n");
     for m in MEMBERS {
         text.push_str(&format!("  {m}:\n    restart: \"no\"\n"));
@@ -403,6 +438,10 @@ fn override_file(ports: &[u16]) -> String {
         // n1 is published by the base file (BITMOUNTAIN_PUBLISH).
         if i > 0 {
             text.push_str(&format!("    ports: [\"127.0.0.1:{port}:7700\"]\n"));
+        }
+        if *n == SMALL_DISK.0 {
+            let (host, inside) = (small_disk.display(), SMALL_DISK.1);
+            text.push_str(&format!("    volumes: [\"{host}:{inside}\"]\n"));
         }
     }
     text

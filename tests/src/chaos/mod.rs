@@ -1,13 +1,15 @@
 //! Chaos across real hosts: the compose cluster's containers on a private network
 //! ([`hosts`]), concurrent clients recording every operation ([`workload`], [`history`]),
 //! faults drawn from a seed and injected for real — kill -9, SIGSTOP, iptables cuts both ways
-//! and one way, rate limits and loss ([`faults`]) — and, after healing, a checker ([`checker`]) that
+//! and one way, rate limits and loss, a full disk, a disk that vanishes ([`faults`],
+//! [`disks`]) — and, after healing, a checker ([`checker`]) that
 //! judges the history and what the cluster holds, plus the repair queue drained, every bundle
 //! at full redundancy and `meta check` on every member's data.
 //!
 //! [`run`] does one run: `tests/tests/chaos.rs` runs fixed seeds in CI, `scripts/chaos` soaks.
 
 pub mod checker;
+pub mod disks;
 pub mod faults;
 pub mod history;
 pub mod hosts;
