@@ -136,7 +136,7 @@ fn upload_item(msg: std::result::Result<pb::PutBundleRequest, Status>) -> Result
 
 /// A reason a delete or a legal hold change must give.
 fn check_reason(what: &str, reason: &str) -> Result<()> {
-    if reason.trim().is_empty() || reason.len() > bitmountain_meta_client::types::MAX_REASON_BYTES {
+    if !bitmountain_meta_client::types::reason_is_acceptable(reason) {
         return Err(NodeError::BadRequest {
             reason: format!(
                 "{what} needs a reason (`--reason`): say why, in at most {} bytes",

@@ -263,6 +263,13 @@ pub struct LegalHold {
 /// Longest reason for a delete or a legal hold.
 pub const MAX_REASON_BYTES: usize = 1024;
 
+/// Whether `reason` (for a delete, a legal hold, a governance change of a retention) is one the
+/// cluster takes: not blank, at most [`MAX_REASON_BYTES`]. Nodes and members both check it, each
+/// with its own error.
+pub fn reason_is_acceptable(reason: &str) -> bool {
+    !reason.trim().is_empty() && reason.len() <= MAX_REASON_BYTES
+}
+
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -330,4 +337,18 @@ pub struct CommitRequest {
     pub missing_shards: Vec<u32>,
     /// Who uploaded (the client a node uploads for): the ingestion event's agent.
     pub agent: super::Agent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_says_something_within_the_limit() {
+        assert!(reason_is_acceptable("weeded from the collection"));
+        assert!(!reason_is_acceptable(""));
+        assert!(!reason_is_acceptable(" \t\n"));
+        assert!(reason_is_acceptable(&"x".repeat(MAX_REASON_BYTES)));
+        assert!(!reason_is_acceptable(&"x".repeat(MAX_REASON_BYTES + 1)));
+    }
 }

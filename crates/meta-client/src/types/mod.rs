@@ -15,8 +15,9 @@ pub use audit::{
     Outcome,
 };
 pub use bundle::{
-    AllocateRequest, Bundle, BundleId, BundleRecord, BundleState, Code, CommitRequest, LegalHold,
-    Preservation, ShardLocation, MAX_CELL_BYTES, MAX_REASON_BYTES, MAX_SHARDS,
+    reason_is_acceptable, AllocateRequest, Bundle, BundleId, BundleRecord, BundleState, Code,
+    CommitRequest, LegalHold, Preservation, ShardLocation, MAX_CELL_BYTES, MAX_REASON_BYTES,
+    MAX_SHARDS,
 };
 pub use cluster::{
     DiskRecord, DiskReport, DiskState, DomainLevel, Heartbeat, HeartbeatReply, NodeRecord,

@@ -381,7 +381,7 @@ pub(super) fn principal<T>(req: &Request<T>) -> Option<&Principal> {
 
 /// A reason a delete or a legal hold must give: not empty, at most `MAX_REASON_BYTES`.
 pub(crate) fn check_reason(reason: &str) -> crate::error::Result<()> {
-    if reason.trim().is_empty() || reason.len() > crate::types::MAX_REASON_BYTES {
+    if !crate::types::reason_is_acceptable(reason) {
         return Err(MetaError::InvalidArgument {
             field: crate::error::Field::Reason,
             reason: format!(
