@@ -11,23 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bitmountain_tests::chaos::hosts::{compose_down, sh};
 use bitmountain_tests::cluster::pseudo_random_bytes;
 use bitmountain_tests::http::request;
 use bitmountain_tests::{bitmountain, bitmountain_bin};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The compose project: `docker-compose` with its name and image; `down -v` and the image tag
@@ -52,16 +42,7 @@ impl Project {
 
 impl Drop for Project {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let logs = self.compose().args(["logs", "--tail", "20"]).output();
-            if let Ok(l) = logs {
-                eprintln!("{}", String::from_utf8_lossy(&l.stdout));
-            }
-        }
-        let _ = self
-            .compose()
-            .args(["down", "-v", "--remove-orphans", "--timeout", "5"])
-            .output();
+        compose_down(|| self.compose());
         let _ = Command::new("docker")
             .args(["rmi", "-f", &self.image])
             .output();

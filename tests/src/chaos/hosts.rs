@@ -412,17 +412,21 @@ impl Drop for Hosts {
         for s in MEMBERS.iter().chain(NODES.iter()) {
             self.signal_stop(s, false);
         }
-        if std::thread::panicking() {
-            let logs = self.compose().args(["logs", "--tail", "15"]).output();
-            if let Ok(l) = logs {
-                eprintln!("{}", String::from_utf8_lossy(&l.stdout));
-            }
-        }
-        let _ = self
-            .compose()
-            .args(["down", "-v", "--remove-orphans", "--timeout", "5"])
-            .output();
+        compose_down(|| self.compose());
     }
+}
+
+/// Removes a compose project (containers, network, volumes), printing the tail of its logs
+/// first when the test is failing. `compose` makes the project's `docker-compose` command.
+pub fn compose_down(compose: impl Fn() -> Command) {
+    if std::thread::panicking() {
+        if let Ok(l) = compose().args(["logs", "--tail", "20"]).output() {
+            eprintln!("{}", String::from_utf8_lossy(&l.stdout));
+        }
+    }
+    let _ = compose()
+        .args(["down", "-v", "--remove-orphans", "--timeout", "5"])
+        .output();
 }
 
 /// The chaos run's additions to the compose file: no restart policy (the harness decides when
