@@ -287,7 +287,8 @@ impl Hosts {
         if service == SMALL_DISK.0 {
             self.small.empty();
         }
-        for disk in [1, 2] {
+        // Members have no disk volumes: no `docker volume inspect` for them.
+        for disk in [1, 2].into_iter().filter(|_| NODES.contains(&service)) {
             if let Some(dir) = self.disk_dir(service, disk) {
                 disks::restore(&dir);
             }
