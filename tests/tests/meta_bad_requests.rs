@@ -231,6 +231,7 @@ async fn bad_requests_get_typed_errors() {
             node_id: 4242,
             disks: vec![],
             workers: vec![],
+            checked_disk_ids: vec![],
         })
         .await
         .unwrap_err();

@@ -60,6 +60,91 @@ pub fn usable_disk(map: &ClusterMap, disk_id: u64) -> Option<&DiskRecord> {
     (disk_takes_shards(disk) && node.state == NodeState::Up).then_some(disk)
 }
 
+/// Most automatic returns of one disk within [`DISK_RETURN_WINDOW_MS`]. A disk that fails its
+/// node's health check and comes back more often than this flaps (a loose cable, a dying
+/// controller): its next failure stands until an operator looks (`bitmountain disk ok`). Ceph
+/// keeps an OSD down after 5 markdowns in 10 minutes (`osd_max_markdown_count`) for the same
+/// reason.
+pub const MAX_DISK_RETURNS: u32 = 5;
+/// The window [`MAX_DISK_RETURNS`] counts in.
+pub const DISK_RETURN_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// The state a failed disk goes back to once its node reports it healthy again (which the node
+/// does only after checking that the files the placement puts there are present), or `None`
+/// when it stays failed: only a disk its node's report failed returns, not one an operator
+/// failed (`disk fail` stands) or one that flaps.
+pub fn disk_return(disk: &DiskRecord) -> Option<DiskState> {
+    if disk.state == DiskState::Failed {
+        disk.reported_failed_from
+    } else {
+        None
+    }
+}
+
+/// Whether the disk has used up its automatic returns: a failure now stands.
+pub fn disk_flaps(disk: &DiskRecord, now_ms: u64) -> bool {
+    in_return_window(disk, now_ms) && disk.returns_in_window >= MAX_DISK_RETURNS
+}
+
+/// The count of automatic returns and the start of their window after one more at `now_ms`.
+pub fn count_return(disk: &DiskRecord, now_ms: u64) -> (u32, u64) {
+    if in_return_window(disk, now_ms) {
+        (
+            disk.returns_in_window.saturating_add(1),
+            disk.return_window_unix_ms,
+        )
+    } else {
+        (1, now_ms)
+    }
+}
+
+/// A disk record after a state change `by_system` (the failure detector) or by an operator:
+/// the new state and the bookkeeping of automatic returns. A failure the detector makes on its
+/// node's report may be undone automatically (unless the disk flaps); an operator's may not.
+/// An automatic return the rules do not allow is refused with the reason.
+pub fn disk_state_change(
+    disk: &DiskRecord,
+    state: DiskState,
+    by_system: bool,
+    now_ms: u64,
+) -> Result<DiskRecord, String> {
+    let was = disk.state;
+    let mut next = disk.clone();
+    next.state = state;
+    match (was == DiskState::Failed, state == DiskState::Failed) {
+        (false, true) => {
+            let returns = by_system && !disk_flaps(disk, now_ms);
+            next.reported_failed_from = returns.then_some(was);
+        }
+        // An operator's `disk fail` of a failed disk keeps it failed for good.
+        (true, true) if !by_system => next.reported_failed_from = None,
+        (true, false) if by_system => {
+            if disk_return(disk) != Some(state) {
+                return Err(format!(
+                    "disk {} may not return to {state:?} on its own (it returns to {:?}); \
+                     an operator decides (`bitmountain disk ok {}`)",
+                    disk.id,
+                    disk_return(disk),
+                    disk.id
+                ));
+            }
+            next.reported_failed_from = None;
+            (next.returns_in_window, next.return_window_unix_ms) = count_return(disk, now_ms);
+        }
+        (true, false) => {
+            // An operator took the disk back: its returns count from nothing again.
+            next.reported_failed_from = None;
+            next.returns_in_window = 0;
+        }
+        (true, true) | (false, false) => {}
+    }
+    Ok(next)
+}
+
+fn in_return_window(disk: &DiskRecord, now_ms: u64) -> bool {
+    now_ms.saturating_sub(disk.return_window_unix_ms) < DISK_RETURN_WINDOW_MS
+}
+
 /// The failure domain at `level` of the node that serves a disk.
 pub fn domain_of_disk(map: &ClusterMap, disk_id: u64, level: DomainLevel) -> Option<String> {
     let disk = map.disks.get(&disk_id)?;
@@ -203,6 +288,9 @@ pub(crate) mod tests {
                     accounted_bytes: 0,
                     state: DiskState::Ok,
                     added_unix_ms: 0,
+                    reported_failed_from: None,
+                    returns_in_window: 0,
+                    return_window_unix_ms: 0,
                 },
             );
         }
@@ -313,5 +401,113 @@ pub(crate) mod tests {
         m.disks.get_mut(&40).unwrap().state = DiskState::Removed;
         let removed = placement_shape_error(&m, &b, &[10, 20, 30, 40]).unwrap();
         assert!(removed.contains("removed"), "{removed}");
+    }
+
+    #[test]
+    fn only_a_disk_its_node_failed_returns_and_to_the_state_it_had() {
+        let mut m = map();
+        let d = m.disks.get_mut(&20).unwrap();
+        assert_eq!(
+            disk_return(d),
+            None,
+            "an ok disk has nothing to return from"
+        );
+        d.state = DiskState::Failed;
+        assert_eq!(disk_return(d), None, "an operator's failure stands");
+        d.reported_failed_from = Some(DiskState::Draining);
+        assert_eq!(disk_return(d), Some(DiskState::Draining));
+    }
+
+    #[test]
+    fn returns_are_counted_in_a_window_and_a_flapping_disk_is_held() {
+        let mut d = map().disks[&10].clone();
+        let t0 = 1_000_000_000;
+        assert_eq!(
+            count_return(&d, t0),
+            (1, t0),
+            "the first return opens a window"
+        );
+        for i in 1..=MAX_DISK_RETURNS {
+            assert!(!disk_flaps(&d, t0 + u64::from(i)), "return {i} is allowed");
+            (d.returns_in_window, d.return_window_unix_ms) = count_return(&d, t0 + u64::from(i));
+        }
+        assert_eq!(d.returns_in_window, MAX_DISK_RETURNS);
+        assert_eq!(d.return_window_unix_ms, t0 + 1);
+        assert!(
+            disk_flaps(&d, t0 + 100),
+            "one more return in the window is too many"
+        );
+        let later = t0 + 1 + DISK_RETURN_WINDOW_MS;
+        assert!(!disk_flaps(&d, later), "the window has passed");
+        assert_eq!(count_return(&d, later), (1, later));
+    }
+
+    #[test]
+    fn a_reported_failure_returns_once_and_an_operators_stands() {
+        let ok = map().disks[&10].clone();
+        let t = 5_000_000;
+        let failed = disk_state_change(&ok, DiskState::Failed, true, t).unwrap();
+        assert_eq!(failed.reported_failed_from, Some(DiskState::Ok));
+        let back = disk_state_change(&failed, DiskState::Ok, true, t + 1).unwrap();
+        assert_eq!(
+            (back.state, back.reported_failed_from),
+            (DiskState::Ok, None)
+        );
+        assert_eq!(
+            (back.returns_in_window, back.return_window_unix_ms),
+            (1, t + 1)
+        );
+        assert!(
+            disk_state_change(&back, DiskState::Ok, true, t + 2).is_ok(),
+            "no change, nothing refused"
+        );
+        let held = disk_state_change(&failed, DiskState::Failed, false, t + 1).unwrap();
+        assert_eq!(
+            held.reported_failed_from, None,
+            "`disk fail` makes it stand"
+        );
+        let err = disk_state_change(&held, DiskState::Ok, true, t + 2).unwrap_err();
+        assert!(err.contains("bitmountain disk ok 10"), "{err}");
+        let by_operator = disk_state_change(&ok, DiskState::Failed, false, t).unwrap();
+        assert!(disk_state_change(&by_operator, DiskState::Ok, true, t).is_err());
+        let mut counted = back.clone();
+        counted.returns_in_window = 3;
+        let taken = disk_state_change(&counted, DiskState::Failed, false, t).unwrap();
+        let taken = disk_state_change(&taken, DiskState::Ok, false, t).unwrap();
+        assert_eq!(
+            taken.returns_in_window, 0,
+            "an operator's `disk ok` resets the count"
+        );
+    }
+
+    #[test]
+    fn a_flapping_disks_next_failure_stands() {
+        let mut d = map().disks[&10].clone();
+        let t = 9_000_000;
+        for i in 0..MAX_DISK_RETURNS {
+            d = disk_state_change(&d, DiskState::Failed, true, t + u64::from(i)).unwrap();
+            assert_eq!(
+                disk_return(&d),
+                Some(DiskState::Ok),
+                "failure {i} may return"
+            );
+            d = disk_state_change(&d, DiskState::Ok, true, t + u64::from(i)).unwrap();
+        }
+        d = disk_state_change(&d, DiskState::Failed, true, t + 10).unwrap();
+        assert_eq!(
+            disk_return(&d),
+            None,
+            "the sixth failure in the window stands"
+        );
+        let drained = DiskRecord {
+            state: DiskState::Draining,
+            ..map().disks[&20].clone()
+        };
+        let f = disk_state_change(&drained, DiskState::Failed, true, t).unwrap();
+        assert_eq!(
+            disk_return(&f),
+            Some(DiskState::Draining),
+            "a drain resumes"
+        );
     }
 }

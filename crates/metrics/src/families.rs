@@ -84,6 +84,11 @@ pub struct Metrics {
     pub node_up: Family<NodeLabel, Gauge>,
     pub scrub_last_pass_timestamp_seconds: Family<DiskLabels, Gauge>,
     pub durability_loss_probability_per_year: Gauge<f64, AtomicU64>,
+    /// On the leader: failure domains (at its level) with a disk that takes new shards, and
+    /// the shards of a stripe of the default code. Fewer domains than shards: no upload of
+    /// that code can be placed.
+    pub placement_domains: Gauge,
+    pub placement_stripe_shards: Gauge,
     // Raft, per member.
     pub raft_term: Gauge,
     pub raft_is_leader: Gauge,
@@ -116,6 +121,8 @@ impl Metrics {
             node_up: Family::default(),
             scrub_last_pass_timestamp_seconds: Family::default(),
             durability_loss_probability_per_year: Gauge::default(),
+            placement_domains: Gauge::default(),
+            placement_stripe_shards: Gauge::default(),
             raft_term: Gauge::default(),
             raft_is_leader: Gauge::default(),
             raft_commit_index: Gauge::default(),
@@ -195,6 +202,16 @@ impl Metrics {
             "bitmountain_durability_loss_probability_per_year",
             "Modelled probability of losing any bundle within a year, with the cluster as it is",
             self.durability_loss_probability_per_year.clone(),
+        );
+        r.register(
+            "bitmountain_placement_domains",
+            "Failure domains with a disk that takes new shards (the leader's view)",
+            self.placement_domains.clone(),
+        );
+        r.register(
+            "bitmountain_placement_stripe_shards",
+            "Shards of one stripe of the default code, each needing a domain of its own",
+            self.placement_stripe_shards.clone(),
         );
         r.register(
             "bitmountain_raft_term",
@@ -332,6 +349,7 @@ mod tests {
             "bitmountain_raft_leader_changes_total",
             "bitmountain_repair_bytes_total",
             "bitmountain_durability_loss_probability_per_year",
+            "bitmountain_placement_domains",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

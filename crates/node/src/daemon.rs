@@ -547,6 +547,9 @@ fn start_workers(
     });
     workers.spawn(RepairWorker::new(Arc::clone(healer)));
     workers.spawn(Scrubber::new(Arc::clone(healer)));
+    workers.spawn(crate::heal::returning::ReturnChecker::new(Arc::clone(
+        healer,
+    )));
     workers.spawn(crate::heal::fixity::FixityPass::new(
         Arc::clone(healer),
         cfg.data_dir.clone(),

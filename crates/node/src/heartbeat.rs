@@ -1,7 +1,9 @@
 //! Heartbeats: every interval the node tells the metadata leader its disks' capacity, use and
-//! health, its scrub results and its workers' status (leader soft state there), and learns
-//! the repair throttles in force and whether the group is still its cluster's. A group that
-//! answers it does not know the node (rebuilt from the disks) gets the node's registration again.
+//! health, its scrub results, the disks that passed their return check (`heal::returning`) and
+//! its workers' status (leader soft state there), and learns which of its disks the group
+//! holds failed on its report, the repair throttles in force and whether the group is still its
+//! cluster's. A group that answers it does not know the node (rebuilt from the disks) gets the
+//! node's registration again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -94,6 +96,7 @@ impl Heartbeats {
     async fn disk_infos(&self) -> Result<Vec<DiskReport>, String> {
         let stores: Vec<_> = self.disks.iter().cloned().collect();
         let scrubbed = self.healer.scrub_records();
+        let returns = Arc::clone(&self.healer.returns);
         tokio::task::spawn_blocking(move || {
             stores
                 .iter()
@@ -102,6 +105,7 @@ impl Heartbeats {
                     if let Err(e) = s.check_health() {
                         tracing::error!(disk = s.disk_id(), error = %e, "disk failed its health check");
                         info.state = DiskState::Failed;
+                        returns.failed_health_check(s.disk_id());
                     }
                     if let Some(scrub) = scrubbed.get(&s.disk_id()) {
                         info.last_scrub_unix_ms = scrub.finished_unix_ms;
@@ -138,6 +142,7 @@ impl Worker for Heartbeats {
                 node_id: self.node_id,
                 disks: disks.clone(),
                 workers,
+                checked_disk_ids: self.healer.returns.checked_listed(),
             })
             .await;
         let r = match sent {
@@ -158,6 +163,7 @@ impl Worker for Heartbeats {
             tracing::error!(ours = %self.cluster_id, theirs = %r.cluster_id, "the metadata group belongs to another cluster; garbage collection paused");
         }
         self.cluster_ok.store(same, Ordering::Relaxed);
+        self.healer.returns.listed_by_group(&r.returning_disk_ids);
         self.recovery
             .observe(r.recovering, r.orphan_hold_until_unix_ms);
         if let Some(settings) = r.repair_settings {

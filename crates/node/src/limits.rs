@@ -111,6 +111,9 @@ pub const SCRUB_BYTES_PER_SEC: u64 = 64 << 20;
 pub const FIXITY_INTERVAL_MS: u64 = 90 * 24 * 3_600_000;
 /// Default bundle bytes per second the background fixity pass reads (per node).
 pub const FIXITY_BYTES_PER_SEC: u64 = 32 << 20;
+/// How often the node looks for disks that are healthy again after failing (and checks them
+/// before the group takes them back).
+pub const DISK_RETURN_CHECK_INTERVAL_MS: u64 = 2_000;
 /// Disk → shards entries one scrub request to the metadata group asks for.
 pub const SCRUB_META_PAGE: u32 = 1_000;
 /// A shard file the committed placement does not name (left by a repair or a move that lost

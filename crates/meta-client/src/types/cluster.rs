@@ -72,6 +72,17 @@ pub struct DiskRecord {
     /// weighs observed disk failures against.
     #[serde(default)]
     pub added_unix_ms: u64,
+    /// While `Failed` because its node's health check failed it (not an operator, and not
+    /// flapping): the state it had, which it returns to once its node reports it healthy and
+    /// checked (`rules::disk_return` in the group). `None` otherwise.
+    #[serde(default)]
+    pub reported_failed_from: Option<DiskState>,
+    /// Automatic returns since `return_window_unix_ms` (the flap limit counts these).
+    #[serde(default)]
+    pub returns_in_window: u32,
+    /// When the current window of automatic returns began (the leader's clock).
+    #[serde(default)]
+    pub return_window_unix_ms: u64,
 }
 
 /// Failure-domain level placement spreads shards across.
@@ -186,6 +197,8 @@ pub struct Heartbeat {
     pub disks: Vec<DiskReport>,
     /// Its background workers.
     pub workers: Vec<super::WorkerReport>,
+    /// Disks that passed the node's return check since they last failed its health check.
+    pub checked_disk_ids: Vec<u64>,
 }
 
 /// The leader's answer to a heartbeat.
@@ -205,6 +218,9 @@ pub struct HeartbeatReply {
     pub recovering: bool,
     /// Until then, shards of bundles the group does not know are kept (0: no hold).
     pub orphan_hold_until_unix_ms: u64,
+    /// This node's disks the group holds failed on the node's own report: each returns once
+    /// the node names it in [`Heartbeat::checked_disk_ids`].
+    pub returning_disk_ids: Vec<u64>,
 }
 
 /// The access-token table as the group holds it.

@@ -59,6 +59,7 @@ impl Heartbeat {
             node_id: self.node_id,
             disks: self.disks.iter().map(DiskReport::to_proto).collect(),
             workers: self.workers.iter().map(worker_to_proto).collect(),
+            checked_disk_ids: self.checked_disk_ids.clone(),
         }
     }
 }
@@ -76,6 +77,7 @@ impl HeartbeatReply {
             tokens_fingerprint: r.tokens_fingerprint,
             recovering: r.recovering,
             orphan_hold_until_unix_ms: r.orphan_hold_until_unix_ms,
+            returning_disk_ids: r.returning_disk_ids,
         }
     }
 }

@@ -105,6 +105,7 @@ fn disks_and_nodes_convert_field_by_field() {
         node_id: 1,
         disks: vec![report],
         workers: vec![worker.clone()],
+        checked_disk_ids: vec![3],
     }
     .to_proto();
     assert_eq!(wire.workers, vec![worker_to_proto(&worker)]);
@@ -122,6 +123,7 @@ fn disks_and_nodes_convert_field_by_field() {
             last_scrub_damaged_shards: 2,
         }]
     );
+    assert_eq!(wire.checked_disk_ids, vec![3]);
     let st = ClusterStatus::from_proto(pb::ClusterStatusResponse {
         nodes: vec![pb::NodeInfo {
             node_id: 1,

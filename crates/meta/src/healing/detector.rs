@@ -1,6 +1,8 @@
 //! The leader's failure detector: heartbeats turned into decisions. A node silent past its
 //! grace goes down, a down node heard again comes back, a disk its node reports failed is
-//! failed; each decision is a Raft command (whose apply requeues the shards concerned).
+//! failed, and such a disk its node reports healthy again (having checked its files) comes
+//! back unless it flaps (`rules::disk_return`); each decision is a Raft command (whose apply
+//! requeues the shards concerned).
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +11,7 @@ use bitmountain_worker::{Next, StepError, Worker};
 use super::{lock, DETECTOR_INTERVAL_MS};
 use crate::command::Command;
 use crate::error::Result;
+use crate::rules;
 use crate::server::MetaServer;
 use crate::types::{now_unix_ms, DiskState, NodeState};
 
@@ -90,7 +93,18 @@ impl MetaServer {
                     for disk in &h.failed {
                         let state = map.disks.get(disk).map(|d| d.state);
                         if matches!(state, Some(DiskState::Ok | DiskState::Draining)) {
-                            disk_decisions.push(*disk);
+                            disk_decisions.push((*disk, DiskState::Failed));
+                        }
+                    }
+                    // A disk comes back once its node, heard lately, reports it healthy and
+                    // checked (its placed files looked for; see the node's `heal::returning`).
+                    let fresh = heard.is_some_and(|at| at.elapsed() < grace);
+                    if fresh && n.state == NodeState::Up {
+                        let back = h.checked.iter().filter(|d| !h.failed.contains(d));
+                        for d in back.filter_map(|d| map.disks.get(d)) {
+                            if let Some(to) = rules::disk_return(d).filter(|_| d.node_id == n.id) {
+                                disk_decisions.push((d.id, to));
+                            }
                         }
                     }
                 }
@@ -111,14 +125,22 @@ impl MetaServer {
             })
             .await?;
         }
-        for disk_id in disk_decisions {
-            tracing::warn!(
-                disk = disk_id,
-                "failure detector: its node reports the disk failed"
-            );
+        for (disk_id, state) in disk_decisions {
+            if state == DiskState::Failed {
+                tracing::warn!(
+                    disk = disk_id,
+                    "failure detector: its node reports the disk failed"
+                );
+            } else {
+                tracing::warn!(
+                    disk = disk_id,
+                    ?state,
+                    "failure detector: its node reports the disk healthy and checked: it returns"
+                );
+            }
             self.propose(Command::SetDiskState {
                 disk_id,
-                state: DiskState::Failed,
+                state,
                 now_ms: now_unix_ms(),
                 agent: crate::types::Agent::system("failure-detector"),
             })

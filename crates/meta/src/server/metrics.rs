@@ -95,6 +95,9 @@ impl MetaServer {
         m.bundles_by_healthy_shards.clear();
         m.bundles_by_spare_shards.clear();
         if raft.role == "leader" {
+            m.placement_domains.set(gauge(self.usable_domains() as u64));
+            m.placement_stripe_shards
+                .set(gauge(self.inner.cfg.default_code.total() as u64));
             if let Ok(snapshot) = self.repair_snapshot(true) {
                 for (spare, bundles) in &snapshot.by_spare {
                     m.bundles_by_spare_shards
@@ -115,6 +118,10 @@ impl MetaServer {
                         .set(gauge(level.bundles));
                 }
             }
+        } else {
+            // 0 on followers, so `max` over the members is the leader's view.
+            m.placement_domains.set(0);
+            m.placement_stripe_shards.set(0);
         }
     }
 }

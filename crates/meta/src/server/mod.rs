@@ -122,6 +122,8 @@ pub(crate) struct Heartbeat {
     pub(crate) used: HashMap<u64, u64>,
     /// Disks the node reports failed (I/O errors, identity file missing or changed).
     pub(crate) failed: Vec<u64>,
+    /// Disks that passed the node's return check since they last failed (may come back).
+    pub(crate) checked: Vec<u64>,
     /// Disk → (last full scrub, damaged shards it found).
     pub(crate) scrub: HashMap<u64, (u64, u64)>,
     /// The node's background workers.

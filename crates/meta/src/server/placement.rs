@@ -52,6 +52,11 @@ impl MetaServer {
         map
     }
 
+    /// Failure domains with a disk that takes new shards (for the metrics).
+    pub(super) fn usable_domains(&self) -> usize {
+        self.placement_map().usable_domains()
+    }
+
     /// Forgets the shared placement map (an allocation drew a disk that is no longer ok).
     pub(super) fn forget_placement_map(&self) {
         *self.placement_slot() = None;

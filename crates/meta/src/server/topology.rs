@@ -11,6 +11,7 @@ use super::{
 };
 use crate::command::{Applied, Command, DiskSpec, RegisterNode};
 use crate::error::{MetaError, Result};
+use crate::rules;
 use crate::types::{now_unix_ms, DiskState, NodeState};
 
 impl MetaServer {
@@ -106,6 +107,13 @@ impl MetaServer {
                 .filter(|d| d.state() == pb::DiskState::Failed)
                 .map(|d| d.disk_id)
                 .collect(),
+            // Only disks the heartbeat reports (which bounds the list).
+            checked: r
+                .disks
+                .iter()
+                .map(|d| d.disk_id)
+                .filter(|id| r.checked_disk_ids.contains(id))
+                .collect(),
             scrub: r
                 .disks
                 .iter()
@@ -126,6 +134,12 @@ impl MetaServer {
         };
         self.heartbeats().insert(r.node_id, heard);
         let map = self.inner.store.map();
+        let returning_disk_ids = map
+            .disks
+            .values()
+            .filter(|d| d.node_id == r.node_id && rules::disk_return(d).is_some())
+            .map(|d| d.id)
+            .collect();
         Ok(pb::HeartbeatResponse {
             cluster_id,
             heartbeat_interval_ms: self.inner.cfg.heartbeat_interval_ms,
@@ -134,6 +148,7 @@ impl MetaServer {
             tokens_fingerprint: map.cluster.tokens_fingerprint,
             recovering: map.cluster.recovery.is_some(),
             orphan_hold_until_unix_ms: map.cluster.orphan_hold_until_unix_ms,
+            returning_disk_ids,
         })
     }
 

@@ -2,7 +2,8 @@
 //! metadata leader, rebuilds or copies shards onto this node's disks, verifies them and commits
 //! the placement change; and the scrubber ([`scrub`]) that reads every shard on a schedule and
 //! turns what fails its checks into repairs; and the background fixity pass ([`fixity`]) that
-//! reads every bundle it owns back against its ingest digests once per interval.
+//! reads every bundle it owns back against its ingest digests once per interval; and the
+//! return check ([`returning`]) of a disk that is healthy again after failing.
 //!
 //! Both write or read at a bounded rate ([`Throttle`]); the repair rate and the number of
 //! repairs in flight come from the metadata group (changed at runtime with
@@ -10,6 +11,7 @@
 
 pub mod fixity;
 pub mod repair;
+pub mod returning;
 pub mod scrub;
 
 use std::collections::{HashMap, HashSet};
@@ -131,6 +133,8 @@ pub struct Healer {
     running: Mutex<HashSet<BundleId>>,
     scrubbed: Mutex<HashMap<u64, ScrubRecord>>,
     pub scrub_control: Arc<ScrubControl>,
+    /// Disks coming back after failing their health check.
+    pub returns: Arc<returning::DiskReturns>,
 }
 
 impl Healer {
@@ -146,6 +150,7 @@ impl Healer {
             running: Mutex::default(),
             scrubbed: Mutex::default(),
             scrub_control: Arc::new(ScrubControl::default()),
+            returns: Arc::default(),
         })
     }
 

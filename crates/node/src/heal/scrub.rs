@@ -140,7 +140,6 @@ fn check_shard(
 }
 
 async fn scrub_disk(healer: &Healer, disk: Arc<DiskStore>) -> Result<u64> {
-    let co = &healer.coordinator;
     let disk_id = disk.disk_id();
     let listed = {
         let disk = Arc::clone(&disk);
@@ -162,7 +161,23 @@ async fn scrub_disk(healer: &Healer, disk: Arc<DiskStore>) -> Result<u64> {
             bitmountain_metrics::global().scrub_errors.inc();
         }
     }
-    // Shards the placement puts here whose files are gone.
+    let missing = "the shard file is missing";
+    damaged += report_missing_placed(healer, &disk, &present, missing).await?;
+    Ok(damaged)
+}
+
+/// Looks for the file of every shard the placement puts on `disk` that is not in `present`
+/// (the files listed before) and reports those missing, saying `reason`; returns how many it
+/// reported.
+pub(super) async fn report_missing_placed(
+    healer: &Healer,
+    disk: &Arc<DiskStore>,
+    present: &HashSet<(bitmountain_erasure::BundleId, u16)>,
+    reason: &str,
+) -> Result<u64> {
+    let co = &healer.coordinator;
+    let disk_id = disk.disk_id();
+    let mut damaged = 0;
     let mut token = Vec::new();
     loop {
         let (shards, next) = co
@@ -179,12 +194,10 @@ async fn scrub_disk(healer: &Healer, disk: Arc<DiskStore>) -> Result<u64> {
             }
             // Written after the listing (a repair or an upload)? Look again before reporting.
             let exists = {
-                let disk = Arc::clone(&disk);
+                let disk = Arc::clone(disk);
                 blocking(move || Ok(disk.shard_len(eid, shard).is_ok())).await?
             };
-            if !exists
-                && report_if_placed(healer, id, shard, disk_id, "the shard file is missing").await?
-            {
+            if !exists && report_if_placed(healer, id, shard, disk_id, reason).await? {
                 damaged += 1;
                 bitmountain_metrics::global().scrub_errors.inc();
             }

@@ -4,11 +4,12 @@
 
 use super::Applier;
 use crate::command::{Applied, ApplyResult, RegisterNode};
-use crate::error::{MetaError, Result};
+use crate::error::{Field, MetaError, Result};
 use crate::keys;
+use crate::rules;
 use crate::state::{value_format_switch, KeyReader};
 use crate::types::{
-    Agent, AuditAction, DiskRecord, DiskState, NewEvent, NodeRecord, NodeState, Outcome,
+    Agent, AgentKind, AuditAction, DiskRecord, DiskState, NewEvent, NodeRecord, NodeState, Outcome,
 };
 
 impl Applier<'_> {
@@ -88,6 +89,9 @@ impl Applier<'_> {
                 accounted_bytes: 0,
                 state: DiskState::Ok,
                 added_unix_ms: r.now_ms,
+                reported_failed_from: None,
+                returns_in_window: 0,
+                return_window_unix_ms: 0,
             });
             entry.path = spec.path;
             entry.capacity_bytes = spec.capacity_bytes;
@@ -183,7 +187,13 @@ impl Applier<'_> {
             let Some(disk) = self.map.disks.get_mut(&disk_id) else {
                 return Err(MetaError::UnknownDisk { id: disk_id });
             };
-            disk.state = state;
+            let by_system = agent.kind == AgentKind::System;
+            *disk = rules::disk_state_change(disk, state, by_system, now_ms).map_err(|reason| {
+                MetaError::InvalidArgument {
+                    field: Field::State,
+                    reason,
+                }
+            })?;
             disk.clone()
         };
         if state == DiskState::Failed && was != DiskState::Failed {
@@ -196,7 +206,13 @@ impl Applier<'_> {
             0
         };
         if state != was {
-            let detail = format!("{was:?} → {state:?}; {queued} repairs queued");
+            let mut detail = format!("{was:?} → {state:?}; {queued} repairs queued");
+            if state == DiskState::Failed && agent.kind == AgentKind::System {
+                detail.push_str(match disk.reported_failed_from {
+                    Some(_) => "; returns once its node reports it healthy and checked",
+                    None => "; it flaps: stays failed until `bitmountain disk ok`",
+                });
+            }
             let object = format!("disk {disk_id}");
             let event = topology_event(now_ms, agent, AuditAction::DiskStateChange, object, detail);
             self.audit(event, "");
