@@ -1,13 +1,16 @@
 //! Add a member (learner, then voter) and remove one while writes continue; transfer leadership.
+//! Each change is in the audit trail.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bitmountain_meta_client::{AllocateRequest, BundleState};
+use bitmountain_meta_client::audit::AuditFilter;
+use bitmountain_meta_client::types::{AgentKind, AuditAction, AuditEvent, Outcome};
+use bitmountain_meta_client::{AllocateRequest, BundleState, MetaClient};
 use bitmountain_tests::meta_cluster::{register_fake_nodes, MetaCluster, RS_4_2};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -62,7 +65,8 @@ async fn add_and_remove_members_while_writing() {
         .await;
 
     // Hand leadership to member 4.
-    if leader != 4 {
+    let transferred = leader != 4;
+    if transferred {
         let leader_id = client.transfer_leader(4).await.unwrap();
         assert_eq!(leader_id, 4);
     }
@@ -103,4 +107,43 @@ async fn add_and_remove_members_while_writing() {
         .collect();
     voters.sort_unstable();
     assert_eq!(voters, vec![2, 3, 4]);
+
+    // Each change is in the audit trail, as the operator's (the admin token's) success.
+    let mut wanted = vec![("member 4", "added as a voter"), ("member 1", "removed")];
+    if transferred {
+        wanted.push(("member 4", "leadership asked to move to member 4"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = member_changes(&client).await;
+        let found = |(object, detail): &(&str, &str)| {
+            events.iter().any(|e| {
+                e.object == *object
+                    && e.detail.contains(detail)
+                    && e.outcome == Outcome::Success
+                    && e.agent.kind == AgentKind::Token
+            })
+        };
+        if wanted.iter().all(found) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member changes {wanted:?} not all audited: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The member-change events of the audit trail.
+async fn member_changes(client: &MetaClient) -> Vec<AuditEvent> {
+    let filter = AuditFilter {
+        action: Some(AuditAction::MemberChange),
+        ..Default::default()
+    };
+    let page = client.list_audit(&filter, 0, 100).await.unwrap();
+    page.events
+        .iter()
+        .map(|(_, v)| AuditEvent::decode(v).unwrap())
+        .collect()
 }
