@@ -1,6 +1,6 @@
 //! The web console of a real storage node (`--metrics-listen ADDR`, path `/`): its JSON
 //! against `bitmountain status --json`, its refusals (no token, a wrong one, a token that may
-//! not see repairs), and the page as headless Chromium (Debian's package, installed by
+//! not see repairs or the audit trail), and the page as headless Chromium (Debian's package, installed by
 //! `scripts/ensure-deps`) draws it, checked against `status --json`, with a screenshot kept
 //! at `$CARGO_TARGET_DIR/test-artifacts/console.png`.
 
@@ -212,9 +212,27 @@ async fn the_console_shows_what_status_shows_and_asks_for_a_token() {
         .as_str()
         .unwrap()
         .contains("operate"));
+    assert_eq!(as_reader["audit"]["available"], false);
+    assert!(as_reader["audit"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("operate"));
+    assert_eq!(as_reader["audit"]["events"], serde_json::json!([]));
     let (code, view) = console_json(&console, Some(&admin));
     assert_eq!(code, 200, "{view}");
     assert_eq!(view["repair"]["shown"], "true", "{view}");
+    // The newest audit events, newest first: the three uploads' ingestions are among them.
+    let audit = &view["audit"];
+    assert_eq!(audit["available"], true, "{audit}");
+    let events = audit["events"].as_array().unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.first().copied(), audit["head_seq"].as_u64(), "{audit}");
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
+    let ingested = events
+        .iter()
+        .filter(|e| e["action"] == "ingestion" && e["outcome"] == "success")
+        .count();
+    assert_eq!(ingested, 3, "{audit}");
     assert_eq!(states_of_console(&view), states_of_status(&status));
     assert_eq!(view["cluster_id"], status["cluster_id"]);
     assert_eq!(view["bundles"]["sealed"], status["bundles_sealed"]);
@@ -289,6 +307,18 @@ async fn the_console_shows_what_status_shows_and_asks_for_a_token() {
     assert!(
         !tags_with(&dom, "data-healthy=\"full\"").is_empty(),
         "no redundancy table"
+    );
+    // Drawn newest first, from at least the newest event the JSON named (more arrive, such as
+    // the refusals above, reported within a second).
+    let drawn_seqs: Vec<u64> = tags_with(&dom, "tr class=\"audit\"")
+        .iter()
+        .map(|r| r["data-seq"].parse().unwrap())
+        .collect();
+    let newest = view["audit"]["head_seq"].as_u64().unwrap();
+    assert!(
+        drawn_seqs.first().is_some_and(|s| *s >= newest)
+            && drawn_seqs.windows(2).all(|w| w[0] > w[1]),
+        "audit table {drawn_seqs:?}, newest in the JSON {newest}"
     );
 
     // The screenshot, kept for people to look at.

@@ -1,13 +1,14 @@
 //! The web console: a read-only page every storage node serves on its metrics listener at `/`
 //! (nodes and disks by zone, repair progress, bundles by healthy shards, last scrub per disk,
-//! the live durability figure). The page is static ([`assets`]); it asks for a token once,
+//! the live durability figure, the newest audit events). The page is static ([`assets`]); it asks for a token once,
 //! keeps it in the browser tab's session storage and sends it with each `GET /api/console`,
 //! which this module answers with [`view::ConsoleView`] as JSON.
 //!
 //! The token is judged by the node's own authorizer exactly as the archive API's
 //! `ClusterStatus` is (permission `read`, scoped counts for a scoped token); repair progress
-//! is asked of the metadata group with the caller's token, so it shows only to tokens the
-//! group allows `RepairStatus` (`operate`). With `--insecure` nothing is asked.
+//! and the newest audit events are asked of the metadata group with the caller's token, so they
+//! show only to tokens the group allows `RepairStatus` and `ListAudit` (`operate`). With
+//! `--insecure` nothing is asked.
 
 mod assets;
 pub mod view;
@@ -16,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bitmountain_auth::{AuthError, Authorizer, Permission, Principal};
+use bitmountain_meta_client::audit::AuditFilter;
 use bitmountain_meta_client::MetaClient;
 use bitmountain_metrics::{Page, Pages};
 use bitmountain_proto::ErrorKind;
@@ -27,6 +29,8 @@ use crate::access;
 
 /// Console API requests answered at once; more get 503 (each asks the metadata group).
 pub const MAX_CONSOLE_REQUESTS: usize = 4;
+/// Audit events the console shows (the newest).
+pub const CONSOLE_AUDIT_EVENTS: u64 = 50;
 /// Deadline of one console answer, metadata calls included.
 pub const CONSOLE_DEADLINE: Duration = Duration::from_secs(10);
 /// The gRPC method whose permission the console needs.
@@ -140,11 +144,20 @@ impl Console {
         let scoped_counts = access::scoped_counts(&ready.meta, principal.as_ref())
             .await
             .map_err(|e| unavailable(&e))?;
-        let repair = repair_status(ready, principal.as_ref(), headers).await;
+        let operator = as_operator(ready, principal.as_ref(), headers);
+        let repair = match &operator {
+            Ok(meta) => meta.repair_status().await.map_err(|e| e.to_string()),
+            Err(why) => Err(format!("repair progress {why}")),
+        };
+        let audit = match &operator {
+            Ok(meta) => recent_events(meta).await,
+            Err(why) => Err(format!("the audit trail {why}")),
+        };
         let view = view::build(view::Inputs {
             status: &status,
             scoped_counts,
             repair,
+            audit,
             answered_by: &ready.address,
             now_unix_ms: bitmountain_meta_client::types::now_unix_ms(),
         });
@@ -152,14 +165,15 @@ impl Console {
     }
 }
 
-/// Repair progress as the caller may see it: asked with the caller's own token, so the
-/// metadata group decides; the reason it is not shown otherwise.
-async fn repair_status(
+/// A client of the metadata group that asks as the caller, for what operators may see (repair
+/// progress, the audit trail): the group decides with the caller's own token. The reason
+/// (completing "repair progress ...") when the caller is no operator.
+fn as_operator(
     ready: &Ready,
     principal: Option<&Principal>,
     headers: &HeaderMap,
-) -> Result<bitmountain_meta_client::types::RepairStatus, String> {
-    let meta = match principal {
+) -> Result<Arc<MetaClient>, String> {
+    Ok(match principal {
         None => Arc::clone(&ready.meta),
         Some(Principal::Token(t)) if t.role.has(Permission::Operate) => {
             let token = bearer(headers).ok_or("no token")?;
@@ -172,12 +186,28 @@ async fn repair_status(
             Arc::new(ready.meta.as_caller(credentials))
         }
         Some(_) => {
-            return Err(
-                "repair progress needs a token with the operate permission (an operator's)".into(),
-            )
+            return Err("needs a token with the operate permission (an operator's)".into());
         }
-    };
-    meta.repair_status().await.map_err(|e| e.to_string())
+    })
+}
+
+/// The newest [`CONSOLE_AUDIT_EVENTS`] events: the head's number first, then the page after it.
+async fn recent_events(meta: &MetaClient) -> Result<view::RecentEvents, String> {
+    let all = AuditFilter::default();
+    let head = meta
+        .list_audit(&all, 0, 1)
+        .await
+        .map_err(|e| e.to_string())?
+        .head;
+    let after = head.seq.saturating_sub(CONSOLE_AUDIT_EVENTS);
+    let page = meta
+        .list_audit(&all, after, CONSOLE_AUDIT_EVENTS as u32)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(view::RecentEvents {
+        head_seq: page.head.seq.max(head.seq),
+        events: page.events,
+    })
 }
 
 /// The token of an `Authorization: Bearer ...` header (already judged well-formed).

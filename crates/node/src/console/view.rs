@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use bitmountain_meta_client::types::{
-    BundleCounts, ClusterStatus, DiskInfo, DiskState, NodeInfo, NodeState, RepairStatus,
+    AuditEvent, BundleCounts, ClusterStatus, DiskInfo, DiskState, NodeInfo, NodeState, RepairStatus,
 };
 use serde::Serialize;
 
@@ -111,11 +111,35 @@ pub struct Level {
     pub bundles: u64,
 }
 
-/// The audit trail's recent events: not shown by the console yet (`bitmountain audit` reads it).
+/// The audit trail's most recent events, newest first, or why they are not shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditPanel {
     pub available: bool,
-    pub note: &'static str,
+    /// What the panel shows, or why not.
+    pub note: String,
+    /// The number of the newest event (0: none, or not shown).
+    pub head_seq: u64,
+    pub events: Vec<AuditRow>,
+}
+
+/// One event as the console shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRow {
+    pub seq: u64,
+    pub time_unix_ms: u64,
+    /// `token:<id> (<name>)`, `system:<component>`, ...
+    pub agent: String,
+    pub action: String,
+    pub object: String,
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// The recent events as the group gave them: (number, stored value), and the head's number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentEvents {
+    pub head_seq: u64,
+    pub events: Vec<(u64, Vec<u8>)>,
 }
 
 /// A node state's name, as `status` prints it.
@@ -147,6 +171,7 @@ pub struct Inputs<'a> {
     /// The caller's counts when its token is scoped (`None`: the cluster's).
     pub scoped_counts: Option<BundleCounts>,
     pub repair: Result<RepairStatus, String>,
+    pub audit: Result<RecentEvents, String>,
     pub answered_by: &'a str,
     pub now_unix_ms: u64,
 }
@@ -197,9 +222,57 @@ pub fn build(inputs: Inputs<'_>) -> ConsoleView {
             Ok(r) => RepairPanel::Shown(repair_view(&r)),
             Err(reason) => RepairPanel::Hidden { reason },
         },
-        audit: AuditPanel {
-            available: false,
-            note: "the console does not show the audit trail yet: run `bitmountain audit` (a token with `operate`)",
+        audit: audit_panel(inputs.audit),
+    }
+}
+
+fn audit_panel(recent: Result<RecentEvents, String>) -> AuditPanel {
+    let recent = match recent {
+        Ok(r) => r,
+        Err(note) => {
+            return AuditPanel {
+                available: false,
+                note,
+                head_seq: 0,
+                events: Vec::new(),
+            }
+        }
+    };
+    let mut events: Vec<AuditRow> = recent.events.iter().map(audit_row).collect();
+    events.sort_by_key(|e| std::cmp::Reverse(e.seq));
+    AuditPanel {
+        available: true,
+        note: format!(
+            "the newest {} of {} events; `bitmountain audit verify` checks the whole chain",
+            events.len(),
+            recent.head_seq
+        ),
+        head_seq: recent.head_seq,
+        events,
+    }
+}
+
+/// An event's row; a stored value that does not decode is shown as such (`audit verify`
+/// names it too), never skipped.
+fn audit_row((seq, value): &(u64, Vec<u8>)) -> AuditRow {
+    match AuditEvent::decode(value) {
+        Ok(e) => AuditRow {
+            seq: e.seq,
+            time_unix_ms: e.time_unix_ms,
+            agent: e.agent.to_string(),
+            action: e.action.as_str().to_owned(),
+            object: e.object,
+            outcome: e.outcome.as_str().to_owned(),
+            detail: e.detail,
+        },
+        Err(why) => AuditRow {
+            seq: *seq,
+            time_unix_ms: 0,
+            agent: String::new(),
+            action: String::new(),
+            object: String::new(),
+            outcome: "unreadable".into(),
+            detail: why,
         },
     }
 }
@@ -313,6 +386,7 @@ mod tests {
             status: s,
             scoped_counts: None,
             repair,
+            audit: Err("no audit".into()),
             answered_by: "n1:7000",
             now_unix_ms: 5,
         }
@@ -391,5 +465,46 @@ mod tests {
         let json = serde_json::to_value(build(inputs(&s, Err("x".into())))).unwrap();
         assert_eq!(json["repair"]["shown"], "false");
         assert_eq!(json["format"], CONSOLE_FORMAT);
+    }
+
+    #[test]
+    fn recent_events_newest_first_and_an_unreadable_one_is_shown() {
+        use bitmountain_meta_client::types::{Agent, AuditAction, NewEvent, Outcome};
+        let event = |seq: u64, action| {
+            let e = NewEvent {
+                time_unix_ms: 1_000 + seq,
+                agent: Agent::system("repair"),
+                action,
+                object: format!("disk {seq}"),
+                bundle: None,
+                outcome: Outcome::Success,
+                detail: "ok".into(),
+            };
+            (seq, AuditEvent::chained(seq, &[0; 32], e, "").encode())
+        };
+        let s = status();
+        let mut i = inputs(&s, Err("no".into()));
+        i.audit = Ok(RecentEvents {
+            head_seq: 9,
+            events: vec![
+                event(7, AuditAction::DiskStateChange),
+                (8, b"\x09garbage".to_vec()),
+                event(9, AuditAction::Replication),
+            ],
+        });
+        let panel = build(i).audit;
+        assert!(panel.available);
+        assert_eq!(panel.head_seq, 9);
+        let seqs: Vec<u64> = panel.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [9, 8, 7]);
+        assert_eq!(panel.events[0].agent, Agent::system("repair").to_string());
+        assert_eq!(panel.events[0].action, AuditAction::Replication.as_str());
+        assert_eq!(panel.events[2].object, "disk 7");
+        assert_eq!(panel.events[1].outcome, "unreadable");
+        assert!(panel.note.contains("3 of 9"), "{}", panel.note);
+
+        let hidden = build(inputs(&s, Err("x".into()))).audit;
+        assert!(!hidden.available && hidden.events.is_empty());
+        assert_eq!(hidden.note, "no audit");
     }
 }

@@ -119,8 +119,7 @@ function draw(v) {
   $("summary").hidden = false;
   drawRepair(v.repair);
   drawZones(v.zones);
-  $("audit-note").textContent = v.audit.available ? "" : v.audit.note;
-  $("audit").hidden = false;
+  drawAudit(v.audit);
   $("updated").textContent = "Updated " + when(v.generated_unix_ms) + "; refreshes every " +
     REFRESH_MS / 1000 + " s.";
 }
@@ -149,6 +148,22 @@ function drawRepair(r) {
   const tr = el("tr", null, { "data-healthy": "full" });
   tr.append(el("td", "all (k+m)"), el("td", r.full_redundancy_bundles));
   tbody.append(tr);
+}
+
+function drawAudit(a) {
+  $("audit-note").textContent = a.note;
+  const table = $("audit-events");
+  const tbody = table.querySelector("tbody");
+  tbody.replaceChildren();
+  table.hidden = !a.available || a.events.length === 0;
+  for (const e of a.events || []) {
+    const tr = el("tr", null, { "class": "audit", "data-seq": e.seq, "data-outcome": e.outcome });
+    tr.append(el("td", e.seq), el("td", e.time_unix_ms ? when(e.time_unix_ms) : ""),
+      el("td", e.agent), el("td", e.action), el("td", e.object),
+      el("td", e.outcome, { "class": "outcome outcome-" + e.outcome }), el("td", e.detail));
+    tbody.append(tr);
+  }
+  $("audit").hidden = false;
 }
 
 function drawZones(zones) {
