@@ -1,7 +1,8 @@
 //! Bitrot that passes every CRC: a chunk of a shard file rewritten with other bytes and a
 //! recomputed CRC32C (what a misdirected or phantom write leaves) is caught only by the file's
 //! SHA-256. A read still returns the right bytes, decoded around the shard; `fixity check`
-//! confirms the file, names the shard and records it; the shard is queued and rewritten.
+//! confirms the file, names the shard and records it; the shard is queued and rewritten. Two
+//! such shards in one file are found and rewritten alike.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -117,4 +118,75 @@ async fn wrong_bytes_with_valid_crcs_are_caught_decoded_around_and_rewritten() {
         .await
         .unwrap();
     assert!(again == b);
+}
+
+/// Two shards of one file return wrong bytes with valid CRCs (RS(4,2) has the parity to leave
+/// both out): a read still returns the right bytes, `fixity check` names both, and both are
+/// rewritten.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_shards_with_wrong_bytes_in_one_file_are_both_found_and_rewritten() {
+    let cluster = Cluster::start(6, 1, "4+2:65536");
+    let client = cluster.client(1);
+    // 150 KB from a few hundred bytes in: the file spans the cells of shards 0, 1 and 2.
+    let a = pseudo_random_bytes(9, 150_000);
+    let files = vec![UploadFile::from_bytes("a.bin".to_owned(), a.clone())];
+    let id = client
+        .put_files(files.into_iter(), &PutOptions::default())
+        .await
+        .unwrap()
+        .bundle_id;
+    let shard = |n: u32| {
+        cluster
+            .bundle_shards(&id)
+            .into_iter()
+            .find(|(_, shard, _)| *shard == n)
+            .unwrap()
+            .2
+    };
+    let (shard0, shard1) = (shard(0), shard(1));
+    let originals = (
+        std::fs::read(&shard0).unwrap(),
+        std::fs::read(&shard1).unwrap(),
+    );
+    rot_chunk_zero(&shard0, 2048, 4096);
+    rot_chunk_zero(&shard1, 100, 200);
+
+    let mut got = Vec::new();
+    cluster
+        .client(2)
+        .get_file(&id, "a.bin", 0, None, &mut got)
+        .await
+        .unwrap();
+    assert!(got == a, "a.bin read back wrong");
+
+    let out = run_ok(&[
+        "fixity",
+        "check",
+        "--bundle",
+        &id,
+        "--json",
+        "--cluster",
+        &cluster.addr(3),
+    ]);
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(first["failed"], 0, "{first}");
+    assert_eq!(
+        first["repaired"],
+        serde_json::json!([["a.bin", 0], ["a.bin", 1]]),
+        "{first}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (
+        std::fs::read(&shard0).unwrap_or_default(),
+        std::fs::read(&shard1).unwrap_or_default(),
+    ) != originals
+    {
+        assert!(
+            Instant::now() < deadline,
+            "shards 0 and 1 were not rewritten"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

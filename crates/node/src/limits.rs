@@ -111,6 +111,10 @@ pub const SCRUB_BYTES_PER_SEC: u64 = 64 << 20;
 pub const FIXITY_INTERVAL_MS: u64 = 90 * 24 * 3_600_000;
 /// Default bundle bytes per second the background fixity pass reads (per node).
 pub const FIXITY_BYTES_PER_SEC: u64 = 32 << 20;
+/// Most sets of shards (each shard, then pairs) decoded around to find which returned wrong
+/// bytes with valid CRCs; each costs a read of the range (damage path only). Covers every pair
+/// of codes up to 10 shards.
+pub const MAX_BAD_SHARD_SETS: usize = 64;
 /// How often the node looks for disks that are healthy again after failing (and checks them
 /// before the group takes them back).
 pub const DISK_RETURN_CHECK_INTERVAL_MS: u64 = 2_000;

@@ -90,6 +90,9 @@ pub struct RepairAssignment {
     pub placement_generation: u64,
     /// The shards to write.
     pub targets: Vec<RepairTarget>,
+    /// The bundle's shards without a healthy copy: never read as sources (a damaged one may
+    /// still answer, with wrong bytes).
+    pub lost_shards: Vec<u32>,
 }
 
 /// One shard of a [`RepairAssignment`].

@@ -43,6 +43,7 @@ impl RepairClaim {
                                 copy: t.copy,
                             })
                             .collect(),
+                        lost_shards: a.lost_shards,
                     })
                 })
                 .collect(),

@@ -50,6 +50,7 @@ fn a_claim_skips_assignments_without_a_valid_id() {
             from_disk_id: 4,
             copy: true,
         }],
+        lost_shards: vec![1, 2],
     };
     let bad = pb::RepairAssignment {
         bundle_id: Some(pb::BundleId { id: vec![1, 2] }),
@@ -71,6 +72,7 @@ fn a_claim_skips_assignments_without_a_valid_id() {
                 from_disk_id: 4,
                 copy: true,
             }],
+            lost_shards: vec![1, 2],
         }]
     );
     assert_eq!(claim.settings, RepairSettings::default());

@@ -51,6 +51,8 @@ pub struct Assignment {
     pub placement_generation: u64,
     /// Its shards.
     pub targets: Vec<Target>,
+    /// The bundle's shards without a healthy copy (never read as sources).
+    pub lost_shards: Vec<u32>,
 }
 
 /// Renews the leases of `node_id` on bundles its worker still runs, drops expired leases, and
@@ -186,6 +188,7 @@ impl<'a> ClaimPlanner<'a> {
             bundle_id: b.id,
             placement_generation: b.placement_generation,
             targets,
+            lost_shards: health.lost,
         })
     }
 
@@ -332,6 +335,7 @@ fn assignment_proto(a: Assignment) -> pb::RepairAssignment {
                 copy: t.copy,
             })
             .collect(),
+        lost_shards: a.lost_shards,
     }
 }
 

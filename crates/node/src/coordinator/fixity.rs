@@ -56,7 +56,8 @@ impl FixityReport {
                 .map(|(p, s)| format!("{p} (shard {s})"))
                 .collect();
             format!(
-                "; wrong bytes with valid CRCs in {}, decoded from the other shards and queued                  for rewrite",
+                "; wrong bytes with valid CRCs in {}, decoded from the other shards and queued \
+                 for rewrite",
                 named.join(", ")
             )
         };
@@ -128,14 +129,16 @@ impl Coordinator {
             let failure = match error {
                 Some(error) => Some(failed(None, error)),
                 None if got == e.sha256 && read == e.length => None,
-                // Every chunk passed its CRC: one shard may have returned other bytes.
+                // Every chunk passed its CRC: a shard or two may have returned other bytes.
                 None if read == e.length => {
-                    match self.find_bad_shard(&b, e.offset, e.length, e.sha256).await {
-                        Some(shard) => {
-                            report.repaired.push((e.path.clone(), shard));
-                            None
-                        }
-                        None => Some(failed(Some(got), String::new())),
+                    let bad = self.find_bad_shards(&b, e.offset, e.length, e.sha256).await;
+                    if bad.is_empty() {
+                        Some(failed(Some(got), String::new()))
+                    } else {
+                        report
+                            .repaired
+                            .extend(bad.into_iter().map(|s| (e.path.clone(), s)));
+                        None
                     }
                 }
                 None => Some(failed(Some(got), String::new())),

@@ -405,16 +405,17 @@ impl Coordinator {
                                 Some(want) if want != got => {
                                     // Which shard lied is found now, so a read again gets the
                                     // right bytes; the pieces already sent cannot be taken back.
-                                    let bad = this.find_bad_shard(&b, offset, len, want).await;
+                                    let bad = this.find_bad_shards(&b, offset, len, want).await;
                                     Err(NodeError::Damaged {
                                         bundle: b.id().to_string(),
                                         reason: format!(
                                             "bytes {offset}..{end} hash to {} but {} was recorded; nothing past the previous piece is returned; {}",
                                             hex::encode(got),
                                             hex::encode(want),
-                                            match bad {
-                                                Some(s) => format!("shard {s} returned the wrong bytes with valid CRCs and is left out from now on (queued for rewrite): read again"),
-                                                None => "no single shard explains it".to_owned(),
+                                            if bad.is_empty() {
+                                                "no shard or pair of shards explains it".to_owned()
+                                            } else {
+                                                format!("shards {bad:?} returned the wrong bytes with valid CRCs and are left out from now on (queued for rewrite): read again")
                                             }
                                         ),
                                     })

@@ -186,7 +186,12 @@ async fn repair_bundle(
         rebuild.push(*t);
     }
     if !rebuild.is_empty() {
-        written += rebuild_shards(healer, &cached, &rebuild).await?;
+        let lost: Vec<u16> = assignment
+            .lost_shards
+            .iter()
+            .filter_map(|s| u16::try_from(*s).ok())
+            .collect();
+        written += rebuild_shards(healer, &cached, &rebuild, &lost).await?;
         for t in &rebuild {
             verify_local(healer, &cached, *t).await?;
         }
@@ -268,7 +273,14 @@ async fn copy_shard(healer: &Healer, b: &CachedBundle, t: Target) -> Result<u64>
 }
 
 /// Rebuilds `targets` from k healthy shards of the bundle, window by window.
-async fn rebuild_shards(healer: &Healer, b: &CachedBundle, targets: &[Target]) -> Result<u64> {
+/// Rebuilds `targets` from k other shards, never reading `lost` ones (damaged shards may still
+/// answer, with wrong bytes that pass their CRCs).
+async fn rebuild_shards(
+    healer: &Healer,
+    b: &CachedBundle,
+    targets: &[Target],
+    lost: &[u16],
+) -> Result<u64> {
     let co = &healer.coordinator;
     let shards: Vec<u16> = targets.iter().map(|t| t.shard).collect();
     let mut rebuild = ShardRebuild::new(b.info, &shards)?;
@@ -285,7 +297,10 @@ async fn rebuild_shards(healer: &Healer, b: &CachedBundle, targets: &[Target]) -
         pendings.push(pending);
     }
     // Shards on nodes that failed recently are not waited on.
-    let unavailable = co.suspect_shards(b);
+    let mut unavailable = co.suspect_shards(b);
+    unavailable.extend(lost);
+    unavailable.sort_unstable();
+    unavailable.dedup();
     let mut written = 0u64;
     while let Some(mut gather) = rebuild.next_window(&unavailable) {
         loop {
