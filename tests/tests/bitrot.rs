@@ -38,6 +38,33 @@ fn rot_chunk_zero(path: &std::path::Path, from: usize, to: usize) {
     std::fs::write(path, b).unwrap();
 }
 
+/// `a.bin` of bundle `id` read through node 2 is `a`.
+async fn assert_reads_back(cluster: &Cluster, id: &str, a: &[u8]) {
+    let mut got = Vec::new();
+    cluster
+        .client(2)
+        .get_file(id, "a.bin", 0, None, &mut got)
+        .await
+        .unwrap();
+    assert!(got == a, "a.bin read back wrong");
+}
+
+/// `fixity check` of bundle `id` on node 3: its first JSON line.
+fn fixity_check(cluster: &Cluster, id: &str) -> serde_json::Value {
+    let node = cluster.addr(3);
+    let args = [
+        "fixity",
+        "check",
+        "--bundle",
+        id,
+        "--json",
+        "--cluster",
+        &node,
+    ];
+    let out = run_ok(&args);
+    serde_json::from_str(String::from_utf8_lossy(&out).lines().next().unwrap()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_bytes_with_valid_crcs_are_caught_decoded_around_and_rewritten() {
     let cluster = Cluster::start(3, 1, "2+1:65536");
@@ -63,26 +90,10 @@ async fn wrong_bytes_with_valid_crcs_are_caught_decoded_around_and_rewritten() {
     // Shard 0 holds the bundle's first 64 KiB: a.bin starts a few hundred bytes in.
     rot_chunk_zero(&shard0, 2048, 4096);
     // A read through another node returns the right bytes.
-    let reader = cluster.client(2);
-    let mut got = Vec::new();
-    reader
-        .get_file(&id, "a.bin", 0, None, &mut got)
-        .await
-        .unwrap();
-    assert!(got == a, "a.bin read back wrong");
+    assert_reads_back(&cluster, &id, &a).await;
 
     // A fixity check on a third node confirms the file and names the shard.
-    let out = run_ok(&[
-        "fixity",
-        "check",
-        "--bundle",
-        &id,
-        "--json",
-        "--cluster",
-        &cluster.addr(3),
-    ]);
-    let first: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out).lines().next().unwrap()).unwrap();
+    let first = fixity_check(&cluster, &id);
     assert_eq!(first["failed"], 0, "{first}");
     assert_eq!(
         first["repaired"],
@@ -151,25 +162,8 @@ async fn two_shards_with_wrong_bytes_in_one_file_are_both_found_and_rewritten() 
     rot_chunk_zero(&shard0, 2048, 4096);
     rot_chunk_zero(&shard1, 100, 200);
 
-    let mut got = Vec::new();
-    cluster
-        .client(2)
-        .get_file(&id, "a.bin", 0, None, &mut got)
-        .await
-        .unwrap();
-    assert!(got == a, "a.bin read back wrong");
-
-    let out = run_ok(&[
-        "fixity",
-        "check",
-        "--bundle",
-        &id,
-        "--json",
-        "--cluster",
-        &cluster.addr(3),
-    ]);
-    let first: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out).lines().next().unwrap()).unwrap();
+    assert_reads_back(&cluster, &id, &a).await;
+    let first = fixity_check(&cluster, &id);
     assert_eq!(first["failed"], 0, "{first}");
     assert_eq!(
         first["repaired"],
