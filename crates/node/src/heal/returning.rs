@@ -101,9 +101,12 @@ impl ReturnChecker {
     }
 
     /// Checks one disk if it is healthy again; returns the missing shards it reported, or
-    /// `None` when the disk still fails its health check.
+    /// `None` when the disk still fails its health check or this node does not serve it.
     async fn check(&self, disk_id: u64) -> crate::error::Result<Option<u64>> {
-        let disk = self.healer.coordinator.io.disks().get(disk_id)?;
+        // A disk the group lists that this node does not serve (started without it) waits.
+        let Ok(disk) = self.healer.coordinator.io.disks().get(disk_id) else {
+            return Ok(None);
+        };
         let listed = {
             let disk = Arc::clone(&disk);
             blocking(move || {
