@@ -138,6 +138,8 @@ pub struct ArchiveClient {
     channels: Mutex<HashMap<String, AuthChannel>>,
     credentials: Credentials,
     caches: Mutex<Caches>,
+    /// Advertised node address → the address this client reaches it at.
+    address_map: HashMap<String, String>,
 }
 
 fn strip(addr: &str) -> String {
@@ -181,6 +183,7 @@ impl ArchiveClient {
             current: AtomicU64::new(0),
             channels: Mutex::default(),
             caches: Mutex::default(),
+            address_map: HashMap::new(),
             credentials,
         })
     }
@@ -189,6 +192,15 @@ impl ArchiveClient {
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = credentials;
         self.channels = Mutex::default();
+        self
+    }
+
+    /// Where this client reaches nodes that advertise other addresses (`advertised →
+    /// reachable`): a client outside the nodes' network (behind NAT, or reaching a container
+    /// network through published ports) cannot use the names the nodes advertise, which reads
+    /// that go straight to the node holding the bytes would otherwise try first.
+    pub fn with_address_map(mut self, map: HashMap<String, String>) -> Self {
+        self.address_map = map;
         self
     }
 
@@ -552,7 +564,10 @@ impl ArchiveClient {
             .shards
             .iter()
             .find(|s| s.shard_index == u32::from(piece.shard))
-            .map(|s| s.node_address.clone())
+            .map(|s| {
+                let mapped = self.address_map.get(&s.node_address);
+                mapped.unwrap_or(&s.node_address).clone()
+            })
             .filter(|a| !a.is_empty())
     }
 

@@ -134,9 +134,16 @@ impl Hosts {
 
     /// A client of every node, with the CA and the admin token.
     pub fn client(&self) -> ArchiveClient {
+        // The nodes advertise their service names, which only the project's network resolves.
+        let map = NODES
+            .iter()
+            .zip(&self.node_addrs)
+            .map(|(n, addr)| (format!("{n}:7700"), addr.clone()))
+            .collect();
         ArchiveClient::new(&self.node_addrs)
             .expect("client")
             .with_credentials(self.credentials.clone())
+            .with_address_map(map)
     }
 
     /// The container of `service`.
