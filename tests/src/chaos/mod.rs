@@ -191,8 +191,10 @@ async fn run_on(hosts: &Hosts, settings: &Settings, run: &str) -> Summary {
     }
     let time_to_heal = healing.elapsed();
 
-    let history = shared.history.entries();
-    let (end, mut redundancy) = final_state(&client, run, &history).await;
+    let recorded = shared.history.take();
+    let history = &recorded.entries;
+    let client = Arc::new(client);
+    let (end, mut redundancy) = final_state(&client, run, history).await;
     extra.append(&mut redundancy);
     let mut end = end;
     end.leaders = hosts.elections();
@@ -202,19 +204,19 @@ async fn run_on(hosts: &Hosts, settings: &Settings, run: &str) -> Summary {
             "no member logged \"became leader\": the two-leaders rule judged nothing".into(),
         ));
     }
-    let mut violations = checker::check(&history, &end);
+    let mut violations = checker::check(&recorded, &end);
     violations.append(&mut extra);
     for (member, printed) in hosts.meta_check() {
         violations.push(plain("meta_check", format!("{member}: {printed}")));
     }
     Summary {
         seed: settings.seed,
-        operations: count_operations(&history),
+        operations: count_operations(history),
         faults: injected,
         time_to_heal,
         bundles_at_end: end.listed.len(),
         elections: end.leaders.len(),
-        errors: frequent_errors(&history, 8),
+        errors: frequent_errors(history, 8),
         violations,
     }
 }
@@ -242,10 +244,11 @@ async fn wait_repairs_drained(client: &ArchiveClient, timeout: Duration) -> Resu
     }
 }
 
-/// Lists the run's bundles and reads every one back against its upload; bundles not at full
+/// Lists the run's bundles and reads every one back against its upload
+/// ([`FINAL_READS_IN_FLIGHT`] at a time: an hour's run leaves ~15,000); bundles not at full
 /// redundancy become violations.
 async fn final_state(
-    client: &ArchiveClient,
+    client: &Arc<ArchiveClient>,
     run: &str,
     history: &[Entry],
 ) -> (FinalState, Vec<Violation>) {
@@ -269,31 +272,82 @@ async fn final_state(
     };
     let mut end = FinalState::default();
     let mut violations = Vec::new();
-    for b in &listed {
+    let mut reads = tokio::task::JoinSet::new();
+    for b in listed {
         let tag = b.labels.get(OP_LABEL).cloned().unwrap_or_default();
         end.listed.push((b.bundle_id.clone(), tag.clone()));
-        match client.stat(&b.bundle_id).await {
-            Ok(s) if s.shards.len() == SHARDS_PER_BUNDLE => {}
-            Ok(s) => violations.push(plain(
-                "not_at_full_redundancy",
-                format!(
-                    "{} has {} of {SHARDS_PER_BUNDLE} shards placed",
-                    b.bundle_id,
-                    s.shards.len()
-                ),
-            )),
-            Err(e) => violations.push(plain(
-                "not_healed",
-                format!("{} is listed but its stat failed: {e}", b.bundle_id),
-            )),
-        }
-        if let Some(files) = specs.get(tag.as_str()) {
-            if let Err(why) = read_whole(client, &b.bundle_id, files).await {
-                end.not_whole.insert(b.bundle_id.clone(), why);
+        let files = specs.get(tag.as_str()).map(|f| (*f).clone());
+        if reads.len() >= FINAL_READS_IN_FLIGHT {
+            if let Some(done) = reads.join_next().await {
+                gather(done, &mut end, &mut violations);
             }
         }
+        reads.spawn(check_bundle(Arc::clone(client), b.bundle_id, files));
+    }
+    while let Some(done) = reads.join_next().await {
+        gather(done, &mut end, &mut violations);
     }
     (end, violations)
+}
+
+/// Bundles the final check reads back at once.
+const FINAL_READS_IN_FLIGHT: usize = 16;
+
+/// One listed bundle after healing: its redundancy problem, if any, and why it is not whole,
+/// if it is not.
+struct BundleCheck {
+    bundle: String,
+    redundancy: Option<Violation>,
+    not_whole: Option<String>,
+}
+
+async fn check_bundle(
+    client: Arc<ArchiveClient>,
+    bundle: String,
+    files: Option<Vec<FileSpec>>,
+) -> BundleCheck {
+    let redundancy = match client.stat(&bundle).await {
+        Ok(s) if s.shards.len() == SHARDS_PER_BUNDLE => None,
+        Ok(s) => Some(plain(
+            "not_at_full_redundancy",
+            format!(
+                "{bundle} has {} of {SHARDS_PER_BUNDLE} shards placed",
+                s.shards.len()
+            ),
+        )),
+        Err(e) => Some(plain(
+            "not_healed",
+            format!("{bundle} is listed but its stat failed: {e}"),
+        )),
+    };
+    let not_whole = match files {
+        Some(files) => read_whole(&client, &bundle, &files).await.err(),
+        None => None,
+    };
+    BundleCheck {
+        bundle,
+        redundancy,
+        not_whole,
+    }
+}
+
+fn gather(
+    done: Result<BundleCheck, tokio::task::JoinError>,
+    end: &mut FinalState,
+    violations: &mut Vec<Violation>,
+) {
+    match done {
+        Ok(c) => {
+            violations.extend(c.redundancy);
+            if let Some(why) = c.not_whole {
+                end.not_whole.insert(c.bundle, why);
+            }
+        }
+        Err(e) => violations.push(plain(
+            "final_check_failed",
+            format!("a read-back task: {e}"),
+        )),
+    }
 }
 
 /// Every file of the upload, byte for byte, and no other file.

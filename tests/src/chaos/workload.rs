@@ -9,7 +9,7 @@ use bitmountain_client::{ArchiveClient, ClientError, PutOptions, UploadFile};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::history::{FileSpec, History, Op, Outcome};
+use super::history::{FileSpec, History, ListedItem, Op, Outcome};
 use crate::cluster::pseudo_random_bytes;
 
 /// The label every bundle of a run carries (value: the run's name), so listings see only it.
@@ -192,15 +192,16 @@ async fn stat(id: usize, client: &ArchiveClient, shared: &Shared, bundle: String
 async fn list(id: usize, client: &ArchiveClient, shared: &Shared) {
     let start = shared.history.now_ms();
     let outcome = match timed(client.list_all(Some((RUN_LABEL, &shared.run)))).await {
-        Ok(all) => Outcome::Listed {
-            bundles: all
-                .into_iter()
-                .map(|b| {
-                    let tag = b.labels.get(OP_LABEL).cloned().unwrap_or_default();
-                    (b.bundle_id, tag)
-                })
-                .collect(),
-        },
+        Ok(all) => {
+            Outcome::Listed(
+                shared
+                    .history
+                    .listed_items(all.into_iter().map(|b| ListedItem {
+                        tag: b.labels.get(OP_LABEL).cloned().unwrap_or_default(),
+                        bundle: b.bundle_id,
+                    })),
+            )
+        }
         Err(error) => Outcome::Failed { error },
     };
     shared.history.record(id, Op::List, start, outcome);
