@@ -45,6 +45,9 @@ pub enum Fault {
     FillDisk,
     /// A node disk's contents gone for the hold, then back (1 or 2; never the small disk).
     VanishDisk { node: &'static str, disk: usize },
+    /// Two of the faults above at once, injected one after the other and healed together (a
+    /// disk vanishing while a member is cut, say): real failures overlap.
+    Together(Vec<Fault>),
 }
 
 impl fmt::Display for Fault {
@@ -75,6 +78,7 @@ impl Fault {
             Fault::SlowZone(_) => "slow, lossy zone",
             Fault::FillDisk => "fill a disk",
             Fault::VanishDisk { .. } => "a disk vanishes and returns",
+            Fault::Together(_) => "two faults at once",
         }
     }
 }
@@ -100,78 +104,20 @@ fn member(rng: &mut StdRng) -> Member {
     }
 }
 
-/// The faults of a run of `length`, one at a time with quiet gaps between them, drawn from
-/// `seed`. `node_down_grace` decides how long a node pause must be to count as down.
+/// The faults of a run of `length`, with quiet gaps between them, drawn from `seed`; about one
+/// in fifteen is two faults at once. `node_down_grace` decides how long a node pause must be to
+/// count as down.
 pub fn schedule(seed: u64, length: Duration, node_down_grace: Duration) -> Vec<Planned> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut at = Duration::from_secs(rng.random_range(3..8));
     let mut out = Vec::new();
     loop {
-        let node = NODES[rng.random_range(0..NODES.len())];
-        let other = loop {
-            let n = NODES[rng.random_range(0..NODES.len())];
-            if n != node {
-                break n;
-            }
-        };
-        let (fault, hold_s) = match rng.random_range(0..14) {
-            0 => (Fault::KillNodes(vec![node]), rng.random_range(3..15)),
-            1 => (Fault::KillNodes(vec![node, other]), rng.random_range(3..12)),
-            2 => (
-                Fault::KillMembers(vec![member(&mut rng)]),
-                rng.random_range(2..10),
-            ),
-            3 => (
-                Fault::KillMembers(vec![Member::Leader, Member::Follower]),
-                rng.random_range(3..8),
-            ),
-            4 => (
-                Fault::PauseMember(member(&mut rng)),
-                rng.random_range(3..10),
-            ),
-            5 => {
-                let hold = if rng.random_bool(0.3) {
-                    node_down_grace.as_secs() + 5
-                } else {
-                    rng.random_range(2..8)
-                };
-                (Fault::PauseNode(node), hold)
-            }
-            6 | 7 => {
-                let f = Fault::IsolateMember {
-                    member: Member::Leader,
-                    inbound_only: rng.random_bool(0.4),
-                };
-                (f, rng.random_range(3..10))
-            }
-            8 => {
-                let f = Fault::CutNodeFromMembers {
-                    node,
-                    inbound_only: rng.random_bool(0.4),
-                };
-                (f, rng.random_range(3..12))
-            }
-            9 => (
-                Fault::CutZone(rng.random_range(0..3)),
-                rng.random_range(3..10),
-            ),
-            10 => (
-                Fault::SlowZone(rng.random_range(0..3)),
-                rng.random_range(5..12),
-            ),
-            12 => (Fault::FillDisk, rng.random_range(5..15)),
-            13 => {
-                let disk = if node == SMALL_DISK.0 {
-                    1
-                } else {
-                    rng.random_range(1..=2)
-                };
-                (Fault::VanishDisk { node, disk }, rng.random_range(5..15))
-            }
-            _ => (
-                Fault::KillNodes(NODES[..3].to_vec()),
-                rng.random_range(2..6),
-            ),
+        let (fault, hold_s) = if rng.random_ratio(1, 15) {
+            let (a, hold_a) = one_fault(&mut rng, node_down_grace);
+            let (b, hold_b) = one_fault(&mut rng, node_down_grace);
+            (Fault::Together(vec![a, b]), hold_a.max(hold_b))
+        } else {
+            one_fault(&mut rng, node_down_grace)
         };
         let hold = Duration::from_secs(hold_s);
         if at + hold > length {
@@ -179,6 +125,73 @@ pub fn schedule(seed: u64, length: Duration, node_down_grace: Duration) -> Vec<P
         }
         out.push(Planned { at, hold, fault });
         at += hold + Duration::from_secs(rng.random_range(2..6));
+    }
+}
+
+/// One fault (never [`Fault::Together`]) and its hold in seconds.
+fn one_fault(rng: &mut StdRng, node_down_grace: Duration) -> (Fault, u64) {
+    let node = NODES[rng.random_range(0..NODES.len())];
+    let other = loop {
+        let n = NODES[rng.random_range(0..NODES.len())];
+        if n != node {
+            break n;
+        }
+    };
+    match rng.random_range(0..14) {
+        0 => (Fault::KillNodes(vec![node]), rng.random_range(3..15)),
+        1 => (Fault::KillNodes(vec![node, other]), rng.random_range(3..12)),
+        2 => (
+            Fault::KillMembers(vec![member(rng)]),
+            rng.random_range(2..10),
+        ),
+        3 => (
+            Fault::KillMembers(vec![Member::Leader, Member::Follower]),
+            rng.random_range(3..8),
+        ),
+        4 => (Fault::PauseMember(member(rng)), rng.random_range(3..10)),
+        5 => {
+            let hold = if rng.random_bool(0.3) {
+                node_down_grace.as_secs() + 5
+            } else {
+                rng.random_range(2..8)
+            };
+            (Fault::PauseNode(node), hold)
+        }
+        6 | 7 => {
+            let f = Fault::IsolateMember {
+                member: Member::Leader,
+                inbound_only: rng.random_bool(0.4),
+            };
+            (f, rng.random_range(3..10))
+        }
+        8 => {
+            let f = Fault::CutNodeFromMembers {
+                node,
+                inbound_only: rng.random_bool(0.4),
+            };
+            (f, rng.random_range(3..12))
+        }
+        9 => (
+            Fault::CutZone(rng.random_range(0..3)),
+            rng.random_range(3..10),
+        ),
+        10 => (
+            Fault::SlowZone(rng.random_range(0..3)),
+            rng.random_range(5..12),
+        ),
+        12 => (Fault::FillDisk, rng.random_range(5..15)),
+        13 => {
+            let disk = if node == SMALL_DISK.0 {
+                1
+            } else {
+                rng.random_range(1..=2)
+            };
+            (Fault::VanishDisk { node, disk }, rng.random_range(5..15))
+        }
+        _ => (
+            Fault::KillNodes(NODES[..3].to_vec()),
+            rng.random_range(2..6),
+        ),
     }
 }
 
@@ -207,6 +220,17 @@ async fn resolve(hosts: &Hosts, m: Member) -> &'static str {
 /// Injects `fault`.
 pub async fn inject(hosts: &Hosts, fault: &Fault) -> Injected {
     let services: Vec<&'static str> = match fault {
+        Fault::Together(faults) => {
+            let mut all = Vec::new();
+            for f in faults {
+                for s in Box::pin(inject(hosts, f)).await.services {
+                    if !all.contains(&s) {
+                        all.push(s);
+                    }
+                }
+            }
+            all
+        }
         Fault::KillNodes(nodes) => {
             for n in nodes {
                 hosts.kill(n);
@@ -308,11 +332,18 @@ mod tests {
         }
         let last = a.last().unwrap();
         assert!(last.at + last.hold <= length);
-        // Over a long run every kind comes up.
-        let kinds: std::collections::BTreeSet<&str> = schedule(1, Duration::from_secs(3600), grace)
-            .iter()
-            .map(|p| p.fault.kind())
-            .collect();
-        assert_eq!(kinds.len(), 14, "{kinds:?}");
+        // Over a long run every kind comes up, overlapping ones as two plain faults.
+        let hour = schedule(1, Duration::from_secs(3600), grace);
+        for p in &hour {
+            if let Fault::Together(two) = &p.fault {
+                assert_eq!(two.len(), 2, "{p:?}");
+                assert!(
+                    !two.iter().any(|f| matches!(f, Fault::Together(_))),
+                    "{p:?}"
+                );
+            }
+        }
+        let kinds: std::collections::BTreeSet<&str> = hour.iter().map(|p| p.fault.kind()).collect();
+        assert_eq!(kinds.len(), 15, "{kinds:?}");
     }
 }
