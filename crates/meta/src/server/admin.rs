@@ -12,7 +12,7 @@ use super::meta_service::principal;
 use super::{ok, MetaServer, Rpc, MEMBER_CHECK_TIMEOUT};
 use crate::command::Command;
 use crate::error::{MetaError, Result};
-use crate::types::{now_unix_ms, Agent};
+use crate::types::{now_unix_ms, Agent, Outcome};
 
 impl MetaServer {
     /// Switches the group to `requested` once every other member confirms its binary reads
@@ -125,13 +125,15 @@ impl MetaAdmin for MetaServer {
                 .await
                 .map_err(crate::raft_error)?;
             let detail = format!("member {} at {} added as a voter", r.id, r.address);
-            self.record_member_change(agent, r.id, detail).await;
+            self.record_member_change(agent, r.id, Outcome::Success, detail)
+                .await;
             return ok(pb::AddMemberResponse {
                 members: Self::members_of(&cs, &raft.status(), Some((r.id, &r.address))),
             });
         }
         let detail = format!("member {} at {} added as a learner", r.id, r.address);
-        self.record_member_change(agent, r.id, detail).await;
+        self.record_member_change(agent, r.id, Outcome::Success, detail)
+            .await;
         ok(pb::AddMemberResponse {
             members: Self::members_proto(&raft.status()),
         })
@@ -162,9 +164,30 @@ impl MetaAdmin for MetaServer {
             }
             .into());
         }
-        let cs = raft.remove(r.id).await.map_err(crate::raft_error)?;
-        let detail = format!("member {} removed", r.id);
-        self.record_member_change(agent, r.id, detail).await;
+        // A leader removing itself can no longer propose once the change applies: its event
+        // is recorded while it still leads, and a removal that then fails is recorded too.
+        let removes_itself = r.id == raft.id();
+        if removes_itself {
+            let detail = format!("member {} (the leader) is being removed", r.id);
+            self.record_member_change(agent.clone(), r.id, Outcome::Success, detail)
+                .await;
+        }
+        let cs = match raft.remove(r.id).await {
+            Ok(cs) => cs,
+            Err(e) => {
+                if removes_itself {
+                    let detail = format!("member {} was not removed: {e}", r.id);
+                    self.record_member_change(agent, r.id, Outcome::Failure, detail)
+                        .await;
+                }
+                return Err(crate::raft_error(e).into());
+            }
+        };
+        if !removes_itself {
+            let detail = format!("member {} removed", r.id);
+            self.record_member_change(agent, r.id, Outcome::Success, detail)
+                .await;
+        }
         ok(pb::RemoveMemberResponse {
             members: Self::members_of(&cs, &raft.status(), None),
         })
@@ -195,7 +218,8 @@ impl MetaAdmin for MetaServer {
         // Recorded while this member still leads; a transfer that then fails is recorded too,
         // with its error, by the answer the operator gets (the event says it was asked for).
         let detail = format!("leadership asked to move to member {}", r.to_id);
-        self.record_member_change(agent, r.to_id, detail).await;
+        self.record_member_change(agent, r.to_id, Outcome::Success, detail)
+            .await;
         raft.transfer_leader(r.to_id, timeout)
             .await
             .map_err(crate::raft_error)?;

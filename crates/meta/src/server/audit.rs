@@ -128,7 +128,13 @@ impl MetaServer {
 
     /// Records a member change (a Raft configuration change, not a command): after the change,
     /// in an entry of its own. A failure to record is logged; the change stands.
-    pub(super) async fn record_member_change(&self, agent: Agent, member: u64, detail: String) {
+    pub(super) async fn record_member_change(
+        &self,
+        agent: Agent,
+        member: u64,
+        outcome: Outcome,
+        detail: String,
+    ) {
         if self.inner.store.value_format() < keys::VALUE_FORMAT_AUDIT {
             return;
         }
@@ -138,7 +144,7 @@ impl MetaServer {
             action: AuditAction::MemberChange,
             object: format!("member {member}"),
             bundle: None,
-            outcome: Outcome::Success,
+            outcome,
             detail,
         };
         let cmd = Command::RecordEvents(RecordEvents {

@@ -134,11 +134,17 @@ impl MetaServer {
         };
         self.heartbeats().insert(r.node_id, heard);
         let map = self.inner.store.map();
-        let returning_disk_ids = map
+        // Only the disks this node reports: a lookup each, not a walk over every disk of the
+        // cluster on every heartbeat.
+        let returning_disk_ids = r
             .disks
-            .values()
-            .filter(|d| d.node_id == r.node_id && rules::disk_return(d).is_some())
-            .map(|d| d.id)
+            .iter()
+            .map(|d| d.disk_id)
+            .filter(|id| {
+                map.disks
+                    .get(id)
+                    .is_some_and(|d| d.node_id == r.node_id && rules::disk_return(d).is_some())
+            })
             .collect();
         Ok(pb::HeartbeatResponse {
             cluster_id,
