@@ -19,6 +19,8 @@ use super::disks::{self, SmallDisk, SMALL_DISK};
 pub const MEMBERS: [&str; 3] = ["m1", "m2", "m3"];
 /// The storage nodes' service names, two per zone (z1: n1 n2, z2: n3 n4, z3: n5 n6).
 pub const NODES: [&str; 6] = ["n1", "n2", "n3", "n4", "n5", "n6"];
+/// The archive port every node listens on inside its container (and advertises).
+const NODE_ARCHIVE_PORT: u16 = 7700;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -138,7 +140,7 @@ impl Hosts {
         let map = NODES
             .iter()
             .zip(&self.node_addrs)
-            .map(|(n, addr)| (format!("{n}:7700"), addr.clone()))
+            .map(|(n, addr)| (format!("{n}:{NODE_ARCHIVE_PORT}"), addr.clone()))
             .collect();
         ArchiveClient::new(&self.node_addrs)
             .expect("client")
@@ -449,7 +451,9 @@ fn override_file(ports: &[u16], small_disk: &Path) -> String {
         text.push_str(&format!("  {n}:\n    restart: \"no\"\n"));
         // n1 is published by the base file (BITMOUNTAIN_PUBLISH).
         if i > 0 {
-            text.push_str(&format!("    ports: [\"127.0.0.1:{port}:7700\"]\n"));
+            text.push_str(&format!(
+                "    ports: [\"127.0.0.1:{port}:{NODE_ARCHIVE_PORT}\"]\n"
+            ));
         }
         if *n == SMALL_DISK.0 {
             let (host, inside) = (small_disk.display(), SMALL_DISK.1);

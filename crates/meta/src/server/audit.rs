@@ -126,8 +126,10 @@ impl MetaServer {
         })
     }
 
-    /// Records a member change (a Raft configuration change, not a command): after the change,
-    /// in an entry of its own. A failure to record is logged; the change stands.
+    /// Records a member change (a Raft configuration change, not a command) in an entry of its
+    /// own: after the change, or before it when the change would take this member's power to
+    /// propose (a leader removing itself, a leadership transfer). A failure to record is
+    /// logged; the change stands.
     pub(super) async fn record_member_change(
         &self,
         agent: Agent,
