@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bitmountain_meta_client::audit::AuditFilter;
 use bitmountain_meta_client::MetaClient;
 use bitmountain_tests::meta_cluster::{alloc_commit_pair, register_fake_nodes, MetaCluster};
 
@@ -243,6 +244,85 @@ async fn bench_throughput_and_failover() {
         println!("BENCH failover round {round}: kill -9 of leader {leader} -> first acknowledged commit after {:.0} ms", (t1 - t0).as_secs_f64() * 1e3);
         cluster.restart(leader);
     }
+}
+
+/// The audit trail's cost (issue 20: at most 10 % of allocate+commit throughput): two groups
+/// of three members from this binary, one started at value format 2 (no trail) and one at the
+/// newest (every commit writes its ingestion event), measured in turn, the order alternating
+/// from round to round so the VM's drift hits both alike. `META_BENCH_AUDIT_ROUNDS` rounds (4)
+/// of `META_BENCH_AUDIT_PAIRS` pairs (30,000) per group.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn bench_audit_cost() {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let rounds = env("META_BENCH_AUDIT_ROUNDS", 4);
+    let pairs = env("META_BENCH_AUDIT_PAIRS", 30_000);
+    let mut groups = Vec::new();
+    for (label, args) in [
+        ("untrailed", &["--initial-value-format", "2"][..]),
+        ("trailed", &[][..]),
+    ] {
+        let cluster = MetaCluster::start(3, args);
+        cluster
+            .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+            .await;
+        let client = Arc::new(cluster.client());
+        register_fake_nodes(&client, 12, 4).await;
+        load(client.clone(), 64, 2_000, &format!("{label}-warm")).await;
+        groups.push((label, cluster, client));
+    }
+    // Each group writes the format it was started at: no events in the one, one per commit in
+    // the other.
+    for (label, _, client) in &groups {
+        let st = client.cluster_status().await.unwrap();
+        let events = client
+            .list_audit(&AuditFilter::default(), 0, 1)
+            .await
+            .unwrap()
+            .head
+            .seq;
+        println!(
+            "BENCH {label}: value format {}, {events} audit events after the warm-up",
+            st.value_format
+        );
+        match *label {
+            "untrailed" => assert!(st.value_format == 2 && events == 0),
+            _ => assert!(st.value_format >= 3 && events >= 2_000),
+        }
+    }
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut got = [0.0; 2];
+        for g in order {
+            let (label, cluster, client) = &groups[g];
+            got[g] = measure(
+                cluster,
+                client.clone(),
+                64,
+                pairs,
+                &format!("{label}-{round}"),
+            )
+            .await;
+            rates[g].push(got[g]);
+        }
+        println!(
+            "BENCH audit cost round {round}: trailed/untrailed {:.3}",
+            got[1] / got[0]
+        );
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "BENCH audit cost: trailed {:.0} pairs/s against untrailed {:.0} pairs/s (same run, {rounds} rounds): ratio {:.3}; target >= 0.90",
+        mean(&rates[1]),
+        mean(&rates[0]),
+        mean(&rates[1]) / mean(&rates[0])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

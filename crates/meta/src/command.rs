@@ -302,6 +302,10 @@ pub struct RegisterNode {
     /// The node registering, by its certificate.
     #[serde(default)]
     pub agent: Agent,
+    /// The value format the group writes if this is its first command (0, in entries from
+    /// before the field: the newest). See [`CreateToken::first_value_format`].
+    #[serde(default)]
+    pub first_value_format: u8,
 }
 
 /// [`Command::Allocate`]: a new pending bundle on disks the leader chose.
@@ -366,6 +370,11 @@ pub struct CreateToken {
     /// Leader's clock.
     #[serde(default)]
     pub now_ms: u64,
+    /// The value format the group writes if this is its first command (0, in entries from
+    /// before the field: the newest): the proposer's `MetaConfig::initial_value_format`, which
+    /// every initial member is given alike.
+    #[serde(default)]
+    pub first_value_format: u8,
 }
 
 /// What an applied command returns to the proposer.

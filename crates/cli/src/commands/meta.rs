@@ -73,6 +73,11 @@ pub struct MetaArgs {
     /// later with `bitmountain member add` starts without it.
     #[arg(long, value_delimiter = ',')]
     pub(super) bootstrap: Vec<String>,
+    /// The value format a new group writes (give every initial member the same): the newest
+    /// unless older binaries must still join it; 2 leaves the audit trail out. Ignored once
+    /// the group has begun; `bitmountain member set-value-format` raises it later.
+    #[arg(long, default_value_t = bitmountain_meta::keys::VALUE_FORMAT_NEWEST)]
+    initial_value_format: u8,
     /// Code for allocations that name none: K+M or K+M:CELL_BYTES.
     #[arg(long, default_value = "10+4")]
     default_code: String,
@@ -229,6 +234,12 @@ pub(super) fn serve(args: MetaArgs) -> anyhow::Result<()> {
         false => args.id,
     };
     let bootstrap = parse_bootstrap(&args.bootstrap)?;
+    let newest = bitmountain_meta::keys::VALUE_FORMAT_NEWEST;
+    anyhow::ensure!(
+        (bitmountain_meta::keys::VALUE_V1..=newest).contains(&args.initial_value_format),
+        "--initial-value-format {}: this binary writes value formats 1 to {newest}",
+        args.initial_value_format
+    );
     let default_code: Code = args.default_code.parse()?;
     let domain_level: DomainLevel = args.failure_domain.parse()?;
     let mut raft = RaftConfig::new(0, String::new());
@@ -252,6 +263,7 @@ pub(super) fn serve(args: MetaArgs) -> anyhow::Result<()> {
             node_down_grace_ms: args.node_down_grace_ms,
             repair_lease_ms: args.repair_lease_ms,
             recovery_settle_ms: args.recovery_settle_ms,
+            initial_value_format: args.initial_value_format,
             ..MetaConfig::default()
         },
         tls,

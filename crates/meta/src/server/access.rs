@@ -119,6 +119,7 @@ impl MetaServer {
                 if_version,
                 agent,
                 now_ms,
+                first_value_format: self.inner.cfg.initial_value_format,
             }))
             .await?
         {

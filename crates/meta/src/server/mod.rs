@@ -98,6 +98,9 @@ pub struct MetaConfig {
     /// A recovery ends this long after the last disk registered or reported, once every
     /// registered disk has reported (nodes starting a little apart all get in).
     pub recovery_settle_ms: u64,
+    /// The value format a new group writes (its first command carries it): the newest, or
+    /// an older one (2 leaves the audit trail out; `member set-value-format` raises it later).
+    pub initial_value_format: u8,
 }
 
 impl Default for MetaConfig {
@@ -111,6 +114,7 @@ impl Default for MetaConfig {
             repair_lease_ms: crate::healing::DEFAULT_REPAIR_LEASE_MS,
             credentials: bitmountain_proto::Credentials::insecure(),
             recovery_settle_ms: recovery::DEFAULT_RECOVERY_SETTLE_MS,
+            initial_value_format: crate::keys::VALUE_FORMAT_NEWEST,
         }
     }
 }

@@ -57,6 +57,7 @@ impl MetaServer {
             cluster_id: r.cluster_id,
             now_ms: now_unix_ms(),
             agent,
+            first_value_format: self.inner.cfg.initial_value_format,
         });
         match self.propose(cmd).await? {
             Applied::Node {

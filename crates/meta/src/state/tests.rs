@@ -34,6 +34,7 @@ pub(super) fn register(n: u64) -> Command {
         cluster_id: String::new(),
         now_ms: 1_000,
         agent: Default::default(),
+        first_value_format: 0,
     })
 }
 
@@ -441,6 +442,7 @@ fn the_token_table_takes_each_token_once_and_revokes_for_good() {
             if_version,
             agent: Default::default(),
             now_ms: 0,
+            first_value_format: 0,
         })
     };
     let admin = record(Role::Admin);
@@ -531,6 +533,7 @@ fn recovering_node(node: u64, disk: u64, cluster: &str) -> Command {
         cluster_id: cluster.into(),
         now_ms: 1_000,
         agent: Default::default(),
+        first_value_format: 0,
     })
 }
 

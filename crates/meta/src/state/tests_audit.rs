@@ -5,6 +5,7 @@
 
 use super::tests::{history, register, OneByOne};
 use crate::command::{Command, RecordEvents};
+use crate::error::MetaError;
 use crate::keys;
 use crate::state::AuditQuery;
 use crate::types::audit::AuditEvent;
@@ -138,6 +139,57 @@ fn changes_are_events_with_their_agents_and_refusals_are_recorded() {
     assert_eq!(tail[1].source, "node:n1");
     assert!(tail[0].detail.starts_with("7 events were not recorded"));
     assert_eq!(one.store.verify_audit().unwrap().first_break, None);
+}
+
+#[test]
+fn a_new_group_writes_the_format_its_first_command_asks_for() {
+    let with_format = |c: Command, f: u8| match c {
+        Command::RegisterNode(mut r) => {
+            r.first_value_format = f;
+            Command::RegisterNode(r)
+        }
+        other => panic!("{other:?}"),
+    };
+    // The first registration asks for format 2: no trail, and a later registration asking
+    // for another format changes nothing.
+    let mut one = OneByOne::new();
+    one.apply(&with_format(register(1), keys::VALUE_V2)).unwrap();
+    one.apply(&with_format(register(2), keys::VALUE_FORMAT_AUDIT))
+        .unwrap();
+    assert_eq!(one.store.value_format(), keys::VALUE_V2);
+    assert_eq!(one.store.map().cluster.audit.seq, 0);
+    // The first admin token asks for format 2; the first registration after it keeps it.
+    let mut one = OneByOne::new();
+    let token = bitmountain_auth::Token::generate().unwrap();
+    let record = bitmountain_auth::TokenRecord::new(
+        &token,
+        "admin (first)",
+        bitmountain_auth::Role::Admin,
+        Default::default(),
+        1,
+        0,
+    );
+    one.apply(&Command::CreateToken(crate::command::CreateToken {
+        record,
+        if_version: Some(0),
+        agent: Agent::system("bootstrap"),
+        now_ms: 1,
+        first_value_format: keys::VALUE_V2,
+    }))
+    .unwrap();
+    one.apply(&register(1)).unwrap();
+    assert_eq!(one.store.value_format(), keys::VALUE_V2);
+    assert_eq!(one.store.map().cluster.audit.seq, 0);
+    // A format this binary does not write is refused, and the group is left unstarted.
+    let mut one = OneByOne::new();
+    let e = one
+        .apply(&with_format(register(1), keys::VALUE_FORMAT_NEWEST + 1))
+        .unwrap_err();
+    assert!(matches!(e, MetaError::ValueFormatRefused { .. }), "{e}");
+    assert!(one.store.map().cluster.cluster_id.is_empty());
+    // 0 (entries from before the field) is the newest.
+    one.apply(&with_format(register(1), 0)).unwrap();
+    assert_eq!(one.store.value_format(), keys::VALUE_FORMAT_NEWEST);
 }
 
 #[test]

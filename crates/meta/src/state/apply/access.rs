@@ -55,9 +55,10 @@ impl Applier<'_> {
         }
         if c.if_version == Some(0) && self.map.cluster == Default::default() {
             // The group's first command (its first admin token, made before any node
-            // registers): the group writes the newest value format from here on, as the
-            // first registration does otherwise — so the trail starts with this token.
-            self.map.cluster.value_format = keys::VALUE_FORMAT_NEWEST;
+            // registers) sets the value format written from here on, as the first
+            // registration does otherwise — so the trail starts with this token.
+            self.map.cluster.value_format =
+                super::topology::first_value_format(c.first_value_format)?;
         }
         self.put_token(&c.record);
         self.map.cluster.tokens += 1;

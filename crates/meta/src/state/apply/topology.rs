@@ -12,6 +12,15 @@ use crate::types::{
     Agent, AgentKind, AuditAction, DiskRecord, DiskState, NewEvent, NodeRecord, NodeState, Outcome,
 };
 
+/// The value format a new group's first command asks for (0: the newest), or why it is
+/// refused (every member refuses alike; the member that proposed it checked its flag).
+pub(super) fn first_value_format(requested: u8) -> Result<u8> {
+    match requested {
+        0 => Ok(keys::VALUE_FORMAT_NEWEST),
+        f => value_format_switch(keys::VALUE_V1, u32::from(f)),
+    }
+}
+
 impl Applier<'_> {
     pub(crate) fn register(&mut self, r: RegisterNode) -> ApplyResult {
         let recovering = self.map.cluster.recovery.is_some();
@@ -33,10 +42,13 @@ impl Applier<'_> {
             });
         }
         if self.map.cluster.cluster_id.is_empty() {
-            // The group's first registration: it writes the newest value format from here on
-            // (every member applies this same entry, so all switch at the same index).
+            // The group's first registration: unless its first admin token came first, it
+            // sets the value format written from here on (every member applies this same
+            // entry, so all switch at the same index).
+            if self.map.cluster.value_format == 0 {
+                self.map.cluster.value_format = first_value_format(r.first_value_format)?;
+            }
             self.map.cluster.cluster_id = cluster_id;
-            self.map.cluster.value_format = keys::VALUE_FORMAT_NEWEST;
         }
         let prior: Option<u64> = if r.request_id.is_empty() {
             None
