@@ -1,6 +1,6 @@
 //! Access control on a real cluster (TLS, certificates, tokens): every role against every kind
 //! of RPC, scoped tokens across two labels, expiry and revocation on every node, certificates
-//! of another CA or of the wrong role, and malformed tokens.
+//! of another CA or of the wrong role, malformed tokens; and `--insecure` clusters.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -573,4 +573,41 @@ async fn certificates_of_another_ca_or_role_and_bad_tokens_are_refused() {
         .unwrap_err();
     assert_eq!(e.kind(), Some("tls_required"), "{e}");
     assert!(e.to_string().contains("--ca"), "{e}");
+}
+
+/// `--insecure` (the baseline of the TLS benchmark, and what an operator gets who asks for
+/// it): plaintext clients upload and read back, and every process says at start that it runs
+/// without TLS and access control. Every server once panicked on the first connection it
+/// accepted in this mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insecure_cluster_serves_plaintext_clients_and_warns() {
+    let cluster = Cluster::start_secured(1, 3, 1, "2+1", &[], &[], true);
+    let client = cluster.client(1);
+    let put = client
+        .put_files(
+            [bitmountain_client::UploadFile::from_bytes(
+                "page-1.tif",
+                b"scanned page".to_vec(),
+            )],
+            &bitmountain_client::PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    // From another node: the read crosses node to node as well.
+    let other = cluster.client(2);
+    let bytes = other.read_file(&put.bundle_id, "page-1.tif").await.unwrap();
+    assert_eq!(&bytes[..], b"scanned page");
+    let warning = "running with --insecure";
+    assert!(
+        cluster.meta.log_tail(1, 10_000).contains(warning),
+        "member 1 did not warn:\n{}",
+        cluster.meta.log_tail(1, 30)
+    );
+    for n in 1..=3 {
+        assert!(
+            cluster.node_log_tail(n, 10_000).contains(warning),
+            "node {n} did not warn:\n{}",
+            cluster.node_log_tail(n, 30)
+        );
+    }
 }

@@ -25,20 +25,48 @@ use tonic::transport::Uri;
 /// a 64 KiB message is four of them).
 pub const READ_BUFFER_BYTES: usize = 64 << 10;
 
-/// A TCP stream read through a buffer. `TCP_NODELAY` is set by whoever made it.
+/// A TCP stream, read through a buffer beneath TLS and straight from the socket otherwise.
+/// `TCP_NODELAY` is set by whoever made it.
 #[derive(Debug)]
-pub struct BufferedTcp(BufReader<TcpStream>);
+pub struct BufferedTcp(Transport);
+
+#[derive(Debug)]
+enum Transport {
+    Buffered(BufReader<TcpStream>),
+    // Not a buffer of 0 bytes: tokio's `BufReader` refuses that capacity (it panicked on every
+    // connection an `--insecure` server accepted).
+    Plain(TcpStream),
+}
+
+/// `$e` with `$s` bound to whichever stream it is.
+macro_rules! on_stream {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &mut $self.0 {
+            Transport::Buffered($s) => $e,
+            Transport::Plain($s) => $e,
+        }
+    };
+}
 
 impl BufferedTcp {
     /// `stream` read through a buffer of [`READ_BUFFER_BYTES`].
     pub fn new(stream: TcpStream) -> BufferedTcp {
-        BufferedTcp::with_capacity(stream, READ_BUFFER_BYTES)
+        BufferedTcp(Transport::Buffered(BufReader::with_capacity(
+            READ_BUFFER_BYTES,
+            stream,
+        )))
     }
 
-    /// `stream` read through a buffer of `bytes`; 0 reads straight from the socket (tokio's
-    /// `BufReader` passes every read through when its buffer is smaller than the caller's).
-    fn with_capacity(stream: TcpStream, bytes: usize) -> BufferedTcp {
-        BufferedTcp(BufReader::with_capacity(bytes, stream))
+    /// `stream` read straight from the socket.
+    fn plain(stream: TcpStream) -> BufferedTcp {
+        BufferedTcp(Transport::Plain(stream))
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match &self.0 {
+            Transport::Buffered(b) => b.get_ref(),
+            Transport::Plain(s) => s,
+        }
     }
 }
 
@@ -48,7 +76,7 @@ impl AsyncRead for BufferedTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        on_stream!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -58,7 +86,7 @@ impl AsyncWrite for BufferedTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        on_stream!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -66,19 +94,19 @@ impl AsyncWrite for BufferedTcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        on_stream!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.tcp().is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        on_stream!(self, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        on_stream!(self, s => Pin::new(s).poll_shutdown(cx))
     }
 }
 
@@ -88,7 +116,7 @@ impl Connected for BufferedTcp {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().connect_info()
+        self.tcp().connect_info()
     }
 }
 
@@ -96,10 +124,14 @@ impl Connected for BufferedTcp {
 /// delayed ACKs; tonic's builder option applies only to listeners it binds itself), each read
 /// through a buffer when the server speaks TLS (`tls`), straight from the socket otherwise.
 pub fn incoming(listener: TcpListener, tls: bool) -> impl Stream<Item = io::Result<BufferedTcp>> {
-    let bytes = if tls { READ_BUFFER_BYTES } else { 0 };
+    let wrap = if tls {
+        BufferedTcp::new
+    } else {
+        BufferedTcp::plain
+    };
     TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .map(move |accepted| accepted.map(|s| BufferedTcp::with_capacity(s, bytes)))
+        .map(move |accepted| accepted.map(wrap))
 }
 
 /// Connects to an endpoint's `host:port` with `TCP_NODELAY`, read through a buffer; tonic puts
@@ -143,10 +175,18 @@ mod tests {
     use tower::Service as _;
 
     #[tokio::test]
-    async fn bytes_pass_both_ways_and_small_reads_come_from_the_buffer() {
+    async fn bytes_pass_both_ways_buffered_or_not() {
+        for tls in [true, false] {
+            pass_bytes(tls).await;
+        }
+    }
+
+    /// A connection accepted by a server that speaks TLS (`tls`: buffered) or not carries
+    /// bytes both ways, read in small pieces.
+    async fn pass_bytes(tls: bool) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(incoming(listener, true));
+        let mut accepted = Box::pin(incoming(listener, tls));
         let uri: Uri = format!("http://{addr}").parse().unwrap();
         let client = tokio::spawn(async move {
             let mut c = BufferedConnector.call(uri).await.unwrap().into_inner();

@@ -153,7 +153,8 @@ fn a_new_group_writes_the_format_its_first_command_asks_for() {
     // The first registration asks for format 2: no trail, and a later registration asking
     // for another format changes nothing.
     let mut one = OneByOne::new();
-    one.apply(&with_format(register(1), keys::VALUE_V2)).unwrap();
+    one.apply(&with_format(register(1), keys::VALUE_V2))
+        .unwrap();
     one.apply(&with_format(register(2), keys::VALUE_FORMAT_AUDIT))
         .unwrap();
     assert_eq!(one.store.value_format(), keys::VALUE_V2);
