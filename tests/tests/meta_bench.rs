@@ -1,10 +1,10 @@
 //! Benchmarks of the metadata group (ignored by default; figures in docs/benchmarks.md ("Metadata group")).
 //!
-//! Run with a release binary:
-//! `cargo build --release --bin bitmountain && BITMOUNTAIN_BIN=$CARGO_TARGET_DIR/release/bitmountain \
-//!  cargo test --release -p bitmountain-tests --test meta_bench -- --ignored --nocapture --test-threads 1`
-//! (`scripts/bench-meta` does this). `META_BENCH_RECORDS` sets the size of the record-count run,
-//! `META_BENCH_FAILOVER_ROUNDS` the number of leader kills (3).
+//! Run with `scripts/bench-meta` (the dev profile, which optimises every crate and shares the
+//! suite's RocksDB build; `--release` builds RocksDB's C++ again). `META_BENCH_RECORDS` sets the size
+//! of the record-count run, `META_BENCH_FAILOVER_ROUNDS` the number of leader kills (3),
+//! `META_BENCH_AUDIT_ROUNDS` and `META_BENCH_AUDIT_PAIRS` the audit-cost rounds (4) and pairs per
+//! group and round (30,000); `META_BENCH_ONLY=bench_audit_cost scripts/bench-meta` runs one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -75,6 +75,7 @@ impl MetaServer {
             let hb = self.heartbeats();
             for n in map.nodes.values() {
                 let heard = hb.get(&n.id).and_then(|h| h.at);
+                let heard_lately = heard.is_some_and(|at| at.elapsed() < grace);
                 // A new leader has heard nobody yet: silence counts from its election.
                 let silent_for = heard.unwrap_or(since).max(since).elapsed();
                 match n.state {
@@ -84,7 +85,7 @@ impl MetaServer {
                     NodeState::Up | NodeState::Draining if silent_for > grace => {
                         node_decisions.push((n.id, NodeState::Down, silent_for))
                     }
-                    NodeState::Down if heard.is_some_and(|at| at.elapsed() < grace) => {
+                    NodeState::Down if heard_lately => {
                         node_decisions.push((n.id, NodeState::Up, silent_for))
                     }
                     _ => {}
@@ -98,8 +99,7 @@ impl MetaServer {
                     }
                     // A disk comes back once its node, heard lately, reports it healthy and
                     // checked (its placed files looked for; see the node's `heal::returning`).
-                    let fresh = heard.is_some_and(|at| at.elapsed() < grace);
-                    if fresh && n.state == NodeState::Up {
+                    if heard_lately && n.state == NodeState::Up {
                         let back = h.checked.iter().filter(|d| !h.failed.contains(d));
                         for d in back.filter_map(|d| map.disks.get(d)) {
                             if let Some(to) = rules::disk_return(d).filter(|_| d.node_id == n.id) {
