@@ -234,12 +234,12 @@ pub(super) fn serve(args: MetaArgs) -> anyhow::Result<()> {
         false => args.id,
     };
     let bootstrap = parse_bootstrap(&args.bootstrap)?;
-    let newest = bitmountain_meta::keys::VALUE_FORMAT_NEWEST;
-    anyhow::ensure!(
-        (bitmountain_meta::keys::VALUE_V1..=newest).contains(&args.initial_value_format),
-        "--initial-value-format {}: this binary writes value formats 1 to {newest}",
-        args.initial_value_format
-    );
+    // The rule every member applies to the group's first command, checked before starting.
+    bitmountain_meta::state::value_format_switch(
+        bitmountain_meta::keys::VALUE_V1,
+        u32::from(args.initial_value_format),
+    )
+    .context("--initial-value-format")?;
     let default_code: Code = args.default_code.parse()?;
     let domain_level: DomainLevel = args.failure_domain.parse()?;
     let mut raft = RaftConfig::new(0, String::new());

@@ -143,7 +143,7 @@ impl ClusterRecord {
 /// The format a switch from `current` to `requested` leaves the group in, or why it is
 /// refused: the leader checks before it asks the members, and every member again when it
 /// applies the switch.
-pub(crate) fn value_format_switch(current: u8, requested: u32) -> Result<u8> {
+pub fn value_format_switch(current: u8, requested: u32) -> Result<u8> {
     let refuse = |reason: String| MetaError::ValueFormatRefused { requested, reason };
     let newest = keys::VALUE_FORMAT_NEWEST;
     let format = u8::try_from(requested)
@@ -157,6 +157,15 @@ pub(crate) fn value_format_switch(current: u8, requested: u32) -> Result<u8> {
         )));
     }
     Ok(format)
+}
+
+/// The value format a new group's first command asks for (0: the newest), or why it is
+/// refused (every member refuses alike; the member that proposed it checked its flag).
+pub(crate) fn first_value_format(requested: u8) -> Result<u8> {
+    match requested {
+        0 => Ok(keys::VALUE_FORMAT_NEWEST),
+        f => value_format_switch(keys::VALUE_V1, u32::from(f)),
+    }
 }
 
 /// The in-memory cluster map.

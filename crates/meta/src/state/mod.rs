@@ -25,7 +25,8 @@ mod tests_audit;
 
 pub use audit_reads::{AuditQuery, MAX_AUDIT_SCAN_PER_PAGE};
 pub use check::{check, CheckReport};
-pub(crate) use cluster::value_format_switch;
+pub(crate) use cluster::first_value_format;
+pub use cluster::value_format_switch;
 pub use cluster::{ClusterMap, ClusterRecord};
 pub use machine::MetaStateMachine;
 pub use store::{DiskShard, KeyReader, ListFilter, MetaStore};

@@ -57,8 +57,7 @@ impl Applier<'_> {
             // The group's first command (its first admin token, made before any node
             // registers) sets the value format written from here on, as the first
             // registration does otherwise — so the trail starts with this token.
-            self.map.cluster.value_format =
-                super::topology::first_value_format(c.first_value_format)?;
+            self.map.cluster.value_format = crate::state::first_value_format(c.first_value_format)?;
         }
         self.put_token(&c.record);
         self.map.cluster.tokens += 1;

@@ -7,19 +7,10 @@ use crate::command::{Applied, ApplyResult, RegisterNode};
 use crate::error::{Field, MetaError, Result};
 use crate::keys;
 use crate::rules;
-use crate::state::{value_format_switch, KeyReader};
+use crate::state::{first_value_format, value_format_switch, KeyReader};
 use crate::types::{
     Agent, AgentKind, AuditAction, DiskRecord, DiskState, NewEvent, NodeRecord, NodeState, Outcome,
 };
-
-/// The value format a new group's first command asks for (0: the newest), or why it is
-/// refused (every member refuses alike; the member that proposed it checked its flag).
-pub(super) fn first_value_format(requested: u8) -> Result<u8> {
-    match requested {
-        0 => Ok(keys::VALUE_FORMAT_NEWEST),
-        f => value_format_switch(keys::VALUE_V1, u32::from(f)),
-    }
-}
 
 impl Applier<'_> {
     pub(crate) fn register(&mut self, r: RegisterNode) -> ApplyResult {
