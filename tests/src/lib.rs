@@ -95,6 +95,15 @@ where
     })
 }
 
+/// A benchmark's size or count from the environment variable `name`, `default` when it is
+/// unset or not a number.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// CPU time (user + system) process `pid` has used, in clock ticks (1/100 s); 0 if it is gone.
 pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

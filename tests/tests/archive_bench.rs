@@ -15,16 +15,10 @@ use std::time::{Duration, Instant};
 
 use bitmountain_client::{ArchiveClient, PutOptions, UploadFile};
 use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
+use bitmountain_tests::env_u64;
 
 const CODE: &str = "4+2";
 const MIB: f64 = 1024.0 * 1024.0;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Writes `total` bytes of 8 MiB files under `dir`.
 fn make_tree(dir: &Path, total: u64) -> u64 {

@@ -19,19 +19,13 @@ use bitmountain_client::{PutOptions, UploadFile};
 use bitmountain_meta_client::types::RepairSettings;
 use bitmountain_meta_client::{BundleState, DiskState, MetaClient};
 use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
+use bitmountain_tests::env_u64;
 
 const CODE: &str = "4+2";
 const K: f64 = 4.0;
 const MIB: f64 = 1024.0 * 1024.0;
 const BUNDLE_FILES: usize = 8;
 const FILE_BYTES: usize = 8 << 20;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn settings(meta: &MetaClient, paused: bool) {
     meta.set_repair_settings(RepairSettings {

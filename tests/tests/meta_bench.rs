@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bitmountain_tests::cpu_ticks;
+use bitmountain_tests::{cpu_ticks, env_u64};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -194,10 +194,7 @@ async fn bench_throughput_and_failover() {
     );
 
     // Failover: kill -9 the leader while one client commits; time to the first ack after.
-    let rounds: u32 = std::env::var("META_BENCH_FAILOVER_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rounds = env_u64("META_BENCH_FAILOVER_ROUNDS", 3);
     for round in 0..rounds {
         let leader = cluster
             .wait_leader(&[1, 2, 3], Duration::from_secs(20))
@@ -254,14 +251,8 @@ async fn bench_throughput_and_failover() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark"]
 async fn bench_audit_cost() {
-    let env = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let rounds = env("META_BENCH_AUDIT_ROUNDS", 4);
-    let pairs = env("META_BENCH_AUDIT_PAIRS", 30_000);
+    let rounds = env_u64("META_BENCH_AUDIT_ROUNDS", 4);
+    let pairs = env_u64("META_BENCH_AUDIT_PAIRS", 30_000);
     let mut groups = Vec::new();
     for (label, args) in [
         ("untrailed", &["--initial-value-format", "2"][..]),
@@ -328,10 +319,7 @@ async fn bench_audit_cost() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark"]
 async fn bench_many_records() {
-    let records: u64 = std::env::var("META_BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let records = env_u64("META_BENCH_RECORDS", 200_000);
     let mut cluster = MetaCluster::start(3, &[]);
     cluster
         .wait_leader(&[1, 2, 3], Duration::from_secs(20))

@@ -16,19 +16,13 @@ use std::time::{Duration, Instant};
 use bitmountain_client::{PutOptions, UploadFile};
 use bitmountain_tests::cluster::{pseudo_random_bytes, Cluster};
 use bitmountain_tests::cpu_ticks;
+use bitmountain_tests::env_u64;
 use bitmountain_tests::meta_cluster::alloc_commit_pair;
 
 const MIB: f64 = 1024.0 * 1024.0;
 const READ_FILES: usize = 40;
 const PAIR_WORKERS: usize = 64;
 const PAIRS: u64 = 4_000;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Figures {
