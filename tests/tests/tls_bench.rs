@@ -30,6 +30,8 @@ struct Figures {
     /// CPU seconds of the cluster's processes and of the client per GiB uploaded.
     upload_cpu_s_per_gib: (f64, f64),
     read_p50_ms: f64,
+    /// CPU microseconds of the cluster's processes and of the client per warm read.
+    read_cpu_us: (f64, f64),
     pairs_per_s: f64,
 }
 
@@ -90,6 +92,7 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
     }
     let reads = env_u64("TLS_BENCH_READS", 1000) as usize;
     let mut lat = Vec::with_capacity(reads);
+    let before = cpu();
     for r in 0..reads {
         let path = format!("p/{:03}.jpg", r % READ_FILES);
         let t = Instant::now();
@@ -97,6 +100,12 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
         lat.push(t.elapsed());
         assert_eq!(bytes.len(), 64 << 10);
     }
+    let after = cpu();
+    let per_read_us = |ticks: u64| ticks as f64 * 10_000.0 / reads as f64;
+    let read_cpu_us = (
+        per_read_us(after.0 - before.0),
+        per_read_us(after.1 - before.1),
+    );
     lat.sort();
     let read_p50_ms = lat[lat.len() / 2].as_secs_f64() * 1e3;
 
@@ -128,6 +137,7 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
         upload_mib_s,
         upload_cpu_s_per_gib,
         read_p50_ms,
+        read_cpu_us,
         pairs_per_s,
     }
 }
@@ -161,12 +171,14 @@ async fn tls_and_tokens_against_insecure() {
         for insecure in order {
             let f = measure(insecure, upload_mib).await;
             println!(
-                "BENCH tls round {round} {}: upload {:.0} MiB/s (CPU s per GiB: cluster {:.2}, client {:.2}), warm 64 KiB read p50 {:.2} ms, alloc+commit {:.0} pairs/s",
+                "BENCH tls round {round} {}: upload {:.0} MiB/s (CPU s per GiB: cluster {:.2}, client {:.2}), warm 64 KiB read p50 {:.2} ms (CPU µs per read: cluster {:.0}, client {:.0}), alloc+commit {:.0} pairs/s",
                 if insecure { "insecure" } else { "tls+tokens" },
                 f.upload_mib_s,
                 f.upload_cpu_s_per_gib.0,
                 f.upload_cpu_s_per_gib.1,
                 f.read_p50_ms,
+                f.read_cpu_us.0,
+                f.read_cpu_us.1,
                 f.pairs_per_s
             );
             if insecure { &mut plain } else { &mut secure }.push(f);
@@ -356,6 +368,9 @@ async fn read_loop_to_profile() {
         )
         .await
         .unwrap();
+    // The record and index cached, so every read goes straight to the node with the bytes
+    // (without it the client picks a node, and two of three reads crossed a second hop).
+    client.prepare(&put.bundle_id).await.unwrap();
     for _ in 0..100 {
         client.read_file(&put.bundle_id, "f").await.unwrap();
     }
@@ -365,6 +380,14 @@ async fn read_loop_to_profile() {
         let nodes: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
         (nodes, cpu_ticks(std::process::id()))
     };
+    // What the nodes spend with nobody reading (heartbeats, background workers): the read
+    // figures below include it.
+    let idle = ticks();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!(
+        "BENCH read-loop idle: nodes {:.0} ms of CPU per second",
+        (ticks().0 - idle.0) as f64 * 10.0 / 3.0
+    );
     let before = ticks();
     let end = Instant::now() + Duration::from_secs(secs);
     let mut lat = Vec::new();

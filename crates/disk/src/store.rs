@@ -2,14 +2,16 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bitmountain_erasure::{shard_file_name, BundleId, FileShardSource, ShardSink};
 
 use crate::error::{DiskError, Result};
 use crate::identity::{ClusterId, DiskIdentity, IDENTITY_FILE};
+use crate::open_files::{live_len, read_now, OpenShards};
 use crate::tombstone::{self, Tombstone, TombstoneLog};
 
 const SHARDS_DIR: &str = "shards";
@@ -44,6 +46,8 @@ pub struct DiskStore {
     temp_counter: AtomicU64,
     /// Serializes appends to the tombstone log.
     tombstone_lock: Mutex<()>,
+    /// Shard files kept open for reads.
+    open_files: Arc<OpenShards>,
 }
 
 impl DiskStore {
@@ -91,6 +95,7 @@ impl DiskStore {
             identity,
             temp_counter: AtomicU64::new(0),
             tombstone_lock: Mutex::new(()),
+            open_files: Arc::default(),
         };
         store.create_dirs()?;
         sync_dir(root).map_err(|e| io("syncing the disk directory", e))?;
@@ -115,6 +120,7 @@ impl DiskStore {
             identity,
             temp_counter: AtomicU64::new(0),
             tombstone_lock: Mutex::new(()),
+            open_files: Arc::default(),
         };
         store.create_dirs()?;
         Ok(store)
@@ -203,6 +209,8 @@ impl DiskStore {
             file,
             temp_path,
             final_path,
+            key: (bundle, shard),
+            open_files: Arc::clone(&self.open_files),
             disk_id: self.identity.disk_id,
             written_bytes: 0,
             committed: false,
@@ -249,18 +257,86 @@ impl DiskStore {
         offset: u64,
         len_bytes: u64,
     ) -> Result<Vec<u8>> {
-        use bitmountain_erasure::ShardSource;
-        if len_bytes > MAX_READ_BYTES {
-            return Err(DiskError::ReadTooLarge {
-                len_bytes,
-                limit_bytes: MAX_READ_BYTES,
-            });
+        check_read_size(len_bytes)?;
+        let (file, shard_bytes) = self.kept_file(bundle, shard)?;
+        self.check_range(bundle, shard, offset, len_bytes, shard_bytes)?;
+        let mut buf = vec![0u8; len_bytes as usize];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| self.io(&self.shard_path(bundle, shard), "reading a shard", e))?;
+        Ok(buf)
+    }
+
+    /// [`DiskStore::read_shard_range`] if it can be done without waiting for the disk: the
+    /// shard's file is open already and the bytes are in the page cache. `None` otherwise
+    /// (read the blocking way then); a range beyond the shard's end is an error either way.
+    pub fn read_shard_range_now(
+        &self,
+        bundle: BundleId,
+        shard: u16,
+        offset: u64,
+        len_bytes: u64,
+    ) -> Option<Result<Vec<u8>>> {
+        if check_read_size(len_bytes).is_err() || !self.open_files.nowait_supported() {
+            return None;
         }
-        let source = self.open_shard(bundle, shard)?;
-        let path = source.path().to_path_buf();
-        let shard_bytes = source
-            .len_bytes()
-            .map_err(|e| self.io(&path, "reading shard length", e))?;
+        let file = self.open_files.get((bundle, shard))?;
+        let shard_bytes = live_len(&file).ok().flatten()?;
+        if let Err(e) = self.check_range(bundle, shard, offset, len_bytes, shard_bytes) {
+            return Some(Err(e));
+        }
+        let mut buf = vec![0u8; len_bytes as usize];
+        let n = read_now(&self.open_files, &file, offset, &mut buf)?;
+        assert_eq!(n, buf.len(), "read_now returns all the bytes or none");
+        Some(Ok(buf))
+    }
+
+    /// The open file of a shard and its length: the kept one while it is still the file on
+    /// disk, else opened by name (and kept).
+    fn kept_file(&self, bundle: BundleId, shard: u16) -> Result<(Arc<File>, u64)> {
+        let key = (bundle, shard);
+        if let Some(file) = self.open_files.get(key) {
+            match live_len(&file) {
+                Ok(Some(len)) => return Ok((file, len)),
+                // Replaced or deleted since it was opened: what the name holds now counts.
+                Ok(None) => self.open_files.forget(key),
+                Err(e) => {
+                    self.open_files.forget(key);
+                    let path = self.shard_path(bundle, shard);
+                    return Err(self.io(&path, "reading shard length", e));
+                }
+            }
+        }
+        let path = self.shard_path(bundle, shard);
+        let file = File::open(&path).map_err(|e| self.not_found_or_io(e, bundle, shard, &path))?;
+        let len = file
+            .metadata()
+            .map_err(|e| self.io(&path, "reading shard length", e))?
+            .len();
+        let file = Arc::new(file);
+        self.open_files.keep(key, Arc::clone(&file));
+        Ok((file, len))
+    }
+
+    /// How many shard files the disk keeps open.
+    #[cfg(test)]
+    pub(crate) fn open_file_count(&self) -> usize {
+        self.open_files.len()
+    }
+
+    /// Whether reads may be served without waiting (the filesystem takes `RWF_NOWAIT`).
+    #[cfg(test)]
+    pub(crate) fn reads_now(&self) -> bool {
+        self.open_files.nowait_supported()
+    }
+
+    fn check_range(
+        &self,
+        bundle: BundleId,
+        shard: u16,
+        offset: u64,
+        len_bytes: u64,
+        shard_bytes: u64,
+    ) -> Result<()> {
         if offset
             .checked_add(len_bytes)
             .is_none_or(|end| end > shard_bytes)
@@ -274,17 +350,14 @@ impl DiskStore {
                 shard_bytes,
             });
         }
-        let mut buf = vec![0u8; len_bytes as usize];
-        let n = source
-            .read_at(offset, &mut buf)
-            .map_err(|e| self.io(&path, "reading a shard", e))?;
-        buf.truncate(n);
-        Ok(buf)
+        Ok(())
     }
 
     /// Deletes a shard file; `false` when it was not there.
     pub fn delete_shard(&self, bundle: BundleId, shard: u16) -> Result<bool> {
         let path = self.shard_path(bundle, shard);
+        // A kept descriptor would hold the file's blocks after the name is gone.
+        self.open_files.forget((bundle, shard));
         match fs::remove_file(&path) {
             Ok(()) => {
                 if let Some(parent) = path.parent() {
@@ -383,6 +456,16 @@ fn parse_shard_name(name: &str) -> Option<(BundleId, u16)> {
     Some((BundleId::from_hex(hex)?, index.parse().ok()?))
 }
 
+fn check_read_size(len_bytes: u64) -> Result<()> {
+    if len_bytes > MAX_READ_BYTES {
+        return Err(DiskError::ReadTooLarge {
+            len_bytes,
+            limit_bytes: MAX_READ_BYTES,
+        });
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -394,6 +477,9 @@ pub struct PendingShard {
     file: File,
     temp_path: PathBuf,
     final_path: PathBuf,
+    /// The shard this file becomes, and the disk's open files (a kept older copy is closed).
+    key: (BundleId, u16),
+    open_files: Arc<OpenShards>,
     disk_id: u64,
     written_bytes: u64,
     committed: bool,
@@ -437,6 +523,7 @@ impl PendingShard {
         fs::rename(&self.temp_path, &self.final_path)
             .map_err(|e| self.io(&self.final_path, "renaming a shard into place", e))?;
         self.committed = true;
+        self.open_files.forget(self.key);
         sync_dir(&parent).map_err(|e| self.io(&parent, "syncing the shard directory", e))
     }
 }

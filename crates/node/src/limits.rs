@@ -6,6 +6,9 @@
 pub const MAX_MESSAGE_BYTES: usize = 5 << 20;
 /// Largest data piece in one shard read message.
 pub const SHARD_PIECE_BYTES: usize = 1 << 20;
+/// Largest shard range read on an async thread when its bytes are in the page cache (copying
+/// more would hold the thread longer than handing the read to a blocking thread costs).
+pub const INLINE_READ_MAX_BYTES: u64 = 1 << 20;
 /// Largest data piece in one shard write message (the proto allows 4 MiB).
 pub const SHARD_WRITE_PIECE_BYTES: usize = 4 << 20;
 /// A shard write whose stream is silent this long is abandoned (its temporary file removed).

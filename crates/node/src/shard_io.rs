@@ -1,5 +1,5 @@
 //! Shard I/O wherever the shard lives: on one of this node's disks (direct file I/O on blocking
-//! threads, no gRPC) or on another node (its NodeService). The coordinator's upload and read
+//! threads, or at once for a read whose bytes are in the page cache; no gRPC) or on another node (its NodeService). The coordinator's upload and read
 //! paths, deletes and garbage collection all go through here, so "local or remote" is decided
 //! in one place.
 
@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::error::{NodeError, Result};
 use crate::shard_client::{ShardClient, ShardUpload};
-use crate::shard_service::{blocking, DiskSet, ShardAddress};
+use crate::shard_service::{blocking, read_local, DiskSet, ShardAddress};
 
 /// Connections to other nodes, and which of them failed recently.
 #[derive(Debug)]
@@ -113,10 +113,7 @@ impl ShardIo {
         let address = Self::address(loc, bundle)?;
         if self.is_local(loc) {
             let disk = self.disks.get(loc.disk_id)?;
-            return blocking(move || {
-                Ok(disk.read_shard_range(address.bundle, address.shard, offset, len)?)
-            })
-            .await;
+            return read_local(disk, address, offset, len).await;
         }
         let client = self.peers.client(&loc.node_address)?;
         let result = client.read_range(address, offset, len).await;

@@ -19,7 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{NodeError, Result};
 use crate::limits::{
-    MAX_CONCURRENT_SHARD_WRITES, MAX_SHARD_BYTES, SHARD_PIECE_BYTES, UPLOAD_IDLE_TIMEOUT_MS,
+    INLINE_READ_MAX_BYTES, MAX_CONCURRENT_SHARD_WRITES, MAX_SHARD_BYTES, SHARD_PIECE_BYTES,
+    UPLOAD_IDLE_TIMEOUT_MS,
 };
 use crate::shard_io::{delete_local, DeleteWhy};
 
@@ -249,6 +250,22 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| NodeError::Internal(format!("disk task failed: {e}")))?
 }
 
+/// Reads a range of a shard on one of this node's disks: on this thread when its bytes are at
+/// hand (the file open, the bytes in the page cache), else on a blocking thread.
+pub(crate) async fn read_local(
+    disk: Arc<DiskStore>,
+    address: ShardAddress,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>> {
+    if len <= INLINE_READ_MAX_BYTES {
+        if let Some(read) = disk.read_shard_range_now(address.bundle, address.shard, offset, len) {
+            return Ok(read?);
+        }
+    }
+    blocking(move || Ok(disk.read_shard_range(address.bundle, address.shard, offset, len)?)).await
+}
+
 async fn write_blocking(mut pending: PendingShard, bytes: bytes::Bytes) -> Result<PendingShard> {
     blocking(move || {
         pending.write(&bytes)?;
@@ -291,10 +308,7 @@ impl NodeService for NodeShardService {
         // answered in one step: every task hop costs a wake-up on the read's critical path.
         if req.length <= SHARD_PIECE_BYTES as u64 {
             let (offset, length) = (req.offset, req.length);
-            let data = blocking(move || {
-                Ok(disk.read_shard_range(address.bundle, address.shard, offset, length)?)
-            })
-            .await?;
+            let data = read_local(disk, address, offset, length).await?;
             let piece = ReadShardResponse { data: data.into() };
             return Ok(Response::new(Box::pin(tokio_stream::once(Ok(piece)))));
         }
@@ -324,10 +338,7 @@ impl NodeService for NodeShardService {
             while offset < end {
                 let len = (end - offset).min(SHARD_PIECE_BYTES as u64);
                 let disk = disk.clone();
-                let piece = blocking(move || {
-                    Ok(disk.read_shard_range(address.bundle, address.shard, offset, len)?)
-                })
-                .await;
+                let piece = read_local(disk, address, offset, len).await;
                 let failed = piece.is_err();
                 let message = piece
                     .map(|data| ReadShardResponse { data: data.into() })
