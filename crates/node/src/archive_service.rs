@@ -668,7 +668,7 @@ impl ArchiveService for ArchiveApi {
             id,
             labels,
         )?;
-        let report = self.coordinator.check_fixity(id).await?;
+        let report = self.coordinator.check_fixity(id, None).await?;
         let recorded =
             crate::fixity::record(&self.coordinator.meta, &report, agent(principal.as_ref())).await;
         Ok(Response::new(crate::fixity::report_to_proto(

@@ -39,6 +39,7 @@ pub mod recovery;
 pub mod shard_client;
 pub mod shard_io;
 pub mod shard_service;
+pub mod throttle;
 pub mod tokens;
 
 pub use daemon::{run, NodeConfig};

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::Coordinator;
 use crate::error::Result;
+use crate::throttle::Throttle;
 
 /// Most failing files a report names (all are counted).
 pub const MAX_FIXITY_FAILURES_LISTED: usize = 1000;
@@ -87,8 +88,13 @@ impl FixityReport {
 impl Coordinator {
     /// Reads every file of sealed bundle `id` and compares its SHA-256 with the index's. An
     /// unknown bundle, or an index that cannot be read, is an error; a file that cannot be read
-    /// or does not match is a failure in the report.
-    pub async fn check_fixity(self: &Arc<Self>, id: BundleId) -> Result<FixityReport> {
+    /// or does not match is a failure in the report. With `pace`, every window read waits for
+    /// its bytes to fit that rate (the background pass; an operator's check runs at full speed).
+    pub async fn check_fixity(
+        self: &Arc<Self>,
+        id: BundleId,
+        pace: Option<&Throttle>,
+    ) -> Result<FixityReport> {
         // Fresh placement: a check must not read through a placement a repair has replaced.
         let b = self.sealed_bundle(id, true).await?;
         let index = self.index(&b).await?;
@@ -109,6 +115,9 @@ impl Coordinator {
                     Ok(bytes) => {
                         h.update(&bytes);
                         read += bytes.len() as u64;
+                        if let Some(pace) = pace {
+                            pace.take(bytes.len() as u64).await;
+                        }
                     }
                     Err(err) => {
                         error = Some(err.to_string());

@@ -112,9 +112,13 @@ impl FixityPass {
     /// Checks one bundle and records the event; false when it failed.
     async fn check(&self, id: BundleId) -> bool {
         let co = &self.healer.coordinator;
-        match co.check_fixity(id).await {
+        // Paced window by window: a large bundle's check must not take a core and the disks
+        // for as long as it runs (paced after the check, as it was, it read at full speed).
+        match co
+            .check_fixity(id, Some(&self.healer.fixity_throttle))
+            .await
+        {
             Ok(report) => {
-                self.healer.fixity_throttle.take(report.bytes).await;
                 crate::fixity::record(&co.meta, &report, Agent::system("fixity")).await;
                 report.failed == 0
             }
