@@ -92,15 +92,15 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
     }
     let reads = env_u64("TLS_BENCH_READS", 1000) as usize;
     let mut lat = Vec::with_capacity(reads);
+    // What the cluster spends meanwhile (heartbeats, the background fixity pass, paced): the
+    // CPU per read below includes it.
     let idle = cpu();
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!(
-        "BENCH tls idle before reads: cluster {} ms of CPU per second",
+        "BENCH tls before reads, nobody reading: cluster {} ms of CPU per second",
         (cpu().0 - idle.0) * 5
     );
     let before = cpu();
-    let per_pid: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
-    println!("BENCH tls per-process ticks before reads: {per_pid:?}");
     for r in 0..reads {
         let path = format!("p/{:03}.jpg", r % READ_FILES);
         let t = Instant::now();
@@ -109,10 +109,6 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
         assert_eq!(bytes.len(), 64 << 10);
     }
     let after = cpu();
-    let per_pid: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
-    println!(
-        "BENCH tls per-process ticks after reads: {per_pid:?} (first the nodes, then the member)"
-    );
     let per_read_us = |ticks: u64| ticks as f64 * 10_000.0 / reads as f64;
     let read_cpu_us = (
         per_read_us(after.0 - before.0),
