@@ -30,7 +30,7 @@ mod tombstone;
 
 pub use error::{DiskError, Result};
 pub use identity::{ClusterId, DiskIdentity, IDENTITY_FILE, IDENTITY_VERSION};
-pub use open_files::MAX_OPEN_SHARD_FILES_PER_DISK;
+pub use open_files::{kept_files_per_disk, open_file_soft_limit, MAX_OPEN_SHARD_FILES_PER_DISK};
 pub use scan::{DiskScan, ScannedShard, ShardFound};
 pub use store::{DiskSpace, DiskStore, PendingShard, StoredShard, MAX_READ_BYTES};
 pub use tombstone::{Tombstone, TombstoneLog, TOMBSTONE_FILE, TOMBSTONE_RECORD_BYTES};

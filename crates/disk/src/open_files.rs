@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bitmountain_erasure::BundleId;
@@ -38,12 +38,57 @@ struct Files {
     clock: u64,
 }
 
+/// Of the process's open-file limit, the share the kept shard files of all disks may take (the
+/// rest is for connections, shard writes, logs).
+const KEPT_FILES_SHARE_OF_LIMIT: u64 = 4;
+
+/// How many files each of `disks` disks may keep open under an open-file soft limit of
+/// `soft_limit` (`None`: unlimited): a quarter of the limit over the disks, at most
+/// [`MAX_OPEN_SHARD_FILES_PER_DISK`]. 0 keeps none (every read opens its file).
+pub fn kept_files_per_disk(soft_limit: Option<u64>, disks: usize) -> usize {
+    let Some(limit) = soft_limit else {
+        return MAX_OPEN_SHARD_FILES_PER_DISK;
+    };
+    let share = limit / KEPT_FILES_SHARE_OF_LIMIT / (disks.max(1) as u64);
+    usize::try_from(share).map_or(MAX_OPEN_SHARD_FILES_PER_DISK, |s| {
+        s.min(MAX_OPEN_SHARD_FILES_PER_DISK)
+    })
+}
+
+/// This process's soft limit on open files, from `/proc/self/limits` (`None`: unlimited or not
+/// readable).
+pub fn open_file_soft_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_file_soft_limit(&limits)
+}
+
+fn parse_open_file_soft_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The open files of one disk, least recently used first out.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct OpenShards {
     files: Mutex<Files>,
     /// Set when the filesystem refuses `RWF_NOWAIT`: every read then goes the blocking way.
     nowait_unsupported: AtomicBool,
+    /// Files kept at most (see [`kept_files_per_disk`]).
+    max_files: AtomicUsize,
+}
+
+impl Default for OpenShards {
+    fn default() -> Self {
+        OpenShards {
+            files: Mutex::default(),
+            nowait_unsupported: AtomicBool::new(false),
+            max_files: AtomicUsize::new(MAX_OPEN_SHARD_FILES_PER_DISK),
+        }
+    }
 }
 
 impl OpenShards {
@@ -61,23 +106,25 @@ impl OpenShards {
         Some(Arc::clone(&kept.file))
     }
 
-    /// Keeps `file` for `key`, closing the least recently used file when full.
+    /// Keeps `file` for `key`, closing the least recently used files when full.
     pub(crate) fn keep(&self, key: Key, file: Arc<File>) {
+        let max = self.max_files.load(Ordering::Relaxed);
         let mut files = self.lock();
-        files.clock += 1;
-        let now = files.clock;
-        if files.by_shard.len() >= MAX_OPEN_SHARD_FILES_PER_DISK
-            && !files.by_shard.contains_key(&key)
-        {
+        files.by_shard.remove(&key);
+        while files.by_shard.len() >= max {
             let oldest = files
                 .by_shard
                 .iter()
                 .min_by_key(|(_, kept)| kept.last_used)
                 .map(|(key, _)| *key);
-            if let Some(oldest) = oldest {
-                files.by_shard.remove(&oldest);
-            }
+            match oldest {
+                Some(oldest) => files.by_shard.remove(&oldest),
+                // Nothing kept and no room: keep nothing.
+                None => return,
+            };
         }
+        files.clock += 1;
+        let now = files.clock;
         files.by_shard.insert(
             key,
             Kept {
@@ -85,7 +132,14 @@ impl OpenShards {
                 last_used: now,
             },
         );
-        assert!(files.by_shard.len() <= MAX_OPEN_SHARD_FILES_PER_DISK);
+        assert!(files.by_shard.len() <= max);
+    }
+
+    /// Keeps at most `max` files from now on (the least recently used beyond it are closed at
+    /// the next [`OpenShards::keep`]).
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max_files
+            .store(max.min(MAX_OPEN_SHARD_FILES_PER_DISK), Ordering::Relaxed);
     }
 
     /// Forgets a shard's file (it is being deleted or replaced).
@@ -215,6 +269,44 @@ mod tests {
             Err(DiskError::ShardNotFound { .. })
         ));
         assert_eq!(store.open_file_count(), 0);
+    }
+
+    #[test]
+    fn the_kept_files_fit_the_open_file_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max processes             95434                95434                processes\n\
+                      Max open files            1024                 1048576              files\n";
+        assert_eq!(parse_open_file_soft_limit(limits), Some(1024));
+        assert_eq!(
+            parse_open_file_soft_limit("Max open files  unlimited  unlimited  files"),
+            None
+        );
+        assert_eq!(
+            kept_files_per_disk(None, 100),
+            MAX_OPEN_SHARD_FILES_PER_DISK
+        );
+        assert_eq!(
+            kept_files_per_disk(Some(1_048_576), 60),
+            MAX_OPEN_SHARD_FILES_PER_DISK
+        );
+        // 1024 descriptors and 16 disks: a quarter, 256, over the disks.
+        assert_eq!(kept_files_per_disk(Some(1024), 16), 16);
+        assert_eq!(kept_files_per_disk(Some(64), 100), 0);
+        assert!(open_file_soft_limit().is_none_or(|l| l > 0));
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let (a, b) = (BundleId([1; 16]), BundleId([2; 16]));
+        put(&store, a, 0, b"a");
+        put(&store, b, 0, b"b");
+        store.limit_open_files(0);
+        assert_eq!(store.read_shard_range(a, 0, 0, 1).unwrap(), b"a");
+        assert_eq!(store.open_file_count(), 0);
+        assert!(store.read_shard_range_now(a, 0, 0, 1).is_none());
+        store.limit_open_files(1);
+        assert_eq!(read_both(&store, a, 0, 1), b"a");
+        assert_eq!(read_both(&store, b, 0, 1), b"b");
+        assert_eq!(store.open_file_count(), 1);
     }
 
     #[test]

@@ -317,6 +317,12 @@ impl DiskStore {
         Ok((file, len))
     }
 
+    /// Keeps at most `max` shard files open for reads (see [`crate::kept_files_per_disk`]); 0
+    /// keeps none.
+    pub fn limit_open_files(&self, max: usize) {
+        self.open_files.set_max(max);
+    }
+
     /// How many shard files the disk keeps open.
     #[cfg(test)]
     pub(crate) fn open_file_count(&self) -> usize {

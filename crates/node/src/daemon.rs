@@ -379,6 +379,21 @@ pub async fn run(
         }
     }
     let disk_ids: Vec<u64> = stores.iter().map(|s| s.disk_id()).collect();
+    // Kept-open shard files take at most a quarter of the open-file limit.
+    let soft_limit = bitmountain_disk::open_file_soft_limit();
+    let kept = bitmountain_disk::kept_files_per_disk(soft_limit, stores.len());
+    if kept < bitmountain_disk::MAX_OPEN_SHARD_FILES_PER_DISK {
+        tracing::warn!(
+            open_file_limit = ?soft_limit,
+            disks = stores.len(),
+            kept_files_per_disk = kept,
+            "the open-file limit is low for this many disks: fewer shard files are kept open \
+             for reads (raise it, e.g. LimitNOFILE in the systemd unit)"
+        );
+    }
+    for store in &stores {
+        store.limit_open_files(kept);
+    }
     let disks = DiskSet::new(stores);
     let io = Arc::new(ShardIo::new(
         disks.clone(),
