@@ -1,7 +1,7 @@
 //! Shard I/O wherever the shard lives: on one of this node's disks (direct file I/O on blocking
-//! threads, or at once for a read whose bytes are in the page cache; no gRPC) or on another node (its NodeService). The coordinator's upload and read
-//! paths, deletes and garbage collection all go through here, so "local or remote" is decided
-//! in one place.
+//! threads, or at once for a read whose bytes are in the page cache; no gRPC) or on another
+//! node (its NodeService). The coordinator's upload and read paths, deletes and garbage
+//! collection all go through here, so "local or remote" is decided in one place.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

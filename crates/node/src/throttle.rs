@@ -1,21 +1,21 @@
 //! Pacing background reads (scrub, fixity, repair copies) to a byte rate, so they leave the
 //! disks and cores to clients.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Paces bytes to a rate: each caller waits until its bytes fit the rate since the last ones.
 #[derive(Debug)]
 pub struct Throttle {
-    bytes_per_sec: std::sync::atomic::AtomicU64,
+    bytes_per_sec: AtomicU64,
     next_free: Mutex<Instant>,
 }
 
 impl Throttle {
     pub fn new(bytes_per_sec: u64) -> Self {
         Throttle {
-            bytes_per_sec: std::sync::atomic::AtomicU64::new(bytes_per_sec),
+            bytes_per_sec: AtomicU64::new(bytes_per_sec),
             next_free: Mutex::new(Instant::now()),
         }
     }

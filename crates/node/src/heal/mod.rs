@@ -28,6 +28,7 @@ use crate::limits::{
     FIXITY_BYTES_PER_SEC, FIXITY_INTERVAL_MS, REPAIR_POLL_INTERVAL_MS, SCRUB_BYTES_PER_SEC,
     SCRUB_INTERVAL_MS,
 };
+use crate::throttle::Throttle;
 
 /// How a node heals.
 #[derive(Debug, Clone)]
@@ -55,8 +56,6 @@ impl Default for HealConfig {
         }
     }
 }
-
-pub use crate::throttle::Throttle;
 
 /// Scrub results of one disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
