@@ -609,6 +609,7 @@ async fn serve(
     }
     let router = builder
         .tcp_nodelay(true)
+        .max_frame_size(Some(bitmountain_proto::connect::H2_MAX_FRAME_BYTES))
         .initial_stream_window_size(Some(crate::limits::H2_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(crate::limits::H2_CONNECTION_WINDOW_BYTES))
         // Counted and timed here, refusals included; then checked, before any handler (no

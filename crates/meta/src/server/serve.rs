@@ -169,6 +169,7 @@ pub async fn serve(
     }
     let router = builder
         .tcp_nodelay(true)
+        .max_frame_size(Some(bitmountain_proto::connect::H2_MAX_FRAME_BYTES))
         .initial_stream_window_size(Some(
             bitmountain_raftstore::transport::H2_STREAM_WINDOW_BYTES,
         ))
