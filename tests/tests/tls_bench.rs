@@ -97,8 +97,8 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
     let idle = cpu();
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!(
-        "BENCH tls before reads, nobody reading: cluster {} ms of CPU per second",
-        (cpu().0 - idle.0) * 5
+        "BENCH tls before reads, nobody reading: cluster {:.0} ms of CPU per second",
+        ms_per_second(cpu().0 - idle.0, 2)
     );
     let before = cpu();
     for r in 0..reads {
@@ -109,10 +109,9 @@ async fn measure(insecure: bool, upload_mib: u64) -> Figures {
         assert_eq!(bytes.len(), 64 << 10);
     }
     let after = cpu();
-    let per_read_us = |ticks: u64| ticks as f64 * 10_000.0 / reads as f64;
     let read_cpu_us = (
-        per_read_us(after.0 - before.0),
-        per_read_us(after.1 - before.1),
+        us_per(after.0 - before.0, reads),
+        us_per(after.1 - before.1, reads),
     );
     lat.sort();
     let read_p50_ms = lat[lat.len() / 2].as_secs_f64() * 1e3;
@@ -232,6 +231,16 @@ async fn tls_and_tokens_against_insecure() {
         "BENCH tls meta: {sp:.0} alloc+commit pairs/s against {pp:.0} insecure: ratio {:.3} (target >= 0.85)",
         sp / pp
     );
+}
+
+/// CPU clock ticks ([`cpu_ticks`], 1/100 s) as microseconds for each of `count` operations.
+fn us_per(ticks: u64, count: usize) -> f64 {
+    ticks as f64 * 10_000.0 / count as f64
+}
+
+/// CPU clock ticks used over `secs` seconds as milliseconds of CPU per second.
+fn ms_per_second(ticks: u64, secs: u64) -> f64 {
+    ticks as f64 * 10.0 / secs as f64
 }
 
 /// p50 of `n` calls of `call`, after 100 to warm up.
@@ -394,7 +403,7 @@ async fn read_loop_to_profile() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     println!(
         "BENCH read-loop idle: nodes {:.0} ms of CPU per second",
-        (ticks().0 - idle.0) as f64 * 10.0 / 3.0
+        ms_per_second(ticks().0 - idle.0, 3)
     );
     let before = ticks();
     let end = Instant::now() + Duration::from_secs(secs);
@@ -406,8 +415,6 @@ async fn read_loop_to_profile() {
         assert_eq!(bytes.len(), 64 << 10);
     }
     let after = ticks();
-    let n = lat.len() as f64;
-    let per_read_us = |t: u64| t as f64 * 10_000.0 / n;
     lat.sort();
     println!(
         "BENCH read-loop {}: {} reads, p50 {:.0} µs, p90 {:.0} µs; CPU per read: nodes {:.0} µs, client {:.0} µs",
@@ -415,7 +422,7 @@ async fn read_loop_to_profile() {
         lat.len(),
         lat[lat.len() / 2].as_secs_f64() * 1e6,
         lat[lat.len() * 9 / 10].as_secs_f64() * 1e6,
-        per_read_us(after.0 - before.0),
-        per_read_us(after.1 - before.1)
+        us_per(after.0 - before.0, lat.len()),
+        us_per(after.1 - before.1, lat.len())
     );
 }

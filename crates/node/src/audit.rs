@@ -2,10 +2,11 @@
 //! token's scope; the auth layer queues its own) for the group's trail, and the **read access
 //! log** — who read which file — kept on the node itself, since reads are not Raft writes.
 //!
-//! The read log is JSON lines in `<data dir>/access-log/reads.jsonl`, written by a thread of
-//! its own behind a bounded queue (a read never waits for it; a full queue is counted and the
-//! count logged) in batches, rotated at [`READ_LOG_ROTATE_BYTES`] keeping [`READ_LOG_KEEP_FILES`] older
-//! files (`reads.jsonl.1` the newest of them). Format: `docs/formats.md`, "Read access log".
+//! The read log is JSON lines in `<data dir>/access-log/reads.jsonl`, written in batches by a
+//! thread of its own behind a bounded queue (a read never waits for it; a full queue is counted
+//! and the count logged), rotated at [`READ_LOG_ROTATE_BYTES`] keeping [`READ_LOG_KEEP_FILES`]
+//! older files (`reads.jsonl.1` the newest of them). Format: `docs/formats.md`, "Read access
+//! log".
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
